@@ -1,0 +1,31 @@
+"""pytest set-up: the real kubectl/helm from .tools/bin (scripts/fetch-tools) first on PATH."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from support import TOOLS, copy_example
+
+if TOOLS.is_dir():
+    os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = [b for b in ("kubectl", "helm", "git") if shutil.which(b) is None]
+    if missing:
+        raise pytest.UsageError(f"missing {', '.join(missing)} on PATH: run scripts/fetch-tools first")
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Path:
+    """A fresh git repository holding examples/gitops (one commit on main)."""
+    return copy_example(tmp_path / "gitops")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the render cache of each test session away from the user's ~/.cache."""
+    monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

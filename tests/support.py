@@ -1,0 +1,62 @@
+"""Shared test helpers: real git repositories on disk and the example GitOps repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+EXAMPLE = PROJECT / "examples" / "gitops"
+TOOLS = PROJECT / ".tools" / "bin"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` and return its stdout (stripped)."""
+    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                         env={**os.environ, **GIT_ENV})
+    return out.stdout.strip()
+
+
+def init_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "user.name", "Test")
+    git(path, "config", "commit.gpgsign", "false")
+    return path
+
+
+def commit_all(repo: Path, message: str = "change") -> str:
+    """Stage everything and commit; returns the new HEAD sha."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def write(repo: Path, rel: str, text: str) -> Path:
+    p = repo / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def copy_example(dest: Path) -> Path:
+    """A git repository holding a copy of examples/gitops, with one commit on main."""
+    shutil.copytree(EXAMPLE, dest)
+    init_repo(dest)
+    commit_all(dest, "initial")
+    return dest
+
+
+def snapshot_files(root: Path) -> dict[str, bytes]:
+    """Every file below root (outside .git) with its bytes, to prove nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".git" not in p.relative_to(root).parts}
