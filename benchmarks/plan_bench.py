@@ -1,0 +1,171 @@
+"""Plan benchmark on a synthetic GitOps repository (issue: plan engine, speed).
+
+Prints two ratios:
+  (a) plan time for a one-overlay change in a 100 apps x 3 envs repo / the same in a 1-app repo
+      (aim <= 1.5: the cost follows the change, not the repo);
+  (b) plan time for a change to a component used by 90 targets / serial `kubectl kustomize` of
+      those targets at base and head (aim <= 0.75 on 2 cores).
+
+Run: python benchmarks/plan_bench.py [--apps 100] [--repeat 3]
+Every plan runs with an empty render cache, so the figures measure rendering, not the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TOOLS = ROOT / ".tools" / "bin"
+if TOOLS.is_dir():
+    os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ['PATH']}"
+
+from prbot.config import load_config_file  # noqa: E402
+from prbot.plan import make_plan  # noqa: E402
+from prbot.render import RenderPool  # noqa: E402
+
+ENVS = ("dev", "staging", "prod")
+CONFIG = """version: 1
+environments:
+  - name: dev
+  - name: staging
+  - name: prod
+apps:
+  - path: "apps/{app}/envs/{env}"
+    namespace: "{app}-{env}"
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def build_repo(dest: Path, apps: int, component_users: int) -> Path:
+    """`apps` kustomize apps x 3 envs; the first `component_users` targets use components/common."""
+    _write(dest / ".prbot.yml", CONFIG)
+    _write(dest / "components/common/kustomization.yaml",
+           "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"
+           "commonLabels:\n  team: platform\n")
+    n = 0
+    for i in range(apps):
+        app = f"app{i:03d}"
+        base = dest / "apps" / app / "base"
+        _write(base / "kustomization.yaml", "resources:\n  - deployment.yaml\n  - service.yaml\n"
+               "configMapGenerator:\n  - name: cfg\n    literals: [MODE=base]\n")
+        _write(base / "deployment.yaml", f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {app}
+spec:
+  selector:
+    matchLabels: {{app: {app}}}
+  template:
+    metadata:
+      labels: {{app: {app}}}
+    spec:
+      containers:
+        - name: main
+          image: registry.example.com/team/{app}:1.0.0
+          envFrom: [{{configMapRef: {{name: cfg}}}}]
+""")
+        _write(base / "service.yaml", f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\n"
+               f"spec:\n  selector: {{app: {app}}}\n  ports: [{{port: 80}}]\n")
+        for env in ENVS:
+            comps = "components:\n  - ../../../../components/common\n" if n < component_users else ""
+            n += 1
+            _write(dest / "apps" / app / "envs" / env / "kustomization.yaml",
+                   f"namespace: {app}-{env}\nresources:\n  - ../../base\n{comps}"
+                   f"images:\n  - name: registry.example.com/team/{app}\n    newTag: \"1.0.0\"\n")
+    _git(dest, "init", "-q", "-b", "main")
+    _git(dest, "add", "-A")
+    _git(dest, "commit", "-q", "-m", "synthetic")
+    return dest
+
+
+def time_plan(repo: Path, cache: Path) -> float:
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["PRBOT_CACHE_DIR"] = str(cache)
+    config = load_config_file(repo / ".prbot.yml")
+    start = time.perf_counter()
+    plan = make_plan(repo, config, "HEAD", None, pool=RenderPool())
+    elapsed = time.perf_counter() - start
+    assert not plan.failed, [t.error for t in plan.targets if t.failed]
+    return elapsed
+
+
+def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    return min(fn() for _ in range(repeat))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--apps", type=int, default=100)
+    ap.add_argument("--component-users", type=int, default=90)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        print("kubectl not found: run scripts/fetch-tools", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="prbot-bench-") as tmp:
+        t = Path(tmp)
+        big = build_repo(t / "big", args.apps, args.component_users)
+        small = build_repo(t / "small", 1, 0)
+        cache = t / "cache"
+
+        # (a) one overlay changes
+        for repo in (big, small):
+            p = repo / "apps/app000/envs/dev/kustomization.yaml"
+            p.write_text(p.read_text().replace('newTag: "1.0.0"', 'newTag: "1.0.1"'))
+        big_t = best(lambda: time_plan(big, cache), args.repeat)
+        small_t = best(lambda: time_plan(small, cache), args.repeat)
+        for repo in (big, small):
+            _git(repo, "checkout", "-q", "--", ".")
+
+        # (b) the shared component changes
+        comp = big / "components/common/kustomization.yaml"
+        comp.write_text(comp.read_text().replace("team: platform", "team: platform-v2"))
+        users = [big / "apps" / f"app{i // 3:03d}" / "envs" / ENVS[i % 3] for i in range(args.component_users)]
+        plan_t = best(lambda: time_plan(big, cache), args.repeat)
+
+        def serial() -> float:
+            with tempfile.TemporaryDirectory() as base_tree:
+                subprocess.run(["git", "worktree", "add", "-q", "--detach", base_tree, "HEAD"], cwd=big,
+                               check=True, capture_output=True)
+                try:
+                    start = time.perf_counter()
+                    for d in users:
+                        rel = d.relative_to(big)
+                        for root in (Path(base_tree), big):
+                            subprocess.run([kubectl, "kustomize", str(root / rel)], check=True,
+                                           capture_output=True)
+                    return time.perf_counter() - start
+                finally:
+                    subprocess.run(["git", "worktree", "remove", "--force", base_tree], cwd=big, check=True)
+        raw_t = best(serial, 1)
+
+    print(f"cores: {os.cpu_count()}")
+    print(f"(a) one-overlay change: {args.apps}-app repo {big_t:.2f}s, 1-app repo {small_t:.2f}s, "
+          f"ratio {big_t / small_t:.2f} (aim <= 1.5)")
+    print(f"(b) component used by {len(users)} targets: plan {plan_t:.2f}s, serial kubectl kustomize "
+          f"x{2 * len(users)} {raw_t:.2f}s, ratio {plan_t / raw_t:.2f} (aim <= 0.75)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
