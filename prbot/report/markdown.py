@@ -1,0 +1,540 @@
+"""The sticky PR comment (SPEC §5): a verdict, a summary table, one `<details>` per target.
+
+The comment is built as a list of *atoms* (a few lines that must stay together), each tagged with the
+stack of containers (`<details>`, a code fence, the table) open after it, and grouped in *blocks*
+(one per object diff) that the packer prefers not to split.  The packer fills parts of at most
+`limit` characters; at a cut it closes every open container and reopens it at the top of the next
+part, so each part is balanced markdown on its own.
+
+Wording lives in `templates/comment.toml`; this module only decides structure and escaping.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import string
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prbot.diff import ObjectChange
+    from prbot.plan import DryRun, Plan, TargetPlan
+    from prbot.validate import ValidationIssue
+
+MARKER = "<!-- prbot:plan -->"
+"""Hidden first line of every part: how the bot finds its comments again."""
+PART_MARKER = "<!-- prbot:plan part={index}/{total} -->"
+PART_RE = re.compile(r"^<!-- prbot:plan part=(\d+)/(\d+) -->$", re.MULTILINE)
+DEFAULT_LIMIT = 65_000
+MIN_LIMIT = 4_000           # room for the longest unsplittable atom (a summary, a table row) twice over
+
+_INLINE_MAX = 200           # names, paths, kinds in summaries and table cells
+_MESSAGE_MAX = 600          # one validation / API message
+_MAX_ISSUES = 50            # validation issues listed per target
+_MAX_SKIPPED_KINDS = 30
+_MAX_QUIET = 100            # unchanged targets named in the compact line
+
+
+# --------------------------------------------------------------------------------------------
+# Templates and escaping
+# --------------------------------------------------------------------------------------------
+
+@cache
+def _templates() -> dict[str, string.Template]:
+    text = resources.files("prbot.report").joinpath("templates/comment.toml").read_text("utf-8")
+    return {key: string.Template(value) for key, value in tomllib.loads(text).items()}
+
+
+def _t(key: str, **values: object) -> str:
+    return _templates()[key].substitute(values)
+
+
+def _n(key: str, count: int, **values: object) -> str:
+    """The singular (`key_one`) or plural (`key_other`) form of a message."""
+    return _t(f"{key}_one" if count == 1 else f"{key}_other", count=count, **values)
+
+
+_SPACE = re.compile(r"\s+")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+
+
+def _oneline(text: object, limit: int) -> str:
+    """Whitespace (newlines included) collapsed to single spaces, clipped to `limit` characters."""
+    flat = _SPACE.sub(" ", str(text)).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _escaped(text: object, limit: int, escape: Callable[[str], str]) -> str:
+    """`text` on one line, escaped character by character, at most `limit` characters (plus `…`)."""
+    out: list[str] = []
+    used = 0
+    for ch in _SPACE.sub(" ", str(text)).strip():
+        esc = escape(ch)
+        if used + len(esc) > limit:
+            out.append("…")
+            break
+        out.append(esc)
+        used += len(esc)
+    return "".join(out)
+
+
+def _md_char(ch: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(ch, quote=False))
+
+
+def md(text: object, limit: int = _INLINE_MAX) -> str:
+    """User data as inert inline markdown: one line, no HTML, no emphasis, `|` safe in a table cell."""
+    return _escaped(text, limit, _md_char)
+
+
+def html_text(text: object, limit: int = _INLINE_MAX) -> str:
+    """User data inside an HTML element (`<summary>`): one line, HTML-escaped."""
+    return _escaped(text, limit, html.escape)
+
+
+def code(text: object, limit: int = _INLINE_MAX) -> str:
+    """User data as an inline code span, with a delimiter longer than any backtick run inside.
+
+    Not for table cells (a `|` inside a code span would still end the cell)."""
+    flat = _oneline(text, limit)
+    if not flat:
+        return '`""`'
+    tick = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat[0] == "`" or flat[-1] == "`" else ""
+    return f"{tick}{pad}{flat}{pad}{tick}"
+
+
+def fence_for(text: str) -> str:
+    """A code fence no line of `text` can close: longer than its longest run of backticks."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def short_sha(rev: str) -> str:
+    """`abc1234` for a full sha, keeping a suffix such as `-dirty`; other revisions as given."""
+    m = re.fullmatch(r"([0-9a-f]{7})[0-9a-f]*(\S*)", rev)
+    return m.group(1) + m.group(2) if m else _oneline(rev, 40)
+
+
+def describe_object(group: str, kind: str, namespace: str | None, name: str) -> str:
+    """`apps/Deployment shop-dev/shop`, `ConfigMap shop-dev/cfg`, `storage.k8s.io/StorageClass x`."""
+    kind_text = f"{group}/{kind}" if group else kind
+    return f"{kind_text} {namespace}/{name}" if namespace else f"{kind_text} {name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Document model: atoms, containers, blocks
+# --------------------------------------------------------------------------------------------
+
+def _size(lines: Iterable[str]) -> int:
+    return sum(len(line) + 1 for line in lines)
+
+
+@dataclass(frozen=True, eq=False)
+class _Box:
+    """A container: how it opens, closes, is cut at the end of a part and reopened in the next.
+
+    `cut` is never shorter than `close`: the room set aside for cutting always holds the close."""
+    open: tuple[str, ...]
+    close: tuple[str, ...]
+    cut: tuple[str, ...]
+    reopen: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Atom:
+    lines: tuple[str, ...]
+    stack: tuple[_Box, ...]     # containers open after this atom
+    glue: bool = False          # keep together with the next atom
+    split: bool = False         # one line of a code block: may be cut in pieces if a part can't hold it
+
+    @property
+    def size(self) -> int:
+        return _size(self.lines)
+
+
+class _Doc:
+    def __init__(self) -> None:
+        self.blocks: list[list[_Atom]] = [[]]
+        self.stack: tuple[_Box, ...] = ()
+
+    def block(self) -> None:
+        """Start a new block: the packer prefers cutting between blocks."""
+        if self.blocks[-1]:
+            self.blocks.append([])
+
+    def add(self, *lines: str) -> None:
+        self.blocks[-1].append(_Atom(lines, self.stack))
+
+    def code_line(self, line: str) -> None:
+        self.blocks[-1].append(_Atom((line,), self.stack, split=True))
+
+    def push(self, box: _Box, *lead: str) -> None:
+        self.stack += (box,)
+        self.blocks[-1].append(_Atom(lead + box.open, self.stack, glue=True))
+
+    def pop(self) -> None:
+        box, self.stack = self.stack[-1], self.stack[:-1]
+        self.blocks[-1].append(_Atom(box.close, self.stack))
+
+
+def _details(summary: str, is_open: bool) -> _Box:
+    tag = "<details open>" if is_open else "<details>"
+    return _Box(open=(tag, f"<summary>{summary}</summary>", ""),
+                close=("", "</details>", ""),
+                cut=("", "</details>", ""),
+                reopen=(tag, f"<summary>{_t('summary_continued', summary=summary)}</summary>", ""))
+
+
+def _code_block(doc: _Doc, text: str, lang: str, lead: tuple[str, ...] = (),
+                relead: tuple[str, ...] = ()) -> None:
+    fence = fence_for(text)
+    box = _Box(open=(fence + lang,), close=(fence, ""), cut=(fence, ""), reopen=relead + (fence + lang,))
+    doc.push(box, *lead)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines:
+        doc.code_line(line)
+    doc.pop()
+
+
+# --------------------------------------------------------------------------------------------
+# Content
+# --------------------------------------------------------------------------------------------
+
+def _quiet(t: TargetPlan) -> bool:
+    """Nothing to review: unchanged, rendered, no error or warning, nothing from the cluster."""
+    dry = t.dry_run
+    return (t.status == "unchanged" and not t.error and not t.failed and not t.changes
+            and all(v.level == "skipped" for v in t.validation)
+            and (dry is None or (dry.status == "ok" and not dry.changes and not dry.errors)))
+
+
+def _envs(plan: Plan) -> list[str]:
+    return list(dict.fromkeys(t.env for t in plan.targets))
+
+
+def _verdict(plan: Plan) -> str:
+    envs = _envs(plan)
+    changing = [e for e in envs if any(t.env == e and t.status != "unchanged" for t in plan.targets)]
+    head = _n("verdict_change", len(changing)) if changing else _t("verdict_no_change")
+    marks = []
+    for env in envs:
+        failed = sum(1 for t in plan.targets if t.env == env and t.failed)
+        marks.append(_n("env_failed", failed, env=md(env)) if failed else _t("env_ok", env=md(env)))
+    return _t("verdict_sep").join([head, *marks])
+
+
+def _counts(t: TargetPlan, prefix: str) -> str:
+    added, changed, removed = t.counts()
+    if t.status == "error":
+        return _t(f"{prefix}_render_failed")
+    key = {"added": "_counts_new", "removed": "_counts_gone"}.get(t.status, "_counts")
+    if prefix == "summary" and t.status == "unchanged" and not t.changes:
+        key = "_no_changes"
+    return _t(prefix + key, added=added, changed=changed, removed=removed)
+
+
+def _validation_cell(t: TargetPlan) -> str:
+    if t.status in ("error", "removed"):
+        return _t("cell_none")
+    levels = Counter(v.level if v.level in ("error", "skipped") else "warning" for v in t.validation)
+    cells = []
+    if levels["error"]:
+        cells.append(_n("cell_validation_errors", levels["error"]))
+    if levels["warning"]:
+        cells.append(_n("cell_validation_warnings", levels["warning"]))
+    if levels["skipped"]:
+        cells.append(_t("cell_validation_skipped", count=levels["skipped"]))
+    return _t("cell_sep").join(cells) if cells else _t("cell_validation_passed")
+
+
+def _dry_run_cell(dry: DryRun | None) -> str:
+    if dry is None:
+        return _t("cell_none")
+    if dry.status != "ok" or dry.errors:
+        return _n("cell_dry_run_refused", len(dry.errors)) if dry.errors else _t("cell_dry_run_failed")
+    return _n("cell_dry_run_changes", len(dry.changes)) if dry.changes else _t("cell_dry_run_clean")
+
+
+def _table(doc: _Doc, targets: Sequence[TargetPlan]) -> None:
+    head, rule = _t("table_head"), _t("table_rule")
+    doc.push(_Box(open=(head, rule), close=("",), cut=("",), reopen=(head, rule)))
+    for t in targets:
+        doc.add(_t("table_row", env=md(t.env), app=md(t.app), changes=_counts(t, "cell"),
+                   validation=_validation_cell(t), dry_run=_dry_run_cell(t.dry_run)))
+    doc.pop()
+
+
+def _quiet_line(targets: Sequence[TargetPlan]) -> str:
+    names = [md(f"{t.env}/{t.app}") for t in targets[:_MAX_QUIET]]
+    if len(targets) > _MAX_QUIET:
+        names.append(_t("quiet_more", count=len(targets) - _MAX_QUIET))
+    return _n("quiet", len(targets), targets=", ".join(names))
+
+
+def _issues(doc: _Doc, issues: Sequence[ValidationIssue]) -> None:
+    listed = ([v for v in issues if v.level == "error"]
+              + [v for v in issues if v.level not in ("error", "skipped")])
+    skipped = Counter(v.kind for v in issues if v.level == "skipped")
+    doc.add(_t("validation_heading"), "")
+    for v in listed[:_MAX_ISSUES]:
+        message = v.message
+        if v.path and message.startswith(f"{v.path}: "):
+            message = message[len(v.path) + 2:]
+        doc.add(_t("issue_error" if v.level == "error" else "issue_warning",
+                   object=code(f"{v.kind}/{v.name}"), message=md(message, _MESSAGE_MAX),
+                   where=_t("issue_where", path=code(v.path)) if v.path else ""))
+    if len(listed) > _MAX_ISSUES:
+        doc.add(_t("issue_more", count=len(listed) - _MAX_ISSUES))
+    if skipped:
+        kinds = [code(kind) + (f" ×{n}" if n > 1 else "")
+                 for kind, n in skipped.most_common(_MAX_SKIPPED_KINDS)]
+        if len(skipped) > _MAX_SKIPPED_KINDS:
+            kinds.append(_t("quiet_more", count=len(skipped) - _MAX_SKIPPED_KINDS))
+        doc.add(_t("issue_skipped", kinds=", ".join(kinds)))
+    doc.add("")
+
+
+def _object(doc: _Doc, c: ObjectChange) -> None:
+    values = {"icon": _t(f"icon_{c.action}") if f"icon_{c.action}" in _templates() else "•",
+              "action": md(c.action), "object": code(describe_object(c.group, c.kind, c.namespace, c.name))}
+    renamed = getattr(c, "renamed_from", None)
+    heading = (_t("object_renamed", old=code(renamed), **values) if renamed
+               else _t("object_heading", **values))
+    if not c.diff.strip():
+        doc.add(heading, "")
+        return
+    _code_block(doc, c.diff, "diff", lead=(heading, ""), relead=(_t("object_continued", **values), ""))
+
+
+def _dry_run(doc: _Doc, dry: DryRun) -> None:
+    if dry.status != "ok" or dry.errors:
+        doc.add(_t("dry_run_failed"), "")
+    elif dry.changes:
+        doc.add(_n("dry_run_changes", len(dry.changes)), "")
+    else:
+        doc.add(_t("dry_run_clean"), "")
+    for e in dry.errors:
+        doc.add(_t("dry_run_error", object=code(describe_object(e.group, e.kind, e.namespace, e.name)),
+                   message=md(e.message, _MESSAGE_MAX)))
+    if dry.errors:
+        doc.add("")
+    for c in dry.changes:
+        doc.block()
+        _object(doc, c)
+
+
+def _target(doc: _Doc, t: TargetPlan) -> None:
+    summary = _t("summary", icon=_t("target_failed" if t.failed else "target_ok"),
+                 env=html_text(t.env), app=html_text(t.app), path=html_text(t.path),
+                 renderer=html_text(t.renderer), changes=_counts(t, "summary"))
+    doc.push(_details(summary, t.failed))
+    if t.error:
+        intro = (_t("render_failed", renderer=_oneline(t.renderer, _INLINE_MAX).replace("`", "'"))
+                 if t.status == "error" else _t("render_note"))
+        _code_block(doc, t.error, "text", lead=(intro, ""))
+    if t.validation:
+        _issues(doc, t.validation)
+    for i, change in enumerate(t.changes):
+        if i:                       # the first object travels with the target's heading
+            doc.block()
+        _object(doc, change)
+    if t.dry_run is not None:
+        doc.block()
+        _dry_run(doc, t.dry_run)
+    doc.pop()
+
+
+def _document(plan: Plan, title: str) -> list[list[_Atom]]:
+    doc = _Doc()
+    doc.add(_t("heading", title=md(title)), "")
+    if not plan.targets:
+        doc.add(_t("empty", base=code(short_sha(plan.base)), head=code(short_sha(plan.head))), "")
+    else:
+        loud = [t for t in plan.targets if not _quiet(t)]
+        quiet = [t for t in plan.targets if _quiet(t)]
+        doc.add(_verdict(plan), "")
+        if loud:
+            _table(doc, loud)
+        if quiet:
+            doc.add(_quiet_line(quiet), "")
+        for t in loud:
+            doc.block()
+            _target(doc, t)
+    doc.block()
+    doc.add("", "---", _t("footer", base=code(short_sha(plan.base)), head=code(short_sha(plan.head))))
+    assert not doc.stack, "unbalanced document"
+    return [b for b in doc.blocks if b]
+
+
+# --------------------------------------------------------------------------------------------
+# Packing into parts
+# --------------------------------------------------------------------------------------------
+
+class _Packer:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.parts: list[list[str]] = []
+        self.lines: list[str] = []
+        self.used = 0
+        self.stack: tuple[_Box, ...] = ()
+        self.content = False        # anything besides reopened containers in the current part
+        self.blank = False          # the last line is a blank line of markup (not of a code block)
+
+    @staticmethod
+    def _cut_size(stack: tuple[_Box, ...]) -> int:
+        return sum(_size(box.cut) for box in stack)
+
+    def room(self, stack: tuple[_Box, ...]) -> int:
+        """Characters left for atoms that end with `stack` open (its cut lines are set aside)."""
+        return self.budget - self.used - self._cut_size(stack)
+
+    def _emit(self, lines: Sequence[str], code_line: bool = False) -> None:
+        """Append lines; one blank line of markup where two would meet (sizes only shrink)."""
+        if code_line:
+            self.lines.extend(lines)
+            self.used += _size(lines)
+            self.blank = False
+            return
+        for line in lines:
+            if line or not self.blank:
+                self.lines.append(line)
+                self.used += len(line) + 1
+            self.blank = not line
+
+    def put(self, atom: _Atom) -> None:
+        self._emit(atom.lines, atom.split)
+        self.stack = atom.stack
+        self.content = True
+
+    def new_part(self) -> None:
+        for box in reversed(self.stack):
+            self._emit(box.cut)
+        self.parts.append(self.lines)
+        self.lines, self.used, self.blank, self.content = [], 0, False, False
+        for box in self.stack:
+            self._emit(box.reopen)
+
+    def block(self, atoms: list[_Atom]) -> None:
+        total = sum(a.size for a in atoms)
+        end = atoms[-1].stack
+        if total <= self.room(end):
+            for a in atoms:
+                self.put(a)
+            return
+        if self.content:
+            reopen = _size(line for box in self.stack for line in box.reopen)
+            fresh = self.budget - reopen - self._cut_size(end)
+            # a block that fits a part of its own moves there whole; a bigger one starts here
+            # unless this part is nearly full (no stub of a few lines before the cut)
+            if total <= fresh or self.room(self.stack) < self.budget // 4:
+                self.new_part()
+                if total <= self.room(end):
+                    for a in atoms:
+                        self.put(a)
+                    return
+        self._atoms(atoms)
+
+    def _atoms(self, atoms: list[_Atom]) -> None:
+        i = 0
+        while i < len(atoms):
+            j = i
+            while atoms[j].glue and j + 1 < len(atoms):
+                j += 1
+            chain = atoms[i:j + 1]
+            if sum(a.size for a in chain) <= self.room(chain[-1].stack):
+                for a in chain:
+                    self.put(a)
+            elif self.content:
+                self.new_part()
+                continue
+            else:                   # not even a fresh part holds the chain: place it atom by atom
+                for a in chain:
+                    self._one(a)
+            i = j + 1
+
+    def _one(self, atom: _Atom) -> None:
+        if atom.size <= self.room(atom.stack):
+            self.put(atom)
+            return
+        if not atom.split:
+            if self.content:
+                self.new_part()
+            self.put(atom)          # bounded by MIN_LIMIT: every non-code atom is short
+            return
+        text = atom.lines[0]        # a code line longer than a part: cut it in pieces
+        while text:
+            room = max(1, self.room(atom.stack) - 1)
+            if room < 80 and self.content:
+                self.new_part()
+                continue
+            piece, text = text[:room], text[room:]
+            self.put(_Atom((piece,), atom.stack))
+            if text:
+                self.new_part()
+
+    def finish(self) -> list[list[str]]:
+        assert not self.stack, "document ended inside a container"
+        self.parts.append(self.lines)
+        return self.parts
+
+
+def _frame(title: str, index: int, total: int) -> tuple[list[str], list[str]]:
+    """Lines before and after the body of part `index` of `total`."""
+    if total == 1:
+        return [MARKER], []
+    head = [MARKER, PART_MARKER.format(index=index, total=total)]
+    if index > 1:
+        head += ["", _t("part_heading", title=md(title), index=index, total=total), ""]
+    tail = ["", _t("part_next", next=index + 1, total=total)] if index < total else []
+    return head, tail
+
+
+def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None = None) -> list[str]:
+    """The sticky PR comment for `plan`, as one or more comment bodies of at most `limit` characters.
+
+    Every part starts with `MARKER`; when there are several, the second line is
+    `<!-- prbot:plan part=I/N -->`.  Code fences and `<details>` are closed at each cut and reopened
+    (summary marked "(continued)") at the top of the next part.
+    """
+    if limit < MIN_LIMIT:
+        raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
+    title = title or _t("default_title")
+    blocks = _document(plan, title)
+    digits = 1
+    while True:
+        worst = int("9" * digits)
+        head, tail = _frame(title, worst, worst + 1)
+        packer = _Packer(limit - _size(head) - _size(tail))
+        for block in blocks:
+            packer.block(block)
+        bodies = packer.finish()
+        if len(str(len(bodies))) <= digits:
+            break
+        digits = len(str(len(bodies)))
+    parts = []
+    for index, body in enumerate(bodies, 1):
+        head, tail = _frame(title, index, len(bodies))
+        while body and not body[-1]:
+            body = body[:-1]
+        parts.append("\n".join(head + body + tail) + "\n")
+    return parts
+
+
+def part_of(body: str) -> tuple[int, int] | None:
+    """(I, N) of a comment body marked `part=I/N`; None for a one-part comment or another comment."""
+    m = PART_RE.search(body)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def is_plan_comment(body: str) -> bool:
+    """Whether a comment body is (a part of) prbot's plan comment."""
+    return body.startswith(MARKER)
