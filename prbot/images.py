@@ -244,8 +244,8 @@ def _check_name(name: str, text: str) -> None:
             raise ImageError(f"image reference {_clip(text)!r}: unexpected ':' in repository path "
                              f"{_clip(path)!r} (only one ':tag' is allowed, after the path)")
         if component.lower() != component and _COMPONENT.fullmatch(component.lower()):
-            raise ImageError(f"image reference {_clip(text)!r}: repository path must be lower case "
-                             f"({component!r} has upper case)")
+            raise ImageError(f"image reference {_clip(text)!r}: uppercase in the repository path "
+                             f"({component!r}); repository paths are lowercase")
         raise ImageError(f"image reference {_clip(text)!r}: invalid path component {component!r} (lower-case "
                          "letters and digits, separated by '.', '_', '__' or '-')")
 

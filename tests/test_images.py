@@ -75,9 +75,9 @@ INVALID = [
     ("nginx ", "whitespace"),
     ("ng inx:1", "whitespace"),
     ("nginx:1\n", "whitespace"),
-    ("Nginx", "lower case"),
-    ("acme/App:1", "lower case"),
-    ("registry.example.com/Team/app", "lower case"),
+    ("Nginx", "uppercase"),
+    ("acme/App:1", "uppercase"),
+    ("registry.example.com/Team/app", "uppercase"),
     ("nginx:", "empty tag"),
     ("nginx:-1", "invalid tag"),
     ("nginx:.x", "invalid tag"),
@@ -139,7 +139,7 @@ def test_parse_repository_refuses_versions(text: str) -> None:
 def test_parse_repository_accepts_bare_names() -> None:
     assert parse_repository("registry.cn-hangzhou.aliyuncs.com/demo/app").repository == \
         "registry.cn-hangzhou.aliyuncs.com/demo/app"
-    with pytest.raises(ImageError, match="lower case"):
+    with pytest.raises(ImageError, match="uppercase"):
         parse_repository("Demo/app")
 
 
