@@ -1,0 +1,714 @@
+"""prbot.edit: bump and promote on real repositories, checked by rendering with kubectl and helm."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import commit_all, init_repo, snapshot_files, write
+
+from prbot.config import CONFIG_FILE, Config, load_config_file
+from prbot.edit import EditResult, FileEdit, bump, container_images, promote, rendered_images
+from prbot.errors import PrbotError
+from prbot.images import ImageError, parse_image
+from prbot.render import render_target
+from prbot.targets import Target, discover_targets
+
+SHOP = "registry.cn-hangzhou.aliyuncs.com/demo/shop"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+DIGEST2 = "sha256:" + "fedcba9876543210" * 4
+
+
+def load(repo: Path) -> Config:
+    return load_config_file(repo / CONFIG_FILE)
+
+
+def changed(before: dict[str, bytes], after: dict[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+    assert before.keys() == after.keys(), "files were added or removed"
+    return {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+
+
+def render_all(repo: Path, config: Config) -> dict[str, list[dict[str, Any]]]:
+    return {t.key: render_target(repo, t) for t in discover_targets(config, repo)}
+
+
+def images_of(objects: list[dict[str, Any]]) -> set[str]:
+    return {str(r) for refs in container_images(objects).values() for r in refs}
+
+
+def target(repo: Path, config: Config, key: str) -> Target:
+    return next(t for t in discover_targets(config, repo) if t.key == key)
+
+
+# -- the example repository --------------------------------------------------------------------------------
+
+def test_bump_into_dev_changes_only_what_dev_renders(example_repo: Path) -> None:
+    config = load(example_repo)
+    before_files = snapshot_files(example_repo)
+    before = render_all(example_repo, config)
+
+    result = bump(example_repo, config, f"{SHOP}:1.2.0", "dev")
+
+    assert result == EditResult(
+        edits=[FileEdit("apps/shop/envs/dev/kustomization.yaml", "shop/dev", "1.1.0", "1.2.0", SHOP)],
+        current=[], errors=[], matched=True)
+    diff = changed(before_files, snapshot_files(example_repo))
+    assert diff == {"apps/shop/envs/dev/kustomization.yaml": (
+        before_files["apps/shop/envs/dev/kustomization.yaml"],
+        before_files["apps/shop/envs/dev/kustomization.yaml"].replace(
+            b'newTag: "1.1.0"   # bumped by prbot', b'newTag: "1.2.0"   # bumped by prbot'))}
+
+    after = render_all(example_repo, config)
+    assert after.keys() == before.keys()
+    differ = {key for key in before if before[key] != after[key]}
+    assert differ == {"shop/dev"}
+    assert f"{SHOP}:1.2.0" in images_of(after["shop/dev"])
+    assert f"{SHOP}:1.1.0" not in images_of(after["shop/dev"])
+
+
+def test_bump_twice_changes_nothing_the_second_time(example_repo: Path) -> None:
+    config = load(example_repo)
+    bump(example_repo, config, f"{SHOP}:1.2.0", "dev")
+    snap = snapshot_files(example_repo)
+    again = bump(example_repo, config, f"{SHOP}:1.2.0", "dev")
+    assert again == EditResult(edits=[], current=["shop/dev"], errors=[], matched=True)
+    assert snapshot_files(example_repo) == snap
+
+
+def test_promote_dev_to_staging_carries_what_dev_renders(example_repo: Path) -> None:
+    config = load(example_repo)
+    bump(example_repo, config, f"{SHOP}:1.2.0", "dev")
+    bump(example_repo, config, f"acme/worker:0.6.0@{DIGEST}", "dev")
+    before_files = snapshot_files(example_repo)
+    before = render_all(example_repo, config)
+
+    result = promote(example_repo, config, "dev", "staging")
+
+    assert result.errors == [] and result.matched
+    assert sorted((e.target, e.path, e.image, e.old, e.new) for e in result.edits) == [
+        ("billing/staging", "billing/staging/values.yaml", "ghcr.io/acme/billing", "2.3.0", "2.4.0"),
+        ("shop/staging", "apps/shop/envs/staging/kustomization.yaml", SHOP, "1.0.0", "1.2.0"),
+        ("worker/staging", "apps/worker/envs/staging/worker.yaml", "acme/worker", "0.4.0", f"0.6.0@{DIGEST}"),
+    ]
+    diff = changed(before_files, snapshot_files(example_repo))
+    assert set(diff) == {"billing/staging/values.yaml", "apps/shop/envs/staging/kustomization.yaml",
+                         "apps/worker/envs/staging/worker.yaml"}
+    old, new = diff["billing/staging/values.yaml"]
+    assert new == old.replace(b'tag: "2.3.0"', b'tag: "2.4.0"')
+    old, new = diff["apps/shop/envs/staging/kustomization.yaml"]
+    assert new == old.replace(b'newTag: "1.0.0"', b'newTag: "1.2.0"')
+    old, new = diff["apps/worker/envs/staging/worker.yaml"]
+    assert new == old.replace(b"acme/worker:0.4.0", f"acme/worker:0.6.0@{DIGEST}".encode())
+    assert new.count(b"'acme/worker:0.6.0@") == 2 and new.count(b'"acme/worker:0.6.0@') == 1
+
+    after = render_all(example_repo, config)
+    assert {key for key in before if before[key] != after[key]} == {
+        "shop/staging", "billing/staging", "worker/staging"}
+    for app in ("shop", "billing", "worker"):
+        assert images_of(after[f"{app}/staging"]) == images_of(after[f"{app}/dev"])
+
+    again = promote(example_repo, config, "dev", "staging")
+    assert again.edits == [] and sorted(again.current) == ["billing/staging", "shop/staging", "worker/staging"]
+
+
+def test_promote_with_nothing_to_promote(example_repo: Path) -> None:
+    config = load(example_repo)
+    promote(example_repo, config, "staging", "prod")     # staging and prod hold the same versions
+    snap = snapshot_files(example_repo)
+    result = promote(example_repo, config, "staging", "prod", app="billing")
+    assert result.edits == [] and result.current == ["billing/prod"] and result.errors == []
+    assert snapshot_files(example_repo) == snap
+
+
+def test_plain_multi_document_keeps_each_quoting(example_repo: Path) -> None:
+    config = load(example_repo)
+    rel = "apps/worker/envs/dev/worker.yaml"
+    original = (example_repo / rel).read_bytes()
+    result = bump(example_repo, config, "docker.io/acme/worker:0.7.0", "dev")
+    assert [(e.path, e.image, e.old, e.new) for e in result.edits] == [(rel, "acme/worker", "0.5.0", "0.7.0")]
+    assert (example_repo / rel).read_bytes() == original.replace(b"acme/worker:0.5.0", b"acme/worker:0.7.0")
+    objects = render_target(example_repo, target(example_repo, config, "worker/dev"))
+    assert images_of(objects) == {"acme/worker:0.7.0"}
+
+
+def test_app_filter_and_unmatched_image(example_repo: Path) -> None:
+    config = load(example_repo)
+    snap = snapshot_files(example_repo)
+    result = bump(example_repo, config, f"{SHOP}:1.5.0", "dev", app="billing")
+    assert result == EditResult(edits=[], current=[], errors=[], matched=False)
+    result = bump(example_repo, config, "busybox:1.36", "dev")
+    assert result == EditResult(edits=[], current=[], errors=[], matched=False)
+    assert snapshot_files(example_repo) == snap
+
+
+@pytest.mark.parametrize("image", [
+    "", "nginx", "Shop:1.0", "nginx:", "nginx:-bad", "nginx:1.0 ", "a b:1", "nginx@sha256:abc",
+    f"{SHOP}:1.0@md5:{'0' * 32}", "nginx:" + "x" * 129, "-nginx:1", "nginx::1", "ghcr.io//x:1",
+])
+def test_bad_image_reference_is_refused_before_anything(example_repo: Path, image: str) -> None:
+    config = load(example_repo)
+    snap = snapshot_files(example_repo)
+    with pytest.raises(ImageError) as info:
+        bump(example_repo, config, image, "dev")
+    assert isinstance(info.value, PrbotError) and "\n" not in str(info.value)
+    assert snapshot_files(example_repo) == snap
+
+
+def test_unknown_environment_and_app(example_repo: Path) -> None:
+    config = load(example_repo)
+    snap = snapshot_files(example_repo)
+    with pytest.raises(PrbotError, match="qa"):
+        bump(example_repo, config, f"{SHOP}:2.0.0", "qa")
+    with pytest.raises(PrbotError, match="nope"):
+        bump(example_repo, config, f"{SHOP}:2.0.0", "dev", app="nope")
+    with pytest.raises(PrbotError, match="qa"):
+        promote(example_repo, config, "dev", "qa")
+    with pytest.raises(PrbotError):
+        promote(example_repo, config, "dev", "dev")
+    assert snapshot_files(example_repo) == snap
+
+
+def test_broken_target_is_reported_and_others_still_edited(example_repo: Path) -> None:
+    config = load(example_repo)
+    write(example_repo, "apps/worker/envs/dev/worker.yaml", "kind: Deployment\nspec: [\n")
+    snap = snapshot_files(example_repo)
+    result = bump(example_repo, config, f"{SHOP}:1.3.0", "dev")
+    assert [e.target for e in result.edits] == ["shop/dev"]
+    assert len(result.errors) == 1 and result.errors[0].startswith("worker/dev: apps/worker/envs/dev/worker.yaml:")
+    assert "invalid YAML" in result.errors[0]
+    assert set(changed(snap, snapshot_files(example_repo))) == {"apps/shop/envs/dev/kustomization.yaml"}
+
+
+def test_render_failure_is_a_target_error(example_repo: Path) -> None:
+    config = load(example_repo)
+    write(example_repo, "apps/shop/envs/dev/kustomization.yaml",
+          "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - missing.yaml\n")
+    snap = snapshot_files(example_repo)
+    result = promote(example_repo, config, "dev", "staging")
+    assert any(e.startswith("shop/dev: ") for e in result.errors)
+    assert {e.target for e in result.edits} == {"billing/staging", "worker/staging"}
+    assert set(changed(snap, snapshot_files(example_repo))) == {
+        "billing/staging/values.yaml", "apps/worker/envs/staging/worker.yaml"}
+
+
+def test_rendered_images_per_repository(example_repo: Path) -> None:
+    config = load(example_repo)
+    got = rendered_images(example_repo, target(example_repo, config, "worker/prod"))
+    assert got == {"docker.io/acme/worker": parse_image("acme/worker:0.4.0")}
+    got = rendered_images(example_repo, target(example_repo, config, "billing/dev"))
+    assert got == {"ghcr.io/acme/billing": parse_image("ghcr.io/acme/billing:2.4.0")}
+
+
+# -- kustomize, purpose-built ------------------------------------------------------------------------------
+
+KCONFIG = """version: 1
+environments:
+  - name: dev
+  - name: staging
+  - name: prod
+apps:
+  - path: "apps/{app}/envs/{env}"
+"""
+
+BASE_DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: nginx
+        - name: helper
+          image: busybox:1.36
+"""
+
+
+@pytest.fixture
+def kustomize_repo(tmp_path: Path) -> Path:
+    repo = init_repo(tmp_path / "k")
+    write(repo, CONFIG_FILE, KCONFIG)
+    write(repo, "apps/web/base/deployment.yaml", BASE_DEPLOYMENT)
+    write(repo, "apps/web/base/kustomization.yaml",
+          "resources:\n  - deployment.yaml\nimages:\n  - name: nginx\n    newTag: \"1.25\"\n")
+    # dev: no images entry at all, sequences not indented, no final newline
+    write(repo, "apps/web/envs/dev/kustomization.yaml", "# dev overlay\nresources:\n- ../../base")
+    # staging: a flow-style entry renaming the image to a mirror
+    write(repo, "apps/web/envs/staging/kustomization.yaml",
+          "resources: [../../base]\r\nimages:\r\n  - {name: nginx, newName: registry.example.com/mirror/nginx, "
+          "newTag: \"1.25\"}  # mirrored\r\n")
+    # prod: an entry for another image only, CRLF
+    write(repo, "apps/web/envs/prod/kustomization.yaml",
+          "resources:\r\n  - ../../base\r\nimages:\r\n  - name: busybox\r\n    newTag: '1.36'\r\n")
+    commit_all(repo, "kustomize repo")
+    return repo
+
+
+def test_kustomize_entry_added_when_missing(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "docker.io/library/nginx:1.27", "dev")
+    assert result.errors == [] and result.matched
+    assert [(e.path, e.image, e.old, e.new) for e in result.edits] == [
+        ("apps/web/envs/dev/kustomization.yaml", "nginx", "1.25", "1.27")]
+    assert changed(snap, snapshot_files(repo)) == {"apps/web/envs/dev/kustomization.yaml": (
+        b"# dev overlay\nresources:\n- ../../base",
+        b"# dev overlay\nresources:\n- ../../base\nimages:\n- name: nginx\n  newTag: \"1.27\"")}
+    dev = render_target(repo, target(repo, config, "web/dev"))
+    assert images_of(dev) == {"nginx:1.27", "busybox:1.36"}
+    # the shared base is untouched, so staging and prod render as before
+    assert bump(repo, config, "nginx:1.27", "dev").current == ["web/dev"]
+
+
+def test_kustomize_entry_appended_to_existing_list(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    config = load(repo)
+    rel = "apps/web/envs/prod/kustomization.yaml"
+    original = (repo / rel).read_bytes()
+    result = bump(repo, config, f"nginx:1.27.1@{DIGEST}", "prod")
+    assert [(e.path, e.image, e.old, e.new) for e in result.edits] == [(rel, "nginx", "1.25", f"1.27.1@{DIGEST}")]
+    assert (repo / rel).read_bytes() == original + (
+        f"  - name: nginx\r\n    newTag: 1.27.1\r\n    digest: {DIGEST}\r\n").encode()
+    assert images_of(render_target(repo, target(repo, config, "web/prod"))) == {
+        f"nginx:1.27.1@{DIGEST}", "busybox:1.36"}
+
+
+def test_kustomize_entry_matched_by_new_name_in_flow_style(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    config = load(repo)
+    rel = "apps/web/envs/staging/kustomization.yaml"
+    original = (repo / rel).read_bytes()
+    snap = snapshot_files(repo)
+    # the manifests' name `nginx` is renamed away in staging: docker.io nginx is not used there
+    assert bump(repo, config, "nginx:1.27", "staging") == EditResult(matched=False)
+    assert snapshot_files(repo) == snap
+    result = bump(repo, config, "registry.example.com/mirror/nginx:1.10", "staging")
+    assert [(e.image, e.old, e.new) for e in result.edits] == [
+        ("registry.example.com/mirror/nginx", "1.25", "1.10")]
+    assert (repo / rel).read_bytes() == original.replace(b'newTag: "1.25"}', b'newTag: "1.10"}')
+    assert "registry.example.com/mirror/nginx:1.10" in images_of(
+        render_target(repo, target(repo, config, "web/staging")))
+
+
+def test_kustomize_rename_only_entry_gets_a_new_tag(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    rel = "apps/web/envs/staging/kustomization.yaml"
+    mirror = "registry.example.com/mirror/nginx"
+    write(repo, rel, f"resources: [../../base]\nimages:\n  - {{name: nginx, newName: {mirror}}}\n")
+    config = load(repo)
+    result = bump(repo, config, f"{mirror}:1.27", "staging")
+    assert [(e.image, e.old, e.new) for e in result.edits] == [(mirror, "1.25", "1.27")]
+    assert (repo / rel).read_text() == (
+        f'resources: [../../base]\nimages:\n  - {{name: nginx, newName: {mirror}, newTag: "1.27"}}\n')
+    assert f"{mirror}:1.27" in images_of(render_target(repo, target(repo, config, "web/staging")))
+
+
+def test_kustomize_entry_matched_by_name_digest_pin_and_unpin(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    config = load(repo)
+    rel = "apps/web/envs/prod/kustomization.yaml"
+    original = (repo / rel).read_bytes()
+    bump(repo, config, f"docker.io/library/busybox:1.37@{DIGEST}", "prod")
+    pinned = original.replace(b"newTag: '1.36'\r\n", f"newTag: '1.37'\r\n    digest: {DIGEST}\r\n".encode())
+    assert (repo / rel).read_bytes() == pinned
+    assert f"busybox:1.37@{DIGEST}" in images_of(render_target(repo, target(repo, config, "web/prod")))
+    bump(repo, config, f"busybox:1.37@{DIGEST2}", "prod")
+    assert (repo / rel).read_bytes() == pinned.replace(DIGEST.encode(), DIGEST2.encode())
+    result = bump(repo, config, "busybox:1.38", "prod")
+    assert [(e.image, e.old, e.new) for e in result.edits] == [("busybox", f"1.37@{DIGEST2}", "1.38")]
+    assert (repo / rel).read_bytes() == original.replace(b"'1.36'", b"'1.38'")
+    assert "busybox:1.38" in images_of(render_target(repo, target(repo, config, "web/prod")))
+
+
+def test_kustomize_base_is_never_edited(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    config = load(repo)
+    before = render_all(repo, config)
+    snap = snapshot_files(repo)
+    for env in ("dev", "prod"):
+        bump(repo, config, "nginx:1.28", env)
+    diff = changed(snap, snapshot_files(repo))
+    assert set(diff) == {"apps/web/envs/dev/kustomization.yaml", "apps/web/envs/prod/kustomization.yaml"}
+    after = render_all(repo, config)
+    assert after["web/staging"] == before["web/staging"]
+    assert "nginx:1.28" in images_of(after["web/dev"]) and "nginx:1.28" in images_of(after["web/prod"])
+
+
+def test_overlay_read_by_another_target_is_not_edited(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    # staging now builds on top of the dev overlay: editing dev's kustomization would move staging too
+    write(repo, "apps/web/envs/staging/kustomization.yaml", "resources:\n- ../dev\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "nginx:1.28", "dev")
+    assert result.edits == []
+    assert result.errors == ["web/dev: apps/web/envs/dev/kustomization.yaml is also read by web/staging; "
+                             "prbot does not edit shared files"]
+    assert snapshot_files(repo) == snap
+
+
+# -- helm, purpose-built ---------------------------------------------------------------------------------
+
+HCONFIG = """version: 1
+environments:
+  - name: dev
+  - name: staging
+apps:
+  - name: multi
+    path: "multi/{env}"
+    helm: {chart: "charts/multi", values: ["values.yaml"]}
+"""
+
+HTEMPLATE = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  selector:
+    matchLabels: {app: multi}
+  template:
+    metadata:
+      labels: {app: multi}
+    spec:
+      containers:
+        - name: api
+          image: "{{ .Values.api.image.repository }}:{{ .Values.api.image.tag }}"
+        - name: sidecar
+          image: {{ .Values.sidecar.image | quote }}
+        - name: proxy
+          image: "{{ .Values.proxy.image.registry }}/{{ .Values.proxy.image.repository }}:\
+{{- .Values.proxy.image.tag }}{{ if .Values.proxy.image.digest }}@{{ .Values.proxy.image.digest }}{{ end }}"
+        - name: web
+          image: "{{ .Values.web.image.repository }}:{{ .Values.web.image.tag }}"
+"""
+
+HDEFAULTS = """api:
+  image:
+    repository: ghcr.io/acme/api
+    tag: "0.0.1"
+sidecar:
+  image: ghcr.io/acme/sidecar:0.0.1
+proxy:
+  image:
+    registry: quay.io
+    repository: acme/proxy
+    tag: "0.0.1"
+    digest: ""
+web:
+  image:
+    repository: ghcr.io/acme/web
+    tag: "0.1"
+"""
+
+HDEV = """# dev values
+api:
+  replicas: 1
+  image:   # nested one level down
+    repository: ghcr.io/acme/api
+    tag: "1.0"
+sidecar:
+  image: 'ghcr.io/acme/sidecar:2.0'   # a string
+proxy:
+  image:
+    registry: quay.io
+    repository: acme/proxy
+    tag: 3.0.0
+web:
+  image:
+    tag: "0.2"       # repository from the chart
+"""
+
+HSTAGING = """# staging values: only what differs
+api:
+  image: {repository: ghcr.io/acme/api, tag: "0.9"}
+"""
+
+
+@pytest.fixture
+def helm_repo(tmp_path: Path) -> Path:
+    repo = init_repo(tmp_path / "h")
+    write(repo, CONFIG_FILE, HCONFIG)
+    write(repo, "charts/multi/Chart.yaml", "apiVersion: v2\nname: multi\nversion: 0.1.0\n")
+    write(repo, "charts/multi/values.yaml", HDEFAULTS)
+    write(repo, "charts/multi/templates/deployment.yaml", HTEMPLATE)
+    write(repo, "multi/dev/values.yaml", HDEV)
+    write(repo, "multi/staging/values.yaml", HSTAGING)
+    commit_all(repo, "helm repo")
+    return repo
+
+
+def helm_images(repo: Path, config: Config, env: str) -> set[str]:
+    return images_of(render_target(repo, target(repo, config, f"multi/{env}")))
+
+
+def test_helm_nested_string_split_and_tag_only_forms(helm_repo: Path) -> None:
+    repo = helm_repo
+    config = load(repo)
+    assert helm_images(repo, config, "dev") == {
+        "ghcr.io/acme/api:1.0", "ghcr.io/acme/sidecar:2.0", "quay.io/acme/proxy:3.0.0", "ghcr.io/acme/web:0.2"}
+    snap = snapshot_files(repo)
+    for image in ("ghcr.io/acme/api:1.1", "ghcr.io/acme/sidecar:2.1", "quay.io/acme/proxy:3.1.0",
+                  "ghcr.io/acme/web:0.3"):
+        result = bump(repo, config, image, "dev")
+        assert result.errors == [] and result.matched and len(result.edits) == 1, image
+    diff = changed(snap, snapshot_files(repo))
+    assert diff == {"multi/dev/values.yaml": (HDEV.encode(), HDEV.replace(
+        'tag: "1.0"', 'tag: "1.1"').replace("sidecar:2.0'", "sidecar:2.1'").replace(
+        "tag: 3.0.0", "tag: 3.1.0").replace('tag: "0.2"', 'tag: "0.3"').encode())}
+    assert helm_images(repo, config, "dev") == {
+        "ghcr.io/acme/api:1.1", "ghcr.io/acme/sidecar:2.1", "quay.io/acme/proxy:3.1.0", "ghcr.io/acme/web:0.3"}
+
+
+def test_helm_digest_field_and_tag_that_needs_quoting(helm_repo: Path) -> None:
+    repo = helm_repo
+    config = load(repo)
+    bump(repo, config, f"quay.io/acme/proxy:3.10@{DIGEST}", "dev")
+    text = (repo / "multi/dev/values.yaml").read_text()
+    assert text == HDEV.replace("    tag: 3.0.0\n", f'    tag: "3.10"\n    digest: {DIGEST}\n')
+    assert f"quay.io/acme/proxy:3.10@{DIGEST}" in helm_images(repo, config, "dev")
+    bump(repo, config, "quay.io/acme/proxy:3.11", "dev")
+    assert (repo / "multi/dev/values.yaml").read_text() == HDEV.replace(
+        "    tag: 3.0.0\n", '    tag: "3.11"\n    digest: ""\n')
+    assert "quay.io/acme/proxy:3.11" in helm_images(repo, config, "dev")
+
+
+def test_helm_digest_without_digest_field_goes_into_the_tag(helm_repo: Path) -> None:
+    repo = helm_repo
+    config = load(repo)
+    bump(repo, config, f"ghcr.io/acme/api:1.2@{DIGEST}", "dev")
+    assert (repo / "multi/dev/values.yaml").read_text() == HDEV.replace('tag: "1.0"', f'tag: "1.2@{DIGEST}"')
+    assert f"ghcr.io/acme/api:1.2@{DIGEST}" in helm_images(repo, config, "dev")
+
+
+def test_helm_flow_map_and_tag_added_from_chart_defaults(helm_repo: Path) -> None:
+    repo = helm_repo
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = promote(repo, config, "dev", "staging")
+    assert result.errors == []
+    assert sorted((e.image, e.old, e.new) for e in result.edits) == [
+        ("ghcr.io/acme/api", "0.9", "1.0"),
+        ("ghcr.io/acme/sidecar", "0.0.1", "2.0"),
+        ("ghcr.io/acme/web", "0.1", "0.2"),
+        ("quay.io/acme/proxy", "0.0.1", "3.0.0"),
+    ]
+    diff = changed(snap, snapshot_files(repo))
+    assert set(diff) == {"multi/staging/values.yaml"}, "the chart's shared values.yaml is never edited"
+    assert diff["multi/staging/values.yaml"][1].decode() == (
+        '# staging values: only what differs\n'
+        'api:\n  image: {repository: ghcr.io/acme/api, tag: "1.0"}\n'
+        'sidecar:\n  image: ghcr.io/acme/sidecar:2.0\n'
+        'web:\n  image:\n    tag: "0.2"\n'
+        'proxy:\n  image:\n    tag: 3.0.0\n')
+    assert helm_images(repo, config, "staging") == helm_images(repo, config, "dev")
+    again = promote(repo, config, "dev", "staging")
+    assert again.edits == [] and again.current == ["multi/staging"]
+
+
+def test_helm_chart_values_are_the_targets_own_when_the_chart_lives_in_the_target(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "own")
+    write(repo, CONFIG_FILE,
+          "version: 1\nenvironments:\n  - name: dev\napps:\n  - name: solo\n    path: \"solo/{env}\"\n")
+    write(repo, "solo/dev/Chart.yaml", "apiVersion: v2\nname: solo\nversion: 0.1.0\n")
+    write(repo, "solo/dev/values.yaml", "image:\n  repository: ghcr.io/acme/solo\n  tag: v1\n")
+    write(repo, "solo/dev/templates/pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: solo\nspec:\n"
+          "  containers:\n    - name: solo\n      image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n")
+    config = load(repo)
+    result = bump(repo, config, "ghcr.io/acme/solo:v2", "dev")
+    assert [(e.path, e.old, e.new) for e in result.edits] == [("solo/dev/values.yaml", "v1", "v2")]
+    assert (repo / "solo/dev/values.yaml").read_text() == "image:\n  repository: ghcr.io/acme/solo\n  tag: v2\n"
+    assert images_of(render_target(repo, target(repo, config, "solo/dev"))) == {"ghcr.io/acme/solo:v2"}
+
+
+def test_helm_shared_values_file_is_never_edited(helm_repo: Path) -> None:
+    repo = helm_repo
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["../common.yaml", "values.yaml"]'))
+    write(repo, "multi/common.yaml", "# read by every environment\napi:\n  image:\n    repository: ghcr.io/acme/api\n"
+          "    tag: '0.5'\nsidecar:\n  image: ghcr.io/acme/sidecar:0.5\n")
+    write(repo, "multi/staging/values.yaml", "api:\n  replicas: 2\n")
+    # the chart's own default names another api repository: common.yaml takes precedence over it
+    write(repo, "charts/multi/values.yaml", HDEFAULTS.replace("ghcr.io/acme/api", "example.com/unused/api"))
+    config = load(repo)
+    snap = snapshot_files(repo)
+    # dev overrides the api image in its own values file: that one is edited, common.yaml is not
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
+    assert result.errors == [] and [e.path for e in result.edits] == ["multi/dev/values.yaml"]
+    assert set(changed(snap, snapshot_files(repo))) == {"multi/dev/values.yaml"}
+    # staging takes the api image from common.yaml alone: its own values file gets the tag
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "staging")
+    assert result.errors == [] and [e.path for e in result.edits] == ["multi/staging/values.yaml"]
+    assert (repo / "multi/staging/values.yaml").read_text() == 'api:\n  replicas: 2\n  image:\n    tag: "1.1"\n'
+    assert "ghcr.io/acme/api:1.1" in helm_images(repo, config, "staging")
+    assert bump(repo, config, "ghcr.io/acme/api:1.1", "staging").current == ["multi/staging"]
+    # from now on the tag-only override (its repository set in common.yaml) is what moves
+    result = bump(repo, config, "ghcr.io/acme/api:1.2", "staging")
+    assert [(e.path, e.image, e.old, e.new) for e in result.edits] == [
+        ("multi/staging/values.yaml", "ghcr.io/acme/api", "1.1", "1.2")]
+    assert (repo / "multi/staging/values.yaml").read_text() == 'api:\n  replicas: 2\n  image:\n    tag: "1.2"\n'
+    assert "ghcr.io/acme/api:1.2" in helm_images(repo, config, "staging")
+    # an image set only in the shared file, with no own values file to override it in: refused
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["../common.yaml"]'))
+    result = bump(repo, load(repo), "ghcr.io/acme/sidecar:0.6", "dev")
+    assert result.edits == [] and result.errors == [
+        "multi/dev: multi/common.yaml is also read by multi/staging; prbot does not edit shared files"]
+    assert (repo / "multi/common.yaml").read_bytes() == snap["multi/common.yaml"]
+
+
+# -- plain, purpose-built --------------------------------------------------------------------------------
+
+WORKLOADS = """# every workload kind
+apiVersion: v1
+kind: Pod
+metadata: {name: debug}
+spec:
+  containers:
+    - name: main
+      image: ghcr.io/acme/tool:1.0
+  ephemeralContainers:
+    - name: dbg
+      image: ghcr.io/acme/tool:1.0
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      initContainers: [{name: init, image: "ghcr.io/acme/tool:1.0"}]
+      containers:
+        - {name: db, image: postgres:16}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+        - name: agent
+          image: ghcr.io/acme/tool:0.9   # older
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers:
+        - name: rs
+          image: ghcr.io/acme/tool:1.0
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: once
+          image: ghcr.io/acme/tool:1.0
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 1 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+            - name: nightly
+              image: ghcr.io/acme/tool:1.0
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: not-a-container}
+data:
+  image: ghcr.io/acme/tool:1.0
+"""
+
+POD_JSON = """{
+  "apiVersion": "v1",
+  "kind": "Pod",
+  "metadata": {"name": "json-pod"},
+  "spec": {"containers": [{"name": "c", "image": "ghcr.io/acme/tool:1.0"}]}
+}
+"""
+
+
+@pytest.fixture
+def plain_repo(tmp_path: Path) -> Path:
+    repo = init_repo(tmp_path / "p")
+    write(repo, CONFIG_FILE, KCONFIG)
+    write(repo, "apps/jobs/envs/dev/workloads.yml", WORKLOADS)
+    write(repo, "apps/jobs/envs/dev/pod.json", POD_JSON)
+    write(repo, "apps/jobs/envs/dev/notes.txt", "image: ghcr.io/acme/tool:1.0\n")
+    commit_all(repo, "plain repo")
+    return repo
+
+
+def test_plain_every_workload_kind_and_json(plain_repo: Path) -> None:
+    repo = plain_repo
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/tool:1.1", "dev")
+    assert result.errors == []
+    assert sorted((e.path, e.image, e.old, e.new) for e in result.edits) == [
+        ("apps/jobs/envs/dev/pod.json", "ghcr.io/acme/tool", "1.0", "1.1"),
+        ("apps/jobs/envs/dev/workloads.yml", "ghcr.io/acme/tool", "0.9", "1.1"),
+        ("apps/jobs/envs/dev/workloads.yml", "ghcr.io/acme/tool", "1.0", "1.1"),
+    ]
+    diff = changed(snap, snapshot_files(repo))
+    expected = WORKLOADS.replace("image: ghcr.io/acme/tool:1.0", "image: ghcr.io/acme/tool:1.1").replace(
+        'image: "ghcr.io/acme/tool:1.0"', 'image: "ghcr.io/acme/tool:1.1"').replace(
+        "ghcr.io/acme/tool:0.9   # older", "ghcr.io/acme/tool:1.1   # older")
+    # the ConfigMap's `image:` is data, not a container: left alone
+    expected = expected.replace("data:\n  image: ghcr.io/acme/tool:1.1", "data:\n  image: ghcr.io/acme/tool:1.0")
+    assert diff == {
+        "apps/jobs/envs/dev/workloads.yml": (WORKLOADS.encode(), expected.encode()),
+        "apps/jobs/envs/dev/pod.json": (POD_JSON.encode(), POD_JSON.replace("tool:1.0", "tool:1.1").encode()),
+    }
+    objects = render_target(repo, target(repo, config, "jobs/dev"))
+    assert images_of(objects) == {"ghcr.io/acme/tool:1.1", "postgres:16"}
+    assert bump(repo, config, "ghcr.io/acme/tool:1.1", "dev").current == ["jobs/dev"]
+
+
+def test_write_failure_leaves_every_file_untouched(plain_repo: Path) -> None:
+    repo = plain_repo
+    config = load(repo)
+    # pod.json (small) is staged first, then workloads.yml (large) cannot be written: neither may change
+    write(repo, "apps/jobs/envs/dev/workloads.yml", WORKLOADS + "# padding\n" * 400)
+    snap = snapshot_files(repo)
+    limit = (len(POD_JSON) + len(WORKLOADS) + 4000) // 2
+    assert len(POD_JSON) < limit < len(snap["apps/jobs/envs/dev/workloads.yml"])
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(PrbotError, match="could not write"):
+            bump(repo, config, "ghcr.io/acme/tool:1.1", "dev")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert snapshot_files(repo) == snap
+    assert not [p for p in os.listdir(repo / "apps/jobs/envs/dev") if p.endswith(".prbot-tmp")]
