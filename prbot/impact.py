@@ -63,8 +63,10 @@ if _CLoader is not None:
     _FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _pyyaml.SafeLoader.construct_yaml_str)
     _FastLoader.add_constructor("tag:yaml.org,2002:value", _pyyaml.SafeLoader.construct_yaml_str)
     YAML_ERRORS: tuple[type[Exception], ...] = (YAMLError, _pyyaml.YAMLError)
+    YAML_LOADER = f"libyaml-{_pyyaml.__version__}"
 else:
     YAML_ERRORS = (YAMLError,)
+    YAML_LOADER = "ruamel.yaml"
 
 
 def load_yaml_all(text: str) -> list[Any]:
@@ -106,6 +108,11 @@ class Closure:
     errors: tuple[str, ...] = ()               # e.g. a referenced file that does not exist
     outside: tuple[str, ...] = ()              # references leaving the repository (refused)
     helm_charts: bool = False                  # kustomize: the build inflates `helmCharts`
+    # what else a change could touch: referenced paths that do not exist (a change creating one, or
+    # anything below one, is an input change), and globs of directory listings the renderer reads
+    # ("DIR/*.yaml" one level, "DIR/**" everything below).  See `touched_by`.
+    missing: frozenset[str] = frozenset()
+    globs: frozenset[str] = frozenset()
     # the cache that computed this closure, so `closure_digest` reuses its file hashes
     _cache: ClosureCache | None = field(default=None, compare=False, hash=False, repr=False)
 
@@ -114,7 +121,32 @@ class Closure:
                        remote=_merge(self.remote, other.remote),
                        errors=_merge(self.errors, other.errors),
                        outside=_merge(self.outside, other.outside),
-                       helm_charts=self.helm_charts or other.helm_charts)
+                       helm_charts=self.helm_charts or other.helm_charts,
+                       missing=self.missing | other.missing, globs=self.globs | other.globs)
+
+    def touched_by(self, changed: Iterable[str]) -> bool:
+        """Whether a change of these repo-relative paths (added, modified or deleted) can change
+        the rendering: a file read, a missing reference appearing, a file entering a listing read.
+
+        Exact for the tree the closure was computed on; with `changed` = every path differing
+        between base and head, the head closure alone decides whether a target is affected.
+        """
+        for path in changed:
+            path = _norm(path)
+            if path in self.files or path in self.missing:
+                return True
+            parent, _, name = path.rpartition("/")
+            if self.globs and any(_join(parent, f"*{suffix}") in self.globs
+                                  for suffix in PLAIN_SUFFIXES if name.endswith(suffix)):
+                return True
+            ancestor = parent
+            while ancestor:
+                if ancestor in self.missing or f"{ancestor}/**" in self.globs:
+                    return True
+                ancestor = ancestor.rpartition("/")[0]
+            if "**" in self.globs:
+                return True
+        return False
 
 
 EMPTY = Closure(frozenset())
@@ -135,12 +167,14 @@ class _Acc:
     errors: list[str] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
     helm_charts: bool = False
+    missing: set[str] = field(default_factory=set)
+    globs: set[str] = field(default_factory=set)
     parts: list[Closure] = field(default_factory=list)
 
     def freeze(self) -> Closure:
         out = Closure(frozenset(self.files), tuple(dict.fromkeys(self.remote)),
                       tuple(dict.fromkeys(self.errors)), tuple(dict.fromkeys(self.outside)),
-                      self.helm_charts)
+                      self.helm_charts, missing=frozenset(self.missing), globs=frozenset(self.globs))
         for part in self.parts:
             out = out | part
         return out
@@ -161,6 +195,7 @@ class ClosureCache:
         self._trees: dict[tuple[str, str], Closure] = {}
         self._real: dict[str, str] = {}
         self._kinds: dict[tuple[str, str], str] = {}
+        self._reals: dict[tuple[str, str], str] = {}    # paths through symbolic links -> real paths
         self._listings: dict[tuple[str, str], frozenset[str]] = {}
 
     # ---------------------------------------------------------------- public
@@ -228,13 +263,23 @@ class ClosureCache:
         if not rel:
             kind = "dir"
         else:
-            parent = self._kind(root, posixpath.dirname(rel))
+            parent_rel, _, name = rel.rpartition("/")
+            parent = self._kind(root, parent_rel)
             if parent != "dir":
                 kind = "outside" if parent == "outside" else "missing"
             else:
                 kind = self._lstat_kind(root, rel)
+                parent_real = self._reals.get((root, parent_rel))
+                if parent_real is not None and key not in self._reals:
+                    self._reals[key] = _join(parent_real, name)
         self._kinds[key] = kind
         return kind
+
+    def _with_real(self, root: str, rel: str) -> tuple[str, ...]:
+        """`rel`, plus the path it resolves to when a symbolic link is on the way (inputs both)."""
+        self._kind(root, rel)
+        real = self._reals.get((root, rel))
+        return (rel,) if real is None or real == rel else (rel, real)
 
     def _lstat_kind(self, root: str, rel: str) -> str:
         full = os.path.join(root, rel)
@@ -247,6 +292,8 @@ class ClosureCache:
             rroot = self._realroot(root)
             if real != rroot and not real.startswith(rroot + os.sep):
                 return "outside"
+            real_rel = os.path.relpath(real, rroot).replace(os.sep, "/")
+            self._reals[(root, rel)] = "" if real_rel == "." else real_rel
             try:
                 st = os.stat(full)
             except OSError:
@@ -326,8 +373,9 @@ class ClosureCache:
         if rel is None:
             return
         if self._kind(root, rel) == "file":
-            acc.files.add(rel)
+            acc.files.update(self._with_real(root, rel))
         else:
+            acc.missing.add(rel)
             acc.errors.append(f"{where}: {rel or '.'} does not exist")
 
     def _add_file_or_dir(self, root: str, base_dir: str, ref: Any, where: str, acc: _Acc,
@@ -340,8 +388,9 @@ class ClosureCache:
         if kind == "dir":
             acc.parts.append(self._kustomize_dir(root, rel, stack))
         elif kind == "file":
-            acc.files.add(rel)
+            acc.files.update(self._with_real(root, rel))
         else:
+            acc.missing.add(rel)
             acc.errors.append(f"{where}: {rel or '.'} does not exist")
 
     # ---------------------------------------------------------------- kustomize
@@ -357,12 +406,13 @@ class ClosureCache:
         listing = self._listing(root, kdir)   # exact names, also on case-insensitive file systems
         names = [n for n in KUSTOMIZATION_FILES
                  if n in listing and self._kind(root, _join(kdir, n)) == "file"]
+        acc.missing.update(_join(kdir, n) for n in KUSTOMIZATION_FILES if n not in names)
         if not names:
             acc.errors.append(f"{kdir or '.'}: no kustomization.yaml, kustomization.yml or Kustomization")
             result = acc.freeze()
         else:
             for n in names:
-                acc.files.add(_join(kdir, n))
+                acc.files.update(self._with_real(root, _join(kdir, n)))
             kfile = _join(kdir, names[0])
             doc = self._load_yaml(root, kfile)
             if isinstance(doc, _Invalid):
@@ -439,9 +489,11 @@ class ClosureCache:
                 if self._kind(root, chart_dir) == "dir":
                     acc.parts.append(self._tree(root, chart_dir))
                 elif repo:
+                    acc.missing.add(chart_dir)
                     suffix = f" (version {version})" if version else ""
                     acc.remote.append(f"{repo.rstrip('/')}/{name}{suffix}")
                 else:
+                    acc.missing.add(chart_dir)
                     acc.errors.append(f"{where}: chart {name} not found at {chart_dir} and no repo given")
             for ref in (chart.get("valuesFile"), *_strings(chart.get("additionalValuesFiles"))):
                 if ref:
@@ -460,8 +512,9 @@ class ClosureCache:
                 if self._kind(root, _join(rel, "Chart.yaml")) != "file":
                     acc.errors.append(f"{where}: {rel or '.'} holds no Chart.yaml")
             elif kind == "file":            # a packaged chart (.tgz) in the repository
-                acc.files.add(rel)
+                acc.files.update(self._with_real(root, rel))
             else:
+                acc.missing.add(rel)
                 acc.errors.append(f"{where}: chart directory {rel or '.'} does not exist")
         for values in target.values:
             self._add_file(root, "", values, f"{target.path}: values", acc)
@@ -474,6 +527,7 @@ class ClosureCache:
         if got is not None:
             return got
         acc = _Acc()
+        acc.globs.add(_join(rel, "**"))
         seen: set[str] = set()
         pending = [rel]
         while pending:
@@ -497,16 +551,19 @@ class ClosureCache:
                 if entry.is_dir():
                     pending.append(child)
                 elif entry.is_file():
-                    acc.files.add(child)
+                    acc.files.update(self._with_real(root, child))
         result = self._trees[key] = acc.freeze()
         return result
 
     def _plain(self, root: str, rel: str) -> Closure:
         acc = _Acc()
+        acc.globs.update(_join(rel, f"*{suffix}") for suffix in PLAIN_SUFFIXES)
         try:
             entries = list(os.scandir(os.path.join(root, rel)))
         except OSError:
-            return Closure(frozenset(), errors=(f"{rel or '.'}: directory does not exist",))
+            acc.missing.add(rel)
+            acc.errors.append(f"{rel or '.'}: directory does not exist")
+            return acc.freeze()
         for entry in entries:
             if not entry.name.endswith(PLAIN_SUFFIXES) or not entry.is_file():
                 continue
@@ -514,7 +571,7 @@ class ClosureCache:
             if entry.is_symlink() and not self._inside_repo(root, child):
                 acc.outside.append(f"{child}: symbolic link to a path outside the repository")
                 continue
-            acc.files.add(child)
+            acc.files.update(self._with_real(root, child))
         return acc.freeze()
 
 

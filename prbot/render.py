@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from prbot.errors import PrbotError
-from prbot.impact import YAML_ERRORS, Closure, ClosureCache, input_closure, load_yaml, load_yaml_all
+from prbot.impact import (
+    YAML_ERRORS,
+    YAML_LOADER,
+    Closure,
+    ClosureCache,
+    input_closure,
+    load_yaml,
+    load_yaml_all,
+)
 from prbot.targets import Target
 
 DEFAULT_TIMEOUT = 120.0
@@ -239,11 +247,9 @@ def _run(argv: list[str], label: str, cwd: Path, timeout: float, home: str) -> s
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         _kill_group(proc)
-        proc.communicate()
         raise RenderError(f"{label} timed out after {timeout:g}s", transient=True) from exc
     except BaseException:
         _kill_group(proc)
-        proc.communicate()
         raise
     if proc.returncode != 0:
         raw = err.decode("utf-8", "replace") or out.decode("utf-8", "replace")
@@ -252,10 +258,18 @@ def _run(argv: list[str], label: str, cwd: Path, timeout: float, home: str) -> s
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the renderer and everything it started (its own session), then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:   # a grandchild that left the group still holds the pipes
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,7 +409,7 @@ def default_cache_dir() -> Path:
 def _tool_fingerprint(renderer: str) -> str:
     """Which binaries render this kind of target, so a tool upgrade misses the disk cache."""
     names = {"kustomize": ("kustomize", "kubectl", "helm3", "helm"), "helm": ("helm",)}.get(renderer, ())
-    parts = [renderer]
+    parts = [renderer, YAML_LOADER]
     for name in names:
         path = shutil.which(name)
         if path is None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import write
+from support import git, write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
 from prbot.impact import Closure, ClosureCache, closure_digest, input_closure, is_remote_reference
@@ -370,3 +370,63 @@ def test_two_kustomization_files_are_both_inputs(tmp_path: Path) -> None:
     if os.path.samefile(tmp_path / "a/kustomization.yaml", tmp_path / "a/Kustomization"):
         pytest.fail("case-insensitive file system: this test needs a case-sensitive one")
     assert files == {"a/kustomization.yaml", "a/Kustomization"}
+
+
+# ------------------------------------------------------------------------------------------ touched_by
+
+def _changed(repo: Path) -> set[str]:
+    git(repo, "add", "-A")
+    return set(git(repo, "diff", "--cached", "--name-only", "--no-renames").splitlines())
+
+
+@pytest.mark.parametrize("change", [
+    "base", "overlay-patch", "overlay-unreferenced", "component-deleted", "second-kustomization",
+    "plain-new-manifest", "plain-readme", "chart-new-template", "values", "base-dir-deleted",
+])
+def test_head_closures_and_changed_paths_agree_with_digests(example_repo: Path, change: str) -> None:
+    before = digests(example_repo)
+    r = example_repo
+    if change == "base":
+        write(r, "apps/shop/base/service.yaml", (r / "apps/shop/base/service.yaml").read_text() + "# x\n")
+    elif change == "overlay-patch":
+        write(r, "apps/shop/envs/prod/replicas.yaml", "spec: {replicas: 9}\n")
+    elif change == "overlay-unreferenced":
+        write(r, "apps/shop/envs/prod/notes.yaml", "not: referenced\n")
+    elif change == "component-deleted":
+        shutil.rmtree(r / "components/monitoring")
+    elif change == "second-kustomization":
+        write(r, "apps/shop/base/Kustomization", "resources: []\n")
+    elif change == "plain-new-manifest":
+        write(r, "apps/worker/envs/dev/extra.yml", "kind: ConfigMap\n")
+    elif change == "plain-readme":
+        write(r, "apps/worker/envs/dev/README.md", "docs\n")
+    elif change == "chart-new-template":
+        write(r, "charts/billing/templates/sub/cm.yaml", "kind: ConfigMap\n")
+    elif change == "values":
+        write(r, "billing/staging/values.yaml", "replicaCount: 4\n")
+    elif change == "base-dir-deleted":
+        shutil.rmtree(r / "apps/shop/base")
+    changed = _changed(r)
+    cache = ClosureCache()
+    touched = {k for k, t in targets(r).items() if cache.closure(r, t).touched_by(changed)}
+    by_digest = {k for k, d in digests(r).items() if before[k] != d}
+    assert touched == by_digest
+    if change in ("overlay-unreferenced", "plain-readme"):
+        assert touched == set()
+
+
+def test_symbolic_links_inside_the_repository_count_both_paths(tmp_path: Path) -> None:
+    write(tmp_path, "shared/common.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    write(tmp_path, "shared/lib/base/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "shared/lib/base/cm.yaml", "kind: ConfigMap\n")
+    write(tmp_path, "p/own.yaml", "kind: ConfigMap\n")
+    (tmp_path / "p/common.yaml").symlink_to("../shared/common.yaml")
+    write(tmp_path, "k/kustomization.yaml", "resources: [../linked/base]\n")
+    (tmp_path / "linked").symlink_to("shared/lib")
+    plain = input_closure(tmp_path, Target("p", "dev", "p", "plain"))
+    assert plain.files == {"p/own.yaml", "p/common.yaml", "shared/common.yaml"}
+    assert plain.touched_by(["shared/common.yaml"]) and not plain.touched_by(["shared/other.yaml"])
+    k = input_closure(tmp_path, kustomize_target("k"))
+    assert k.files == {"k/kustomization.yaml", "linked/base/kustomization.yaml", "linked/base/cm.yaml",
+                       "shared/lib/base/kustomization.yaml", "shared/lib/base/cm.yaml"}
+    assert k.touched_by(["shared/lib/base/cm.yaml"])

@@ -171,6 +171,7 @@ def test_the_environment_is_scrubbed(example_repo: Path, tmp_path: Path,
     env = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
     assert "KUBECONFIG" not in env and "GITHUB_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert "proxy.corp.example" not in dump.read_text()
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://127.0.0.1:9"     # a black hole
     assert env["HOME"] != os.path.expanduser("~") and "prbot-render-" in env["HOME"]
     assert not Path(env["HOME"]).exists()                  # removed after the run
     assert env["HELM_CONFIG_HOME"].startswith(env["HOME"])
@@ -451,3 +452,27 @@ def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: 
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "prbot" / "render"
+
+
+def test_renderers_get_no_network(example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import sys
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    probe = tmp_path / "probe.txt"
+    code = (f"import socket\ntry:\n socket.create_connection(('127.0.0.1', {port}), 3)\n r = 'connected'\n"
+            f"except OSError as e:\n r = 'blocked'\nopen('{probe}', 'w').write(r)\n")
+    write(tmp_path, "probe.py", code)
+    wrap_tool(tmp_path, monkeypatch, "kubectl", before=f'"{sys.executable}" "{tmp_path / "probe.py"}"')
+    try:
+        render_target(example_repo, example_targets(example_repo)["shop/dev"])
+    finally:
+        server.close()
+    netns = subprocess.run(["unshare", "--net", "--map-root-user", "true"] if os.geteuid() else
+                           ["unshare", "--net", "true"], capture_output=True).returncode == 0 \
+        if shutil.which("unshare") else False
+    # with a private network namespace not even loopback is reachable; where the kernel refuses
+    # one, HTTP(S) still goes to a black-hole proxy (test_the_environment_is_scrubbed)
+    assert probe.read_text() == ("blocked" if netns else "connected")
