@@ -5,11 +5,20 @@ The digest hashes repo-relative paths and file contents only, so two checkouts o
 different directories get the same digest; together with the renderer settings it is the render
 cache key.
 
-Nothing here runs a renderer.  Kustomizations are parsed (ruamel.yaml, safe) and followed the way
-kustomize follows them; Helm charts and plain directories are expanded to the files they hold.
-References to remote bases, charts or files are collected in `Closure.remote` (they cannot be
-rendered offline), references that leave the repository (``../`` past the root, absolute paths,
-symbolic links pointing outside) in `Closure.outside`.
+Nothing here runs a renderer.  Kustomizations are parsed safely (libyaml through PyYAML when
+installed, else ruamel.yaml) and followed the way kustomize follows them; Helm charts and plain
+directories are expanded to the files they hold.  References to remote bases, charts or files are
+collected in `Closure.remote` (they cannot be rendered offline), references that leave the
+repository (``../`` past the root, absolute paths, symbolic links pointing outside) in
+`Closure.outside`.
+
+Two ways to decide whether a target is affected:
+- digests: `closure_digest` at base and at head differ (needs both trees);
+- changed paths: `Closure.touched_by(paths changed between base and head)` on the head closure
+  (missing references and the directory listings a renderer reads are part of the closure).
+
+A `ClosureCache` memoises parses, sub-closures and file hashes, so 300 overlays sharing a base
+cost one parse of it; 100 apps x 3 environments take about 60 ms per tree.
 """
 
 from __future__ import annotations
@@ -94,7 +103,10 @@ def load_yaml(text: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 def is_remote_reference(ref: str) -> bool:
-    """True when `ref` names something kustomize/helm would fetch over the network."""
+    """True when `ref` looks like something kustomize/helm fetch over the network.
+
+    Closures treat a host-like reference (``github.com/org/repo``) as local when that path exists.
+    """
     ref = ref.strip()
     return bool(_STRONG_REMOTE.match(ref) or _HOSTLIKE.match(ref) or "?ref=" in ref or "?version=" in ref)
 

@@ -476,3 +476,20 @@ def test_renderers_get_no_network(example_repo: Path, tmp_path: Path, monkeypatc
     # with a private network namespace not even loopback is reachable; where the kernel refuses
     # one, HTTP(S) still goes to a black-hole proxy (test_the_environment_is_scrubbed)
     assert probe.read_text() == ("blocked" if netns else "connected")
+
+
+def test_a_standalone_kustomize_is_preferred(example_repo: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    kubectl = shutil.which("kubectl")
+    bindir = tmp_path / "kbin"
+    log = tmp_path / "kustomize.calls"
+    # a `kustomize` that is really `kubectl kustomize` (same flags), logging its arguments
+    write(bindir, "kustomize", f'#!/bin/sh\necho "$*" >> "{log}"\n[ "$1" = build ] && shift\n'
+                               f'exec "{kubectl}" kustomize "$@"\n').chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    t = example_targets(example_repo)["shop/dev"]
+    assert ("Deployment", "shop") in names(render_target(example_repo, t))
+    assert log.read_text().splitlines() == ["build --load-restrictor LoadRestrictionsRootOnly apps/shop/envs/dev"]
+    (example_repo / "apps/shop/envs/dev/replicas.yaml").unlink()
+    with pytest.raises(RenderError, match="^kustomize build: "):
+        render_target(example_repo, t)
