@@ -470,6 +470,9 @@ class YamlFile:
             return TextEdit(kstart, vend, "")
         line_start = self._line_start(kstart)
         if self.text[line_start:kstart].strip() == "":
+            if len(pairs) == 1:
+                raise YamlEditError(f"{self.source}:{k.start_mark.line + 1}: refusing to delete {key!r}, "
+                                    "the only key of its mapping")
             return TextEdit(line_start, self._after_line(vend), "")
         if index + 1 < len(pairs):          # `- key: v` opening a sequence item: pull the next key up
             return TextEdit(kstart, pairs[index + 1][0].start_mark.index, "")

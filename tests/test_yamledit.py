@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
@@ -98,7 +98,7 @@ def _emit_map(draw: st.DrawFn, lines: list[str], leaves: list[Leaf], doc: int, p
             lines.append(pad + "# a comment line")
         if draw(st.integers(0, 5)) == 0:
             lines.append("")
-        kinds = ["scalar", "flowmap", "flowseq"] + (["map", "seq"] if depth < 2 else [])
+        kinds = ["scalar", "flowmap", "flowseq"] + (["map", "seq", "seqmap"] if depth < 2 else [])
         kind = draw(st.sampled_from(kinds))
         comment = draw(st.sampled_from(["", "", "  # trailing", " #x"]))
         if kind == "scalar":
@@ -116,6 +116,15 @@ def _emit_map(draw: st.DrawFn, lines: list[str], leaves: list[Leaf], doc: int, p
                 token, style = draw(tokens(False))
                 lines.append(f"{dash}- {token}{draw(st.sampled_from(['', '  # item']))}")
                 leaves.append(Leaf(doc, (*path, key, i), token, style))
+        elif kind == "seqmap":                  # the shape of a kustomization's `images:`
+            lines.append(f"{pad}{key}:")
+            dash = pad + " " * draw(st.sampled_from([0, 2]))
+            for i in range(draw(st.integers(1, 2))):
+                for j in range(draw(st.integers(1, 3))):
+                    token, style = draw(tokens(False))
+                    lead = f"{dash}- " if j == 0 else f"{dash}  "
+                    lines.append(f"{lead}f{j}: {token}{draw(st.sampled_from(['', '  # field']))}")
+                    leaves.append(Leaf(doc, (*path, key, i, f"f{j}"), token, style))
         elif kind == "flowmap":
             parts = []
             for name in ("name", "newTag")[: draw(st.integers(1, 2))]:
@@ -179,6 +188,93 @@ def test_any_scalar_edit_changes_only_that_scalar(doc: tuple[str, list[Leaf]], d
     elif leaf.style == "single":
         assert edit.new.startswith("'" if "\n" not in value and edit.new[0] != '"' else '"')
     # CRLF files get no bare LF.
+    if "\r\n" in text:
+        assert result.count("\n") == result.count("\r\n")
+
+
+def _mapping_paths(data: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], list[str]]]:
+    """(path, keys) of every mapping in parsed data."""
+    out: list[tuple[tuple[str | int, ...], list[str]]] = []
+    if isinstance(data, dict):
+        out.append((path, list(data)))
+        for k, v in data.items():
+            out += _mapping_paths(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _mapping_paths(v, (*path, i))
+    return out
+
+
+def _sequence_paths(data: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    out: list[tuple[str | int, ...]] = []
+    if isinstance(data, list):
+        out.append(path)
+    children = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else []
+    for k, v in children:
+        out += _sequence_paths(v, (*path, k))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents(), data=st.data())
+def test_appended_item_changes_only_its_sequence(doc: tuple[str, list[Leaf]], data: st.DataObject) -> None:
+    text, _ = doc
+    original = load_all(text)
+    where = [(d, path) for d, parsed in enumerate(original) for path in _sequence_paths(parsed)]
+    assume(where)
+    d, path = data.draw(st.sampled_from(where))
+    f = YamlFile(text)
+    value = data.draw(st.one_of(NEW_VALUES, st.fixed_dictionaries({"name": NEW_VALUES, "newTag": NEW_VALUES})))
+    edit = f.append_item(_node_at_path(f, d, path), value)
+    result = apply_edits(text, [edit])
+    assert edit.start == edit.end and result[:edit.start] == text[:edit.start]
+    assert result[edit.start + len(edit.new):] == text[edit.end:]
+    target: Any = original[d]
+    for step in path:
+        target = target[step]
+    target.append(value)
+    assert load_all(result) == original
+
+
+def _node_at_path(f: YamlFile, doc: int, path: tuple[str | int, ...]) -> Any:
+    node = f.documents[doc]
+    for step in path:
+        node = items(node)[step] if isinstance(step, int) else get_value(node, step)
+    return node
+
+
+INSERTED = st.one_of(NEW_VALUES, st.fixed_dictionaries({"name": NEW_VALUES, "newTag": NEW_VALUES}),
+                     st.lists(st.fixed_dictionaries({"name": NEW_VALUES}), min_size=1, max_size=2))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents(), data=st.data())
+def test_structural_edits_change_only_their_entry(doc: tuple[str, list[Leaf]], data: st.DataObject) -> None:
+    text, _ = doc
+    original = load_all(text)
+    where = [(d, path, keys) for d, parsed in enumerate(original) for path, keys in _mapping_paths(parsed)]
+    d, path, keys = data.draw(st.sampled_from(where))
+    f = YamlFile(text)
+    mapping = _node_at_path(f, d, path)
+    expected = load_all(text)
+    target: Any = expected[d]
+    for step in path:
+        target = target[step]
+    if data.draw(st.booleans()) or len(keys) < 2:
+        value = data.draw(INSERTED)
+        after = data.draw(st.sampled_from([(), *[(k,) for k in keys]]))
+        edit = f.insert_key(mapping, "zz_new", value, after=after)
+        assert edit.start == edit.end                      # a pure insertion
+        target["zz_new"] = value
+    else:
+        key = data.draw(st.sampled_from(keys))
+        edit = f.delete_key(mapping, key)
+        assert edit.new in ("", "{}")
+        del target[key]
+    result = apply_edits(text, [edit])
+    assert result[:edit.start] == text[:edit.start]
+    assert result[edit.start + len(edit.new):] == text[edit.end:]
+    assert load_all(result) == expected
     if "\r\n" in text:
         assert result.count("\n") == result.count("\r\n")
 
