@@ -71,9 +71,21 @@ class RenderError(PrbotError):
         self.transient = transient
 
 
+def tool_dirs() -> list[str]:
+    """Where renderer binaries are looked for after PATH: $PRBOT_TOOLS_DIR, then the checkout's
+    .tools/bin that scripts/fetch-tools fills (so a fresh clone works without touching PATH)."""
+    dirs = [os.environ.get("PRBOT_TOOLS_DIR", ""), str(Path(__file__).resolve().parent.parent / ".tools" / "bin")]
+    return [d for d in dirs if d and os.path.isdir(d)]
+
+
+def which(name: str) -> str | None:
+    """Absolute path of an executable on PATH or in tool_dirs(), else None."""
+    return shutil.which(name) or next((found for d in tool_dirs() if (found := shutil.which(name, path=d))), None)
+
+
 def find_tool(name: str) -> str:
-    """Absolute path of an executable on PATH, or RenderError telling how to get it."""
-    path = shutil.which(name)
+    """Absolute path of an executable on PATH or in tool_dirs(), or RenderError telling how to get it."""
+    path = which(name)
     if path is None:
         raise RenderError(f"{name} is not installed or not on PATH (install it, or run scripts/fetch-tools)",
                           transient=True)
@@ -308,14 +320,14 @@ def render_target(root: Path, target: Target, *, timeout: float = DEFAULT_TIMEOU
 
 def _render_kustomize(root: Path, target: Target, closure: Closure, timeout: float,
                       kube_version: str | None, home: str) -> list[dict[str, Any]]:
-    kustomize = shutil.which("kustomize")
+    kustomize = which("kustomize")
     if kustomize:
         argv, label = [kustomize, "build"], "kustomize build"
     else:
         argv, label = [find_tool("kubectl"), "kustomize"], "kubectl kustomize"
     argv += ["--load-restrictor", "LoadRestrictionsRootOnly"]
     if closure.helm_charts:
-        argv += ["--enable-helm", "--helm-command", shutil.which("helm3") or find_tool("helm")]
+        argv += ["--enable-helm", "--helm-command", which("helm3") or find_tool("helm")]
         if kube_version:
             argv += ["--helm-kube-version", kube_version]
     argv.append(target.path or ".")
@@ -411,7 +423,7 @@ def _tool_fingerprint(renderer: str) -> str:
     names = {"kustomize": ("kustomize", "kubectl", "helm3", "helm"), "helm": ("helm",)}.get(renderer, ())
     parts = [renderer, YAML_LOADER]
     for name in names:
-        path = shutil.which(name)
+        path = which(name)
         if path is None:
             continue
         try:

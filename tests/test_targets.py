@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 from support import write
@@ -47,14 +48,32 @@ def test_example_repo_targets(example_repo: Path) -> None:
                     ("billing/prod", "helm"), ("shop/prod", "kustomize"), ("worker/prod", "plain")]
 
 
+_SCANNED: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "os.scandir" and _RECORDING:
+        _SCANNED.append(str(args[0]))
+
+
+_RECORDING = False
+sys.addaudithook(_audit)
+
+
 def test_discovery_does_not_walk_outside_patterns(tmp_path: Path) -> None:
-    # thousands of directories elsewhere must not be visited: make them unreadable to prove it
+    global _RECORDING
     for i in range(2000):
-        (tmp_path / "noise" / f"d{i}").mkdir(parents=True)
+        write(tmp_path, f"noise/d{i}/envs/dev/x.yaml", "kind: ConfigMap\n")
     write(tmp_path, "apps/a/envs/dev/x.yaml", "kind: ConfigMap\n")
-    (tmp_path / "noise").chmod(0)
+    write(tmp_path, "apps/b/other/dev/x.yaml", "kind: ConfigMap\n")
+    cfg = _config(AppSpec(path="apps/{app}/envs/{env}"))
+    _SCANNED.clear()
+    _RECORDING = True
     try:
-        cfg = _config(AppSpec(path="apps/{app}/envs/{env}"))
-        assert [t.key for t in discover_targets(cfg, tmp_path)] == ["a/dev"]
+        targets = discover_targets(cfg, tmp_path)
     finally:
-        (tmp_path / "noise").chmod(0o755)
+        _RECORDING = False
+    assert [t.key for t in targets] == ["a/dev"]
+    # only directories a pattern segment can match were listed: apps/ and apps/a/envs/
+    assert _SCANNED and not any("noise" in p for p in _SCANNED)
+    assert len(_SCANNED) <= 4, _SCANNED
