@@ -72,10 +72,11 @@ class RenderError(PrbotError):
 
 
 def tool_dirs() -> list[str]:
-    """Where renderer binaries are looked for after PATH: $PRBOT_TOOLS_DIR, then the checkout's
+    """Where renderer binaries are looked for after PATH: $PRBOT_TOOLS_DIR, by default the checkout's
     .tools/bin that scripts/fetch-tools fills (so a fresh clone works without touching PATH)."""
-    dirs = [os.environ.get("PRBOT_TOOLS_DIR", ""), str(Path(__file__).resolve().parent.parent / ".tools" / "bin")]
-    return [d for d in dirs if d and os.path.isdir(d)]
+    default = str(Path(__file__).resolve().parent.parent / ".tools" / "bin")
+    d = os.environ.get("PRBOT_TOOLS_DIR", default)
+    return [d] if d and os.path.isdir(d) else []
 
 
 def which(name: str) -> str | None:

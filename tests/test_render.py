@@ -275,6 +275,7 @@ def test_missing_binaries_say_how_to_get_them(example_repo: Path, tmp_path: Path
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("PRBOT_TOOLS_DIR", str(empty))
     t = example_targets(example_repo)
     with pytest.raises(RenderError) as err:
         render_target(example_repo, t["shop/dev"])
