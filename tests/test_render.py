@@ -494,3 +494,16 @@ def test_a_standalone_kustomize_is_preferred(example_repo: Path, tmp_path: Path,
     (example_repo / "apps/shop/envs/dev/replicas.yaml").unlink()
     with pytest.raises(RenderError, match="^kustomize build: "):
         render_target(example_repo, t)
+
+
+def test_tools_dir_is_searched_after_path(example_repo: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from support import TOOLS
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("PRBOT_TOOLS_DIR", str(TOOLS))
+    assert find_tool("kubectl") == str(TOOLS / "kubectl")
+    t = example_targets(example_repo)
+    assert any(o["kind"] == "Deployment" for o in render_target(example_repo, t["shop/dev"]))
