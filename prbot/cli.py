@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +81,9 @@ def cmd_bump(args: argparse.Namespace) -> int:
     if result.errors:
         return EXIT_BAD_INPUT
     if not result.matched:
-        print(f"prbot: no target of {args.env} uses {args.image.split('@')[0]}", file=sys.stderr)
+        from prbot.images import parse_image
+
+        print(f"prbot: no target of {args.env} uses {parse_image(args.image).name}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -145,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrbotError as exc:
         print(f"prbot: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:                   # `prbot plan | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("prbot: interrupted", file=sys.stderr)
         return 130
