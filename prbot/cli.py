@@ -63,45 +63,37 @@ def _load(repo: Path, config_file: Path | None = None):  # type: ignore[no-untyp
     return load_config_file(path)
 
 
-def _print_edits(result, out) -> None:  # type: ignore[no-untyped-def]
+def _finish_edits(result, nothing: str) -> int:  # type: ignore[no-untyped-def]
+    """Print what an edit command changed; exit 2 on per-target errors, 1 when `nothing` happened."""
     for e in result.edits:
-        print(f"{e.target}: {e.path} {e.old} → {e.new}", file=out)
+        print(f"{e.target}: {e.path} {e.old} → {e.new}")
     for key in result.current:
-        print(f"{key}: already current", file=out)
-
-
-def cmd_bump(args: argparse.Namespace) -> int:
-    from prbot.edit import bump
-
-    config = _load(args.repo)
-    result = bump(args.repo, config, args.image, args.env, args.app)
-    _print_edits(result, sys.stdout)
+        print(f"{key}: already current")
     for err in result.errors:
         print(f"prbot: error: {err}", file=sys.stderr)
     if result.errors:
         return EXIT_BAD_INPUT
-    if not result.matched:
-        from prbot.images import parse_image
-
-        print(f"prbot: no target of {args.env} uses {parse_image(args.image).name}", file=sys.stderr)
+    if nothing:
+        print(f"prbot: {nothing}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_bump(args: argparse.Namespace) -> int:
+    from prbot.edit import bump
+    from prbot.images import parse_image
+
+    result = bump(args.repo, _load(args.repo), args.image, args.env, args.app)
+    nothing = "" if result.matched else f"no target of {args.env} uses {parse_image(args.image).name}"
+    return _finish_edits(result, nothing)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from prbot.edit import promote
 
-    config = _load(args.repo)
-    result = promote(args.repo, config, args.from_env, args.to_env, args.app)
-    _print_edits(result, sys.stdout)
-    for err in result.errors:
-        print(f"prbot: error: {err}", file=sys.stderr)
-    if result.errors:
-        return EXIT_BAD_INPUT
-    if not result.edits:
-        print(f"prbot: nothing to promote from {args.from_env} to {args.to_env}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    result = promote(args.repo, _load(args.repo), args.from_env, args.to_env, args.app)
+    nothing = "" if result.edits else f"nothing to promote from {args.from_env} to {args.to_env}"
+    return _finish_edits(result, nothing)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
