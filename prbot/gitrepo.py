@@ -9,6 +9,12 @@ Exporting a revision (`materialize`) reads the commit's tree into a throw-away i
 it out with ``git checkout-index`` into a temporary directory: nothing is written to ``.git`` (unlike
 ``git worktree add``), and files are written by git itself (several times faster than extracting
 ``git archive`` in Python, which also drops ``export-ignore`` files).
+
+A revision can also be exported in part (`materialize(..., paths=...)`, `PartialTree`,
+`materialize_more`): only the files a caller names — or that lie below the directories it names — are
+written, so the cost follows what is needed rather than the size of the repository.  Symbolic links
+met on the way are followed (their targets are written too) so that paths resolve as they would in
+a full export.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from prbot.errors import PrbotError
@@ -80,11 +88,7 @@ def changed_paths(repo: Path, base: str, head: str | None) -> set[str]:
     # `git diff` refreshes stat data in the index it reads and writes it back, taking index.lock:
     # give it a private copy so the user's index is never locked or rewritten.
     index = _git(repo, "rev-parse", "--git-path", "index").stdout.decode(errors="surrogateescape")
-    index_path = Path(repo) / index.rstrip("\n")
-    with tempfile.TemporaryDirectory(prefix="prbot-index-") as scratch:
-        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        if index_path.is_file():
-            shutil.copyfile(index_path, env["GIT_INDEX_FILE"])
+    with _private_index(Path(repo) / index.rstrip("\n")) as env:
         options = ("-c", "core.splitIndex=false")
         paths = _split_z(_git(repo, *diff, env=env, options=options).stdout)
         untracked = _git(repo, "ls-files", "-z", "--others", "--exclude-standard", env=env,
@@ -107,15 +111,22 @@ def read_file(repo: Path, rev: str, path: str) -> bytes | None:
 
 
 @contextmanager
-def materialize(repo: Path, rev: str | None) -> Iterator[Path]:
+def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None) -> Iterator[Path]:
     """A directory holding `repo` at `rev`; `rev` None yields `repo` itself (the working tree).
 
     A revision is exported into a fresh temporary directory, removed on exit whatever happens.  The
-    user's working tree, index, HEAD and ``.git`` are left untouched.
+    user's working tree, index, HEAD and ``.git`` are left untouched.  With `paths` (repo-relative),
+    only those files and the files below those directories are written (see `PartialTree.add`);
+    `materialize_more` adds more later.  `paths` is ignored for the working tree.
     """
     if rev is None:
         _git(repo, "rev-parse", "--git-dir")          # a clear error when repo is no repository
         yield Path(repo)
+        return
+    if paths is not None:
+        with partial_tree(repo, rev) as tree:
+            tree.add(paths)
+            yield tree.root
         return
     prefix, sha = _locate(repo, rev)
     scratch = Path(tempfile.mkdtemp(prefix=f"prbot-{sha[:12]}-"))
@@ -132,6 +143,328 @@ def materialize(repo: Path, rev: str | None) -> Iterator[Path]:
         yield tree
     finally:
         _remove_tree(scratch)
+
+
+_SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"
+_MISSING: object = object()
+
+
+class PartialTree:
+    """`repo` at `rev`, written into the directory `root` only where asked (`add`).
+
+    Only the parts of the revision's tree that requests name are listed (``git ls-tree`` with those
+    paths); files are written by ``git checkout-index`` from a private index file in `scratch`
+    (which must exist and is the caller's to remove), so content filters and line-ending attributes
+    apply exactly as in a full export.  Nothing of the user's repository changes.  Not thread-safe.
+    """
+
+    def __init__(self, repo: Path, rev: str, root: Path, scratch: Path) -> None:
+        self.repo = Path(repo)
+        prefix, self.sha = _locate(self.repo, rev)
+        self._source = f"{self.sha}:{prefix}" if prefix else f"{self.sha}^{{tree}}"
+        self._empty: bool | None = None if prefix else False   # repo's directory missing at rev
+        self.root = Path(root)
+        self._index = str(Path(scratch) / "partial-index")
+        # what is known of the tree: path -> (mode, object id), None when there is no such path
+        self._known: dict[str, tuple[str, str] | None] = {"": ("040000", "")}
+        self._files: list[str] = []         # known non-directory paths, sorted
+        self._listed: set[str] = set()      # directories listed with everything below them
+        self._requested: set[str] = set()
+        self._written: set[str] = set()
+        self._indexed: set[str] = set()
+        self._targets: dict[str, str | None] = {}
+
+    @property
+    def written(self) -> frozenset[str]:
+        """Every path written so far."""
+        return frozenset(self._written)
+
+    def add(self, paths: Iterable[str], *, keep_existing: bool = False) -> list[str]:
+        """Write these repo-relative files and every file below these directories ("" or "." is
+        everything); paths that do not exist at the revision are skipped silently, as are paths
+        leaving the repository.  A symbolic link written, or met as a parent directory of a path,
+        is followed: what it points to (inside the repository) is written too.  With `keep_existing`,
+        paths already present in `root` are not written again.  Returns the paths written by this
+        call, sorted."""
+        queue = [rel for rel in map(_request_path, paths) if rel is not None]
+        selected: list[str] = []
+        while queue:
+            batch = [rel for rel in dict.fromkeys(queue) if rel not in self._requested]
+            queue = []
+            self._requested.update(batch)
+            self._list(batch)
+            for rel in batch:
+                parent = self._non_dir_parent(rel)
+                if parent is not None:
+                    # below a file or submodule: nothing is there (as in a full export); below a
+                    # symbolic link: the link, and the path it leads to
+                    target = self._link_target(parent)
+                    if target is not None:
+                        selected.append(parent)
+                        rest = rel[len(parent) + 1:]
+                        through = _request_path(f"{target}/{rest}" if target else rest)
+                        if through is not None:
+                            queue.append(through)
+                    continue
+                entry = self._known.get(rel)
+                if entry is None:
+                    continue
+                if entry[0] == _TREE:
+                    start = 0 if rel == "" else bisect_left(self._files, rel + "/")
+                    end = len(self._files) if rel == "" else bisect_left(self._files, rel + "0")
+                    names = self._files[start:end]
+                else:
+                    names = [rel]
+                for name in names:
+                    if name not in self._written:
+                        selected.append(name)
+                        target = self._link_target(name)
+                        if target is not None:
+                            queue.append(target)
+        new = sorted({n for n in selected if n not in self._written})
+        if keep_existing:
+            self._written.update(n for n in new if os.path.lexists(os.path.join(self.root, n)))
+            new = [n for n in new if n not in self._written]
+        if new:
+            self._checkout(new)
+        return new
+
+    # ---------------------------------------------------------------- listing
+    def _list(self, rels: list[str]) -> None:
+        """Learn what `rels` are at the revision, everything below those that are directories, the
+        directories on the way, and the .gitattributes files that apply to them."""
+        if self._empty is None:
+            kind = _git(self.repo, "cat-file", "-t", self._source, ok=(0, 128)).stdout.strip()
+            self._empty = kind != b"tree"
+        if self._empty:
+            self._known.update((rel, None) for rel in rels if rel)
+            self._listed.add("")
+            return
+        specs: set[str] = set()
+        for rel in rels:
+            if not self._covered(rel):
+                specs.add(rel)
+            parts = rel.split("/") if rel else []
+            for i in range(len(parts)):
+                attrs = "/".join((*parts[:i], ".gitattributes"))
+                if attrs not in self._known:
+                    specs.add(attrs)
+        if "" in specs:
+            self._record(self._ls_tree(True, ()))
+        elif specs:
+            self._record(self._ls_tree(True, sorted(specs)))
+        for rel in specs:
+            entry = self._known.get(rel)
+            if entry is not None and entry[0] == _TREE:
+                self._listed.add(rel)
+        # a path not found: is a directory on its way missing, or a file / link / submodule?
+        unsure: set[str] = set()
+        for rel in rels:
+            parts = rel.split("/") if rel else []
+            for i in range(1, len(parts)):
+                step = "/".join(parts[:i])
+                entry = self._known.get(step, _MISSING)
+                if entry is _MISSING:
+                    unsure.add(step)
+                if entry is _MISSING or entry is None or entry[0] != _TREE:
+                    break
+        if unsure:
+            self._record(self._ls_tree(False, sorted(unsure)))
+        for rel in (*rels, *specs, *unsure):
+            if rel not in self._known and self._settled(rel):
+                self._known[rel] = None
+        self._files = sorted(p for p, e in self._known.items() if e is not None and e[0] != _TREE)
+
+    def _covered(self, rel: str) -> bool:
+        """Nothing more to learn about `rel`: it lies in a directory listed whole, or it (or a
+        directory on its way) is known to be missing or not a directory."""
+        path = rel
+        while True:
+            if path in self._listed:
+                return True
+            entry = self._known.get(path, _MISSING)
+            if entry is not _MISSING and (entry is None or entry[0] != _TREE):
+                return True
+            if not path:
+                return False
+            path = path.rpartition("/")[0]
+
+    def _settled(self, rel: str) -> bool:
+        """Every directory on the way to `rel` is known (so `rel` would have been listed)."""
+        parent = rel
+        while parent:
+            parent = parent.rpartition("/")[0]
+            entry = self._known.get(parent, _MISSING)
+            if entry is _MISSING or entry is None or entry[0] != _TREE:
+                return entry is not _MISSING
+        return True
+
+    def _ls_tree(self, recursive: bool, paths: Sequence[str]) -> bytes:
+        flags = ("-r", "-t") if recursive else ()
+        return _git(self.repo, "ls-tree", "-z", "--full-tree", *flags, self._source,
+                    *(("--", *paths) if paths else ()), options=("--literal-pathspecs",)).stdout
+
+    def _record(self, listing: bytes) -> None:
+        for record in listing.split(b"\0"):
+            if record:
+                info, _, name = record.partition(b"\t")
+                mode, _kind, oid = info.decode().split(" ")
+                self._known[os.fsdecode(name)] = (mode, oid)
+
+    def _non_dir_parent(self, rel: str) -> str | None:
+        """The proper parent of `rel` that is a file, symbolic link or submodule, if any."""
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            entry = self._known.get("/".join(parts[:i]))
+            if entry is None:
+                return None
+            if entry[0] != _TREE:
+                return "/".join(parts[:i])
+        return None
+
+    def _link_target(self, path: str) -> str | None:
+        """Repo-relative path a symbolic link points to; None when `path` is no symbolic link or
+        the link leaves the repository."""
+        entry = self._known.get(path)
+        if entry is None or entry[0] != _SYMLINK:
+            return None
+        if path not in self._targets:
+            target = os.fsdecode(_git(self.repo, "cat-file", "blob", entry[1]).stdout)
+            resolved: str | None = None
+            if target and not target.startswith("/") and "\0" not in target:
+                joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+                if joined == ".":
+                    resolved = ""
+                elif joined != ".." and not joined.startswith("../"):
+                    resolved = joined
+            self._targets[path] = resolved
+        return self._targets[path]
+
+    # ---------------------------------------------------------------- writing
+    def _checkout(self, names: list[str]) -> None:
+        env = {"GIT_INDEX_FILE": self._index}
+        # the index also holds the .gitattributes files that apply, so checkout converts exactly as
+        # a full export does (git reads attributes from the index first when checking out)
+        attrs = [p for p, e in self._known.items() if e is not None and posixpath.basename(p) == ".gitattributes"]
+        info = b"".join(os.fsencode(f"{self._known[n][0]} {self._known[n][1]}\t{n}") + b"\0"  # type: ignore[index]
+                        for n in dict.fromkeys((*attrs, *names)) if n not in self._indexed)
+        if info:
+            _git(self.repo, "update-index", "-z", "--index-info", env=env, input=info)
+            self._indexed.update(attrs)
+            self._indexed.update(names)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _git(self.repo, "checkout-index", "-z", "--stdin", "--force", env=env,
+             input=b"".join(os.fsencode(n) + b"\0" for n in names),
+             options=("--work-tree", str(self.root), "-c", "core.fsmonitor=false"))
+        self._written.update(names)
+
+
+@contextmanager
+def partial_tree(repo: Path, rev: str) -> Iterator[PartialTree]:
+    """A `PartialTree` of `repo` at `rev` in a fresh temporary directory (empty until `add`),
+    removed on exit whatever happens."""
+    scratch = Path(tempfile.mkdtemp(prefix="prbot-partial-"))
+    try:
+        tree = scratch / "tree"
+        tree.mkdir()
+        yield PartialTree(repo, rev, tree, scratch)
+    finally:
+        _remove_tree(scratch)
+
+
+def materialize_more(repo: Path, rev: str, root: Path, paths: Iterable[str]) -> list[str]:
+    """Write more of `repo` at `rev` into `root` (a directory from `materialize(..., paths=...)` or
+    any directory): the files `paths` name or hold, as `PartialTree.add` does.  Files already in
+    `root` are left as they are.  Returns the paths written, sorted."""
+    with tempfile.TemporaryDirectory(prefix="prbot-index-") as scratch:
+        return PartialTree(repo, rev, Path(root), Path(scratch)).add(paths, keep_existing=True)
+
+
+@dataclass(frozen=True)
+class WorktreeChanges:
+    """The working tree against a base revision (see `worktree_changes`)."""
+
+    changed: set[str]             # = changed_paths(repo, base, None)
+    dirty: bool                   # = is_dirty(repo)
+    # paths whose content git does not vouch for: ignored files and directories (on disk, never
+    # listed as changed), entries marked assume-unchanged or skip-worktree, unmerged entries,
+    # submodules.  None when git may convert contents (``core.autocrlf``, attribute files), so the
+    # bytes on disk can differ from an export of the same content.
+    uncertain: set[str] | None
+
+
+def worktree_changes(repo: Path, base: str) -> WorktreeChanges:
+    """`changed_paths(repo, base, None)` and `is_dirty(repo)` at once, plus the paths where the
+    working tree may differ from `base` although git reports no change — in two passes over the
+    working tree instead of four.  Like those, it never writes the user's index."""
+    prefix, base_sha = _locate(repo, base)
+    locations = _git(repo, "rev-parse", "--git-path", "index", "--git-path", "info/attributes").stdout.decode(
+        errors="surrogateescape").split("\n")
+    index_path, attributes = Path(repo) / locations[0], Path(repo) / locations[1]
+    converts = attributes.exists() or _converts(repo)
+    with _private_index(index_path) as env:
+        options = ("-c", "core.splitIndex=false")
+        changed = _split_z(_git(repo, "diff", "--name-only", "-z", "--no-renames", "--relative", "--no-color",
+                                "--no-ext-diff", "--no-textconv", base_sha, env=env, options=options).stdout)
+        status = _git(repo, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all",
+                      "--ignored=matching", "--", ".", env=env, options=options).stdout
+        listing = _git(repo, "ls-files", "-z", "-s", "-v", env=env, options=options).stdout
+    dirty = False
+    uncertain: set[str] = set()
+    for record in status.split(b"\0"):
+        if len(record) < 4:
+            continue
+        code, path = record[:2], os.fsdecode(record[3:]).rstrip("/")
+        if prefix:                      # porcelain paths are relative to the top of the work tree
+            if not path.startswith(prefix):
+                continue
+            path = path[len(prefix):]
+        if code == b"!!":
+            uncertain.add(path)
+            continue
+        dirty = True
+        if code == b"??":
+            changed.add(path)
+    for record in listing.split(b"\0"):
+        if not record:
+            continue
+        info, _, name = record.partition(b"\t")
+        fields = info.split(b" ")
+        path = os.fsdecode(name)
+        if posixpath.basename(path) == ".gitattributes":
+            converts = True
+        if fields[0] != b"H" or fields[1] == _GITLINK.encode() or fields[-1] != b"0":
+            uncertain.add(path)
+    return WorktreeChanges(changed=changed, dirty=dirty, uncertain=None if converts else uncertain)
+
+
+def _converts(repo: Path) -> bool:
+    """Whether the configuration may make git convert file contents between disk and objects."""
+    config = _git(repo, "config", "-z", "--get-regexp", r"^core\.(autocrlf|attributesfile)$", ok=(0, 1)).stdout
+    for record in config.split(b"\0"):
+        key, _, value = record.partition(b"\n")
+        if key == b"core.autocrlf" and value.strip().lower() not in (b"false", b"0", b"no", b"off", b""):
+            return True
+        if key == b"core.attributesfile" and value.strip():
+            return True
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.exists(os.path.join(xdg, "git", "attributes"))
+
+
+@contextmanager
+def _private_index(index_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for git commands on a copy of the index at `index_path`.
+
+    `git diff` and `git status` refresh stat data in the index they read and may write it back,
+    taking index.lock: a private copy keeps the user's index from being locked or rewritten.  The
+    copy keeps the file's modification time, which git compares with its entries' to spot files
+    changed in the same second as the index was written ("racy" entries).
+    """
+    with tempfile.TemporaryDirectory(prefix="prbot-index-") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if index_path.is_file():
+            shutil.copy2(index_path, env["GIT_INDEX_FILE"])
+        yield env
 
 
 # -- internals ---------------------------------------------------------------------------------------
@@ -210,6 +543,13 @@ def _clean_path(path: str) -> str | None:
     if norm in (".", "") or norm == ".." or norm.startswith("../"):
         return None
     return norm
+
+
+def _request_path(path: str) -> str | None:
+    """A path given to `PartialTree.add` as a clean repo-relative path ("" for everything)."""
+    if isinstance(path, str) and path.strip("/") in ("", "."):
+        return ""
+    return _clean_path(path.strip("/")) if isinstance(path, str) else None
 
 
 def _remove_tree(path: Path) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +17,18 @@ from typing import Any
 from prbot import gitrepo
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects
-from prbot.impact import ClosureCache
+from prbot.errors import PrbotError
+from prbot.impact import Closure, ClosureCache, is_remote_reference
 from prbot.render import RenderPool
-from prbot.targets import Target, discover_targets
+from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets
 from prbot.validate import ValidationIssue, validate_objects
+
+try:                    # libyaml, as prbot.impact parses kustomizations: the cheap scan composes with it
+    import yaml as _yaml
+    _CSafeLoader: Any = getattr(_yaml, "CSafeLoader", None)
+except ImportError:     # pragma: no cover - depends on the installation
+    _yaml = None
+    _CSafeLoader = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,10 @@ class Plan:
 # --------------------------------------------------------------------------------------------
 
 DryRunner = Callable[["Target", list[dict[str, Any]]], DryRun]
+Key = tuple[str, str]
 log = logging.getLogger("prbot.plan")
+
+MAX_ROUNDS = 8          # sparse base export: rounds of "closures ask for more files" before exporting all
 
 
 def _cache_extra(target: Target) -> str:
@@ -101,13 +117,16 @@ def _cache_extra(target: Target) -> str:
 @dataclass
 class _Side:
     root: Path
-    targets: dict[tuple[str, str], Target]
-    keys: dict[tuple[str, str], str] = field(default_factory=dict)
-    closure_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    targets: dict[Key, Target]
+    keys: dict[Key, str] = field(default_factory=dict)
+    closure_errors: dict[Key, str] = field(default_factory=dict)
 
 
-def _side(root: Path, config: Config, envs: Sequence[str] | None, cache: ClosureCache) -> _Side:
-    targets = {(t.app, t.env): t for t in discover_targets(config, root) if envs is None or t.env in envs}
+def _discover(root: Path, config: Config, envs: Sequence[str] | None) -> dict[Key, Target]:
+    return {(t.app, t.env): t for t in discover_targets(config, root) if envs is None or t.env in envs}
+
+
+def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
     side = _Side(root, targets)
     for key, target in targets.items():
         closure = cache.closure(root, target)
@@ -125,32 +144,476 @@ def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
 
     A target is affected when the digest of its input closure differs between base and head, when it
     appears or disappears, or when `.prbot.yml` changed.  Only affected targets are rendered.
+
+    The work follows the change, not the repository: the head closures (or, for kustomize targets, a
+    cheaper scan of what they can read) pick the candidate targets a change can reach, and only the
+    files those candidates need are exported at base (`_sparse_sides`).  When `.prbot.yml` changed,
+    or git may convert file contents, both revisions are used in full (`_full_sides`); both ways give
+    the same plan.
     """
+    return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True)
+
+
+def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequence[str] | None,
+          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool) -> Plan:
+    """`make_plan`; `sparse` False: always the full way (the reference the sparse way must equal)."""
     repo = Path(repo)
     for env in envs or ():
         config.env(env)                       # unknown environment -> PrbotError
     base_sha = gitrepo.resolve(repo, base)
-    head_sha = gitrepo.resolve(repo, head) if head else gitrepo.resolve(repo, "HEAD")
-    if head is None and gitrepo.is_dirty(repo):
-        head_sha += "-dirty"
-    pool = pool or RenderPool()
-    changed_paths = gitrepo.changed_paths(repo, base_sha, head and gitrepo.resolve(repo, head))
-    config_changed = CONFIG_FILE in changed_paths
-    closures = ClosureCache()
-    with gitrepo.materialize(repo, base_sha) as broot, \
-            gitrepo.materialize(repo, gitrepo.resolve(repo, head) if head else None) as hroot:
-        b = _side(broot, config, envs, closures)
-        h = _side(hroot, config, envs, closures)
-        order = list(h.targets) + [k for k in b.targets if k not in h.targets]
-        affected = [k for k in order
-                    if config_changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
-        requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
-                    if k in side.targets and k not in side.closure_errors]
-        rendered = pool.render_many(requests)
-        targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
+    head_rev = gitrepo.resolve(repo, head) if head else None
+    head_sha = head_rev or gitrepo.resolve(repo, "HEAD")
+    pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
+                                             if e.kubernetes_version})
+    with contextlib.ExitStack() as stack:
+        git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=4, thread_name_prefix="prbot-git"))
+        # git works on its own while this thread looks at the head tree
+        if head_rev is None:
+            worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
+        else:
+            changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+        btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
+        hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
+        closures = ClosureCache()
+        probe = _Probe(hroot)
+        try:
+            h_all: dict[Key, Target] | None = _discover(hroot, config, envs)
+        except PrbotError:
+            h_all = None                      # raised again by _full_sides, after any error at base
+        if h_all is not None:
+            for target in h_all.values():
+                if target.renderer == "kustomize":
+                    probe.prefetch(target.path)
+        uncertain: set[str] | None = set()
+        if head_rev is None:
+            worktree = worktree_job.result()
+            changed, uncertain = worktree.changed, worktree.uncertain
+            if worktree.dirty:
+                head_sha += "-dirty"
+        else:
+            changed = changed_job.result()
+        sides = None
+        if (sparse and h_all is not None and CONFIG_FILE not in changed and uncertain is not None
+                and not any(posixpath.basename(p) == ".gitattributes" for p in changed)):
+            sides = _sparse_sides(btree, config, envs, hroot, h_all, changed, changed | uncertain, closures, probe)
+        if sides is None:
+            log.debug("full plan: both revisions exported in full")
+            broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
+            b, h = _full_sides(broot, hroot, config, envs, closures)
+            affected = [k for k in _order(b, h)
+                        if CONFIG_FILE in changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
+            sides = b, h, affected
+        return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner)
+
+
+def _order(b: _Side, h: _Side) -> list[Key]:
+    return list(h.targets) + [k for k in b.targets if k not in h.targets]
+
+
+def _full_sides(broot: Path, hroot: Path, config: Config, envs: Sequence[str] | None,
+                closures: ClosureCache) -> tuple[_Side, _Side]:
+    """Every target of both revisions, each tree complete."""
+    b_targets = _discover(broot, config, envs)
+    h_targets = _discover(hroot, config, envs)
+    return _side(broot, b_targets, closures), _side(hroot, h_targets, closures)
+
+
+def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, affected: list[Key], *,
+            pool: RenderPool, dry_runner: DryRunner | None) -> Plan:
+    requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
+                if k in side.targets and k not in side.closure_errors]
+    rendered = pool.render_many(requests)
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     return Plan(base=base_sha, head=head_sha, targets=targets)
+
+
+def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str] | None, hroot: Path,
+                  h_all: dict[Key, Target], changed: set[str], sensitive: set[str], closures: ClosureCache,
+                  probe: _Probe) -> tuple[_Side, _Side, list[Key]] | None:
+    """(base side, head side, affected keys) computed from the candidate targets only; None when the
+    base revision must be used in full (a discovery error, which the full way reports as before).
+
+    `sensitive`: every path where the base and head trees may differ (changed paths, plus what git
+    cannot vouch for in a working tree).  A head target is a candidate unless its inputs provably
+    avoid those paths (`_head_may_differ`); a base target is one when its directory is involved.
+    Base closures are computed on a partial export holding what candidates read, extended until
+    they ask for nothing new, which makes them equal to closures on the full tree.
+    """
+    involved = _Involved(sensitive)
+    candidates = {key: None for key, t in h_all.items() if _head_may_differ(t, hroot, closures, probe, involved)}
+    wanted = set(changed)
+    for key in candidates:
+        target = h_all[key]
+        wanted.add(target.path)
+        wanted.update(closures.closure(hroot, target).files)
+    btree.add(wanted)
+    for round_ in itertools.count():
+        bcache = ClosureCache()             # the tree grew: nothing computed on it before holds
+        try:
+            b_all = _discover(btree.root, config, envs)
+        except PrbotError:
+            return None
+        for key, target in b_all.items():
+            if key not in candidates and involved.touches(target.path):
+                candidates[key] = None
+        wanted = set()
+        for key in candidates:
+            if key in h_all:
+                wanted.add(h_all[key].path)
+            if key in b_all:
+                wanted.add(b_all[key].path)
+                wanted.update(_needs(bcache.closure(btree.root, b_all[key])))
+        if round_ >= MAX_ROUNDS:            # unusually deep: export everything, then one more round
+            wanted = {""}
+        if not btree.add(wanted):
+            break                           # nothing new: the closures are those of the full tree
+    log.debug("sparse plan: %d candidate(s) of %d head target(s); %d base file(s) exported in %d round(s)",
+              len(candidates), len(h_all), len(btree.written), round_ + 1)
+    b = _side(btree.root, {k: b_all[k] for k in candidates if k in b_all}, bcache)
+    h = _side(hroot, {k: h_all[k] for k in candidates if k in h_all}, closures)
+    affected = [k for k in _order(b, h) if b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
+    return b, h, affected
+
+
+def _needs(closure: Closure) -> set[str]:
+    """What a closure computed on a partial tree must find exported to be the full tree's closure:
+    the files it read, the paths it found missing, the directories it listed and, for a host-like
+    reference taken as remote, the local path it would be."""
+    need = set(closure.files) | set(closure.missing)
+    need.update(g.rpartition("/")[0] for g in closure.globs)
+    remote = [r for r in closure.remote if is_remote_reference(r)]
+    if remote:
+        kdirs = {f.rpartition("/")[0] for f in closure.files if posixpath.basename(f) in KUSTOMIZATION_FILES}
+        for ref in remote:
+            for kdir in kdirs | {""}:
+                need.add(posixpath.normpath(posixpath.join(kdir, ref.strip())))
+    return need
+
+
+def _head_may_differ(target: Target, hroot: Path, closures: ClosureCache, probe: _Probe,
+                     involved: _Involved) -> bool:
+    """False only when `target` provably has the same digest at base as at head: neither its
+    directory nor anything its rendering reads is at, above or below a path where the trees may
+    differ, no symbolic link is on the way, and it reads nothing remote or outside the repository.
+    (Then the target also exists at base, in the same directory, with the same renderer.)"""
+    if involved.touches(target.path) or probe.kind(target.path) != "dir":
+        return True
+    if target.renderer == "kustomize" and probe.kustomization_clean(target.path, involved):
+        return False
+    closure = closures.closure(hroot, target)
+    if closure.remote or closure.outside or closure.errors:
+        return True
+    for path in closure.files:
+        if involved.touches(path) or not probe.readable(path):
+            return True
+    for path in closure.missing:
+        if involved.touches(path) or probe.kind(path) != "missing":
+            return True
+    for glob in closure.globs:
+        directory = glob.rpartition("/")[0]
+        if involved.touches(directory) or probe.kind(directory) != "dir":
+            return True
+        if glob.endswith("**") and probe.tree_suspicious(directory):
+            return True
+        if not glob.endswith("**") and probe.listing_has_links(directory):
+            return True
+    return target.renderer != "kustomize" and not probe.holds_file(target.path)
+
+
+class _Involved:
+    """Paths where the base and head trees may differ; `touches(p)`: p is one of them, lies below
+    one, or holds one."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.paths = {_norm(p) for p in paths}
+        self.above: set[str] = set()
+        for p in self.paths:
+            while p:
+                p = p.rpartition("/")[0]
+                if p in self.above:
+                    break
+                self.above.add(p)
+
+    def touches(self, path: str) -> bool:
+        path = _norm(path)
+        if path in self.paths or path in self.above:
+            return True
+        while path:
+            path = path.rpartition("/")[0]
+            if path in self.paths:
+                return True
+        return False
+
+
+def _norm(path: str) -> str:
+    p = posixpath.normpath(path.strip("/")) if path.strip("/") else ""
+    return "" if p == "." else p
+
+
+# Top-level kustomization fields that never name a file; every other field is scanned for
+# references (so a field prbot.impact learns to follow later is covered without a change here).
+_INERT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "namespace", "namePrefix", "nameSuffix",
+                           "commonLabels", "labels", "commonAnnotations", "images", "replicas",
+                           "buildMetadata", "sortOptions", "vars"})
+# Fields inside the scanned ones whose values are never paths: generator literals and options,
+# patch selectors and inline patches.
+_INERT_SUBFIELDS = frozenset({"literals", "options", "target", "patch"})
+
+if _CSafeLoader is not None:
+    class _Composer(_CSafeLoader):  # type: ignore[misc,valid-type]
+        """libyaml composing nodes without resolving implicit tags (the scan wants strings only)."""
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            return ""
+
+
+class _Probe:
+    """Cheap questions about the head tree, memoised: the kind of a path ("file", "dir", "missing",
+    "link" when a symbolic link is on the way, "other"), and what a kustomization can read without
+    building its closure (`scan_kustomization`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.fspath(root)
+        self.can_scan = _yaml is not None and _CSafeLoader is not None
+        self._kinds: dict[str, str] = {"": "dir"}
+        self._dirs: dict[str, dict[str, str] | None] = {}
+        self._readable: dict[str, bool] = {}
+        self._refs: dict[str, bool] = {}
+        self._scans: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+        self._clean: dict[str, bool] = {}
+        self._trees: dict[str, bool] = {}
+        self._listings: dict[str, bool] = {}
+        self._holds: dict[str, bool] = {}
+
+    def kind(self, rel: str) -> str:
+        got = self._kinds.get(rel)
+        if got is None:
+            parent, _, name = rel.rpartition("/")
+            above = self.kind(parent)
+            if above == "dir":
+                listing = self._listing(parent)
+                got = listing.get(name, "missing") if listing is not None else "other"
+            else:
+                got = "missing" if above in ("file", "missing") else above
+            self._kinds[rel] = got
+        return got
+
+    def _listing(self, rel: str) -> dict[str, str] | None:
+        """name -> kind of every entry of a directory (from the directory entries, no stat)."""
+        if rel in self._dirs:
+            return self._dirs[rel]
+        got: dict[str, str] | None = {}
+        try:
+            with os.scandir(os.path.join(self.root, rel)) as it:
+                for entry in it:
+                    got[entry.name] = _entry_kind(entry)  # type: ignore[index]
+        except OSError:
+            got = None
+        self._dirs[rel] = got
+        return got
+
+    def readable(self, rel: str) -> bool:
+        """A regular file this process can read (the digest reads it)."""
+        got = self._readable.get(rel)
+        if got is None:
+            got = self._readable[rel] = self.kind(rel) == "file" and os.access(os.path.join(self.root, rel),
+                                                                               os.R_OK)
+        return got
+
+    def scan_kustomization(self, kdir: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(paths its fields can name, the directories among them) for the kustomization in
+        `kdir`; None when a cheap scan cannot vouch for it (no kustomization, invalid YAML, a
+        symbolic link, a remote or outside reference, helm charts …).  A superset: every scalar of
+        every field that may hold a path counts, as itself and after a ``key=``."""
+        if kdir in self._scans:
+            return self._scans[kdir]
+        result = self._scan(kdir)
+        self._scans[kdir] = result
+        return result
+
+    def _scan(self, kdir: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        listing = self._listing(kdir) if self.can_scan and self.kind(kdir) == "dir" else None
+        if listing is None:
+            return None
+        names = []
+        for name in KUSTOMIZATION_FILES:
+            kind = listing.get(name)
+            if kind == "file":
+                names.append(name)
+            elif kind is not None:
+                return None
+        if not names:
+            return None
+        try:
+            with open(os.path.join(self.root, kdir, names[0]), "rb") as fh:
+                text = fh.read().decode("utf-8")
+            loader = _Composer(text)
+            try:
+                root = loader.get_single_node()
+            finally:
+                loader.dispose()
+        except Exception:  # noqa: BLE001 - any failure (invalid YAML, several documents): the closure decides
+            return None
+        if not isinstance(root, _yaml.MappingNode):
+            return None
+        paths: set[str] = {kdir}
+        dirs: set[str] = set()
+        for key, value in root.value:
+            if not isinstance(key, _yaml.ScalarNode) or key.value == "<<":      # a merge key
+                return None
+            if key.value in ("helmCharts", "helmGlobals"):
+                return None
+            if key.value in _INERT_FIELDS:
+                continue
+            for scalar in _scalars(value):
+                refs = (scalar.strip(), scalar.split("=", 1)[1].strip()) if "=" in scalar else (scalar.strip(),)
+                for ref in refs:
+                    if not ref:
+                        continue
+                    if self._unsafe_ref(ref):
+                        return None
+                    if ref[0] == "." or "/." in ref or "//" in ref or ref[-1] == "/":
+                        rel = posixpath.normpath(f"{kdir}/{ref}" if kdir else ref)
+                        if rel == ".":
+                            rel = ""
+                        elif rel == ".." or rel.startswith("../"):
+                            return None
+                    else:
+                        rel = f"{kdir}/{ref}" if kdir else ref
+                    kind = self.kind(rel)
+                    if kind == "dir":
+                        dirs.add(rel)
+                    elif kind != "missing" and not self.readable(rel):
+                        return None
+                    paths.add(rel)
+        return frozenset(paths), frozenset(dirs)
+
+    def _unsafe_ref(self, ref: str) -> bool:
+        """A reference kustomize would fetch remotely, or an absolute path."""
+        got = self._refs.get(ref)
+        if got is None:
+            got = self._refs[ref] = is_remote_reference(ref) or posixpath.isabs(ref) or os.path.isabs(ref)
+        return got
+
+    def prefetch(self, kdir: str) -> None:
+        """Scan a kustomization and every one it reaches (no changed paths needed yet)."""
+        pending = [kdir]
+        while pending:
+            scan = self.scan_kustomization(pending.pop())
+            if scan is not None:
+                pending.extend(d for d in scan[1] if d not in self._scans)
+
+    def kustomization_clean(self, kdir: str, involved: _Involved, stack: tuple[str, ...] = ()) -> bool:
+        """Whether the kustomization in `kdir`, and every one it can reach, avoid `involved`."""
+        got = self._clean.get(kdir)
+        if got is not None:
+            return got
+        if kdir in stack:
+            return False                      # a cycle: let the closure report it
+        scan = self.scan_kustomization(kdir)
+        ok = scan is not None and not any(involved.touches(p) for p in scan[0]) and all(
+            self.kustomization_clean(d, involved, (*stack, kdir)) for d in sorted(scan[1]))
+        self._clean[kdir] = ok
+        return ok
+
+    def tree_suspicious(self, rel: str) -> bool:
+        """A directory read whole (a chart) holding a symbolic link, something neither file nor
+        directory, something unreadable, or no file at all."""
+        got = self._trees.get(rel)
+        if got is None:
+            got = True
+            files = 0
+            pending = [os.path.join(self.root, rel)]
+            try:
+                while pending:
+                    with os.scandir(pending.pop()) as it:
+                        for entry in it:
+                            if entry.is_symlink():
+                                break
+                            if entry.is_dir(follow_symlinks=False):
+                                pending.append(entry.path)
+                            elif entry.is_file(follow_symlinks=False):
+                                files += 1
+                            else:
+                                break
+                        else:
+                            continue
+                        break
+                else:
+                    got = files == 0
+            except OSError:
+                got = True
+            self._trees[rel] = got
+        return got
+
+    def listing_has_links(self, rel: str) -> bool:
+        got = self._listings.get(rel)
+        if got is None:
+            try:
+                with os.scandir(os.path.join(self.root, rel)) as it:
+                    got = any(e.is_symlink() for e in it)
+            except OSError:
+                got = True
+            self._listings[rel] = got
+        return got
+
+    def holds_file(self, rel: str) -> bool:
+        """Whether a directory holds a file somewhere below it (so it exists in a git tree)."""
+        got = self._holds.get(rel)
+        if got is None:
+            got = False
+            pending = [os.path.join(self.root, rel)]
+            while pending and not got:
+                try:
+                    with os.scandir(pending.pop()) as it:
+                        for entry in it:
+                            if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                                got = True
+                                break
+                            if entry.is_dir(follow_symlinks=False):
+                                pending.append(entry.path)
+                except OSError:
+                    continue
+            self._holds[rel] = got
+        return got
+
+
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    try:
+        if entry.is_symlink():
+            return "link"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        return "file" if entry.is_file(follow_symlinks=False) else "other"
+    except OSError:
+        return "other"
+
+
+def _scalars(node: Any) -> Iterator[str]:
+    """Every scalar value below a composed YAML node, keys included, inert sub-fields left out."""
+    seen: set[int] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _yaml.ScalarNode):
+            yield str(current.value)
+        elif isinstance(current, _yaml.SequenceNode):
+            pending.extend(current.value)
+        elif isinstance(current, _yaml.MappingNode):
+            for key, value in current.value:
+                if isinstance(key, _yaml.ScalarNode) and key.value in _INERT_SUBFIELDS:
+                    continue
+                pending.append(key)
+                pending.append(value)
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a else b
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,198 @@ def test_materialize_a_bare_clone(repo: Path, tmp_path: Path) -> None:
     assert gitrepo.read_file(bare, sha, "README.md") == b"hello\n"
     with gitrepo.materialize(bare, sha) as root:
         assert (root / "charts/billing/Chart.yaml").read_text() == "name: billing\n"
+
+
+# -- partial exports -----------------------------------------------------------------------------------
+
+def _tree_files(root: Path) -> dict[str, object]:
+    """Every file, symbolic link and empty directory below root: bytes, link target or "dir"."""
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p), )
+            elif p.is_file():
+                out[rel] = (p.read_bytes(), bool(os.stat(p).st_mode & stat.S_IXUSR))
+            elif not any(p.iterdir()):
+                out[rel] = "dir"
+    return out
+
+
+def test_materialize_only_the_paths_asked_for(repo: Path, private_tmp: Path) -> None:
+    write(repo, "README.md", "uncommitted\n")
+    before, temps = _state(repo), _temp_entries(private_tmp)
+    asked = ["apps/shop/envs/dev", "README.md", "nope.txt", "apps/shop/envs/prod/kustomization.yaml/x",
+             "../outside", "/etc/passwd", "charts/billing/"]
+    with gitrepo.materialize(repo, "HEAD", paths=asked) as root:
+        assert private_tmp in root.parents
+        assert _tree_files(root) == {
+            "apps/shop/envs/dev/kustomization.yaml": (b"resources: [deploy.yaml]\n", False),
+            "apps/shop/envs/dev/deploy.yaml": (b"kind: Deployment\n", False),
+            "charts/billing/Chart.yaml": (b"name: billing\n", False),
+            "README.md": (b"hello\n", False)}
+        assert _state(repo) == before
+        exported = root
+    assert not exported.exists() and _temp_entries(private_tmp) == temps
+    with gitrepo.materialize(repo, None, paths=["README.md"]) as root:
+        assert root == repo                              # the working tree is used as it is
+
+
+def test_materialize_more_adds_to_an_exported_tree(repo: Path) -> None:
+    with gitrepo.materialize(repo, "HEAD", paths=["README.md"]) as root:
+        (root / "README.md").write_text("changed by a renderer\n")
+        assert gitrepo.materialize_more(repo, "HEAD", root, ["apps/shop/envs", "README.md", "missing/x"]) == [
+            "apps/shop/envs/dev/deploy.yaml", "apps/shop/envs/dev/kustomization.yaml",
+            "apps/shop/envs/prod/kustomization.yaml"]
+        assert (root / "README.md").read_text() == "changed by a renderer\n"     # left as it was
+        assert gitrepo.materialize_more(repo, "HEAD", root, ["apps"]) == []
+
+
+def test_partial_tree_grows_path_by_path_to_the_full_export(repo: Path) -> None:
+    os.chmod(repo / "apps/shop/envs/dev/deploy.yaml", 0o755)
+    write(repo, "shared/real/cm.yaml", "kind: ConfigMap\n")
+    write(repo, "shared/real/deep/x.yaml", "kind: Secret\n")
+    os.symlink("real", repo / "shared/current")                       # a link to a directory
+    os.symlink("../../../shared/current/cm.yaml", repo / "apps/shop/envs/cm.yaml")
+    os.symlink("../../etc/passwd", repo / "apps/out")                  # leaves the repository
+    os.symlink("loop", repo / "apps/loop")                             # points at itself
+    commit_all(repo)
+    with gitrepo.materialize(repo, "HEAD") as full:
+        everything = _tree_files(full)
+    with gitrepo.partial_tree(repo, "HEAD") as tree:
+        assert tree.add(["shared/current/deep/x.yaml"]) == ["shared/current", "shared/real/deep/x.yaml"]
+        assert tree.add(["apps/shop/envs/cm.yaml", "apps/out", "apps/loop"]) == [
+            "apps/loop", "apps/out", "apps/shop/envs/cm.yaml", "shared/real/cm.yaml"]
+        assert (tree.root / "apps/shop/envs/cm.yaml").read_text() == "kind: ConfigMap\n"   # resolves
+        assert tree.add(["shared"]) == []
+        assert tree.add(["apps/shop/envs/dev/deploy.yaml/.."]) == [                 # = apps/shop/envs/dev
+            "apps/shop/envs/dev/deploy.yaml", "apps/shop/envs/dev/kustomization.yaml"]
+        assert tree.add(["."]) and tree.add([""]) == []
+        assert _tree_files(tree.root) == everything
+        assert tree.written == frozenset(p for p, v in everything.items() if v != "dir")
+
+
+def test_partial_tree_converts_line_endings_like_a_full_export(repo: Path) -> None:
+    write(repo, ".gitattributes", "*.txt text eol=crlf\n")
+    write(repo, "docs/.gitattributes", "*.md text eol=crlf\n")
+    write(repo, "docs/a.txt", "one\ntwo\n")
+    write(repo, "docs/b.md", "three\n")
+    commit_all(repo)
+    with gitrepo.materialize(repo, "HEAD") as full, gitrepo.materialize(
+            repo, "HEAD", paths=["docs/a.txt", "docs/b.md"]) as part:
+        assert (full / "docs/a.txt").read_bytes() == b"one\r\ntwo\r\n"
+        for rel in ("docs/a.txt", "docs/b.md"):
+            assert (part / rel).read_bytes() == (full / rel).read_bytes()
+        assert not (part / ".gitattributes").exists()     # applied, not written
+
+
+def test_partial_tree_of_a_subdirectory_repo_and_of_a_submodule(tmp_path: Path) -> None:
+    mono = init_repo(tmp_path / "mono")
+    write(mono, "deploy/gitops/apps/a/dev/cm.yaml", "kind: ConfigMap\n")
+    write(mono, "src/main.go", "package main\n")
+    inner = git(mono, "rev-parse", commit_all(mono))
+    git(mono, "update-index", "--add", "--cacheinfo", f"160000,{inner},deploy/gitops/vendor/lib")
+    git(mono, "commit", "-q", "-m", "submodule")
+    gitops = mono / "deploy" / "gitops"
+    with gitrepo.materialize(gitops, "HEAD") as full, gitrepo.partial_tree(gitops, "HEAD") as tree:
+        assert tree.add(["apps/a/dev", "src/main.go", "vendor/lib/x"]) == ["apps/a/dev/cm.yaml"]
+        assert tree.add(["vendor"]) == ["vendor/lib"]
+        assert _tree_files(tree.root) == _tree_files(full) == {"apps/a/dev/cm.yaml": (b"kind: ConfigMap\n", False),
+                                                                "vendor/lib": "dir"}
+    with gitrepo.partial_tree(mono / "deploy" / "gitops", inner) as tree:     # only the old layout
+        write(mono, "deploy/later/x.yaml", "kind: ConfigMap\n")
+        commit_all(mono)
+    with gitrepo.partial_tree(mono / "deploy" / "later", inner) as tree:      # did not exist then
+        assert tree.add([""]) == [] and list(tree.root.iterdir()) == []
+
+
+def test_partial_tree_unknown_revision_leaves_nothing(repo: Path, private_tmp: Path) -> None:
+    temps = _temp_entries(private_tmp)
+    with pytest.raises(GitError, match="unknown revision 'nope'"):
+        with gitrepo.partial_tree(repo, "nope"):
+            pass
+    assert _temp_entries(private_tmp) == temps
+
+
+# -- the working tree against a base -------------------------------------------------------------------
+
+def test_changed_paths_sees_a_same_size_edit_made_in_the_second_the_index_was_written(repo: Path) -> None:
+    """git trusts file stat data unless the file may have changed after the index was written
+    ("racy" entries): the private copy of the index must keep the index file's modification time."""
+    git(repo, "config", "core.trustctime", "false")
+    p = repo / "apps/shop/envs/dev/deploy.yaml"
+    past = time.time_ns() - 100 * 10**9
+    os.utime(p, ns=(past, past))
+    commit_all(repo)                        # the index records that modification time
+    p.write_text("kind: Deploymenx\n")      # same size
+    os.utime(p, ns=(past, past))
+    os.utime(repo / ".git/index", ns=(past, past))
+    assert gitrepo.changed_paths(repo, "HEAD", None) == {"apps/shop/envs/dev/deploy.yaml"}
+    assert gitrepo.worktree_changes(repo, "HEAD").changed == {"apps/shop/envs/dev/deploy.yaml"}
+
+
+def _agrees(repo: Path, base: str = "HEAD") -> gitrepo.WorktreeChanges:
+    """worktree_changes, checked against changed_paths and is_dirty; the repository left as it was."""
+    top = Path(git(repo, "rev-parse", "--show-toplevel"))
+    before = _state(top)
+    got = gitrepo.worktree_changes(repo, base)
+    assert got.changed == gitrepo.changed_paths(repo, base, None)
+    assert got.dirty == gitrepo.is_dirty(repo)
+    assert _state(top) == before
+    return got
+
+
+def test_worktree_changes(repo: Path, tmp_path: Path) -> None:
+    assert _agrees(repo) == gitrepo.WorktreeChanges(changed=set(), dirty=False, uncertain=set())
+    write(repo, "apps/shop/envs/dev/deploy.yaml", "kind: Deployment\nspec: {}\n")
+    write(repo, "apps/new/dev/cm.yaml", "kind: ConfigMap\n")
+    write(repo, "build/out.yaml", "ignored dir\n")
+    write(repo, "apps/shop/debug.log", "ignored file\n")
+    init_repo(repo / "nested")
+    write(repo, "nested/x.yaml", "kind: ConfigMap\n")
+    got = _agrees(repo)
+    assert got.changed == {"apps/shop/envs/dev/deploy.yaml", "apps/new/dev/cm.yaml", "nested"}
+    assert got.dirty and got.uncertain == {"build", "apps/shop/debug.log"}
+    git(repo, "add", "apps/new")
+    git(repo, "update-index", "--assume-unchanged", "README.md")
+    git(repo, "update-index", "--skip-worktree", "charts/billing/Chart.yaml")
+    got = _agrees(repo, git(repo, "rev-parse", "HEAD"))
+    assert got.uncertain == {"build", "apps/shop/debug.log", "README.md", "charts/billing/Chart.yaml"}
+    # a staged change undone in the working tree: dirty, yet no path differs from HEAD
+    git(repo, "update-index", "--no-assume-unchanged", "README.md")
+    git(repo, "reset", "-q", "--hard")
+    git(repo, "clean", "-qffdx")
+    write(repo, "README.md", "staged\n")
+    git(repo, "add", "README.md")
+    write(repo, "README.md", "hello\n")
+    assert _agrees(repo) == gitrepo.WorktreeChanges(changed=set(), dirty=True,
+                                                    uncertain={"charts/billing/Chart.yaml"})
+
+
+def test_worktree_changes_of_a_subdirectory_repo(tmp_path: Path) -> None:
+    mono = init_repo(tmp_path / "mono")
+    write(mono, "deploy/gitops/apps/a/dev/cm.yaml", "kind: ConfigMap\n")
+    write(mono, ".gitignore", "*.tmp\n")
+    commit_all(mono)
+    gitops = mono / "deploy" / "gitops"
+    write(mono, "src/new.go", "package main\n")
+    write(mono, "src/x.tmp", "ignored outside\n")
+    assert _agrees(gitops) == gitrepo.WorktreeChanges(changed=set(), dirty=False, uncertain=set())
+    write(gitops, "apps/a/prod/cm.yaml", "kind: ConfigMap\n")
+    write(gitops, "apps/a/dev/x.tmp", "ignored inside\n")
+    assert _agrees(gitops) == gitrepo.WorktreeChanges(changed={"apps/a/prod/cm.yaml"}, dirty=True,
+                                                      uncertain={"apps/a/dev/x.tmp"})
+
+
+@pytest.mark.parametrize("how", ["attributes-file", "info-attributes", "autocrlf"])
+def test_worktree_changes_cannot_vouch_when_git_converts_contents(repo: Path, how: str) -> None:
+    if how == "attributes-file":
+        write(repo, "apps/.gitattributes", "*.yaml text\n")
+        commit_all(repo)
+    elif how == "info-attributes":
+        write(repo, ".git/info/attributes", "*.yaml text\n")
+    else:
+        git(repo, "config", "core.autocrlf", "input")
+    assert _agrees(repo).uncertain is None

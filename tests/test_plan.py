@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
-from support import commit_all, git, write
+from support import EXAMPLE, commit_all, git, init_repo, write
 
 from prbot.cli import main
+from prbot.config import Config, load_config_file
+from prbot.errors import PrbotError
+from prbot.plan import _plan, make_plan
+from prbot.render import RenderPool
 
 SECRET = "example-dev-password"
 
@@ -185,3 +190,366 @@ def test_plan_does_not_touch_the_working_tree(example_repo: Path, capsys) -> Non
     assert plan["head"].endswith("-dirty")
     assert git(example_repo, "status", "--porcelain") == before
     assert git(example_repo, "worktree", "list").count("\n") == 0
+
+
+# -- the sparse way (only what the change reaches is exported at base) equals the full way -------------
+
+def _pool(config: Config) -> RenderPool:
+    return RenderPool(disk_cache=False, kube_versions={e.name: e.kubernetes_version for e in config.environments
+                                                       if e.kubernetes_version})
+
+
+def _sparse_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "prbot.plan" and "plan:" in r.getMessage()]
+
+
+def plan_both_ways(repo: Path, base: str, head: str | None, caplog: pytest.LogCaptureFixture,
+                   envs: list[str] | None = None, expect_sparse: bool = True) -> dict:
+    """The plan made the sparse way, after checking it equals the one made from full exports."""
+    config = load_config_file(repo / ".prbot.yml")
+    caplog.set_level(logging.DEBUG, logger="prbot.plan")
+    caplog.clear()
+    sparse = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=True)
+    taken = _sparse_log(caplog)
+    assert len(taken) == 1 and taken[0].startswith("sparse plan:" if expect_sparse else "full plan:"), taken
+    full = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=False)
+    assert sparse.to_json() == full.to_json()
+    return sparse.to_json()
+
+
+def _candidates(caplog: pytest.LogCaptureFixture) -> int:
+    [message] = [m for m in _sparse_log(caplog) if m.startswith("sparse plan:")]
+    return int(message.split()[2])
+
+
+def _edit(repo: Path, rel: str, old: str, new: str) -> None:
+    p = repo / rel
+    text = p.read_text()
+    assert old in text, (rel, old)
+    p.write_text(text.replace(old, new))
+
+
+def _commit_setup(repo: Path) -> str:
+    """Commit the state prepared so far: the base of the change that follows."""
+    return commit_all(repo, "set-up")
+
+
+CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
+
+
+def _base_change(r: Path) -> str:
+    _edit(r, "apps/shop/base/deployment.yaml", "containerPort: 8080", "containerPort: 9090")
+    return "HEAD"
+
+
+def _overlay_change(r: Path) -> str:
+    _edit(r, "apps/shop/envs/prod/kustomization.yaml", 'newTag: "1.0.0"', 'newTag: "1.0.1"')
+    return "HEAD"
+
+
+def _component_change(r: Path) -> str:
+    _edit(r, "components/monitoring/kustomization.yaml", '"true"', '"false"')
+    return "HEAD"
+
+
+def _chart_change(r: Path) -> str:
+    _edit(r, "charts/billing/templates/service.yaml", "targetPort: 8080", "targetPort: 8081")
+    return "HEAD"
+
+
+def _chart_file_added(r: Path) -> str:
+    write(r, "charts/billing/templates/extra/cm.yaml", CM.format(name="extra", value="v"))
+    return "HEAD"
+
+
+def _helm_values_change(r: Path) -> str:
+    _edit(r, "billing/staging/values.yaml", "replicaCount:", "replicaCount: 6\nignored:")
+    return "HEAD"
+
+
+def _target_added(r: Path) -> str:
+    write(r, "apps/cache/envs/dev/redis.yaml", CM.format(name="redis", value="6379"))
+    return "HEAD"
+
+
+def _target_removed(r: Path) -> str:
+    git(r, "rm", "-q", "-r", "apps/worker/envs/prod")
+    return "HEAD"
+
+
+def _kustomize_target_removed(r: Path) -> str:
+    git(r, "rm", "-q", "-r", "apps/shop/envs/staging")
+    return "HEAD"
+
+
+def _new_file_and_dir_referenced(r: Path) -> str:
+    _edit(r, "apps/shop/envs/staging/kustomization.yaml", "  - ../../base\n",
+          "  - ../../base\n  - extra.yaml\n  - ../../extras\n")
+    write(r, "apps/shop/envs/staging/extra.yaml", CM.format(name="extra", value="x"))
+    write(r, "apps/shop/extras/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(r, "apps/shop/extras/cm.yaml", CM.format(name="from-dir", value="y"))
+    return "HEAD"
+
+
+def _referenced_file_deleted(r: Path) -> str:
+    _edit(r, "apps/shop/envs/prod/kustomization.yaml", "  - ../../base\n", "  - ../../base\n  - legacy.yaml\n")
+    write(r, "apps/shop/envs/prod/legacy.yaml", CM.format(name="legacy", value="old"))
+    base = _commit_setup(r)
+    _edit(r, "apps/shop/envs/prod/kustomization.yaml", "  - legacy.yaml\n", "")
+    (r / "apps/shop/envs/prod/legacy.yaml").unlink()
+    return base
+
+
+def _referenced_dir_deleted(r: Path) -> str:
+    _edit(r, "apps/shop/envs/dev/kustomization.yaml", "  - ../../base\n", "  - ../../base\n  - ../../addons\n")
+    write(r, "apps/shop/addons/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(r, "apps/shop/addons/cm.yaml", CM.format(name="addon", value="1"))
+    base = _commit_setup(r)
+    git(r, "rm", "-q", "-r", "apps/shop/addons")       # the reference stays: an error at head
+    return base
+
+
+def _base_broken_head_fixed(r: Path) -> str:
+    _edit(r, "apps/shop/envs/staging/kustomization.yaml", "  - ../../base\n", "  - ../../base\n  - gone.yaml\n")
+    base = _commit_setup(r)
+    write(r, "apps/shop/envs/staging/gone.yaml", CM.format(name="back", value="again"))
+    return base
+
+
+def _plain_to_kustomize(r: Path) -> str:
+    write(r, "apps/worker/envs/dev/kustomization.yaml",
+          "resources: [worker.yaml]\ncommonLabels:\n  team: workers\n")
+    return "HEAD"
+
+
+def _kustomize_to_plain(r: Path) -> str:
+    for name in ("kustomization.yaml", "replicas.yaml"):
+        (r / "apps/shop/envs/dev" / name).unlink()
+    write(r, "apps/shop/envs/dev/cm.yaml", CM.format(name="plain", value="now"))
+    return "HEAD"
+
+
+def _symlinked_manifest(r: Path) -> str:
+    write(r, "shared/cm.yaml", CM.format(name="shared", value="one"))
+    (r / "apps/worker/envs/staging/shared.yaml").symlink_to("../../../../shared/cm.yaml")
+    (r / "apps/shop/linked").symlink_to("base")
+    _edit(r, "apps/shop/envs/prod/kustomization.yaml", "../../base", "../../linked")
+    base = _commit_setup(r)
+    _edit(r, "shared/cm.yaml", "one", "two")
+    _edit(r, "apps/shop/base/service.yaml", "port: 80", "port: 81")
+    return base
+
+
+def _symlink_retargeted(r: Path) -> str:
+    write(r, "shared/a/cm.yaml", CM.format(name="shared", value="a"))
+    write(r, "shared/b/cm.yaml", CM.format(name="shared", value="b"))
+    (r / "shared/current").symlink_to("a")
+    (r / "apps/worker/envs/dev/cm.yaml").symlink_to("../../../../shared/current/cm.yaml")
+    base = _commit_setup(r)
+    (r / "shared/current").unlink()
+    (r / "shared/current").symlink_to("b")
+    return base
+
+
+def _unrelated_change(r: Path) -> str:
+    write(r, "README.md", "docs\n")
+    write(r, "apps/shop/envs/prod/notes.txt", "not read by kustomize\n")
+    return "HEAD"
+
+
+def _remote_base_at_head(r: Path) -> str:
+    _edit(r, "apps/shop/envs/dev/kustomization.yaml", "  - ../../base\n",
+          "  - ../../base\n  - github.com/example/repo//deploy?ref=v1\n")
+    return "HEAD"
+
+
+def _generator_file_change(r: Path) -> str:
+    _edit(r, "apps/shop/envs/staging/kustomization.yaml", "patches:",
+          "configMapGenerator:\n  - name: settings\n    files: [app=settings.properties]\npatches:")
+    write(r, "apps/shop/envs/staging/settings.properties", "mode=one\n")
+    base = _commit_setup(r)
+    write(r, "apps/shop/envs/staging/settings.properties", "mode=two\n")
+    return base
+
+
+def _host_like_local_dir(r: Path, present_at_base: bool) -> str:
+    _edit(r, "apps/shop/base/kustomization.yaml", "  - service.yaml\n", "  - service.yaml\n  - github.com/acme/lib\n")
+    lib = "apps/shop/base/github.com/acme/lib"
+    if present_at_base:
+        write(r, f"{lib}/kustomization.yaml", "resources: [cm.yaml]\n")
+        write(r, f"{lib}/cm.yaml", CM.format(name="lib", value="vendored"))
+    base = _commit_setup(r)
+    if present_at_base:
+        git(r, "rm", "-q", "-r", lib)
+    else:
+        write(r, f"{lib}/kustomization.yaml", "resources: [cm.yaml]\n")
+        write(r, f"{lib}/cm.yaml", CM.format(name="lib", value="vendored"))
+    return base
+
+
+def _target_dir_becomes_link(r: Path) -> str:
+    git(r, "rm", "-q", "-r", "apps/worker/envs/staging")
+    (r / "apps/worker/envs/staging").symlink_to("dev")
+    return "HEAD"
+
+
+def _kustomization_renamed(r: Path) -> str:
+    git(r, "mv", "apps/shop/envs/dev/kustomization.yaml", "apps/shop/envs/dev/kustomization.yml")
+    return "HEAD"
+
+
+def _values_file_deleted(r: Path) -> str:
+    git(r, "rm", "-q", "billing/prod/values.yaml")
+    return "HEAD"
+
+
+SCENARIOS = {
+    "base-change": _base_change, "overlay-change": _overlay_change, "component-change": _component_change,
+    "chart-change": _chart_change, "chart-file-added": _chart_file_added, "helm-values": _helm_values_change,
+    "target-added": _target_added, "target-removed": _target_removed,
+    "kustomize-target-removed": _kustomize_target_removed,
+    "head-references-new-file-and-dir": _new_file_and_dir_referenced,
+    "base-referenced-deleted-file": _referenced_file_deleted, "referenced-dir-deleted": _referenced_dir_deleted,
+    "base-broken-head-fixed": _base_broken_head_fixed, "plain-to-kustomize": _plain_to_kustomize,
+    "kustomize-to-plain": _kustomize_to_plain, "symlinked-inputs": _symlinked_manifest,
+    "symlink-retargeted": _symlink_retargeted, "unrelated": _unrelated_change,
+    "remote-base-at-head": _remote_base_at_head, "generator-file-change": _generator_file_change,
+    "host-like-local-dir-removed": lambda r: _host_like_local_dir(r, True),
+    "host-like-local-dir-added": lambda r: _host_like_local_dir(r, False),
+    "target-dir-becomes-link": _target_dir_becomes_link, "kustomization-renamed": _kustomization_renamed,
+    "values-file-deleted": _values_file_deleted,
+}
+EXPECTED = {       # key -> status, for a few scenarios: the comparison alone would accept "nothing"
+    "base-change": {"shop/dev": "changed", "shop/staging": "changed", "shop/prod": "changed"},
+    "overlay-change": {"shop/prod": "changed"},
+    "component-change": {"shop/dev": "changed", "shop/staging": "changed", "shop/prod": "changed"},
+    "chart-change": {"billing/dev": "changed", "billing/staging": "changed", "billing/prod": "changed"},
+    "chart-file-added": {"billing/dev": "changed", "billing/staging": "changed", "billing/prod": "changed"},
+    "helm-values": {"billing/staging": "changed"},
+    "target-added": {"cache/dev": "added"},
+    "target-removed": {"worker/prod": "removed"},
+    "kustomize-target-removed": {"shop/staging": "removed"},
+    "head-references-new-file-and-dir": {"shop/staging": "changed"},
+    "base-referenced-deleted-file": {"shop/prod": "changed"},
+    "referenced-dir-deleted": {"shop/dev": "error"},
+    "base-broken-head-fixed": {"shop/staging": "changed"},
+    "plain-to-kustomize": {"worker/dev": "changed"},
+    "kustomize-to-plain": {"shop/dev": "changed"},
+    "symlinked-inputs": {"worker/staging": "changed", "shop/dev": "changed", "shop/staging": "changed",
+                         "shop/prod": "changed"},
+    "symlink-retargeted": {"worker/dev": "changed"},
+    "unrelated": {},
+    "remote-base-at-head": {"shop/dev": "error"},
+    "generator-file-change": {"shop/staging": "changed"},
+    "host-like-local-dir-removed": {"shop/dev": "error", "shop/staging": "error", "shop/prod": "error"},
+    "host-like-local-dir-added": {"shop/dev": "error", "shop/staging": "error", "shop/prod": "error"},
+    "target-dir-becomes-link": {"worker/staging": "removed"},
+    "kustomization-renamed": {"shop/dev": "unchanged"},
+    "values-file-deleted": {"billing/prod": "removed"},
+}
+
+
+@pytest.mark.parametrize("head_kind", ["working-tree", "commit"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_sparse_plan_equals_full_plan(example_repo: Path, scenario: str, head_kind: str, caplog) -> None:
+    base = git(example_repo, "rev-parse", SCENARIOS[scenario](example_repo))
+    head = commit_all(example_repo, scenario) if head_kind == "commit" else None
+    plan = plan_both_ways(example_repo, base, head, caplog)
+    assert {f"{t['app']}/{t['env']}": t["status"] for t in plan["targets"]} == EXPECTED[scenario]
+    if scenario == "base-referenced-deleted-file":
+        [t] = plan["targets"]
+        assert [(c["name"], c["action"]) for c in t["changes"]] == [("legacy", "removed")]
+    if scenario == "base-broken-head-fixed":
+        [t] = plan["targets"]
+        assert "gone.yaml" in t["error"] and [c["action"] for c in t["changes"]] != []
+
+
+def test_sparse_plan_looks_only_at_what_the_change_reaches(example_repo: Path, caplog) -> None:
+    _overlay_change(example_repo)
+    plan_both_ways(example_repo, "HEAD", None, caplog)
+    assert _candidates(caplog) == 1                   # of nine targets: only shop/prod was vetted in full
+    caplog.clear()
+    _chart_change(example_repo)
+    plan_both_ways(example_repo, "HEAD", None, caplog)
+    assert _candidates(caplog) == 4
+
+
+def test_sparse_plan_with_an_environment_filter(example_repo: Path, caplog) -> None:
+    _component_change(example_repo)
+    _target_removed(example_repo)
+    plan = plan_both_ways(example_repo, "HEAD", None, caplog, envs=["prod"])
+    assert [(t["app"], t["env"], t["status"]) for t in plan["targets"]] == [
+        ("shop", "prod", "changed"), ("worker", "prod", "removed")]
+
+
+def test_ignored_file_read_at_head_only(example_repo: Path, caplog) -> None:
+    """The working tree holds an ignored file a kustomization reads: git does not list it as
+    changed, yet the target's inputs differ from the base revision's."""
+    write(example_repo, ".gitignore", "local-*.yaml\n")
+    _edit(example_repo, "apps/shop/envs/dev/kustomization.yaml", "  - ../../base\n",
+          "  - ../../base\n  - local-cm.yaml\n")
+    base = _commit_setup(example_repo)
+    write(example_repo, "apps/shop/envs/dev/local-cm.yaml", CM.format(name="local", value="mine"))
+    plan = plan_both_ways(example_repo, base, None, caplog)
+    assert [(t["app"], t["env"]) for t in plan["targets"]] == [("shop", "dev")]
+
+
+def test_empty_directory_in_the_working_tree_is_a_new_target(example_repo: Path, caplog) -> None:
+    (example_repo / "apps/empty/envs/dev/sub").mkdir(parents=True)     # git does not see it
+    write(example_repo, "apps/worker/envs/dev/kustomization.yaml", "resources: [worker.yaml]\n")
+    plan = plan_both_ways(example_repo, "HEAD", None, caplog)
+    assert {(t["app"], t["status"]) for t in plan["targets"]} == {("empty", "added"), ("worker", "unchanged")}
+
+
+def test_target_matched_twice_at_base_only(example_repo: Path, caplog) -> None:
+    """The same key matched by two app patterns at base: both ways report the same error."""
+    _edit(example_repo, ".prbot.yml", 'apps:\n', 'apps:\n  - path: "legacy/{app}/{env}"\n')
+    write(example_repo, "legacy/worker/dev/cm.yaml", CM.format(name="old", value="1"))
+    base = _commit_setup(example_repo)
+    git(example_repo, "rm", "-q", "-r", "legacy")
+    config = load_config_file(example_repo / ".prbot.yml")
+    errors = []
+    for sparse in (True, False):
+        with pytest.raises(PrbotError) as exc:
+            _plan(example_repo, config, base, None, envs=None, pool=_pool(config), dry_runner=None, sparse=sparse)
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1] and "matched twice" in errors[0]
+
+
+def test_config_change_and_attributes_take_the_full_way(example_repo: Path, caplog) -> None:
+    _overlay_change(example_repo)
+    _edit(example_repo, ".prbot.yml", "# prbot configuration", "# prbot's configuration")
+    plan = plan_both_ways(example_repo, "HEAD", None, caplog, expect_sparse=False)
+    assert len(plan["targets"]) == 9
+    git(example_repo, "checkout", "-q", "--", ".prbot.yml")
+    write(example_repo, ".gitattributes", "*.yaml text eol=lf\n")
+    plan = plan_both_ways(example_repo, "HEAD", None, caplog, expect_sparse=False)
+    assert [(t["app"], t["env"]) for t in plan["targets"]] == [("shop", "prod")]
+
+
+def test_subdirectory_repository(tmp_path: Path, caplog) -> None:
+    mono = init_repo(tmp_path / "mono")
+    shutil.copytree(EXAMPLE, mono / "deploy" / "gitops")
+    write(mono, "src/main.go", "package main\n")
+    base = commit_all(mono)
+    gitops = mono / "deploy" / "gitops"
+    _base_change(gitops)
+    write(mono, "src/main.go", "package main // edited\n")
+    plan = plan_both_ways(gitops, base, None, caplog)
+    assert {t["app"] for t in plan["targets"]} == {"shop"}
+    head = commit_all(mono)
+    assert plan_both_ways(gitops, base, head, caplog)["targets"] == plan["targets"]
+
+
+def test_own_pool_gets_each_environments_kubernetes_version(example_repo: Path) -> None:
+    write(example_repo, "charts/billing/templates/version.yaml",
+          "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube\ndata:\n"
+          "  version: {{ .Capabilities.KubeVersion.Version | quote }}\n")
+    config = load_config_file(example_repo / ".prbot.yml")
+    plan = make_plan(example_repo, config, "HEAD")
+    versions = {}
+    for t in plan.targets:
+        [cm] = [c for c in t.changes if c.name == "kube"]
+        versions[t.env] = cm.to_json()["diff"]
+    assert "v1.33" in versions["dev"]                 # kubernetes_version: "1.33" in .prbot.yml
+    assert "v1.33" not in versions["prod"]
