@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--config", type=Path, help="configuration file (default: REPO/.prbot.yml)")
     pl.add_argument("--env", action="append", help="only this environment (repeatable)")
     pl.add_argument("--format", choices=("markdown", "json"), default="markdown")
-    pl.add_argument("--no-cluster", action="store_true", help="skip the server-side dry-run")
+    pl.add_argument("--no-cluster", action="store_true",
+                    help="skip the server-side dry-run even when PRBOT_CLUSTERS is set")
 
     pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)")
     pr.add_argument("from_env", metavar="FROM_ENV")
@@ -101,7 +102,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from prbot.report import render_json, render_markdown
 
     config = _load(args.repo, args.config)
-    plan = make_plan(args.repo, config, args.base, args.head, envs=args.env)
+    runner = None
+    if not args.no_cluster:
+        from prbot.kube import clusters_from_env, make_dry_runner
+
+        clusters = clusters_from_env()
+        runner = make_dry_runner(config, clusters) if clusters else None
+    try:
+        plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     if args.format == "json":
         print(render_json(plan))
     else:

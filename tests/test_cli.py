@@ -110,3 +110,29 @@ def test_demo_runs_the_whole_flow(capsys) -> None:
     assert "1.1.0 → 1.2.0" in out
     assert "prbot/promote/staging/shop" in out
     assert "Demo finished" in out
+
+
+def test_plan_dry_runs_against_the_clusters_named_by_prbot_clusters(example_repo: Path, tmp_path: Path,
+                                                                     capsys, monkeypatch) -> None:
+    import json
+
+    from fakekube import FakeKube
+
+    with FakeKube() as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "dev.kubeconfig")
+        write(tmp_path, "clusters.yaml", f"dev: {{kubeconfig: {kubeconfig}, context: fake}}\n")
+        monkeypatch.setenv("PRBOT_CLUSTERS", str(tmp_path / "clusters.yaml"))
+        p = example_repo / "apps/shop/envs/dev/kustomization.yaml"
+        p.write_text(p.read_text().replace('newTag: "1.1.0"', 'newTag: "1.2.0"'))
+        code, out, err = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD", "--format", "json")
+        assert code == 0, err
+        [target] = json.loads(out)["targets"]
+        assert target["dry_run"]["status"] == "ok" and target["dry_run"]["errors"] == []
+        assert {c["kind"] for c in target["dry_run"]["changes"]} >= {"Deployment"}
+        assert fake.applies("Deployment")
+        code, out, err = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD", "--format", "json",
+                             "--no-cluster")
+        assert code == 0 and json.loads(out)["targets"][0]["dry_run"] is None
+    write(tmp_path, "clusters.yaml", "dev: {kubeconfg: /nope}\n")
+    code, out, err = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD")
+    assert code == 2 and err.count("\n") == 1 and "clusters.yaml:1" in err
