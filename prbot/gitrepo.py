@@ -147,6 +147,7 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
 
 _SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"
 _MISSING: object = object()
+_MAX_PATHSPECS = 64 * 1024      # bytes of paths on one ls-tree command line; more: list everything
 
 
 class PartialTree:
@@ -249,8 +250,9 @@ class PartialTree:
                 attrs = "/".join((*parts[:i], ".gitattributes"))
                 if attrs not in self._known:
                     specs.add(attrs)
-        if "" in specs:
-            self._record(self._ls_tree(True, ()))
+        if "" in specs or sum(len(p) + 1 for p in specs) > _MAX_PATHSPECS:
+            self._record(self._ls_tree(True, ()))       # everything (also: too long a command line)
+            specs.add("")
         elif specs:
             self._record(self._ls_tree(True, sorted(specs)))
         for rel in specs:
@@ -268,9 +270,13 @@ class PartialTree:
                     unsure.add(step)
                 if entry is _MISSING or entry is None or entry[0] != _TREE:
                     break
-        if unsure:
-            self._record(self._ls_tree(False, sorted(unsure)))
-        for rel in (*rels, *specs, *unsure):
+        if unsure and "" not in self._listed:
+            if sum(len(p) + 1 for p in unsure) <= _MAX_PATHSPECS:
+                self._record(self._ls_tree(False, sorted(unsure)))
+            else:
+                self._record(self._ls_tree(True, ()))
+                self._listed.add("")
+        for rel in (*sorted(unsure), *rels, *specs):
             if rel not in self._known and self._settled(rel):
                 self._known[rel] = None
         self._files = sorted(p for p, e in self._known.items() if e is not None and e[0] != _TREE)
@@ -291,6 +297,8 @@ class PartialTree:
 
     def _settled(self, rel: str) -> bool:
         """Every directory on the way to `rel` is known (so `rel` would have been listed)."""
+        if "" in self._listed:
+            return True
         parent = rel
         while parent:
             parent = parent.rpartition("/")[0]

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -147,9 +148,10 @@ def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
 
     The work follows the change, not the repository: the head closures (or, for kustomize targets, a
     cheaper scan of what they can read) pick the candidate targets a change can reach, and only the
-    files those candidates need are exported at base (`_sparse_sides`).  When `.prbot.yml` changed,
-    or git may convert file contents, both revisions are used in full (`_full_sides`); both ways give
-    the same plan.
+    files those candidates need are exported at base (`_sparse_sides`).  Both revisions are used in
+    full (`_full_sides`) when `.prbot.yml` changed, when git may convert file contents (attributes,
+    ``core.autocrlf``), or when target discovery passes a symbolic link; both ways give the same plan.
+    The pool made here (when `pool` is None) renders with each environment's Kubernetes version.
     """
     return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True)
 
@@ -166,44 +168,51 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
     with contextlib.ExitStack() as stack:
-        git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=4, thread_name_prefix="prbot-git"))
-        # git works on its own while this thread looks at the head tree
-        if head_rev is None:
-            worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
-        else:
-            changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
-        btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
-        hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
-        closures = ClosureCache()
-        probe = _Probe(hroot)
-        try:
-            h_all: dict[Key, Target] | None = _discover(hroot, config, envs)
-        except PrbotError:
-            h_all = None                      # raised again by _full_sides, after any error at base
-        if h_all is not None:
-            for target in h_all.values():
-                if target.renderer == "kustomize":
-                    probe.prefetch(target.path)
-        uncertain: set[str] | None = set()
-        if head_rev is None:
-            worktree = worktree_job.result()
-            changed, uncertain = worktree.changed, worktree.uncertain
-            if worktree.dirty:
-                head_sha += "-dirty"
-        else:
-            changed = changed_job.result()
-        sides = None
-        if (sparse and h_all is not None and CONFIG_FILE not in changed and uncertain is not None
-                and not any(posixpath.basename(p) == ".gitattributes" for p in changed)):
-            sides = _sparse_sides(btree, config, envs, hroot, h_all, changed, changed | uncertain, closures, probe)
-        if sides is None:
-            log.debug("full plan: both revisions exported in full")
-            broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
-            b, h = _full_sides(broot, hroot, config, envs, closures)
-            affected = [k for k in _order(b, h)
-                        if CONFIG_FILE in changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
-            sides = b, h, affected
-        return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner)
+        dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
+        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner)
+
+
+def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
+           envs: Sequence[str] | None, sparse: bool) -> tuple[str, tuple[_Side, _Side, list[Key]]]:
+    """("-dirty" or "", (base side, head side, affected keys)); the trees stay until `stack` closes."""
+    git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
+    # git works on its own while this thread looks at the head tree
+    if head_rev is None:
+        worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
+    else:
+        changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+    btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
+    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
+    closures = ClosureCache()
+    probe = _Probe(hroot)
+    try:
+        h_all: dict[Key, Target] | None = _discover(hroot, config, envs)
+    except PrbotError:
+        h_all = None                          # raised again by _full_sides, after any error at base
+    if sparse and h_all is not None:
+        for target in h_all.values():
+            if target.renderer == "kustomize":
+                probe.prefetch(target.path)
+    dirty = ""
+    uncertain: set[str] | None = set()
+    if head_rev is None:
+        worktree = worktree_job.result()
+        changed, uncertain = worktree.changed, worktree.uncertain
+        dirty = "-dirty" if worktree.dirty else ""
+    else:
+        changed = changed_job.result()
+    if (sparse and h_all is not None and CONFIG_FILE not in changed and uncertain is not None
+            and not any(posixpath.basename(p) == ".gitattributes" for p in changed)
+            and not probe.discovery_meets_links(spec.path for spec in config.apps)):
+        sides = _sparse_sides(btree, config, envs, hroot, h_all, changed, changed | uncertain, closures, probe)
+        if sides is not None:
+            return dirty, sides
+    log.debug("full plan: both revisions exported in full")
+    broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
+    b, h = _full_sides(broot, hroot, config, envs, closures)
+    affected = [k for k in _order(b, h)
+                if CONFIG_FILE in changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
+    return dirty, (b, h, affected)
 
 
 def _order(b: _Side, h: _Side) -> list[Key]:
@@ -258,13 +267,11 @@ def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str
         for key, target in b_all.items():
             if key not in candidates and involved.touches(target.path):
                 candidates[key] = None
-        wanted = set()
-        for key in candidates:
-            if key in h_all:
-                wanted.add(h_all[key].path)
-            if key in b_all:
-                wanted.add(b_all[key].path)
-                wanted.update(_needs(bcache.closure(btree.root, b_all[key])))
+        wanted = {h_all[key].path for key in candidates if key in h_all}
+        for key, target in b_all.items():     # in discovery order, as the full way (see _head_may_differ)
+            if key in candidates:
+                wanted.add(target.path)
+                wanted.update(_needs(bcache.closure(btree.root, target)))
         if round_ >= MAX_ROUNDS:            # unusually deep: export everything, then one more round
             wanted = {""}
         if not btree.add(wanted):
@@ -298,11 +305,14 @@ def _head_may_differ(target: Target, hroot: Path, closures: ClosureCache, probe:
     directory nor anything its rendering reads is at, above or below a path where the trees may
     differ, no symbolic link is on the way, and it reads nothing remote or outside the repository.
     (Then the target also exists at base, in the same directory, with the same renderer.)"""
+    if (target.renderer == "kustomize" and probe.kind(target.path) == "dir"
+            and probe.kustomization_clean(target.path, involved)):
+        return False
+    # Computed for every target not vetted by the scan, in discovery order as the full way does: a
+    # kustomization cycle makes the closures met on it depend on the order they are computed in.
+    closure = closures.closure(hroot, target)
     if involved.touches(target.path) or probe.kind(target.path) != "dir":
         return True
-    if target.renderer == "kustomize" and probe.kustomization_clean(target.path, involved):
-        return False
-    closure = closures.closure(hroot, target)
     if closure.remote or closure.outside or closure.errors:
         return True
     for path in closure.files:
@@ -360,6 +370,7 @@ _INERT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "namespace", "nameP
 # Fields inside the scanned ones whose values are never paths: generator literals and options,
 # patch selectors and inline patches.
 _INERT_SUBFIELDS = frozenset({"literals", "options", "target", "patch"})
+_PLACEHOLDER = re.compile(r"\{(app|env)\}")           # as in apps[].path patterns (prbot.targets)
 
 if _CSafeLoader is not None:
     class _Composer(_CSafeLoader):  # type: ignore[misc,valid-type]
@@ -491,10 +502,11 @@ class _Probe:
         return frozenset(paths), frozenset(dirs)
 
     def _unsafe_ref(self, ref: str) -> bool:
-        """A reference kustomize would fetch remotely, or an absolute path."""
+        """A reference kustomize would fetch remotely, an absolute path, or no path at all."""
         got = self._refs.get(ref)
         if got is None:
-            got = self._refs[ref] = is_remote_reference(ref) or posixpath.isabs(ref) or os.path.isabs(ref)
+            got = self._refs[ref] = (is_remote_reference(ref) or posixpath.isabs(ref) or os.path.isabs(ref)
+                                     or "\0" in ref)
         return got
 
     def prefetch(self, kdir: str) -> None:
@@ -518,34 +530,38 @@ class _Probe:
         self._clean[kdir] = ok
         return ok
 
+    def discovery_meets_links(self, patterns: Iterable[str]) -> bool:
+        """Whether discovering targets with these `apps[].path` patterns may pass a symbolic link
+        (a literal segment naming one: discovery follows those, and what lies behind a link is
+        not below it as far as changed paths go).  Placeholder segments match directories only."""
+        for pattern in patterns:
+            segments = [seg for seg in pattern.strip("/").split("/") if seg]
+            prefixes = [""]
+            for i, segment in enumerate(segments):
+                if segment in (".", ".."):
+                    return True
+                found = []
+                for rel in prefixes:
+                    if _PLACEHOLDER.search(segment):
+                        if i == len(segments) - 1:
+                            continue              # the targets themselves: never links
+                        listing = self._listing(rel) or {}
+                        found.extend(_join(rel, name) for name, kind in listing.items() if kind == "dir")
+                    else:
+                        kind = self.kind(_join(rel, segment))
+                        if kind not in ("dir", "missing", "file"):
+                            return True
+                        if kind == "dir":
+                            found.append(_join(rel, segment))
+                prefixes = found
+        return False
+
     def tree_suspicious(self, rel: str) -> bool:
         """A directory read whole (a chart) holding a symbolic link, something neither file nor
         directory, something unreadable, or no file at all."""
         got = self._trees.get(rel)
         if got is None:
-            got = True
-            files = 0
-            pending = [os.path.join(self.root, rel)]
-            try:
-                while pending:
-                    with os.scandir(pending.pop()) as it:
-                        for entry in it:
-                            if entry.is_symlink():
-                                break
-                            if entry.is_dir(follow_symlinks=False):
-                                pending.append(entry.path)
-                            elif entry.is_file(follow_symlinks=False):
-                                files += 1
-                            else:
-                                break
-                        else:
-                            continue
-                        break
-                else:
-                    got = files == 0
-            except OSError:
-                got = True
-            self._trees[rel] = got
+            got = self._trees[rel] = _tree_suspicious(os.path.join(self.root, rel))
         return got
 
     def listing_has_links(self, rel: str) -> bool:
@@ -578,6 +594,27 @@ class _Probe:
                     continue
             self._holds[rel] = got
         return got
+
+
+def _tree_suspicious(top: str) -> bool:
+    files = 0
+    pending = [top]
+    try:
+        while pending:
+            with os.scandir(pending.pop()) as it:
+                for entry in it:
+                    if entry.name == ".git":           # skipped by closures as well
+                        continue
+                    kind = _entry_kind(entry)
+                    if kind == "dir":
+                        pending.append(entry.path)
+                    elif kind == "file":
+                        files += 1
+                    else:
+                        return True
+    except OSError:
+        return True
+    return files == 0
 
 
 def _entry_kind(entry: os.DirEntry[str]) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import posixpath
+import random
 import shutil
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from support import EXAMPLE, commit_all, git, init_repo, write
 from prbot.cli import main
 from prbot.config import Config, load_config_file
 from prbot.errors import PrbotError
-from prbot.plan import _plan, make_plan
+from prbot.plan import _plan, _sides, make_plan
 from prbot.render import RenderPool
 
 SECRET = "example-dev-password"
@@ -553,3 +556,160 @@ def test_own_pool_gets_each_environments_kubernetes_version(example_repo: Path) 
         versions[t.env] = cm.to_json()["diff"]
     assert "v1.33" in versions["dev"]                 # kubernetes_version: "1.33" in .prbot.yml
     assert "v1.33" not in versions["prod"]
+
+
+# -- many random changes: the sparse way picks the same affected targets with the same digests ----------
+
+RANDOM_CONFIG = """version: 1
+environments:
+  - name: dev
+  - name: prod
+apps:
+  - path: "apps/{app}/envs/{env}"
+    namespace: "{app}-{env}"
+  - name: h
+    path: "helm/{env}"
+    helm: {chart: "charts/c", values: ["values.yaml"]}
+"""
+
+
+def _random_repo(root: Path) -> Path:
+    repo = init_repo(root)
+    write(repo, ".prbot.yml", RANDOM_CONFIG)
+    write(repo, ".gitignore", "*.ign.yaml\n")
+    for c in range(2):
+        write(repo, f"components/c{c}/kustomization.yaml", f"kind: Component\ncommonLabels: {{c: '{c}'}}\n")
+    for a in range(3):
+        write(repo, f"apps/a{a}/base/kustomization.yaml", "resources: [deploy.yaml]\n")
+        write(repo, f"apps/a{a}/base/deploy.yaml", CM.format(name=f"a{a}", value="base"))
+        for env in ("dev", "prod"):
+            write(repo, f"apps/a{a}/envs/{env}/kustomization.yaml",
+                  f"resources: [../../base]\ncomponents: [../../../../components/c{a % 2}]\n"
+                  "patches:\n  - path: p.yaml\n")
+            write(repo, f"apps/a{a}/envs/{env}/p.yaml", CM.format(name=f"a{a}", value=env))
+    for env in ("dev", "prod"):
+        write(repo, f"apps/plain/envs/{env}/cm.yaml", CM.format(name="plain", value=env))
+        write(repo, f"helm/{env}/values.yaml", f"env: {env}\n")
+    write(repo, "charts/c/Chart.yaml", "apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    write(repo, "charts/c/templates/cm.yaml", CM.format(name="h", value="{{ .Values.env }}"))
+    write(repo, "shared/s.yaml", CM.format(name="shared", value="1"))
+    commit_all(repo, "random base")
+    return repo
+
+
+def _files_and_dirs(repo: Path) -> tuple[list[str], list[str]]:
+    files, dirs = [], []
+    for p in sorted(repo.rglob("*")):
+        rel = p.relative_to(repo).as_posix()
+        if rel.split("/")[0] in (".git", ".prbot.yml", ".gitignore"):
+            continue
+        (dirs if p.is_dir() and not p.is_symlink() else files).append(rel)
+    return files, dirs
+
+
+def _mutate(repo: Path, rnd: random.Random, n: int) -> None:
+    for i in range(n):
+        files, dirs = _files_and_dirs(repo)
+        kustomizations = [f for f in files if f.endswith("kustomization.yaml") and not (repo / f).is_symlink()]
+        what = rnd.choice(["edit", "edit", "delete", "add", "ref", "ref", "rmdir", "symlink", "ignored",
+                           "new-target", "kustomize-toggle", "staged-only", "generator", "dir-link",
+                           "second-kustomization", "helm-charts"])
+        if what == "edit" and files:
+            p = repo / rnd.choice(files)
+            if p.is_file() and not p.is_symlink():
+                p.write_text(p.read_text() + f"# edit {i}\n")
+        elif what == "delete" and files:
+            (repo / rnd.choice(files)).unlink()
+        elif what == "add" and dirs:
+            write(repo, f"{rnd.choice(dirs)}/new{i}.yaml", CM.format(name=f"new{i}", value="x"))
+        elif what == "ref" and kustomizations:
+            k = rnd.choice(kustomizations)
+            here = posixpath.dirname(k)
+            target = rnd.choice([*files, *dirs, "missing.yaml", "gone/dir", "github.com/acme/lib"])
+            ref = target if target.startswith(("missing", "gone", "github")) else posixpath.relpath(target, here)
+            section = rnd.choice(["bases", "resources", "crds", "components"])
+            (repo / k).write_text((repo / k).read_text() + f"{section}: [{json.dumps(ref)}]\n")
+        elif what == "rmdir" and dirs:
+            shutil.rmtree(repo / rnd.choice(dirs))
+        elif what == "symlink" and dirs and (files or dirs):
+            place = rnd.choice(dirs)
+            target = rnd.choice([*files, *dirs])
+            link = repo / place / f"link{i}{'.yaml' if rnd.random() < 0.5 else ''}"
+            if not link.exists():
+                link.symlink_to(posixpath.relpath(target, place))
+        elif what == "ignored" and dirs:
+            place = rnd.choice(dirs)
+            write(repo, f"{place}/local.ign.yaml", CM.format(name="ignored", value=str(i)))
+            kustomization = repo / place / "kustomization.yaml"
+            if kustomization.is_file() and not kustomization.is_symlink() and rnd.random() < 0.5:
+                kustomization.write_text(kustomization.read_text() + "resources: [local.ign.yaml]\n")
+        elif what == "new-target":
+            write(repo, f"apps/n{i}/envs/{rnd.choice(['dev', 'prod'])}/cm.yaml", CM.format(name=f"n{i}", value="1"))
+        elif what == "kustomize-toggle":
+            d = repo / "apps/plain/envs" / rnd.choice(["dev", "prod"])
+            if d.is_dir():
+                k = d / "kustomization.yaml"
+                if k.exists():
+                    k.unlink()
+                else:
+                    k.write_text("resources: [cm.yaml]\n")
+        elif what == "generator" and kustomizations:
+            k = rnd.choice(kustomizations)
+            here = posixpath.dirname(k)
+            target = posixpath.relpath(rnd.choice(files), here) if files else "none.txt"
+            (repo / k).write_text((repo / k).read_text() + f"configMapGenerator:\n  - name: g{i}\n"
+                                  f"    files: [key{i}={target}]\n    literals: [A=/x]\n")
+        elif what == "dir-link" and dirs:
+            victim, target = rnd.choice(dirs), rnd.choice(dirs)
+            if not target.startswith(victim) and (repo / victim).exists():
+                shutil.rmtree(repo / victim)
+                (repo / victim).symlink_to(posixpath.relpath(target, posixpath.dirname(victim) or "."))
+        elif what == "second-kustomization" and kustomizations:
+            write(repo, f"{posixpath.dirname(rnd.choice(kustomizations))}/Kustomization", "resources: []\n")
+        elif what == "helm-charts" and kustomizations:
+            k = rnd.choice(kustomizations)
+            home = posixpath.relpath("charts", posixpath.dirname(k))
+            (repo / k).write_text((repo / k).read_text() + f"helmGlobals: {{chartHome: {home}}}\n"
+                                  "helmCharts:\n  - name: c\n    releaseName: c\n")
+        elif what == "staged-only" and files:
+            p = repo / rnd.choice(files)
+            if p.is_file() and not p.is_symlink():
+                old = p.read_bytes()
+                p.write_text("staged: true\n")
+                git(repo, "add", "-A")
+                p.write_bytes(old)
+
+
+def _summary(repo: Path, config: Config, base: str, head: str | None, sparse: bool) -> object:
+    try:
+        with contextlib.ExitStack() as stack:
+            dirty, (b, h, affected) = _sides(stack, repo, config, base, head, None, sparse)
+            return dirty, sorted((k, b.targets.get(k), h.targets.get(k), b.keys.get(k), h.keys.get(k),
+                                  b.closure_errors.get(k), h.closure_errors.get(k)) for k in affected)
+    except PrbotError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_changes_affect_the_same_targets_both_ways(tmp_path: Path, seed: int) -> None:
+    rnd = random.Random(seed)
+    repo = _random_repo(tmp_path / "repo")
+    _mutate(repo, rnd, rnd.randint(0, 3))
+    base = commit_all(repo, "base")
+    _mutate(repo, rnd, rnd.randint(1, 4))
+    head = commit_all(repo, "head") if rnd.random() < 0.4 else None
+    config = load_config_file(repo / ".prbot.yml")
+    sparse = _summary(repo, config, base, head, True)
+    assert sparse == _summary(repo, config, base, head, False)
+
+
+def test_target_behind_a_linked_pattern_directory(example_repo: Path, caplog) -> None:
+    """Discovery follows a link named by a pattern's literal segment (`envs`): a target removed
+    behind it changes paths that are not below its directory, so both revisions are used in full."""
+    r = example_repo
+    shutil.move(r / "apps/worker/envs", r / "worker-envs")
+    (r / "apps/worker/envs").symlink_to("../../worker-envs")
+    base = _commit_setup(r)
+    git(r, "rm", "-q", "-r", "worker-envs/prod")
+    plan = plan_both_ways(r, base, None, caplog, expect_sparse=False)
+    assert [(t["app"], t["env"], t["status"]) for t in plan["targets"]] == [("worker", "prod", "removed")]
