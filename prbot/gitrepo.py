@@ -173,7 +173,7 @@ class PartialTree:
         self._requested: set[str] = set()
         self._written: set[str] = set()
         self._indexed: set[str] = set()
-        self._targets: dict[str, str | None] = {}
+        self._targets: dict[str, str] = {}
 
     @property
     def written(self) -> frozenset[str]:
@@ -199,13 +199,12 @@ class PartialTree:
                 if parent is not None:
                     # below a file or submodule: nothing is there (as in a full export); below a
                     # symbolic link: the link, and the path it leads to
-                    target = self._link_target(parent)
-                    if target is not None:
-                        selected.append(parent)
+                    if self._known[parent][0] == _SYMLINK:       # type: ignore[index]
+                        target, links = self._resolve_link(parent)
+                        selected.extend(links)
                         rest = rel[len(parent) + 1:]
-                        through = _request_path(f"{target}/{rest}" if target else rest)
-                        if through is not None:
-                            queue.append(through)
+                        if target is not None:
+                            queue.append(f"{target}/{rest}" if target else rest)
                     continue
                 entry = self._known.get(rel)
                 if entry is None:
@@ -219,9 +218,11 @@ class PartialTree:
                 for name in names:
                     if name not in self._written:
                         selected.append(name)
-                        target = self._link_target(name)
-                        if target is not None:
-                            queue.append(target)
+                        if self._known[name][0] == _SYMLINK:     # type: ignore[index]
+                            target, links = self._resolve_link(name)
+                            selected.extend(links)
+                            if target is not None:
+                                queue.append(target)
         new = sorted({n for n in selected if n not in self._written})
         if keep_existing:
             self._written.update(n for n in new if os.path.lexists(os.path.join(self.root, n)))
@@ -330,23 +331,50 @@ class PartialTree:
                 return "/".join(parts[:i])
         return None
 
-    def _link_target(self, path: str) -> str | None:
-        """Repo-relative path a symbolic link points to; None when `path` is no symbolic link or
-        the link leaves the repository."""
-        entry = self._known.get(path)
-        if entry is None or entry[0] != _SYMLINK:
-            return None
-        if path not in self._targets:
-            target = os.fsdecode(_git(self.repo, "cat-file", "blob", entry[1]).stdout)
-            resolved: str | None = None
-            if target and not target.startswith("/") and "\0" not in target:
-                joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-                if joined == ".":
-                    resolved = ""
-                elif joined != ".." and not joined.startswith("../"):
-                    resolved = joined
-            self._targets[path] = resolved
-        return self._targets[path]
+    def _resolve_link(self, link: str) -> tuple[str | None, list[str]]:
+        """(the repo-relative path the symbolic link `link` leads to, every link met on the way,
+        `link` included), resolved component by component as the operating system does (a ``..``
+        after a link goes up from the link's target); the path is None when the way leaves the
+        repository or loops."""
+        met = [link]
+        parts = [*link.split("/")[:-1], *self._link_text(link).split("/")]
+        resolved: list[str] = []
+        budget = 40                               # as SYMLOOP_MAX
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                here = self._known.get("/".join(resolved)) if resolved else None
+                if here is None or here[0] != _TREE:
+                    return None, met              # leaves the repository, or no directory to go up from
+                # the system walks through the directory to go up from it: it must exist (git
+                # writes no empty directories, so make it)
+                os.makedirs(os.path.join(self.root, *resolved), exist_ok=True)
+                resolved.pop()
+                continue
+            step = "/".join((*resolved, part))
+            if step not in self._known:
+                self._record(self._ls_tree(False, [step]))
+                self._known.setdefault(step, None)
+            entry = self._known[step]
+            if entry is None or entry[0] != _SYMLINK:
+                resolved.append(part)
+                continue
+            budget -= 1
+            text = self._link_text(step)
+            if budget < 0 or text.startswith("/"):
+                return None, met
+            met.append(step)
+            parts[:0] = text.split("/")               # relative to the directory holding the link
+        return "/".join(resolved), met
+
+    def _link_text(self, link: str) -> str:
+        """What a symbolic link entry holds ("/" when it cannot name a path in the repository)."""
+        if link not in self._targets:
+            text = os.fsdecode(_git(self.repo, "cat-file", "blob", self._known[link][1]).stdout)  # type: ignore[index]
+            self._targets[link] = text if text and "\0" not in text else "/"
+        return self._targets[link]
 
     # ---------------------------------------------------------------- writing
     def _checkout(self, names: list[str]) -> None:

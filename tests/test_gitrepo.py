@@ -446,6 +446,18 @@ def test_partial_tree_grows_path_by_path_to_the_full_export(repo: Path) -> None:
         assert tree.written == frozenset(p for p, v in everything.items() if v != "dir")
 
 
+def test_partial_tree_resolves_links_as_the_system_does(repo: Path) -> None:
+    write(repo, "shared/real/x.yaml", "kind: ConfigMap\n")
+    write(repo, "shared/real/deep/y.yaml", "kind: Secret\n")
+    os.symlink("real/deep", repo / "shared/current")
+    os.symlink("current/../x.yaml", repo / "shared/odd")      # .. after a link: up from real/deep
+    os.symlink("odd", repo / "shared/chain")
+    commit_all(repo)
+    with gitrepo.partial_tree(repo, "HEAD") as tree:
+        assert tree.add(["shared/chain"]) == ["shared/chain", "shared/current", "shared/odd", "shared/real/x.yaml"]
+        assert (tree.root / "shared/chain").read_text() == "kind: ConfigMap\n"
+
+
 def test_partial_tree_converts_line_endings_like_a_full_export(repo: Path) -> None:
     write(repo, ".gitattributes", "*.txt text eol=crlf\n")
     write(repo, "docs/.gitattributes", "*.md text eol=crlf\n")
