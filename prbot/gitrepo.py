@@ -431,36 +431,50 @@ class WorktreeChanges:
 
 def worktree_changes(repo: Path, base: str) -> WorktreeChanges:
     """`changed_paths(repo, base, None)` and `is_dirty(repo)` at once, plus the paths where the
-    working tree may differ from `base` although git reports no change — in two passes over the
-    working tree instead of four.  Like those, it never writes the user's index."""
+    working tree may differ from `base` although git reports no change.  One ``git status`` does
+    most of it (and all of it when `base` is HEAD), not four passes over the working tree.  Like
+    those, it never writes the user's index."""
     prefix, base_sha = _locate(repo, base)
-    locations = _git(repo, "rev-parse", "--git-path", "index", "--git-path", "info/attributes").stdout.decode(
-        errors="surrogateescape").split("\n")
-    index_path, attributes = Path(repo) / locations[0], Path(repo) / locations[1]
+    out = _git(repo, "rev-parse", "--git-path", "index", "--git-path", "info/attributes", "--verify", "--quiet",
+               "HEAD^{commit}", ok=(0, 1)).stdout.decode(errors="surrogateescape").split("\n")
+    index_path, attributes, head = Path(repo) / out[0], Path(repo) / out[1], out[2]
     converts = attributes.exists() or _converts(repo)
+    diff = ("diff", "--name-only", "-z", "--no-renames", "--relative", "--no-color", "--no-ext-diff",
+            "--no-textconv", base_sha)
+    options = ("-c", "core.splitIndex=false")
     with _private_index(index_path) as env:
-        options = ("-c", "core.splitIndex=false")
-        changed = _split_z(_git(repo, "diff", "--name-only", "-z", "--no-renames", "--relative", "--no-color",
-                                "--no-ext-diff", "--no-textconv", base_sha, env=env, options=options).stdout)
-        status = _git(repo, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all",
+        changed = _split_z(_git(repo, *diff, env=env, options=options).stdout) if head != base_sha else set()
+        status = _git(repo, "status", "--porcelain=v2", "-z", "--no-renames", "--untracked-files=all",
                       "--ignored=matching", "--", ".", env=env, options=options).stdout
         listing = _git(repo, "ls-files", "-z", "-s", "-v", env=env, options=options).stdout
-    dirty = False
-    uncertain: set[str] = set()
-    for record in status.split(b"\0"):
-        if len(record) < 4:
-            continue
-        code, path = record[:2], os.fsdecode(record[3:]).rstrip("/")
-        if prefix:                      # porcelain paths are relative to the top of the work tree
-            if not path.startswith(prefix):
+        dirty = False
+        unsure: list[str] = []          # base is HEAD: staged and unstaged changes that may cancel out
+        uncertain: set[str] = set()
+        for record in status.split(b"\0"):
+            if not record:
                 continue
-            path = path[len(prefix):]
-        if code == b"!!":
-            uncertain.add(path)
-            continue
-        dirty = True
-        if code == b"??":
-            changed.add(path)
+            kind = record[:1]
+            fields = record.split(b" ", {b"1": 8, b"2": 9, b"u": 10}.get(kind, 1))
+            path = os.fsdecode(fields[-1]).rstrip("/")
+            if prefix:                  # porcelain paths are relative to the top of the work tree
+                if not path.startswith(prefix):
+                    continue
+                path = path[len(prefix):]
+            if kind == b"!":
+                uncertain.add(path)
+                continue
+            dirty = True
+            if kind == b"?":
+                changed.add(path)
+            elif head == base_sha:
+                xy, submodule = fields[1], fields[2]
+                if kind == b"1" and not submodule.startswith(b"S") and (xy[:1] == b".") != (xy[1:] == b"."):
+                    changed.add(path)   # only the index, or only the working tree, differs from HEAD
+                else:
+                    unsure.append(path)
+        if unsure:
+            changed |= _split_z(_git(repo, *diff, "--", *unsure, env=env,
+                                     options=(*options, "--literal-pathspecs")).stdout)
     for record in listing.split(b"\0"):
         if not record:
             continue

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from support import commit_all, git, init_repo, snapshot_files, write
+from support import GIT_ENV, commit_all, git, init_repo, snapshot_files, write
 
 from prbot import gitrepo
 from prbot.errors import PrbotError
@@ -553,6 +554,37 @@ def test_worktree_changes(repo: Path, tmp_path: Path) -> None:
     write(repo, "README.md", "hello\n")
     assert _agrees(repo) == gitrepo.WorktreeChanges(changed=set(), dirty=True,
                                                     uncertain={"charts/billing/Chart.yaml"})
+
+
+def test_worktree_changes_when_the_index_and_the_working_tree_both_differ(repo: Path) -> None:
+    first = git(repo, "rev-parse", "HEAD")
+    write(repo, "README.md", "second\n")
+    commit_all(repo)
+    write(repo, "README.md", "staged\n")                                  # staged, then edited again
+    git(repo, "add", "README.md")
+    write(repo, "README.md", "edited\n")
+    write(repo, "apps/shop/envs/prod/kustomization.yaml", "staged\n")     # staged, then undone
+    git(repo, "add", "apps/shop/envs/prod/kustomization.yaml")
+    write(repo, "apps/shop/envs/prod/kustomization.yaml", "resources: []\n")
+    git(repo, "rm", "-q", "--cached", "charts/billing/Chart.yaml")        # untracked, same content
+    write(repo, "apps/shop/envs/dev/new.yaml", "kind: ConfigMap\n")
+    git(repo, "add", "-N", "apps/shop/envs/dev/new.yaml")                  # intent to add
+    write(repo, "apps/shop/envs/dev/deploy.yaml", "kind: StatefulSet\n")  # only in the working tree
+    (repo / "apps/shop/envs/dev/kustomization.yaml").unlink()              # deleted, not staged
+    expected = {"README.md", "charts/billing/Chart.yaml", "apps/shop/envs/dev/new.yaml",
+                "apps/shop/envs/dev/deploy.yaml", "apps/shop/envs/dev/kustomization.yaml"}
+    assert _agrees(repo).changed == expected
+    assert _agrees(repo, first).changed == expected                        # base is not HEAD
+    # a conflict: unmerged entries
+    git(repo, "reset", "-q", "--hard")
+    git(repo, "checkout", "-q", "-b", "other", first)
+    write(repo, "README.md", "theirs\n")
+    commit_all(repo)
+    git(repo, "checkout", "-q", "main")
+    subprocess.run(["git", "merge", "-q", "other"], cwd=repo, capture_output=True,
+                   env={**os.environ, **GIT_ENV})
+    got = _agrees(repo)
+    assert "README.md" in got.uncertain and got.dirty
 
 
 def test_worktree_changes_of_a_subdirectory_repo(tmp_path: Path) -> None:
