@@ -102,7 +102,7 @@ class Plan:
 # Building the plan
 # --------------------------------------------------------------------------------------------
 
-DryRunner = Callable[["Target", list[dict[str, Any]]], DryRun]
+DryRunner = Callable[["Target", list[dict[str, Any]]], "DryRun | None"]   # None: no cluster for the target
 Key = tuple[str, str]
 log = logging.getLogger("prbot.plan")
 
