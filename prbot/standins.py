@@ -176,7 +176,8 @@ class MemoryForge:
         return run
 
     def update_check_run(self, check_run_id: int, *,
-                         status: Literal["queued", "in_progress", "completed"] | None = None, conclusion: str | None = None, output: CheckRunOutput | None = None) -> None:
+                         status: Literal["queued", "in_progress", "completed"] | None = None,
+                         conclusion: str | None = None, output: CheckRunOutput | None = None) -> None:
         check = self.checks[check_run_id]
         check.run = replace(check.run, status=status or check.run.status, conclusion=conclusion or check.run.conclusion)
         check.output = output or check.output
