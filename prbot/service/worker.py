@@ -10,7 +10,8 @@ Each `Worker` has an id and a heartbeat in the store (``worker:<id>``, a lease o
   at every heartbeat each worker re-enqueues the journaled jobs of dead workers (huey deletes a
   task when it is dequeued, so this is what makes a job survive a killed worker).
 - ``done:<job id>``: jobs finished (kept `Settings.journal_ttl`), so a job re-enqueued twice runs once.
-- ``supersede:<key>``: the newest sequence number enqueued under that key; older jobs are dropped.
+- ``supersede:<key>``: the newest sequence number enqueued under that key; older jobs (and their
+  retries) are dropped.  Kept `Settings.journal_ttl` after the last enqueue under the key.
 """
 
 from __future__ import annotations
@@ -271,9 +272,6 @@ class Worker:
     def _finish(self, message: Message, outcome: str) -> None:
         kind = str(message["kind"])
         self.store.put(f"done:{message['id']}", outcome, ttl=self.settings.journal_ttl)
-        key = message.get("supersede")
-        if key and outcome != "superseded":
-            self.store.compare_and_set(supersede_key(str(key)), str(message.get("seq")), None)
         if outcome == "superseded":
             log.info("job superseded by a newer one, dropped")
         metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
