@@ -80,7 +80,8 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
         return exc.code, exc.read()
 
 
-def http_json(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http_json(method: str, url: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
     status, data = http(method, url, body, headers)
     return status, json.loads(data) if data else None
 

@@ -68,7 +68,12 @@ def github_webhook() -> tuple[Response, int]:
     pr = _pr_of(payload)
     with log_context(delivery=delivery, event=event, repo=repo, pr=pr):
         key = f"delivery:{delivery}"
-        if not svc.store.put_if_absent(key, str(time.time()), ttl=svc.settings.delivery_ttl):
+        try:
+            fresh = svc.store.put_if_absent(key, str(time.time()), ttl=svc.settings.delivery_ttl)
+        except Exception:  # noqa: BLE001 - the store is down: say so, GitHub shows the 503 for redelivery
+            log.exception("could not record the delivery")
+            return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
+        if not fresh:
             log.info("duplicate delivery acknowledged, not processed again")
             return _answer(event, "duplicate", 200, status="duplicate", delivery=delivery)
         job = Job(kind="github_event", payload={"event": event, "delivery": delivery, "body": payload},
@@ -76,8 +81,11 @@ def github_webhook() -> tuple[Response, int]:
         try:
             job_id = svc.enqueue(job)
         except Exception:  # noqa: BLE001 - GitHub retries nothing by itself, but a 503 shows in its log
-            svc.store.delete(key)
             log.exception("could not enqueue the delivery")
+            try:
+                svc.store.delete(key)              # forget it, so that a redelivery is processed
+            except Exception:  # noqa: BLE001
+                log.exception("could not forget the delivery id; a redelivery will be taken for a duplicate")
             return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
         log.info("webhook queued", extra={"job": job_id})
         return _answer(event, "queued", 202, status="queued", event=event, delivery=delivery, job=job_id)
