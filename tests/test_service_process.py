@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from service_support import (
     REGISTRY_FIXTURES,
     REGISTRY_TOKEN,

@@ -404,7 +404,7 @@ def test_a_job_enqueued_twice_runs_once(settings: Settings, start_worker: Callab
     kind = kind_name("once")
     registry.register(kind, lambda rt, job: rec.add("ran"))
     queue = Queue(settings)
-    message = {"id": uuid.uuid4().hex, "kind": kind, "payload": {}, "repo": None, "supersede": None,
+    message: dict[str, Any] = {"id": uuid.uuid4().hex, "kind": kind, "payload": {}, "repo": None, "supersede": None,
                "delivery": None, "pr": None, "seq": 0, "attempt": 1, "waits": 0, "enqueued_at": time.time()}
     queue.send(message)
     queue.send(dict(message))                          # e.g. recovered by two sweepers

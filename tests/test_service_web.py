@@ -58,6 +58,11 @@ def queued_messages(settings: Settings) -> list[dict[str, Any]]:
     return [task.args[0] for task in queue.huey.pending()]
 
 
+def js(resp: Any) -> Any:
+    """The JSON body of a test-client response."""
+    return resp.get_json()
+
+
 def webhook_metric(event: str, outcome: str) -> float:
     return PROM.get_sample_value("prbot_webhooks_total", {"event": event, "outcome": outcome}) or 0.0
 
@@ -87,7 +92,7 @@ def test_signed_github_event_is_queued_as_one_job(client: FlaskClient, settings:
     before = webhook_metric(event, "queued")
     resp = post_github(client, fixture, event, delivery)
     assert resp.status_code == 202, resp.json
-    assert resp.json["status"] == "queued" and resp.json["delivery"] == delivery
+    assert js(resp)["status"] == "queued" and js(resp)["delivery"] == delivery
     [message] = queued_messages(settings)
     assert message["kind"] == "github_event"
     assert message["payload"] == {"event": event, "delivery": delivery,
@@ -99,7 +104,7 @@ def test_signed_github_event_is_queued_as_one_job(client: FlaskClient, settings:
 def test_wrong_or_missing_signature_is_401_and_queues_nothing(client: FlaskClient, settings: Settings) -> None:
     body = fixture_bytes("pull_request.opened.json")
     wrong = post_github(client, "", "pull_request", body=body, headers={"X-Hub-Signature-256": sign(body, "other")})
-    assert wrong.status_code == 401 and "does not match" in wrong.json["error"]
+    assert wrong.status_code == 401 and "does not match" in js(wrong)["error"]
     tampered = post_github(client, "", "pull_request", body=body + b" ",
                            headers={"X-Hub-Signature-256": sign(body)})
     assert tampered.status_code == 401
@@ -110,7 +115,7 @@ def test_wrong_or_missing_signature_is_401_and_queues_nothing(client: FlaskClien
     headers = github_headers(body, "pull_request", "d-unsigned")
     del headers["X-Hub-Signature-256"]
     missing = client.post("/webhooks/github", data=body, headers=headers)
-    assert missing.status_code == 401 and "missing" in missing.json["error"]
+    assert missing.status_code == 401 and "missing" in js(missing)["error"]
     assert queued_messages(settings) == []
 
 
@@ -119,7 +124,7 @@ def test_wrong_or_missing_signature_is_401_and_queues_nothing(client: FlaskClien
 def test_signed_body_that_is_not_a_json_object_is_400(client: FlaskClient, settings: Settings, body: bytes,
                                                       reason: str) -> None:
     resp = post_github(client, "", "pull_request", body=body)
-    assert resp.status_code == 400 and reason in resp.json["error"]
+    assert resp.status_code == 400 and reason in js(resp)["error"]
     assert queued_messages(settings) == []
 
 
@@ -127,10 +132,10 @@ def test_missing_event_or_delivery_is_400(client: FlaskClient) -> None:
     body = fixture_bytes("ping.json")
     no_event = client.post("/webhooks/github", data=body, headers={"X-Hub-Signature-256": sign(body),
                                                                    "X-GitHub-Delivery": "d-x"})
-    assert no_event.status_code == 400 and "X-GitHub-Event" in no_event.json["error"]
+    assert no_event.status_code == 400 and "X-GitHub-Event" in js(no_event)["error"]
     no_delivery = client.post("/webhooks/github", data=body, headers={"X-Hub-Signature-256": sign(body),
                                                                       "X-GitHub-Event": "ping"})
-    assert no_delivery.status_code == 400 and "X-GitHub-Delivery" in no_delivery.json["error"]
+    assert no_delivery.status_code == 400 and "X-GitHub-Delivery" in js(no_delivery)["error"]
 
 
 def test_duplicate_delivery_is_acknowledged_once_also_after_a_restart(settings: Settings) -> None:
@@ -138,10 +143,10 @@ def test_duplicate_delivery_is_acknowledged_once_also_after_a_restart(settings: 
     first_app = create_app(settings, configure_logging=False).test_client()
     assert post_github(first_app, "pull_request.opened.json", "pull_request", delivery).status_code == 202
     again = post_github(first_app, "pull_request.opened.json", "pull_request", delivery)
-    assert again.status_code == 200 and again.json["status"] == "duplicate"
+    assert again.status_code == 200 and js(again)["status"] == "duplicate"
     restarted = create_app(settings, configure_logging=False).test_client()     # same SQLite file
     after = post_github(restarted, "pull_request.opened.json", "pull_request", delivery)
-    assert after.status_code == 200 and after.json["status"] == "duplicate"
+    assert after.status_code == 200 and js(after)["status"] == "duplicate"
     assert len(queued_messages(settings)) == 1
     other = post_github(restarted, "pull_request.opened.json", "pull_request")   # a new delivery id
     assert other.status_code == 202
@@ -161,7 +166,7 @@ def test_huge_body_is_refused(tmp_path: Path) -> None:
     client = create_app(make_settings(tmp_path, max_github_body=4096), configure_logging=False).test_client()
     body = json.dumps({"x": "a" * 10000}).encode()
     resp = post_github(client, "", "push", body=body)
-    assert resp.status_code == 413 and "larger than 4096" in resp.json["error"]
+    assert resp.status_code == 413 and "larger than 4096" in js(resp)["error"]
 
 
 def test_queue_down_refuses_the_delivery_so_a_redelivery_works(tmp_path: Path) -> None:
@@ -172,10 +177,10 @@ def test_queue_down_refuses_the_delivery_so_a_redelivery_works(tmp_path: Path) -
     queue = Queue(settings)
     queue.huey.storage.sql("DROP TABLE task", commit=True)        # the queue's table is gone
     resp = post_github(client, "ping.json", "ping", "d-down")
-    assert resp.status_code == 503 and "queue unavailable" in resp.json["error"]
+    assert resp.status_code == 503 and "queue unavailable" in js(resp)["error"]
     assert queue.store.get("delivery:d-down") is None, "not remembered: GitHub's redelivery is processed"
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and "queue" in ready.json["failed"]
+    assert ready.status_code == 503 and "queue" in js(ready)["failed"]
     assert db.exists()
 
 
@@ -186,7 +191,7 @@ def test_readyz_names_an_unreachable_redis(tmp_path: Path) -> None:
     client = create_app(settings, configure_logging=False).test_client()
     resp = client.get("/readyz")
     assert resp.status_code == 503
-    assert set(resp.json["failed"]) == {"store", "queue"}
+    assert set(js(resp)["failed"]) == {"store", "queue"}
     assert client.get("/healthz").status_code == 200
     assert post_github(client, "ping.json", "ping").status_code == 503
 
@@ -212,8 +217,8 @@ def test_registry_sample_is_queued(client: FlaskClient, settings: Settings, prov
     assert resp.status_code == 202, resp.json
     [message] = queued_messages(settings)
     assert message["kind"] == "registry_push"
-    assert message["payload"] == {"provider": provider, "images": resp.json["images"], "repo": None}
-    assert len(resp.json["images"]) == 1 and ":" in resp.json["images"][0]["image"]
+    assert message["payload"] == {"provider": provider, "images": js(resp)["images"], "repo": None}
+    assert len(js(resp)["images"]) == 1 and ":" in js(resp)["images"][0]["image"]
 
 
 def test_generic_endpoint_with_bearer_token_and_repo_narrowing(client: FlaskClient, settings: Settings) -> None:
@@ -222,7 +227,7 @@ def test_generic_endpoint_with_bearer_token_and_repo_narrowing(client: FlaskClie
                        json={"image": "ghcr.io/acme/app:1.4.0", "digest": digest},
                        headers={"Authorization": f"Bearer {REGISTRY_TOKEN}"})
     assert resp.status_code == 202
-    assert resp.json["images"] == [{"image": "ghcr.io/acme/app:1.4.0", "digest": digest}]
+    assert js(resp)["images"] == [{"image": "ghcr.io/acme/app:1.4.0", "digest": digest}]
     [message] = queued_messages(settings)
     assert message["payload"] == {"provider": "generic", "images": [{"image": "ghcr.io/acme/app:1.4.0",
                                                                      "digest": digest}], "repo": "acme/gitops"}
@@ -240,7 +245,7 @@ def test_generic_endpoint_with_bearer_token_and_repo_narrowing(client: FlaskClie
 def test_registry_refusals(client: FlaskClient, settings: Settings, url: str, headers: dict[str, str],
                            status: int) -> None:
     resp = client.post(url, json={"image": "ghcr.io/acme/app:1"}, headers=headers)
-    assert resp.status_code == status and resp.json["error"]
+    assert resp.status_code == status and js(resp)["error"]
     assert queued_messages(settings) == []
 
 
@@ -255,15 +260,15 @@ def test_registry_refusals(client: FlaskClient, settings: Settings, url: str, he
 def test_unreadable_registry_payload_is_400_with_a_reason(client: FlaskClient, settings: Settings, body: bytes,
                                                           reason: str) -> None:
     resp = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}", data=body)
-    assert resp.status_code == 400 and reason in resp.json["error"]
-    assert "\n" not in resp.json["error"]
+    assert resp.status_code == 400 and reason in js(resp)["error"]
+    assert "\n" not in js(resp)["error"]
     assert queued_messages(settings) == []
 
 
 def test_registry_bad_narrowing_and_huge_body(client: FlaskClient) -> None:
     bad = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}&repo=../../etc",
                       json={"image": "ghcr.io/acme/app:1"})
-    assert bad.status_code == 400 and "owner/name" in bad.json["error"]
+    assert bad.status_code == 400 and "owner/name" in js(bad)["error"]
     huge = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}",
                        data=b'{"image": "' + b"a" * 2_000_000 + b'"}')
     assert huge.status_code == 413
@@ -273,14 +278,14 @@ def test_registry_non_push_is_acknowledged_not_queued(client: FlaskClient, setti
     payload = json.loads((REGISTRY_FIXTURES / "azure-acr.push.json").read_text())
     payload["action"] = "delete"
     resp = client.post(f"/webhooks/registry/azure?token={REGISTRY_TOKEN}", json=payload)
-    assert resp.status_code == 200 and resp.json["status"] == "ignored" and "delete" in resp.json["reason"]
+    assert resp.status_code == 200 and js(resp)["status"] == "ignored" and "delete" in js(resp)["reason"]
     assert queued_messages(settings) == []
 
 
 def test_registry_endpoints_are_off_without_a_token(tmp_path: Path) -> None:
     client = create_app(make_settings(tmp_path, registry_token=None), configure_logging=False).test_client()
     resp = client.post("/webhooks/registry/generic?token=", json={"image": "ghcr.io/acme/app:1"})
-    assert resp.status_code == 403 and "PRBOT_REGISTRY_TOKEN" in resp.json["error"]
+    assert resp.status_code == 403 and "PRBOT_REGISTRY_TOKEN" in js(resp)["error"]
 
 
 # -- health, metrics and the whole path to a handler ------------------------------------------------------
@@ -288,7 +293,7 @@ def test_registry_endpoints_are_off_without_a_token(tmp_path: Path) -> None:
 def test_health_and_metrics(client: FlaskClient) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json["queue"] == "sqlite"
+    assert ready.status_code == 200 and js(ready)["queue"] == "sqlite"
     post_github(client, "ping.json", "ping")
     from prbot.service.metrics import record_github_response
 

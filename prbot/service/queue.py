@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey
-from huey.api import Huey
+from huey import RedisHuey, SqliteHuey  # type: ignore[import-untyped]
+from huey.api import Huey  # type: ignore[import-untyped]
 
 from prbot.service.jobs import Job
 from prbot.service.settings import Settings

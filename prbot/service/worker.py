@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Any
 
-from huey.consumer import Consumer
+from huey.consumer import Consumer  # type: ignore[import-untyped]
 
 from prbot.errors import PrbotError
 from prbot.ports import TransientError
