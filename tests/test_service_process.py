@@ -215,6 +215,33 @@ def test_github_action_posts_to_the_generic_endpoint(tmp_path: Path) -> None:
         invalid = run_action(image="ghcr.io/Acme/app:1", url=base, token=REGISTRY_TOKEN)
         assert invalid.returncode != 0 and "uppercase" in invalid.stdout + invalid.stderr
 
+        # the README's GitLab CI and Jenkins one-liners, run as those CIs would run them
+        gitlab, jenkins = readme_one_liners()
+        ci_env = {**os.environ, "PRBOT_URL": base, "PRBOT_REGISTRY_TOKEN": REGISTRY_TOKEN,
+                  "CI_REGISTRY_IMAGE": "registry.gitlab.com/acme/app", "CI_COMMIT_SHORT_SHA": "3f9c2e1"}
+        out = subprocess.run(["bash", "-c", gitlab], env=ci_env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["images"] == [{"image": "registry.gitlab.com/acme/app:3f9c2e1", "digest": None}]
+        sha = "0123456789abcdef0123456789abcdef01234567"
+        ci_env = {**os.environ, "PRBOT_URL": base, "PRBOT_TOKEN": REGISTRY_TOKEN, "GIT_COMMIT": sha}
+        out = subprocess.run(["bash", "-c", jenkins], env=ci_env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["images"][0]["image"] == f"registry.example.com/acme/app:{sha}"
+
+
+def readme_one_liners() -> tuple[str, str]:
+    """The shell commands of the README's GitLab CI (YAML) and Jenkins (Groovy) examples."""
+    import re
+
+    readme = (PROJECT / "README.md").read_text()
+    yaml_block = readme[readme.index("GitLab CI ("):].split("```yaml\n", 1)[1].split("```", 1)[0]
+    gitlab = next(line for line in yaml.safe_load(yaml_block)["script"] if line.startswith("curl"))
+    groovy = readme[readme.index("Jenkins ("):].split("```groovy\n", 1)[1].split("```", 1)[0]
+    match = re.search(r"sh '(.*)'", groovy)
+    assert match, "no sh '…' step in the Jenkins example"
+    jenkins = match.group(1).replace("\\\\", "\\")       # Groovy single-quoted string: \\ is one \
+    return gitlab, jenkins
+
 
 def test_app_manifest_matches_the_spec() -> None:
     manifest = yaml.safe_load((PROJECT / "app.yml").read_text())
