@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--repo", default=".", type=Path)
 
     sub.add_parser("demo", help="run the whole flow on a generated sample repository")
+
+    sv = sub.add_parser("serve", help="the GitHub App's web service, with one in-process queue worker")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: $PORT, else 8080)")
+
+    wk = sub.add_parser("worker", help="run queued jobs (beside `gunicorn 'prbot.service:create_app()'`)")
+    wk.add_argument("--threads", type=int, default=1, help="jobs run at once in this process (default: 1)")
+    wk.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     return p
 
 
@@ -138,8 +146,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prbot.service.logs import add_secret, setup_logging
+    from prbot.service.server import serve
+    from prbot.service.settings import Settings
+
+    settings = Settings.from_env().require("serve")
+    port = args.port if args.port is not None else _port_from_env()
+    for secret in settings.secrets():
+        add_secret(secret)
+    setup_logging()
+    serve(settings, args.host, port)
+    return EXIT_OK
+
+
+def _port_from_env() -> int:
+    text = os.environ.get("PORT", "8080")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise PrbotError(f"PORT={text[:20]!r} is not a port number")
+    return int(text)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from prbot.service.logs import add_secret, setup_logging
+    from prbot.service.settings import Settings
+
+    settings = Settings.from_env().require("worker")
+    if args.threads < 1:
+        raise PrbotError("--threads must be at least 1")
+    for secret in settings.secrets():
+        add_secret(secret)
+    setup_logging()
+    import prbot.service.handlers  # noqa: F401  (registers the job handlers)
+    from prbot.service.worker import Worker
+
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    Worker(settings, threads=args.threads).run()
+    return EXIT_OK
+
+
 COMMANDS = {"bump": cmd_bump, "plan": cmd_plan, "promote": cmd_promote,
-            "check-config": cmd_check_config, "demo": cmd_demo}
+            "check-config": cmd_check_config, "demo": cmd_demo, "serve": cmd_serve, "worker": cmd_worker}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,109 @@
+"""The Flask app: verify, enqueue, answer.  No GitHub call, no plan, no routing here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from prbot.service import metrics
+from prbot.service.jobs import Job
+from prbot.service.logs import add_secret, setup_logging
+from prbot.service.queue import Queue
+from prbot.service.settings import Settings
+
+log = logging.getLogger("prbot.web")
+EXTENSION = "prbot"
+
+
+class Service:
+    """What the views share: settings and the queue (with its store)."""
+
+    def __init__(self, settings: Settings, queue: Queue) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.store = queue.store
+        self.started = time.time()
+
+    def enqueue(self, job: Job) -> str:
+        return self.queue.enqueue(job)
+
+
+def service() -> Service:
+    from flask import current_app
+
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None, *, queue: Queue | None = None, configure_logging: bool = True,
+               **overrides: Any) -> Flask:
+    """The web app.  `settings` default to the environment; `overrides` replace single fields
+    (``create_app(github_webhook_secret=Secret("…"), queue_url="sqlite:///…")``).  Raises
+    `SettingsError` when GITHUB_WEBHOOK_SECRET is missing or a setting is invalid."""
+    settings = settings or Settings.from_env()
+    if overrides:
+        settings = settings.with_overrides(**overrides)
+    settings.require("web")
+    for secret in settings.secrets():
+        add_secret(secret)
+    if configure_logging:
+        setup_logging()
+
+    app = Flask("prbot")
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_github_body, settings.max_registry_body)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = Service(settings, queue or Queue(settings))
+
+    from prbot.service.webhooks import github_blueprint, registry_blueprint
+
+    app.register_blueprint(github_blueprint)
+    app.register_blueprint(registry_blueprint)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        svc = service()
+        failed = {}
+        for name, check in (("store", svc.store.ping), ("queue", svc.queue.huey.pending_count)):
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - readiness reports what is down, it never raises
+                failed[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if failed:
+            log.warning("not ready", extra={"failed": failed})
+            return jsonify(status="unavailable", failed=failed), 503
+        return jsonify(status="ready", queue=svc.settings.queue_backend), 200
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        metrics.WEBHOOKS.labels(event=_event_label(), outcome="too_large").inc()
+        limit = request.max_content_length
+        return jsonify(error=f"request body larger than {limit} bytes"), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=exc.description or exc.name), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> tuple[Response, int]:
+        log.exception("request failed", extra={"path": request.path})
+        return jsonify(error="internal error (see the server log)"), 500
+
+    return app
+
+
+def _event_label() -> str:
+    if request.path.startswith("/webhooks/registry/"):
+        return "registry/" + request.path.rsplit("/", 1)[-1][:32]
+    return request.headers.get("X-GitHub-Event", "unknown")[:64]
