@@ -407,6 +407,30 @@ def best_push(pushes: Sequence[Push], policy: str) -> Push | None:
     return best
 
 
+def bump_pending(repo: Repo, repository: str) -> BumpOutcome | None:
+    """Bump to the best push recorded for `repository` (see `record_push`), then forget every push
+    it makes obsolete.  Pushes are forgotten only after the bump went through, so a job that fails
+    half-way and runs again sees them all again."""
+    pending = take_pushes(repo.store, repo.name, repository)
+    if not pending:
+        return None
+    repo.workspace.fetch(repo.default_ref())
+    config = default_config(repo)
+    policy = next((r.policy for r in (config.images if config else ()) if _same(r.repository, repository)), "pushed")
+    best = best_push([p for _, p in pending], policy)
+    assert best is not None
+    outcome = bump_pull_request(repo, best)
+    for key, _ in pending:
+        repo.store.delete(key)
+    return outcome
+
+
+def _same(a: str, b: str) -> bool:
+    from prbot.images import same_repository
+
+    return same_repository(a, b)
+
+
 def _bump_record_key(repo: str, branch: str) -> str:
     return f"bump:{repo}:{branch}"
 

@@ -1,18 +1,307 @@
 """Job kind → flow: the handlers `prbot serve` and `prbot worker` run.
 
-Register each with `prbot.service.jobs.register` (importing this module is what fills the
-process-wide registry; the worker imports it before it starts)::
+The web layer enqueues two kinds, which route cheaply and enqueue the real work:
+- ``github_event``: payload ``{"event": X-GitHub-Event, "delivery": id, "body": <parsed payload>}``;
+- ``registry_push``: payload ``{"provider", "images": [{"image", "digest", "source"?}], "repo"}``.
 
-    @register("github_event")
-    def github_event(rt: Runtime, job: Job) -> None: ...
+The real work, one repository at a time (`Job.repo`):
+- ``plan``: the plan comment and check run of a PR (superseded per PR: only the newest runs);
+- ``bump``: the bump PR of (repository, image repository) from the pushes recorded for it;
+- ``command``: the slash commands of one comment;
+- ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`).
 
-Kinds the web layer enqueues:
-- ``github_event``: payload ``{"event": X-GitHub-Event, "delivery": id, "body": <parsed payload>}``,
-  ``repo`` = the repository's full name when the payload has one.
-- ``registry_push``: payload ``{"provider", "images": [{"image": "<ref with tag>", "digest": …|None}],
-  "repo": "owner/name"|None}`` (``repo``: the ``?repo=`` narrowing).
+This is the only place where adapters (GitHub, the mirror, clusters) meet the flows.
 """
 
 from __future__ import annotations
 
-from prbot.service.jobs import register  # noqa: F401  (used by the handlers below)
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prbot import flows
+from prbot.config import CONFIG_FILE, Config
+from prbot.errors import PrbotError
+from prbot.images import parse_image
+from prbot.ports import NotFound
+from prbot.registries.github_packages import parse_package_event
+from prbot.repoindex import RepoIndex
+from prbot.service.jobs import Job, Runtime, register
+
+log = logging.getLogger("prbot.handlers")
+
+PLAN_ACTIONS = flows.PLAN_ACTIONS
+INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+
+# --------------------------------------------------------------------------------------------
+# Adapters, built once per worker process
+# --------------------------------------------------------------------------------------------
+
+def github_app(rt: Runtime) -> Any:
+    def build(rt: Runtime) -> Any:
+        from prbot.github import GitHubApp
+
+        settings = rt.settings
+        if not settings.github_app_id or settings.github_private_key is None:
+            raise PrbotError("GITHUB_APP_ID and GITHUB_PRIVATE_KEY are needed to talk to GitHub")
+        return GitHubApp(settings.github_app_id, settings.github_private_key.reveal(),
+                         api_url=settings.github_api_url, on_response=rt.record_github_response)
+
+    return rt.service("github", build)
+
+
+def _dry_runner_factory(rt: Runtime) -> Any:
+    """config → DryRunner for `plan_pull_request`, or None when the server has no PRBOT_CLUSTERS."""
+    if rt.settings.clusters_file is None:
+        return None
+
+    def factory(config: Config) -> Any:
+        from prbot.cluster import load_clusters, make_dry_runner
+
+        clusters = rt.service("clusters", lambda rt: load_clusters(rt.settings.clusters_file))
+        return make_dry_runner(config, clusters)
+
+    return factory
+
+
+def repo_context(rt: Runtime, installation_id: int, full_name: str) -> flows.Repo:
+    """The forge, mirror and store of one repository, as the flows want them."""
+    from prbot.workspace import Mirror
+
+    app = github_app(rt)
+    forge = app.forge(installation_id, full_name)
+    mirror = Mirror(rt.data_dir / "mirrors", full_name, forge.clone_url, token=forge.git_token)
+    bot = getattr(app, "bot_login", None)
+    return flows.Repo(forge=forge, workspace=mirror, store=rt.store, installation_id=installation_id,
+                      bot_login=bot() if callable(bot) else None, render_cache=rt.data_dir / "render-cache",
+                      dry_runner=_dry_runner_factory(rt))
+
+
+# --------------------------------------------------------------------------------------------
+# Routing GitHub events
+# --------------------------------------------------------------------------------------------
+
+def _obj(value: object) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (payloads are untrusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _installation(body: Mapping[str, Any]) -> int | None:
+    inst = body.get("installation")
+    ident = inst.get("id") if isinstance(inst, dict) else None
+    return ident if isinstance(ident, int) and not isinstance(ident, bool) else None
+
+
+def _repo_name(body: Mapping[str, Any]) -> str | None:
+    repo = body.get("repository")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _sender_is_bot(body: Mapping[str, Any]) -> bool:
+    sender = body.get("sender")
+    return isinstance(sender, dict) and sender.get("type") == "Bot"
+
+
+@register("github_event")
+def github_event(rt: Runtime, job: Job) -> None:
+    """Turn one GitHub event into the jobs it calls for (no GitHub call here)."""
+    event = str(job.payload.get("event", ""))
+    body = job.payload.get("body")
+    if not isinstance(body, dict):
+        raise PrbotError("github_event job without a body")
+    delivery = job.delivery
+    installation = _installation(body)
+    repo = _repo_name(body)
+    action = body.get("action")
+    if event in INSTALLATION_EVENTS:
+        if installation is not None:
+            rt.enqueue(Job("index_installation", {"installation": installation, "event": event, "action": action,
+                                                  "body": _installation_body(body)}, delivery=delivery))
+        return
+    if event in ("package", "registry_package"):
+        records = parse_package_event(event, body)
+        if records:
+            source = _obj(body.get("repository")).get("html_url")
+            images = [{**r.as_dict(), "source": source} for r in records]
+            rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None}, delivery=delivery))
+        return
+    if installation is None or repo is None:
+        log.info("event %s/%s ignored: no installation or repository", event, action)
+        return
+    if event == "pull_request":
+        pr = _obj(body.get("pull_request"))
+        number = pr.get("number") or body.get("number")
+        if not isinstance(number, int):
+            return
+        if action in PLAN_ACTIONS and not pr.get("draft"):
+            _enqueue_plan(rt, installation, repo, number, delivery, with_cluster=None)
+        return
+    if event == "issue_comment":
+        if action != "created" or _sender_is_bot(body):       # edited comments are not re-run (SPEC §6)
+            return
+        issue = _obj(body.get("issue"))
+        comment = _obj(body.get("comment"))
+        text = comment.get("body") if isinstance(comment.get("body"), str) else ""
+        user = _obj(comment.get("user")).get("login")
+        if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
+                or not isinstance(user, str):
+            return
+        if "pull_request" not in issue:
+            log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
+            return
+        rt.enqueue(Job("command", {"installation": installation, "number": issue["number"], "user": user,
+                                   "comment_id": comment.get("id"), "body": text[:20_000]},
+                       repo=repo, delivery=delivery, pr=issue["number"]))
+        return
+    if event == "push":
+        default = _obj(body.get("repository")).get("default_branch")
+        if body.get("ref") == f"refs/heads/{default}" and _touches_config(body):
+            rt.enqueue(Job("index_repo", {"installation": installation}, repo=repo, delivery=delivery))
+        return
+    if event == "check_run":
+        run = _obj(body.get("check_run"))
+        if action == "rerequested" and run.get("name") == flows.CHECK_NAME:
+            for pr in run.get("pull_requests") or []:
+                if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+                    _enqueue_plan(rt, installation, repo, pr["number"], delivery, with_cluster=None)
+        return
+    log.debug("event %s/%s: nothing to do", event, action)
+
+
+def _installation_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What index_installation needs of an installation event: the repositories added / removed."""
+    def names(key: str) -> list[str]:
+        return [r["full_name"] for r in body.get(key) or [] if isinstance(r, dict) and isinstance(r.get("full_name"),
+                                                                                                    str)]
+    return {"added": names("repositories_added"), "removed": names("repositories_removed")}
+
+
+def _touches_config(body: Mapping[str, Any]) -> bool:
+    commits = body.get("commits")
+    if not isinstance(commits, list) or not commits or len(commits) >= 20:   # GitHub lists at most 20
+        return True
+    for commit in commits:
+        if not isinstance(commit, dict):
+            return True
+        for key in ("added", "modified", "removed"):
+            if CONFIG_FILE in (commit.get(key) or []):
+                return True
+    return False
+
+
+def _enqueue_plan(rt: Runtime, installation: int, repo: str, number: int, delivery: str | None, *,
+                  with_cluster: bool | None) -> None:
+    rt.enqueue(Job("plan", {"installation": installation, "number": number, "with_cluster": with_cluster},
+                   repo=repo, supersede=f"plan:{repo}#{number}", delivery=delivery, pr=number))
+
+
+# --------------------------------------------------------------------------------------------
+# The work
+# --------------------------------------------------------------------------------------------
+
+def _int(payload: Mapping[str, Any], key: str) -> int:
+    value = payload.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PrbotError(f"job payload: {key} is not a number")
+    return value
+
+
+@register("plan")
+def plan(rt: Runtime, job: Job) -> None:
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    with_cluster = job.payload.get("with_cluster")
+    flows.plan_pull_request(repo, _int(job.payload, "number"),
+                            with_cluster=with_cluster if isinstance(with_cluster, bool) else None)
+
+
+@register("command")
+def command(rt: Runtime, job: Job) -> None:
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    flows.run_commands(repo, number=_int(job.payload, "number"), comment_id=_int(job.payload, "comment_id"),
+                       user=str(job.payload.get("user")), body=str(job.payload.get("body", "")))
+
+
+@register("registry_push")
+def registry_push(rt: Runtime, job: Job) -> None:
+    """Route each pushed image to the repositories whose `.prbot.yml` lists it; record the push and
+    queue one bump job per (repository, image repository)."""
+    index = RepoIndex(rt.store)
+    if index.empty():
+        _index_everything(rt)
+    narrow = job.payload.get("repo") if isinstance(job.payload.get("repo"), str) else None
+    for item in job.payload.get("images") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            continue
+        digest = item.get("digest")
+        ref = parse_image(item["image"] + (f"@{digest}" if isinstance(digest, str) and digest else ""))
+        source = item.get("source") if isinstance(item.get("source"), str) else None
+        routes = index.routes(ref, narrow)
+        if not routes:
+            log.info("push of %s matches no installed repository", ref)
+        for route in routes:
+            if not route.decision.accepted:
+                log.info("push of %s ignored for %s: %s", ref, route.entry.repo, route.decision.reason)
+                continue
+            seq = rt.store.incr(f"pushseq:{route.entry.repo}")
+            flows.record_push(rt.store, route.entry.repo, flows.Push(ref, source, at=float(seq)))
+            rt.enqueue(Job("bump", {"installation": route.entry.installation_id, "repository": ref.repository},
+                           repo=route.entry.repo, supersede=f"bump:{route.entry.repo}:{ref.repository}",
+                           delivery=job.delivery))
+
+
+@register("bump")
+def bump(rt: Runtime, job: Job) -> None:
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    flows.bump_pending(repo, str(job.payload.get("repository", "")))
+
+
+@register("index_repo")
+def index_repo(rt: Runtime, job: Job) -> None:
+    assert job.repo is not None
+    _index_one(rt, _int(job.payload, "installation"), job.repo)
+
+
+@register("index_installation")
+def index_installation(rt: Runtime, job: Job) -> None:
+    installation = _int(job.payload, "installation")
+    index = RepoIndex(rt.store)
+    body = _obj(job.payload.get("body"))
+    if job.payload.get("event") == "installation" and job.payload.get("action") in ("deleted", "suspend"):
+        gone = index.remove_installation(installation)
+        log.info("installation %d gone: %d repositories left the index", installation, len(gone))
+        return
+    for name in body.get("removed") or []:
+        index.remove(str(name))
+    for repo in github_app(rt).repositories(installation):
+        rt.enqueue(Job("index_repo", {"installation": installation}, repo=repo.full_name, delivery=job.delivery))
+
+
+def _index_one(rt: Runtime, installation: int, full_name: str) -> None:
+    index = RepoIndex(rt.store)
+    try:
+        repo = repo_context(rt, installation, full_name)
+    except NotFound:
+        index.remove(full_name)
+        return
+    repo.workspace.fetch(repo.default_ref())
+    data = repo.workspace.read_file(repo.default_ref(), CONFIG_FILE)
+    text = data.decode("utf-8", "replace") if data is not None else None
+    entry = index.update(full_name, installation, default_branch=repo.forge.default_branch,
+                         clone_url=repo.forge.clone_url, config_text=text)
+    log.info("indexed %s: %s", full_name, entry.error or (f"{len(entry.images)} image(s)" if text else "no config"))
+
+
+def _index_everything(rt: Runtime) -> None:
+    """First push after a fresh start: index every repository of every installation, inline."""
+    app = github_app(rt)
+    started = time.monotonic()
+    for installation in app.installation_ids():
+        for repo in app.repositories(installation):
+            _index_one(rt, installation, repo.full_name)
+    log.info("indexed every installation in %.1fs", time.monotonic() - started)
