@@ -1,0 +1,220 @@
+"""A registry push → the image-bump PR (SPEC §7): one PR per (environment, image repository),
+rewritten in place by newer pushes (as Renovate does), never downgraded under `policy: semver`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prbot.branches import bump_branch
+from prbot.config import CONFIG_FILE, Config
+from prbot.edit import bump as edit_bump
+from prbot.errors import PrbotError
+from prbot.flows.context import Repo, default_config
+from prbot.images import ImageRef, is_newer
+from prbot.ports import (
+    ForgeError,
+    PullRequest,
+    Store,
+    Workspace,
+)
+from prbot.pushes import decide
+from prbot.report.markdown import code, md
+from prbot.report.texts import text
+
+log = logging.getLogger("prbot.flows")
+
+LABELS = ("prbot", "bump")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry push → bump PR
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Push:
+    """One image push as a registry reported it."""
+
+    image: ImageRef                 # with tag (and digest when the registry gave one)
+    source: str | None = None       # a commit URL when the pushing CI gave its repository
+    at: float = 0.0
+
+
+@dataclass
+class BumpOutcome:
+    status: str                     # "opened" | "updated" | "unchanged" | "ignored"
+    reason: str = ""
+    pull: PullRequest | None = None
+    writes: int = 0
+
+
+def _push_key(repo: str, repository: str) -> str:
+    return f"push:{repo}:{repository}:"
+
+
+def record_push(store: Store, repo: str, push: Push) -> bool:
+    """Remember a push for `repo`'s next bump job; False when this tag was recorded already (the
+    several events of one multi-arch push, or a redelivery)."""
+    image = push.image
+    value = json.dumps({"image": str(image), "source": push.source, "at": push.at})
+    return store.put_if_absent(_push_key(repo, image.repository) + (image.tag or image.digest or ""), value)
+
+
+def take_pushes(store: Store, repo: str, repository: str) -> list[tuple[str, Push]]:
+    """Every push recorded for (repo, repository) not yet bumped, oldest first, with its key."""
+    from prbot.images import parse_image
+
+    out: list[tuple[str, Push]] = []
+    for key, raw in store.items(_push_key(repo, repository)):
+        try:
+            data = json.loads(raw)
+            out.append((key, Push(parse_image(data["image"]), data.get("source"), float(data.get("at", 0)))))
+        except (ValueError, KeyError, TypeError, PrbotError):
+            store.delete(key)
+    return sorted(out, key=lambda kp: kp[1].at)
+
+
+def best_push(pushes: Sequence[Push], policy: str) -> Push | None:
+    """The push a bump PR should carry: the latest pushed, or under `semver` the highest version."""
+    if not pushes:
+        return None
+    if policy != "semver":
+        return pushes[-1]
+    best = pushes[0]
+    for p in pushes[1:]:
+        if is_newer(p.image.tag or "", best.image.tag or "") is True:
+            best = p
+    return best
+
+
+def bump_pending(repo: Repo, repository: str) -> BumpOutcome | None:
+    """Bump to the best push recorded for `repository` (see `record_push`), then forget every push
+    it makes obsolete.  Pushes are forgotten only after the bump went through, so a job that fails
+    half-way and runs again sees them all again."""
+    pending = take_pushes(repo.store, repo.name, repository)
+    if not pending:
+        return None
+    repo.workspace.fetch(repo.default_ref())
+    config = default_config(repo)
+    policy = next((r.policy for r in (config.images if config else ()) if _same(r.repository, repository)), "pushed")
+    best = best_push([p for _, p in pending], policy)
+    assert best is not None
+    outcome = bump_pull_request(repo, best)
+    for key, _ in pending:
+        repo.store.delete(key)
+    return outcome
+
+
+def _same(a: str, b: str) -> bool:
+    from prbot.images import same_repository
+
+    return same_repository(a, b)
+
+
+def _bump_record_key(repo: str, branch: str) -> str:
+    return f"bump:{repo}:{branch}"
+
+
+def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
+    """Open — or update — the ONE bump PR of (environment, image repository) for `push`.
+
+    The branch `prbot/bump/<env>/<repository-slug>` is rewritten as one fresh commit on the default
+    branch; the PR's title and body follow.  Under `policy: semver` a lower version than the open
+    PR's or the default branch's never replaces it.  API writes: create + labels (+ auto-merge) for
+    a new PR, one update for an existing one, none when nothing changed.
+    """
+    forge, ws = repo.forge, repo.workspace
+    ws.fetch(repo.default_ref())
+    config = default_config(repo)
+    if config is None:
+        return BumpOutcome("ignored", f"{repo.name} has no {CONFIG_FILE} on {forge.default_branch}")
+    decision = decide(config, push.image)
+    if not decision.accepted or decision.env is None or decision.rule is None:
+        return BumpOutcome("ignored", decision.reason)
+    env, rule, image = decision.env, decision.rule, decision.image
+    branch = bump_branch(env, image.repository)
+    ws.fetch(f"refs/heads/{branch}")
+    existing = forge.find_pull(branch, state="open")
+    record = _read_json(repo.store.get(_bump_record_key(repo.name, branch)))
+    if (existing is not None and record and record.get("pr") == existing.number and rule.policy == "semver"
+            and is_newer(str(record.get("tag")), image.tag or "") is True):
+        return BumpOutcome("ignored", f"tag {image.tag} is not a higher version than {record.get('tag')}, which "
+                                      f"PR #{existing.number} carries (policy: semver)", existing)
+    base_sha = ws.resolve(repo.default_ref())
+    if base_sha is None:
+        raise ForgeError(f"{repo.name}: default branch {forge.default_branch} not found")
+    with ws.checkout(base_sha) as root:
+        result = edit_bump(root, config, str(image), env)
+        if result.errors:
+            raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
+        if not result.matched:
+            return BumpOutcome("ignored", f"no target of {env} uses {image.repository}")
+        if rule.policy == "semver":
+            for e in result.edits:
+                old_tag = e.old.split("@", 1)[0]
+                if old_tag and is_newer(old_tag, image.tag or "") is True:
+                    return BumpOutcome("ignored", f"tag {image.tag} is not a higher version than {old_tag}, which "
+                                                  f"{env} runs (policy: semver)")
+        files = {e.path: (root / e.path).read_bytes() for e in result.edits}
+    if not files:
+        return BumpOutcome("unchanged", f"{env} already runs {image.version}", existing)
+    title = text("bump_title", repository=image.repository, version=image.version, env=env)
+    commit = ws.commit(parent=base_sha, files=files, message=text("bump_commit", repository=image.repository,
+                                                                 version=image.version, env=env))
+    body = _bump_body(config, env, image, result.edits, push)
+    writes = 0
+    tip = ws.resolve(f"refs/heads/{branch}")
+    if tip is None or not _same_tree(ws, tip, commit) or ws.resolve(f"{tip}^") != base_sha:
+        ws.push(branch, commit, force=True)
+    if existing is not None:
+        if existing.title != title or existing.body != body:
+            forge.update_pull(existing.number, title=title, body=body)
+            writes += 1
+        pull, status = existing, "updated"
+    else:
+        pull = forge.create_pull(title=title, body=body, head=branch, base=forge.default_branch)
+        forge.add_labels(pull.number, [*LABELS, f"env:{env}"])
+        writes += 2
+        status = "opened"
+        if config.env(env).auto_merge:
+            writes += 1
+            if not forge.enable_auto_merge(pull):
+                repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
+    repo.store.put(_bump_record_key(repo.name, branch),
+                   json.dumps({"tag": image.tag, "version": image.version, "pr": pull.number, "sha": commit}))
+    log.info("%s bump PR %s#%d: %s → %s in %s", status, repo.name, pull.number, image.repository, image.version, env)
+    return BumpOutcome(status, pull=pull, writes=writes)
+
+
+def _same_tree(ws: Workspace, a: str, b: str) -> bool:
+    return ws.resolve(f"{a}^{{tree}}") == ws.resolve(f"{b}^{{tree}}")
+
+
+_SHA_TAG = re.compile(r"[0-9a-f]{7,40}")
+
+
+def _bump_body(config: Config, env: str, image: ImageRef, edits: Sequence[object], push: Push) -> str:
+    rows = "\n".join(text("bump_row", target=code(getattr(e, "target", "")), path=code(getattr(e, "path", "")),
+                          old=code(getattr(e, "old", "")), new=code(getattr(e, "new", ""))) for e in edits)
+    details = []
+    if image.digest:
+        details.append(text("bump_digest", digest=code(image.digest)))
+    if push.source and image.tag and _SHA_TAG.fullmatch(image.tag) and re.fullmatch(r"https://[^\s<>()]+", push.source):
+        details.append(text("bump_source", link=f"[{image.tag[:7]}]({push.source.rstrip('/')}/commit/{image.tag})"))
+    note = text("bump_auto_merge", env=env) if config.env(env).auto_merge else text("bump_manual_merge", env=env)
+    return text("bump_body", repository=code(image.repository), version=code(image.version), env=md(env),
+                rows=rows, details="".join(f"{d}\n" for d in details), merge_note=note)
+
+
+def _read_json(raw: str | None) -> dict[str, object] | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,60 @@
+"""The repository a flow works on (`Repo`: forge, mirror, store) and its configuration, always
+read from the default branch so that a pull request cannot loosen its own gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prbot.config import CONFIG_FILE, Config, ConfigError, load_config
+from prbot.plan import DryRunner
+from prbot.ports import (
+    Forge,
+    Store,
+    Workspace,
+)
+
+log = logging.getLogger("prbot.flows")
+
+
+@dataclass
+class Repo:
+    """Everything a flow needs about one repository."""
+
+    forge: Forge
+    workspace: Workspace
+    store: Store
+    installation_id: int = 0
+    bot_login: str | None = None                         # our own login ("prbot[bot]"), when known
+    render_cache: Path | None = None                     # the render pool's disk cache
+    dry_runner: Callable[[Config], DryRunner | None] | None = None   # None: no clusters configured
+    clock: Callable[[], float] = time.time
+
+    @property
+    def name(self) -> str:
+        return self.forge.full_name
+
+    def default_ref(self) -> str:
+        return f"refs/heads/{self.forge.default_branch}"
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration: always the default branch's (a PR cannot loosen its own gate)
+# --------------------------------------------------------------------------------------------
+
+def default_config(repo: Repo) -> Config | None:
+    """`.prbot.yml` of the default branch as fetched into the mirror; None when there is none.
+
+    Raises `ConfigError` when it is invalid.
+    """
+    data = repo.workspace.read_file(repo.default_ref(), CONFIG_FILE)
+    if data is None:
+        return None
+    try:
+        return load_config(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{CONFIG_FILE}: not UTF-8 text"]) from exc
