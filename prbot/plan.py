@@ -49,10 +49,12 @@ class DryRun:
     skipped: list[DryRunError] = field(default_factory=list)   # not sent to the cluster, and why (no failure)
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status,
-                "changes": [c.to_json() for c in self.changes],
-                "errors": [e.__dict__.copy() for e in self.errors],
-                "skipped": [e.__dict__.copy() for e in self.skipped]}
+        out: dict[str, Any] = {"status": self.status,
+                               "changes": [c.to_json() for c in self.changes],
+                               "errors": [e.__dict__.copy() for e in self.errors]}
+        if self.skipped:
+            out["skipped"] = [e.__dict__.copy() for e in self.skipped]
+        return out
 
 
 @dataclass

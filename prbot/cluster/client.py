@@ -476,12 +476,14 @@ def transport_reason(e: BaseException, timeout: tuple[float, float] | None = Non
     while isinstance(getattr(reason, "reason", None), BaseException):
         reason = reason.reason  # type: ignore[attr-defined]
     connect, read = timeout if timeout is not None else (None, None)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "cannot resolve the host name"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):    # a subclass of ConnectTimeoutError
+        return _clean(str(reason)) or "cannot connect"
     if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
         return f"connection timed out after {connect:g}s" if connect else "connection timed out"
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
         return f"no answer within {read:g}s (read timed out)" if read else "read timed out"
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return "cannot resolve the host name"
     if isinstance(reason, urllib3.exceptions.SSLError):
         return one_line("TLS error", _clean(str(reason)))
     if isinstance(reason, urllib3.exceptions.ProtocolError):

@@ -444,7 +444,7 @@ class DryRunner:
             with self._lock:
                 if target.env not in self.missing:
                     self.missing[target.env] = e
-                    log.warning("dry-run: %s", e)
+                    log.info("dry-run: %s", e)          # the caller reports it (the CLI exits 2 with it)
             return cluster_failure(str(e))
         except PrbotError as e:
             return cluster_failure(str(e))
