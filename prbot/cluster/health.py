@@ -189,7 +189,8 @@ def argocd_progress(app: Mapping[str, Any] | None, sha: str) -> Progress:
     message = _str(state.get("message"))
     ready, total, unhealthy = _argo_workloads(status)
     operation = app.get("operation")
-    result_revisions = _revisions(_map(state.get("syncResult")))
+    # the revision the last sync applied: its result's, else what Argo CD says it is synced to
+    result_revisions = _revisions(_map(state.get("syncResult"))) or _revisions(_map(status.get("sync")))
     if isinstance(operation, dict):
         if phase in ("Running", "Terminating") and operation_targets(state.get("operation"), sha):
             return Progress("syncing", f"Argo CD is syncing {short(sha)}" + (f": {message}" if message else ""),
