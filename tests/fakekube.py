@@ -171,7 +171,7 @@ class Script:
     outcome: str = "healthy"          # healthy | failed | degraded | stuck
     steps: int = 2
     message: str | None = None
-    workloads: tuple[str, ...] = ()   # Argo CD / Flux: Deployments the app holds (for counts)
+    workloads: tuple[str, ...] = ()   # Argo CD / Flux: Deployments ("name" or "namespace/name") it holds
 
     def __post_init__(self) -> None:
         if self.outcome not in ("healthy", "failed", "degraded", "stuck"):
@@ -564,7 +564,7 @@ class FakeKube:
         """`Kind namespace/name` of the runs not finished."""
         with self._lock:
             return [f"{r.kind} {r.key[2]}/{r.key[3]}" for r in self._state.runs.values()
-                    if not r.finished and (kind is None or r.kind == kind)]
+                    if (not r.finished or r.stuck) and (kind is None or r.kind == kind)]
 
     @property
     def requests(self) -> list[Recorded]:
@@ -714,15 +714,17 @@ class FakeKube:
         script = self._script_for("Application", key[2], key[3])
         sync = operation.get("sync") or {}
         revision = sync.get("revision") or next(iter(sync.get("revisions") or []), "")
-        workloads = script.workloads or (key[3],)
+        app = self._state.objects.get(key) or {}
+        destination = ((app.get("spec") or {}).get("destination") or {}).get("namespace") or key[2]
+        workloads = [w.rpartition("/")[::-2] for w in script.workloads or (key[3],)]     # (name, namespace)
         op = copy.deepcopy(operation)
 
         def resources(healthy: int, status: str = "Healthy", message: str = "") -> list[dict[str, Any]]:
-            return [{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": key[3], "name": name,
-                     "status": "Synced",
+            return [{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ns or destination,
+                     "name": name, "status": "Synced",
                      "health": {"status": "Healthy" if i < healthy else status,
                                 **({"message": message} if message and i >= healthy else {})}}
-                    for i, name in enumerate(workloads)]
+                    for i, (name, ns) in enumerate(workloads)]
 
         def running(obj: dict[str, Any]) -> None:
             status = obj.setdefault("status", {})
@@ -822,8 +824,10 @@ class FakeKube:
                 return
             if kind == "Kustomization":
                 status["lastAppliedRevision"] = revision
-                status["inventory"] = {"entries": [{"id": f"{obj['metadata'].get('namespace')}_{name}_apps_Deployment",
-                                                    "v": "v1"} for name in script.workloads]}
+                target_ns = (obj.get("spec") or {}).get("targetNamespace") or obj["metadata"].get("namespace")
+                entries = [w.rpartition("/")[::-2] for w in script.workloads]         # (name, namespace)
+                status["inventory"] = {"entries": [{"id": f"{ns or target_ns}_{name}_apps_Deployment", "v": "v1"}
+                                                   for name, ns in entries]}
                 message = f"Applied revision: {revision}"
             else:
                 chart = obj.get("spec", {}).get("chart", {}).get("spec", {}).get("version") or "1.0.0"

@@ -206,8 +206,18 @@ class Deployer:
             step = flux_sync(live, ticket.subject, ticket.token)
             if step.error:
                 return Progress("failed", step.error)
-            ticket.sources = [r.ref for r in step.requests if r.ref != ticket.subject]
-            _send(client, step.requests)
+            for request in step.requests:
+                if request.ref == ticket.subject:
+                    _send(client, [request])
+                    continue
+                try:
+                    _send(client, [request])
+                except ApiError as e:
+                    if e.status != 404:
+                        raise
+                    log.info("%s: not found, not annotated", request.ref)     # e.g. a HelmChart not made yet
+                    continue
+                ticket.sources.append(request.ref)
             ticket.requested = True
             return Progress("syncing", f"reconcile requested from Flux for {ticket.subject}")
         return self._apply(client, ticket, target, [dict(o) for o in objects])
@@ -301,8 +311,8 @@ class Deployer:
                 try:
                     result = client.apply(request.body, namespace=request.ref.namespace)
                 except NotServed:
-                    if (request.ref.group, request.ref.kind) in crds:
-                        waiting.append(request.body)      # its CRD is being established
+                    if pending or (request.ref.group, request.ref.kind) in crds:
+                        waiting.append(request.body)      # its CRD (applied with it) is being established
                     else:
                         failures.append(f'{request.ref}: no matches for kind "{request.ref.kind}" in version '
                                         f'"{request.ref.api_version}" (is its CRD installed?)')
