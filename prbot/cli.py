@@ -112,7 +112,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _load(args.repo, args.config)
     runner = None
     if not args.no_cluster:
-        from prbot.kube import clusters_from_env, make_dry_runner
+        from prbot.cluster.clusters import clusters_from_env
+        from prbot.cluster.dryrun import make_dry_runner
 
         clusters = clusters_from_env()
         runner = make_dry_runner(config, clusters) if clusters else None
@@ -121,6 +122,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         if runner is not None:
             runner.close()
+    if runner is not None and runner.missing:       # an environment's cluster is not in PRBOT_CLUSTERS
+        raise next(iter(runner.missing.values()))
     if args.format == "json":
         print(render_json(plan))
     else:

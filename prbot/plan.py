@@ -46,11 +46,15 @@ class DryRun:
     status: str                                       # "ok" | "failed"
     changes: list[ObjectChange] = field(default_factory=list)   # live -> dry-run result
     errors: list[DryRunError] = field(default_factory=list)
+    skipped: list[DryRunError] = field(default_factory=list)   # not sent to the cluster, and why (no failure)
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status,
-                "changes": [c.to_json() for c in self.changes],
-                "errors": [e.__dict__.copy() for e in self.errors]}
+        out: dict[str, Any] = {"status": self.status,
+                               "changes": [c.to_json() for c in self.changes],
+                               "errors": [e.__dict__.copy() for e in self.errors]}
+        if self.skipped:
+            out["skipped"] = [e.__dict__.copy() for e in self.skipped]
+        return out
 
 
 @dataclass
@@ -102,7 +106,9 @@ class Plan:
 # Building the plan
 # --------------------------------------------------------------------------------------------
 
-DryRunner = Callable[["Target", list[dict[str, Any]]], "DryRun | None"]   # None: no cluster for the target
+# dry_runner(target, objects rendered at head, objects rendered at base ([] when none)): the base
+# objects say what the target owns (SPEC §4); None: no cluster for the target
+DryRunner = Callable[["Target", list[dict[str, Any]], list[dict[str, Any]]], "DryRun | None"]
 Key = tuple[str, str]
 log = logging.getLogger("prbot.plan")
 
@@ -686,6 +692,6 @@ def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
     if key in h.targets:
         tp.validation = validate_objects(after, config.env(target.env).kubernetes_version)
         if dry_runner is not None:
-            tp.dry_run = dry_runner(target, after)
+            tp.dry_run = dry_runner(target, after, before)
     log.info("planned %s: %s", target.key, tp.status)
     return tp

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakekube import FakeKube
 from support import TOOLS, copy_example
+
+from prbot.cluster.clusters import ClusterRef
 
 if TOOLS.is_dir():
     os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -29,3 +33,16 @@ def example_repo(tmp_path: Path) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the render cache of each test session away from the user's ~/.cache."""
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[FakeKube]:
+    """The Kubernetes API stand-in (tests/fakekube.py), running on 127.0.0.1."""
+    with FakeKube() as fake:
+        yield fake
+
+
+@pytest.fixture
+def cluster(fake_kube: FakeKube, tmp_path: Path) -> ClusterRef:
+    """A PRBOT_CLUSTERS entry named "dev" for `fake_kube`."""
+    return ClusterRef("dev", fake_kube.write_kubeconfig(tmp_path / "kube" / "config"))

@@ -119,6 +119,7 @@ def test_plan_dry_runs_against_the_clusters_named_by_prbot_clusters(example_repo
     from fakekube import FakeKube
 
     with FakeKube() as fake:
+        fake.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-dev"}})
         kubeconfig = fake.write_kubeconfig(tmp_path / "dev.kubeconfig")
         write(tmp_path, "clusters.yaml", f"dev: {{kubeconfig: {kubeconfig}, context: fake}}\n")
         monkeypatch.setenv("PRBOT_CLUSTERS", str(tmp_path / "clusters.yaml"))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
-    from prbot.plan import DryRun, Plan, TargetPlan
+    from prbot.plan import DryRun, DryRunError, Plan, TargetPlan
     from prbot.validate import ValidationIssue
 
 MARKER = "<!-- prbot:plan -->"
@@ -39,6 +39,7 @@ _MESSAGE_MAX = 600          # one validation / API message
 _MAX_ISSUES = 50            # validation issues listed per target
 _MAX_SKIPPED_KINDS = 30
 _MAX_QUIET = 100            # unchanged targets named in the compact line
+_MAX_GROUPED = 5            # objects named on one line of dry-run refusals or notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +215,8 @@ def _quiet(t: TargetPlan) -> bool:
     dry = t.dry_run
     return (t.status == "unchanged" and not t.error and not t.failed and not t.changes
             and all(v.level == "skipped" for v in t.validation)
-            and (dry is None or (dry.status == "ok" and not dry.changes and not dry.errors)))
+            and (dry is None or (dry.status == "ok" and not dry.changes and not dry.errors
+                                 and not dry.skipped)))
 
 
 def _envs(plan: Plan) -> list[str]:
@@ -260,7 +262,9 @@ def _dry_run_cell(dry: DryRun | None) -> str:
     if dry is None:
         return _t("cell_none")
     if dry.status != "ok" or dry.errors:
-        return _n("cell_dry_run_refused", len(dry.errors)) if dry.errors else _t("cell_dry_run_failed")
+        if not dry.errors or any(not e.kind for e in dry.errors):
+            return _t("cell_dry_run_failed")
+        return _n("cell_dry_run_refused", len(dry.errors))
     return _n("cell_dry_run_changes", len(dry.changes)) if dry.changes else _t("cell_dry_run_clean")
 
 
@@ -315,17 +319,39 @@ def _object(doc: _Doc, c: ObjectChange) -> None:
     _code_block(doc, c.diff, "diff", lead=(heading, ""), relead=(_t("object_continued", **values), ""))
 
 
+def _grouped(entries: Iterable[DryRunError]) -> list[tuple[str, list[str]]]:
+    """(message, objects) in first-seen order: one line per reason, not one per object."""
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        objects = groups.setdefault(e.message, [])
+        if e.kind:
+            objects.append(describe_object(e.group, e.kind, e.namespace, e.name))
+    return list(groups.items())
+
+
+def _objects(names: Sequence[str]) -> str:
+    listed = ", ".join(code(n) for n in names[:_MAX_GROUPED])
+    return _t("dry_run_more", objects=listed, count=len(names) - _MAX_GROUPED) if len(names) > _MAX_GROUPED \
+        else listed
+
+
 def _dry_run(doc: _Doc, dry: DryRun) -> None:
-    if dry.status != "ok" or dry.errors:
+    unavailable = any(not e.kind for e in dry.errors)
+    if unavailable:
+        doc.add(_t("dry_run_unavailable"), "")
+    elif dry.status != "ok" or dry.errors:
         doc.add(_t("dry_run_failed"), "")
     elif dry.changes:
         doc.add(_n("dry_run_changes", len(dry.changes)), "")
     else:
         doc.add(_t("dry_run_clean"), "")
-    for e in dry.errors:
-        doc.add(_t("dry_run_error", object=code(describe_object(e.group, e.kind, e.namespace, e.name)),
-                   message=md(e.message, _MESSAGE_MAX)))
-    if dry.errors:
+    for message, names in _grouped(dry.errors):
+        text = md(message, _MESSAGE_MAX)
+        doc.add(_t("dry_run_error", object=_objects(names), message=text) if names
+                else _t("dry_run_cluster", message=text))
+    for message, names in _grouped(dry.skipped):
+        doc.add(_t("dry_run_skipped", objects=_objects(names), message=md(message, _MESSAGE_MAX)))
+    if dry.errors or dry.skipped:
         doc.add("")
     for c in dry.changes:
         doc.block()
