@@ -19,9 +19,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from prbot.cluster.health import Progress
+from prbot.config import SyncSpec
 from prbot.errors import PrbotError
+from prbot.targets import Target
 
 
 class TransientError(Exception):
@@ -230,3 +233,21 @@ class Store(Protocol):
     def items(self, prefix: str) -> Iterator[tuple[str, str]]:
         """Every (key, value) whose key starts with `prefix`."""
         ...
+
+
+class Deployer(Protocol):
+    """Syncs a target on its cluster and reads its health, one pass per call (never waits).
+
+    A *ticket* (JSON) is what `poll` needs of a sync in flight; the flow keeps it in the store
+    between polls, so a restarted worker picks the wait up again.  `Progress` is one read.
+    """
+
+    def start(self, cluster: str, target: Target, spec: SyncSpec, sha: str, *,
+              objects: Sequence[Mapping[str, Any]] = (), repo_urls: Sequence[str] = (),
+              info: Sequence[tuple[str, str]] = ()) -> tuple[dict[str, Any], Progress]: ...
+    def poll(self, ticket: Mapping[str, Any]) -> tuple[dict[str, Any], Progress]: ...
+
+
+__all__ = ["Annotation", "CheckRun", "CheckRunOutput", "Comment", "Deployer", "Deployment", "Forge", "ForgeError",
+           "MergeMethod", "NotFound", "Permission", "Progress", "PullRequest", "Reaction", "Store",
+           "TransientError", "WRITE_PERMISSIONS", "Workspace"]

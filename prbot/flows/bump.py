@@ -185,7 +185,8 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
             if not forge.enable_auto_merge(pull):
                 repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
     repo.store.put(_bump_record_key(repo.name, branch),
-                   json.dumps({"tag": image.tag, "version": image.version, "pr": pull.number, "sha": commit}))
+                   json.dumps({"repository": image.repository, "tag": image.tag, "digest": push.image.digest,
+                               "version": image.version, "pr": pull.number, "sha": commit}))
     log.info("%s bump PR %s#%d: %s → %s in %s", status, repo.name, pull.number, image.repository, image.version, env)
     return BumpOutcome(status, pull=pull, writes=writes)
 

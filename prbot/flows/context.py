@@ -13,6 +13,7 @@ from pathlib import Path
 from prbot.config import CONFIG_FILE, Config, ConfigError, load_config
 from prbot.plan import DryRunner
 from prbot.ports import (
+    Deployer,
     Forge,
     Store,
     Workspace,
@@ -32,6 +33,7 @@ class Repo:
     bot_login: str | None = None                         # our own login ("prbot[bot]"), when known
     render_cache: Path | None = None                     # the render pool's disk cache
     dry_runner: Callable[[Config], DryRunner | None] | None = None   # None: no clusters configured
+    deployer: Deployer | None = None                     # None: no clusters configured
     clock: Callable[[], float] = time.time
 
     @property
@@ -52,6 +54,17 @@ def default_config(repo: Repo) -> Config | None:
     Raises `ConfigError` when it is invalid.
     """
     data = repo.workspace.read_file(repo.default_ref(), CONFIG_FILE)
+    if data is None:
+        return None
+    try:
+        return load_config(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{CONFIG_FILE}: not UTF-8 text"]) from exc
+
+
+def config_at(repo: Repo, rev: str) -> Config | None:
+    """`.prbot.yml` at a commit of the mirror (a merge commit of the default branch); None: none."""
+    data = repo.workspace.read_file(rev, CONFIG_FILE)
     if data is None:
         return None
     try:

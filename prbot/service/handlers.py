@@ -8,7 +8,10 @@ The real work, one repository at a time (`Job.repo`):
 - ``plan``: the plan comment and check run of a PR (superseded per PR: only the newest runs);
 - ``bump``: the bump PR of (repository, image repository) from the pushes recorded for it;
 - ``command``: the slash commands of one comment;
-- ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`).
+- ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`);
+- ``deploy``: a merged PR's sync (`prbot.flows.deploy`), then ``deploy_poll`` jobs re-enqueued with
+  a delay until every environment is healthy or failed (a restarted worker resumes them);
+- ``preview``: deploy / update / tear down a PR's preview environment.
 
 This is the only place where adapters (GitHub, the mirror, clusters) meet the flows.
 """
@@ -58,12 +61,44 @@ def _dry_runner_factory(rt: Runtime) -> Any:
         return None
 
     def factory(config: Config) -> Any:
-        from prbot.cluster import load_clusters, make_dry_runner
+        from prbot.cluster.clusters import load_clusters
+        from prbot.cluster.dryrun import make_dry_runner
 
         clusters = rt.service("clusters", lambda rt: load_clusters(rt.settings.clusters_file))
         return make_dry_runner(config, clusters)
 
     return factory
+
+
+class _JsonDeployer:
+    """`prbot.cluster.deploy.Deployer` with its tickets as JSON (`prbot.ports.Deployer`)."""
+
+    def __init__(self, deployer: Any) -> None:
+        self._deployer = deployer
+
+    def start(self, cluster: str, target: Any, spec: Any, sha: str, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+        ticket, progress = self._deployer.start(cluster, target, spec, sha, **kwargs)
+        return ticket.to_json(), progress
+
+    def poll(self, ticket: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+        from prbot.cluster.deploy import Ticket
+
+        updated, progress = self._deployer.poll(Ticket.from_json(ticket))
+        return updated.to_json(), progress
+
+
+def deployer(rt: Runtime) -> Any:
+    """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS."""
+    if rt.settings.clusters_file is None:
+        return None
+
+    def build(rt: Runtime) -> Any:
+        from prbot.cluster.clusters import load_clusters
+        from prbot.cluster.deploy import Deployer
+
+        return _JsonDeployer(Deployer(load_clusters(rt.settings.clusters_file)))
+
+    return rt.service("deployer", build)
 
 
 def repo_context(rt: Runtime, installation_id: int, full_name: str) -> flows.Repo:
@@ -76,7 +111,7 @@ def repo_context(rt: Runtime, installation_id: int, full_name: str) -> flows.Rep
     bot = getattr(app, "bot_login", None)
     return flows.Repo(forge=forge, workspace=mirror, store=rt.store, installation_id=installation_id,
                       bot_login=bot() if callable(bot) else None, render_cache=rt.data_dir / "render-cache",
-                      dry_runner=_dry_runner_factory(rt))
+                      dry_runner=_dry_runner_factory(rt), deployer=deployer(rt))
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +173,19 @@ def github_event(rt: Runtime, job: Job) -> None:
             return
         if action in PLAN_ACTIONS and not pr.get("draft"):
             _enqueue_plan(rt, installation, repo, number, delivery, with_cluster=None)
+        labels = [str(_obj(label).get("name")) for label in pr.get("labels") or []]
+        if action == "labeled" and _obj(body.get("label")).get("name") == flows.preview.LABEL:
+            _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
+        elif action in ("synchronize", "reopened") and flows.preview.LABEL in labels:
+            _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
+        elif action == "synchronize":
+            rt.enqueue(Job("preview", {"installation": installation, "number": number, "if_active": True},
+                           repo=repo, supersede=f"preview:{repo}#{number}", delivery=delivery, pr=number))
+        if action == "closed":
+            _enqueue_preview(rt, installation, repo, number, delivery, stop=True)
+            if pr.get("merged"):
+                rt.enqueue(Job("deploy", {"installation": installation, "number": number}, repo=repo,
+                               delivery=delivery, pr=number))
         return
     if event == "issue_comment":
         if action != "created" or _sender_is_bot(body):       # edited comments are not re-run (SPEC §6)
@@ -192,6 +240,17 @@ def _touches_config(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def _enqueue_preview(rt: Runtime, installation: int, repo: str, number: int, delivery: str | None, *,
+                     stop: bool) -> None:
+    rt.enqueue(Job("preview", {"installation": installation, "number": number, "stop": stop}, repo=repo,
+                   supersede=f"preview:{repo}#{number}", delivery=delivery, pr=number))
+
+
+def _enqueue_poll(rt: Runtime, installation: int, repo: str, sha: str, delay: float, pr: int | None) -> None:
+    rt.enqueue(Job("deploy_poll", {"installation": installation, "sha": sha}, repo=repo,
+                   supersede=f"deploy_poll:{repo}:{sha}", pr=pr), delay)
+
+
 def _enqueue_plan(rt: Runtime, installation: int, repo: str, number: int, delivery: str | None, *,
                   with_cluster: bool | None) -> None:
     rt.enqueue(Job("plan", {"installation": installation, "number": number, "with_cluster": with_cluster},
@@ -221,9 +280,13 @@ def plan(rt: Runtime, job: Job) -> None:
 @register("command")
 def command(rt: Runtime, job: Job) -> None:
     assert job.repo is not None
-    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
-    flows.run_commands(repo, number=_int(job.payload, "number"), comment_id=_int(job.payload, "comment_id"),
-                       user=str(job.payload.get("user")), body=str(job.payload.get("body", "")))
+    installation = _int(job.payload, "installation")
+    repo = repo_context(rt, installation, job.repo)
+    outcome = flows.run_commands(repo, number=_int(job.payload, "number"),
+                                 comment_id=_int(job.payload, "comment_id"), user=str(job.payload.get("user")),
+                                 body=str(job.payload.get("body", "")))
+    for sha in outcome.deploys:
+        _enqueue_poll(rt, installation, job.repo, sha, flows.deploy.POLL_DELAYS[0], job.pr)
 
 
 @register("registry_push")
@@ -259,6 +322,57 @@ def bump(rt: Runtime, job: Job) -> None:
     assert job.repo is not None
     repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
     flows.bump_pending(repo, str(job.payload.get("repository", "")))
+
+
+@register("deploy")
+def deploy(rt: Runtime, job: Job) -> None:
+    """A PR was merged: start its deployment, then poll."""
+    assert job.repo is not None
+    installation = _int(job.payload, "installation")
+    repo = repo_context(rt, installation, job.repo)
+    if repo.deployer is None:
+        log.info("merge of %s#%s: no clusters configured, nothing to deploy", job.repo, job.payload.get("number"))
+        return
+    state = flows.deploy_merged(repo, repo.deployer, _int(job.payload, "number"))
+    if state is not None and not state.done:
+        _enqueue_poll(rt, installation, job.repo, state.sha, flows.deploy.POLL_DELAYS[0], state.pr)
+
+
+@register("deploy_poll")
+def deploy_poll(rt: Runtime, job: Job) -> None:
+    """One read of a deployment in flight; re-enqueued with a delay until it is done."""
+    assert job.repo is not None
+    installation = _int(job.payload, "installation")
+    sha = str(job.payload.get("sha", ""))
+    repo = repo_context(rt, installation, job.repo)
+    if repo.deployer is None:
+        return
+
+    def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
+        provenance = flows.Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
+        return flows.promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)
+
+    delay = flows.poll_deploy(repo, repo.deployer, sha, promote=promote)
+    if delay is not None:
+        _enqueue_poll(rt, installation, job.repo, sha, delay, job.pr)
+
+
+@register("preview")
+def preview(rt: Runtime, job: Job) -> None:
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    number = _int(job.payload, "number")
+    if repo.deployer is None:
+        return
+    if job.payload.get("if_active") and flows.preview.active(repo, number) is None:
+        return
+    pr = repo.forge.get_pull(number)
+    repo.workspace.fetch(repo.default_ref())
+    config = flows.default_config(repo)
+    if job.payload.get("stop") or pr.state != "open":
+        flows.preview_down(repo, repo.deployer, config, pr)
+    elif config is not None:
+        flows.preview_up(repo, repo.deployer, config, pr)
 
 
 @register("index_repo")

@@ -1,0 +1,153 @@
+"""Preview environments (`/prbot preview`, the `preview` label; SPEC §2 `preview`, §7).
+
+The PR head's targets of the preview environment are rendered and applied into namespace
+`pr-<number>` on that environment's cluster: every namespaced object is moved into it and labelled
+with the PR, cluster-scoped objects are left out (a preview must not touch what other namespaces
+share).  New pushes re-apply (pruning what the PR no longer renders); closing the PR or
+`/prbot preview stop` deletes everything, namespace included.  The preview's URL
+(`preview.url`, `{number}` filled in) is posted in one sticky comment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prbot import gitrepo
+from prbot.config import Config, SyncSpec
+from prbot.errors import PrbotError
+from prbot.flows.context import Repo
+from prbot.flows.sticky import sticky_comment
+from prbot.ports import Deployer, Progress, PullRequest
+from prbot.render import RenderError, render_target
+from prbot.report.markdown import code, md, short_sha
+from prbot.report.texts import text
+from prbot.targets import Target, discover_targets
+
+log = logging.getLogger("prbot.flows")
+
+PREVIEW_MARKER = "<!-- prbot:preview -->"
+PR_LABEL = "prbot.dev/pr"
+LABEL = "preview"
+
+
+@dataclass
+class PreviewOutcome:
+    status: str                          # "deployed" | "updated" | "stopped" | "off"
+    namespace: str = ""
+    url: str | None = None
+    progress: Progress | None = None
+
+
+def _key(repo: Repo, number: int) -> str:
+    return f"preview:{repo.name}#{number}"
+
+
+def active(repo: Repo, number: int) -> Mapping[str, Any] | None:
+    raw = repo.store.get(_key(repo, number))
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def preview_env(config: Config) -> str:
+    env = (config.preview.environment if config.preview else None) or config.environments[0].name
+    if config.env(env).cluster is None:
+        raise PrbotError(f"previews need a cluster: environment {env!r} has no `cluster` in .prbot.yml")
+    return env
+
+
+def namespace_for(number: int) -> str:
+    return f"pr-{number}"
+
+
+def _synthetic(number: int, env: str) -> Target:
+    """What the apply machinery labels and prunes the preview as (one per PR)."""
+    return Target(app=f"pr-{number}", env=env, path="", renderer="plain", namespace=namespace_for(number))
+
+
+def preview_objects(config: Config, root: Any, env: str, number: int) -> list[dict[str, Any]]:
+    """The PR's targets of `env`, rendered, moved into `pr-<number>` and labelled with the PR."""
+    namespace = namespace_for(number)
+    labels = {PR_LABEL: str(number)}
+    out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": namespace, "labels": dict(labels)}}]
+    for target in discover_targets(config, root):
+        if target.env != env:
+            continue
+        try:
+            objects = render_target(root, target, kube_version=config.env(env).kubernetes_version)
+        except RenderError as exc:
+            raise PrbotError(f"{target.path} does not render: {exc}") from exc
+        for obj in objects:
+            if obj.get("kind") in _CLUSTER_SCOPED or obj.get("kind") == "Namespace":
+                continue
+            moved = copy.deepcopy(obj)
+            meta = moved.setdefault("metadata", {})
+            meta["namespace"] = namespace
+            meta.setdefault("labels", {}).update(labels)
+            out.append(moved)
+    return out
+
+
+# Kinds that are never namespaced (a preview leaves them out); anything else is moved into pr-<N>.
+_CLUSTER_SCOPED = frozenset({
+    "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume", "StorageClass",
+    "PriorityClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService",
+    "IngressClass", "RuntimeClass", "CSIDriver", "VolumeSnapshotClass", "ClusterIssuer"})
+
+
+def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest) -> PreviewOutcome:
+    """Deploy (or update) the PR's preview at its current head."""
+    env = preview_env(config)
+    cluster = config.env(env).cluster
+    assert cluster is not None
+    ws = repo.workspace
+    ws.fetch(f"refs/pull/{pr.number}/head")
+    head = ws.resolve(f"refs/pull/{pr.number}/head") or pr.head_sha
+    with gitrepo.materialize(ws.git_dir, head) as root:
+        objects = preview_objects(config, root, env, pr.number)
+    was = active(repo, pr.number)
+    ticket, progress = deployer.start(cluster, _synthetic(pr.number, env), SyncSpec("apply", {"prune": True}), head,
+                                      objects=objects)
+    url = preview_url(config, pr.number)
+    repo.store.put(_key(repo, pr.number), json.dumps({"env": env, "cluster": cluster, "sha": head,
+                                                      "namespace": namespace_for(pr.number), "ticket": ticket,
+                                                      "progress": progress.to_json()}))
+    _comment(repo, pr.number, text("preview_up", namespace=code(namespace_for(pr.number)), env=md(env),
+                                   sha=code(short_sha(head)), url=_link(url), state=md(str(progress), 300),
+                                   count=str(len(objects) - 1)))
+    return PreviewOutcome("updated" if was else "deployed", namespace_for(pr.number), url, progress)
+
+
+def preview_down(repo: Repo, deployer: Deployer, config: Config | None, pr: PullRequest) -> PreviewOutcome:
+    """Delete everything the preview applied (the namespace last), if it is up."""
+    was = active(repo, pr.number)
+    if was is None:
+        return PreviewOutcome("off")
+    env, cluster = str(was["env"]), str(was["cluster"])
+    deployer.start(cluster, _synthetic(pr.number, env), SyncSpec("apply", {"prune": True}), str(was["sha"]),
+                   objects=[])
+    repo.store.delete(_key(repo, pr.number))
+    _comment(repo, pr.number, text("preview_down", namespace=code(namespace_for(pr.number)), env=md(env)))
+    return PreviewOutcome("stopped", namespace_for(pr.number))
+
+
+def preview_url(config: Config, number: int) -> str | None:
+    template = config.preview.url if config.preview else None
+    return template.replace("{number}", str(number)) if template else None
+
+
+def _link(url: str | None) -> str:
+    return f"<{url}>" if url else text("preview_no_url")
+
+
+def _comment(repo: Repo, number: int, body: str) -> None:
+    sticky_comment(repo.forge, number, [f"{PREVIEW_MARKER}\n{body}"], bot_login=repo.bot_login,
+                   is_mine=lambda b: b.startswith(PREVIEW_MARKER))
