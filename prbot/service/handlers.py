@@ -57,14 +57,15 @@ def github_app(rt: Runtime) -> Any:
 
 def _dry_runner_factory(rt: Runtime) -> Any:
     """config → DryRunner for `plan_pull_request`, or None when the server has no PRBOT_CLUSTERS."""
-    if rt.settings.clusters_file is None:
+    path = rt.settings.clusters_file
+    if path is None:
         return None
 
     def factory(config: Config) -> Any:
         from prbot.cluster.clusters import load_clusters
         from prbot.cluster.dryrun import make_dry_runner
 
-        clusters = rt.service("clusters", lambda rt: load_clusters(rt.settings.clusters_file))
+        clusters = rt.service("clusters", lambda rt: load_clusters(path))
         return make_dry_runner(config, clusters)
 
     return factory
@@ -89,14 +90,15 @@ class _JsonDeployer:
 
 def deployer(rt: Runtime) -> Any:
     """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS."""
-    if rt.settings.clusters_file is None:
+    path = rt.settings.clusters_file
+    if path is None:
         return None
 
     def build(rt: Runtime) -> Any:
         from prbot.cluster.clusters import load_clusters
         from prbot.cluster.deploy import Deployer
 
-        return _JsonDeployer(Deployer(load_clusters(rt.settings.clusters_file)))
+        return _JsonDeployer(Deployer(load_clusters(path)))
 
     return rt.service("deployer", build)
 
