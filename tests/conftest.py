@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakegithub import FakeGitHub
 from support import TOOLS, copy_example
 
 if TOOLS.is_dir():
@@ -29,3 +31,11 @@ def example_repo(tmp_path: Path) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the render cache of each test session away from the user's ~/.cache."""
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def fake_github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """A fresh fake GitHub on 127.0.0.1 (see tests/fakegithub); fails the test if the fake crashed."""
+    with FakeGitHub(tmp_path / "fake-github") as fake:
+        yield fake
+        fake.assert_healthy()
