@@ -351,6 +351,10 @@ class GitHubForge:
         with self._translating("get a token for git"):
             return self._app.installation_token(self.installation_id)
 
+    def forget_git_token(self) -> None:
+        """git was refused the token (revoked): the next `git_token` asks GitHub for a new one."""
+        self._app.forget_token(self.installation_id)
+
     @contextmanager
     def _translating(self, what: str) -> Iterator[None]:
         with self._app._translating(self.installation_id, f"{what} ({self.full_name})"):

@@ -53,7 +53,7 @@ def _identity_env(author: Person, committer: Person | None = None) -> dict[str, 
 
 
 def commit_files(git_dir: Path, parent: str | None, files: Mapping[str, str | bytes | None], message: str,
-                 author: Person, *, source: Path | None = None) -> str:
+                 author: Person, *, source: Path | None = None, executable: frozenset[str] = frozenset()) -> str:
     """A commit whose tree is `parent`'s (or `source`'s files) with `files` written (None deletes);
     nothing but objects is written."""
     with tempfile.TemporaryDirectory(prefix="fakegh-index-") as scratch:
@@ -69,7 +69,8 @@ def commit_files(git_dir: Path, parent: str | None, files: Mapping[str, str | by
                 continue
             data = content.encode() if isinstance(content, str) else content
             blob = out(git_dir, "hash-object", "-w", "--stdin", input=data)
-            info += f"100644 {blob}\t{path}".encode() + b"\0"
+            mode = "100755" if path in executable else "100644"
+            info += f"{mode} {blob}\t{path}".encode() + b"\0"
         if info:
             run(git_dir, "update-index", "-z", "--index-info", input=info, env=env)
         tree = out(git_dir, "write-tree", env=env)

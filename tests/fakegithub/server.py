@@ -338,16 +338,19 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------ acting as people
     def commit(self, repo: str, branch: str, files: Mapping[str, str | bytes | None], *,
-               message: str = "change", user: str | None = None, parent: str | None = None) -> str:
+               message: str = "change", user: str | None = None, parent: str | None = None,
+               executable: Iterable[str] = ()) -> str:
         """Push one commit to `branch` (created from the default branch when missing, or from
-        `parent`), as `user` (default: the owner): files with None are deleted.  Records the push
-        and `pull_request.synchronize` webhooks, as a `git push` would."""
+        `parent`), as `user` (default: the owner): files with None are deleted, those named in
+        `executable` get mode 100755.  Records the push and `pull_request.synchronize` webhooks, as a
+        `git push` would."""
         with self._lock:
             r = self._repo(repo)
             pusher = self._user(user) if user else r.owner
             old = gitstore.ref_sha(r.path, f"refs/heads/{branch}")
             base = parent or old or gitstore.ref_sha(r.path, f"refs/heads/{r.default_branch}")
-            sha = gitstore.commit_files(r.path, base, files, message, self._person(pusher))
+            sha = gitstore.commit_files(r.path, base, files, message, self._person(pusher),
+                                        executable=frozenset(executable))
             gitstore.update_ref(r.path, f"refs/heads/{branch}", sha)
             self._after_push(r, {f"refs/heads/{branch}": (old, sha)}, pusher)
             return sha
