@@ -69,6 +69,7 @@ class PullRequest:
     merge_commit_sha: str | None = None
     html_url: str = ""
     repo: str = ""                        # full name of the base repository
+    node_id: str = ""                     # GraphQL id (auto-merge); "" when unknown
 
     @property
     def from_fork(self) -> bool:
@@ -190,8 +191,8 @@ class Forge(Protocol):
                               state: Literal["queued", "in_progress", "success", "failure", "error", "inactive"],
                               description: str, environment_url: str | None = None,
                               log_url: str | None = None) -> None: ...
-    def list_deployments(self, *, environment: str) -> list[Deployment]:
-        """Newest first, each with its latest status in `state`."""
+    def list_deployments(self, *, environment: str, limit: int = 30) -> list[Deployment]:
+        """The newest `limit`, newest first, each with its latest status in `state`."""
         ...
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakegithub import FakeGitHub
 from fakekube import FakeKube
 from support import TOOLS, copy_example
 
@@ -46,3 +47,11 @@ def fake_kube() -> Iterator[FakeKube]:
 def cluster(fake_kube: FakeKube, tmp_path: Path) -> ClusterRef:
     """A PRBOT_CLUSTERS entry named "dev" for `fake_kube`."""
     return ClusterRef("dev", fake_kube.write_kubeconfig(tmp_path / "kube" / "config"))
+
+
+@pytest.fixture
+def fake_github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """A fresh fake GitHub on 127.0.0.1 (see tests/fakegithub); fails the test if the fake crashed."""
+    with FakeGitHub(tmp_path / "fake-github") as fake:
+        yield fake
+        fake.assert_healthy()
