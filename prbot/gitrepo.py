@@ -52,6 +52,12 @@ def resolve(repo: Path, rev: str) -> str:
     return _locate(repo, rev)[1]
 
 
+def tree_of(repo: Path, rev: str) -> str:
+    """The sha of the tree of commit `rev` (equal trees: equal contents)."""
+    sha = resolve(repo, rev)
+    return _git(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{tree}}").stdout.decode().strip()
+
+
 def head_sha(repo: Path) -> str:
     """The commit checked out in `repo`."""
     return resolve(repo, "HEAD")

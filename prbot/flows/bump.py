@@ -192,7 +192,9 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
 
 
 def _same_tree(ws: Workspace, a: str, b: str) -> bool:
-    return ws.resolve(f"{a}^{{tree}}") == ws.resolve(f"{b}^{{tree}}")
+    from prbot import gitrepo
+
+    return gitrepo.tree_of(ws.git_dir, a) == gitrepo.tree_of(ws.git_dir, b)
 
 
 _SHA_TAG = re.compile(r"[0-9a-f]{7,40}")

@@ -34,6 +34,7 @@ class Repo:
     render_cache: Path | None = None                     # the render pool's disk cache
     dry_runner: Callable[[Config], DryRunner | None] | None = None   # None: no clusters configured
     deployer: Deployer | None = None                     # None: no clusters configured
+    deploy_timeout: float = 15 * 60.0                    # seconds an environment may take to be healthy
     clock: Callable[[], float] = time.time
 
     @property

@@ -41,7 +41,6 @@ from prbot.targets import Target, discover_targets
 log = logging.getLogger("prbot.flows")
 
 DEPLOY_MARKER = "<!-- prbot:deploy -->"
-DEFAULT_TIMEOUT = 15 * 60.0          # seconds an environment may take to become healthy
 POLL_DELAYS = (5.0, 5.0, 10.0, 10.0, 20.0, 30.0)   # seconds between polls, then the last one repeated
 ICONS = {"waiting": "⏳", "syncing": "🔄", "progressing": "🔄", "healthy": "✅", "failed": "❌", "held": "🔒"}
 _IMAGE_LINE = re.compile(r"^[+-]\s*(?:- )?(?:image|newTag|tag|digest|newName):\s")
@@ -175,7 +174,7 @@ def pr_targets(repo: Repo, number: int) -> list[tuple[str, str, str, bool]]:
 # --------------------------------------------------------------------------------------------
 
 def deploy_merged(repo: Repo, deployer: Deployer, number: int, *,
-                  timeout: float = DEFAULT_TIMEOUT) -> DeployState | None:
+                  timeout: float | None = None) -> DeployState | None:
     """A PR was merged into the default branch: deploy what it changed at the merge SHA."""
     pr = repo.forge.get_pull(number)
     if not pr.merged or not pr.merge_commit_sha or pr.base_ref != repo.forge.default_branch:
@@ -195,10 +194,11 @@ def deploy_merged(repo: Repo, deployer: Deployer, number: int, *,
 
 
 def start_deploy(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest, sha: str,
-                 wanted: Iterable[tuple[str, str, bool]], *, timeout: float = DEFAULT_TIMEOUT,
+                 wanted: Iterable[tuple[str, str, bool]], *, timeout: float | None = None,
                  envs: Sequence[str] | None = None) -> DeployState | None:
     """Deploy the (app, env, images changed) targets at `sha`; None when none has a cluster and a sync."""
     now = repo.clock()
+    timeout = repo.deploy_timeout if timeout is None else timeout
     state = DeployState(repo=repo.name, pr=pr.number, author=pr.author, sha=sha, started=now)
     chosen: dict[str, list[tuple[str, bool]]] = {}
     for app, env, images in wanted:

@@ -20,7 +20,7 @@ from prbot.edit import promote as edit_promote
 from prbot.errors import PrbotError
 from prbot.flows.context import Repo, config_at
 from prbot.images import ImageRef
-from prbot.ports import PullRequest
+from prbot.ports import PullRequest, Workspace
 from prbot.render import RenderError
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
@@ -75,8 +75,7 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
     body = _body(repo, app, from_env, to_env, result.edits, provenance, picture, digests)
     commit = ws.commit(parent=base_sha, files=files, message=title)
     tip = ws.resolve(f"refs/heads/{branch}")
-    if tip is None or ws.resolve(f"{tip}^{{tree}}") != ws.resolve(f"{commit}^{{tree}}") \
-            or ws.resolve(f"{tip}^") != base_sha:
+    if tip is None or not _same_tree(ws, tip, commit) or ws.resolve(f"{tip}^") != base_sha:
         ws.push(branch, commit, force=True)
     if existing is not None:
         if existing.title != title or existing.body != body:
@@ -89,6 +88,12 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
         repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
     log.info("opened promotion PR %s#%d: %s %s → %s", repo.name, pull.number, app, from_env, to_env)
     return PromotionOutcome(app, "opened", pull)
+
+
+def _same_tree(ws: Workspace, a: str, b: str) -> bool:
+    from prbot import gitrepo
+
+    return gitrepo.tree_of(ws.git_dir, a) == gitrepo.tree_of(ws.git_dir, b)
 
 
 def promote_healthy(repo: Repo, sha: str, env: str, apps: Sequence[str], provenance: Provenance) -> str | None:

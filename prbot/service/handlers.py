@@ -109,11 +109,12 @@ def repo_context(rt: Runtime, installation_id: int, full_name: str) -> flows.Rep
 
     app = github_app(rt)
     forge = app.forge(installation_id, full_name)
-    mirror = Mirror(rt.data_dir / "mirrors", full_name, forge.clone_url, token=forge.git_token)
+    mirror = Mirror.for_forge(rt.data_dir, forge)
     bot = getattr(app, "bot_login", None)
     return flows.Repo(forge=forge, workspace=mirror, store=rt.store, installation_id=installation_id,
                       bot_login=bot() if callable(bot) else None, render_cache=rt.data_dir / "render-cache",
-                      dry_runner=_dry_runner_factory(rt), deployer=deployer(rt))
+                      dry_runner=_dry_runner_factory(rt), deployer=deployer(rt),
+                      deploy_timeout=rt.settings.deploy_timeout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +250,8 @@ def _enqueue_preview(rt: Runtime, installation: int, repo: str, number: int, del
 
 
 def _enqueue_poll(rt: Runtime, installation: int, repo: str, sha: str, delay: float, pr: int | None) -> None:
+    if rt.settings.deploy_poll is not None:
+        delay = rt.settings.deploy_poll
     rt.enqueue(Job("deploy_poll", {"installation": installation, "sha": sha}, repo=repo,
                    supersede=f"deploy_poll:{repo}:{sha}", pr=pr), delay)
 

@@ -87,6 +87,8 @@ class Settings:
     max_github_body: int = 25 * 1024 * 1024      # GitHub caps payloads at 25 MB
     max_registry_body: int = 1024 * 1024
     poll_max_delay: float = 1.0                  # longest idle pause of a SQLite queue worker
+    deploy_timeout: float = 15 * 60.0            # PRBOT_DEPLOY_TIMEOUT: seconds an environment may take to be healthy
+    deploy_poll: float | None = None             # PRBOT_DEPLOY_POLL: seconds between health polls (None: 5 s → 30 s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -115,6 +117,17 @@ class Settings:
             except ValueError as exc:
                 problems.append(f"PRBOT_ACR_HOSTS ({exc})")
         clusters = get("PRBOT_CLUSTERS")
+        deploy: dict[str, float] = {}
+        for name, field_name in (("PRBOT_DEPLOY_TIMEOUT", "deploy_timeout"), ("PRBOT_DEPLOY_POLL", "deploy_poll")):
+            raw = get(name)
+            if raw is None:
+                continue
+            try:
+                deploy[field_name] = float(raw)
+                if deploy[field_name] < 0:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"{name} (expected a number of seconds, got {raw[:40]!r})")
         values: dict[str, Any] = {
             "github_app_id": get("GITHUB_APP_ID"),
             "github_private_key": private_key,
@@ -126,6 +139,7 @@ class Settings:
             "clusters_file": Path(clusters) if clusters else None,
             "acr_hosts": acr_hosts,
             "problems": tuple(problems),
+            **deploy,
         }
         values.update(overrides)
         return cls(**values)
