@@ -204,8 +204,9 @@ def _bump_body(config: Config, env: str, image: ImageRef, edits: Sequence[object
     rows = "\n".join(text("bump_row", target=code(getattr(e, "target", "")), path=code(getattr(e, "path", "")),
                           old=code(getattr(e, "old", "")), new=code(getattr(e, "new", ""))) for e in edits)
     details = []
-    if image.digest:
-        details.append(text("bump_digest", digest=code(image.digest)))
+    digest = image.digest or push.image.digest       # shown even when the rule does not pin it
+    if digest:
+        details.append(text("bump_digest", digest=code(digest)))
     if push.source and image.tag and _SHA_TAG.fullmatch(image.tag) and re.fullmatch(r"https://[^\s<>()]+", push.source):
         details.append(text("bump_source", link=f"[{image.tag[:7]}]({push.source.rstrip('/')}/commit/{image.tag})"))
     note = text("bump_auto_merge", env=env) if config.env(env).auto_merge else text("bump_manual_merge", env=env)

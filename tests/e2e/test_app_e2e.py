@@ -1,0 +1,127 @@
+"""The GitHub App end to end (issue 7): registry push → bump PR → PR webhook → one sticky comment
+and a check run → a second push → the same PR updated, still one comment → `/prbot plan` refused
+for a reader, re-run for a writer → a replayed delivery changes nothing.
+
+Everything real but GitHub: the Flask app, the huey queue on SQLite with a worker, the bare mirror
+fetched and pushed over smart HTTP, kubectl kustomize; GitHub is the stateful fake on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from appkit import Bot
+from fakegithub import FakeGitHub
+from gitops import APP_IMAGE, OLD_TAG, acr_push, overlay, repo_files
+
+from prbot.branches import bump_branch
+from prbot.report.markdown import MARKER
+
+REPO = "acme/gitops"
+BRANCH = bump_branch("dev", APP_IMAGE)
+DEV = "apps/app/envs/dev/kustomization.yaml"
+
+
+@pytest.fixture
+def bot(tmp_path: Path, fake_github: FakeGitHub) -> Iterator[Bot]:
+    fake_github.add_installation("acme")
+    fake_github.create_repo(REPO, files=repo_files())
+    fake_github.set_permission(REPO, "reader", "read")
+    fake_github.set_permission(REPO, "writer", "write")
+    b = Bot(tmp_path, fake_github)
+    yield b
+    b.stop()
+
+
+def plan_comments(fake: FakeGitHub, number: int) -> list[str]:
+    return [c.body for c in fake.comments(REPO, number) if c.body.startswith(MARKER)]
+
+
+def changed_files(fake: FakeGitHub, base: str, head: str) -> dict[str, bytes | None]:
+    """Paths whose content differs between two refs of the fake repository, with the head content."""
+    from support import git
+
+    path = fake.repo(REPO).path
+    names = git(path, "diff", "--name-only", base, head).splitlines()
+    return {n: fake.read_file(REPO, head, n) for n in names}
+
+
+def test_push_to_plan_to_commands_end_to_end(bot: Bot, fake_github: FakeGitHub) -> None:
+    fake = fake_github
+    fake.drain_events()                               # the installation events: nothing for the bot yet
+
+    # 1. a registry push opens the bump PR with a one-file change
+    resp = bot.registry_push("acr", acr_push("3f9c2e1"))
+    assert resp.status_code == 202, resp.get_json()
+    bot.settle()
+    pulls = fake.pulls(REPO, state="open")
+    assert [p.head_ref for p in pulls] == [BRANCH]
+    pr = pulls[0]
+    assert pr.title == f"Bump {APP_IMAGE} to 3f9c2e1 in dev"
+    assert sorted(fake.labels(REPO, pr.number)) == ["bump", "env:dev", "prbot"]
+    assert changed_files(fake, "main", BRANCH) == {DEV: overlay("3f9c2e1").encode()}
+    assert "sha256:457f4aa8" in (pr.body or "")          # the digest the registry reported
+    writes_for_open = len(fake.api_writes())
+    assert writes_for_open <= 3
+
+    # 2. the PR webhook: one sticky comment and a successful check run on the head
+    bot.deliver_events()
+    comments = plan_comments(fake, pr.number)
+    assert len(comments) == 1
+    assert "registry.cn-hangzhou.aliyuncs.com/demo/app:3f9c2e1" in comments[0]
+    assert f"-      - image: {APP_IMAGE}:{OLD_TAG}" in comments[0]
+    head = fake.pull(REPO, pr.number).head_sha
+    runs = [r for r in fake.check_runs(REPO, head) if r.name == "prbot/plan"]
+    assert [(r.status, r.conclusion) for r in runs] == [("completed", "success")]
+
+    # 3. a second push: the same PR, rewritten; still one comment, edited in place
+    assert bot.registry_push("acr", acr_push("4a5b6c7")).status_code == 202
+    bot.settle()
+    bot.deliver_events()
+    assert [p.number for p in fake.pulls(REPO, state="all")] == [pr.number]
+    updated = fake.pull(REPO, pr.number)
+    assert updated.title == f"Bump {APP_IMAGE} to 4a5b6c7 in dev"
+    assert changed_files(fake, "main", BRANCH) == {DEV: overlay("4a5b6c7").encode()}
+    comments = plan_comments(fake, pr.number)
+    assert len(comments) == 1 and f"{APP_IMAGE}:4a5b6c7" in comments[0]
+    assert [r.conclusion for r in fake.check_runs(REPO, updated.head_sha) if r.name == "prbot/plan"] == ["success"]
+
+    # 4. `/prbot plan` from a reader is refused, from a writer it runs again
+    reader = fake.comment(REPO, pr.number, "/prbot plan", user="reader")
+    bot.deliver_events()
+    replies = [c.body for c in fake.comments(REPO, pr.number) if c.user.type == "Bot" and not c.body.startswith(MARKER)]
+    assert len(replies) == 1 and "needs write permission" in replies[0] and "`reader`" in replies[0]
+    assert [r.content for r in _comment(fake, reader).reactions] == ["eyes", "confused"]
+    runs_before = len(fake.check_runs(REPO, updated.head_sha))
+    writer = fake.comment(REPO, pr.number, "/prbot plan", user="writer")
+    bot.deliver_events()
+    assert [r.content for r in _comment(fake, writer).reactions] == ["eyes", "rocket"]
+    assert len(plan_comments(fake, pr.number)) == 1
+    assert [r.conclusion for r in fake.check_runs(REPO, updated.head_sha)][-1] == "success"
+    assert len(fake.check_runs(REPO, updated.head_sha)) == runs_before      # the same check run, re-run
+
+    # 5. a replayed delivery is acknowledged and changes nothing
+    writes = len(fake.api_writes())
+    fake.comment(REPO, pr.number, "/prbot help", user="writer")
+    hooks = fake.drain_events()
+    assert bot.deliver(hooks[0]).status_code == 202
+    bot.settle()
+    after_first = len(fake.api_writes())
+    assert after_first > writes                                       # the help reply and reactions
+    replay = bot.deliver(hooks[0])
+    assert replay.status_code == 200 and replay.get_json()["status"] == "duplicate"
+    bot.settle()
+    assert len(fake.api_writes()) == after_first
+
+
+def _comment(fake: FakeGitHub, comment_id: int):  # type: ignore[no-untyped-def]
+    return next(c for c in fake.comments(REPO, _number_of(fake, comment_id)) if c.id == comment_id)
+
+
+def _number_of(fake: FakeGitHub, comment_id: int) -> int:
+    for pr in fake.pulls(REPO, state="all"):
+        if any(c.id == comment_id for c in fake.comments(REPO, pr.number)):
+            return pr.number
+    raise AssertionError(f"no comment {comment_id}")
