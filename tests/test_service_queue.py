@@ -458,3 +458,19 @@ def test_a_job_whose_worker_is_killed_runs_again_on_another_worker(settings: Set
                 except subprocess.TimeoutExpired:
                     proc.kill()
     assert second.returncode == 0, "SIGTERM stops a worker gracefully"
+
+
+def test_a_journaled_job_no_thread_runs_is_run_again(settings: Settings, start_worker: Callable[..., Worker]) -> None:
+    """A job journaled by this very worker but not running (the store failed mid-job) is recovered."""
+    rec = Recorder()
+    registry = Registry()
+    kind = kind_name("orphan")
+    registry.register(kind, lambda rt, job: rec.add("ran", job.payload))
+    worker = start_worker(registry)
+    message = {"id": uuid.uuid4().hex, "kind": kind, "payload": {"n": 1}, "repo": "acme/gitops", "supersede": None,
+               "delivery": None, "pr": None, "seq": 0, "attempt": 1, "waits": 0, "enqueued_at": time.time()}
+    worker.store.put(f"run:{message['id']}", json.dumps({"worker": worker.id, "started": time.time(),
+                                                         "message": message}))
+    wait_for(lambda: rec.count("ran") == 1, 30, "the orphaned job to run")
+    assert rec.values("ran") == [{"n": 1}]
+    assert jobs_metric(kind, "recovered") == 1

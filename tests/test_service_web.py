@@ -329,3 +329,20 @@ def test_a_webhook_reaches_its_handler_once(client: FlaskClient, worker: tuple[W
     job = seen[0]
     assert job.kind == "github_event" and job.delivery == delivery and job.pr == 1
     assert job.payload["event"] == "issue_comment" and job.payload["body"]["comment"]["id"] > 0
+
+
+def test_layers_keep_to_their_side() -> None:
+    """The web layer never imports the engine (plan, render, edit) or PyGithub; the core never imports
+    the service, Flask or huey."""
+    import subprocess
+    import sys
+
+    code = ("import sys, prbot.service.app, prbot.service.webhooks, prbot.service.worker;"
+            "print(sorted(m for m in sys.modules if m in ('prbot.plan','prbot.render','prbot.edit','github')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = ("import sys, prbot.plan, prbot.edit, prbot.render, prbot.report, prbot.images, prbot.config;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask','huey','redis','gunicorn')"
+            " or m.startswith('prbot.service') or m.startswith('prbot.registries')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,9 +6,10 @@ Each `Worker` has an id and a heartbeat in the store (``worker:<id>``, a lease o
 - ``lock:<repo>``: who runs a job on that repository now.  Taken atomically; a lock whose
   worker's heartbeat has lapsed is taken over.  A job that finds its repository busy goes back on
   the queue with a growing delay (capped at `Settings.lock_wait_max`): no thread blocks on it.
-- ``run:<job id>``: the journal of jobs started and not finished, with their worker.  At start and
-  at every heartbeat each worker re-enqueues the journaled jobs of dead workers (huey deletes a
-  task when it is dequeued, so this is what makes a job survive a killed worker).
+- ``run:<job id>``: the journal of jobs taken from the queue and not yet finished (or put back),
+  with their worker.  At start and at every heartbeat each worker re-enqueues the journaled jobs of
+  dead workers, and its own that no thread runs (huey deletes a task when it is dequeued, so this
+  is what makes a job survive a killed worker or a store outage mid-job).
 - ``done:<job id>``: jobs finished (kept `Settings.journal_ttl`), so a job re-enqueued twice runs once.
 - ``supersede:<key>``: the newest sequence number enqueued under that key; older jobs (and their
   retries) are dropped.  Kept `Settings.journal_ttl` after the last enqueue under the key.
@@ -74,6 +75,8 @@ class Worker:
         self.runtime = Runtime(settings=settings, store=self.store, enqueue_fn=self.queue.enqueue,
                                record_github_response=metrics.record_github_response)
         self.queue.attach(self.execute)
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -165,8 +168,14 @@ class Worker:
         for key, value in list(self.store.items("run:")):
             entry = _loads(value)
             worker_id = entry.get("worker") if entry else None
-            if entry is not None and self.alive(worker_id if isinstance(worker_id, str) else None):
-                continue
+            if entry is not None and isinstance(worker_id, str):
+                if worker_id == self.id:
+                    with self._running_lock:
+                        running = key.removeprefix("run:") in self._running
+                    if running:
+                        continue                         # ours, running now
+                elif self.alive(worker_id):
+                    continue
             if not self.store.compare_and_set(key, value, None):
                 continue                                 # another worker recovered it
             message = entry.get("message") if entry else None
@@ -183,7 +192,7 @@ class Worker:
                               extra={"dead_worker": worker_id})
                     self._finish(message, "failed")
                     continue
-                log.warning("re-running a job whose worker died", extra={"dead_worker": worker_id})
+                log.warning("re-running a job whose worker died or lost it", extra={"dead_worker": worker_id})
                 self.queue.send({**message, "attempt": attempt + 1, "waits": 0})
         return count
 
@@ -191,48 +200,72 @@ class Worker:
 
     def execute(self, message: Message) -> None:
         """Run one dequeued message (huey calls this; it never raises)."""
+        job_id = str(message.get("id"))
         with _job_context(message, self.id):
+            with self._running_lock:
+                self._running.add(job_id)
+            journaled = False
             try:
-                self._execute(message)
-            except Exception:  # noqa: BLE001 - the store failed around the job: put it back, later
-                log.exception("job runner failed; the job goes back on the queue")
-                try:
-                    delay = self._backoff(int(message.get("attempt", 1)), None)
-                    self.queue.send(message, delay)
-                except Exception:  # noqa: BLE001
-                    log.critical("job lost: the queue cannot be reached",
-                                 extra={"message": json.dumps(message, default=str)[:2000]})
+                journaled = self._execute(message)
+            except Exception:  # noqa: BLE001 - the store failed around the job: it must not be lost
+                if journaled or self._journaled(job_id):
+                    log.exception("job runner failed; the journal re-runs the job")
+                else:
+                    log.exception("job runner failed; the job goes back on the queue")
+                    self._resend(message)
+            finally:
+                with self._running_lock:
+                    self._running.discard(job_id)
 
-    def _execute(self, message: Message) -> None:
+    def _journaled(self, job_id: str) -> bool:
+        try:
+            return self.store.get(f"run:{job_id}") is not None
+        except Exception:  # noqa: BLE001 - the store is down: treat as not journaled, re-send
+            return False
+
+    def _resend(self, message: Message) -> None:
+        try:
+            self.queue.send(message, self._backoff(int(message.get("attempt", 1)), None))
+        except Exception:  # noqa: BLE001
+            log.critical("job lost: neither the store nor the queue can be reached",
+                         extra={"message": json.dumps(message, default=str)[:2000]})
+
+    def _execute(self, message: Message) -> bool:
+        """Run `message`; False when it ended before it was journaled (nothing left to clean up)."""
         kind = str(message["kind"])
         job_id = str(message["id"])
         if self.store.get(f"done:{job_id}") is not None:
             metrics.JOBS.labels(kind=kind, outcome="duplicate").inc()
             log.info("job already done, not run again")
-            return
+            return False
+        # Journal first: from here until the job is done or safely back on the queue, a crash of this
+        # process leaves `run:<id>` behind, which `recover()` re-enqueues.
+        run_key = f"run:{job_id}"
+        self.store.put(run_key, json.dumps({"worker": self.id, "started": time.time(), "message": message}))
         if self._superseded(message):
             self._finish(message, "superseded")
-            return
+            self.store.delete(run_key)
+            return True
         repo = message.get("repo")
         lock = self._acquire(str(repo), message) if repo else None
         if repo and lock is None:
             self._wait(message)
-            return
-        run_key = f"run:{job_id}"
+            self.store.delete(run_key)
+            return True
         try:
             if self._superseded(message):          # a newer job may have arrived while this one waited
                 self._finish(message, "superseded")
-                return
-            self.store.put(run_key, json.dumps({"worker": self.id, "started": time.time(), "message": message}))
-            outcome, final = self._call(message)
-            if final:
-                self._finish(message, outcome)
             else:
-                metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
+                outcome, final = self._call(message)
+                if final:
+                    self._finish(message, outcome)
+                else:
+                    metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
             self.store.delete(run_key)
         finally:
             if lock is not None:
                 self.store.compare_and_set(f"lock:{repo}", lock, None)
+        return True
 
     def _call(self, message: Message) -> tuple[str, bool]:
         """Run the handler: (outcome, final)."""
