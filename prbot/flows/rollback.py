@@ -43,8 +43,11 @@ def rollback_branch(env: str) -> str:
 
 
 def previous_success(repo: Repo, env: str) -> tuple[Deployment, Deployment]:
-    """(the deployment running now, the one to go back to): the two newest successful ones."""
-    done = [d for d in repo.forge.list_deployments(environment=env) if d.state == "success"]
+    """(the deployment running now, the one to go back to): the two newest successful ones.
+
+    GitHub marks a successful deployment `inactive` when a newer one of its environment succeeds
+    (and only a successful one), so both states count as "was deployed and healthy"."""
+    done = [d for d in repo.forge.list_deployments(environment=env) if d.state in ("success", "inactive")]
     if len(done) < 2:
         raise PrbotError(f"{env} has no earlier successful deployment to roll back to")
     return done[0], done[1]

@@ -22,7 +22,7 @@ from prbot.flows.plan_comment import PlanOutcome, plan_pull_request
 from prbot.flows.preview import preview_down, preview_up
 from prbot.flows.promote import Provenance, open_promotion
 from prbot.flows.rollback import open_rollback
-from prbot.ports import PullRequest
+from prbot.ports import PullRequest, TransientError
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -92,6 +92,13 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
             continue
         except PrbotError as exc:
             outcome.replies.append(text("reply_failed", line=line, message=md(str(exc), 600)))
+            failed = True
+            continue
+        except TransientError:
+            raise                                     # the job runs again later; nothing said yet
+        except Exception:                             # a bug: logged with its traceback, the user told
+            log.exception("/prbot %s on %s#%d failed", item.name, repo.name, number)
+            outcome.replies.append(text("reply_failed", line=line, message="internal error (logged on the server)"))
             failed = True
             continue
         outcome.ran.append(item.name)
