@@ -376,31 +376,90 @@ def _kustomize(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
 def _kustomize_objects(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
     """A kustomize target whose GitOps objects set the image (a Flux HelmRelease's values, an Argo
     CD Application's images): the kustomization's `images:` does not reach those fields, so the
-    edit goes into the target's own file that sets it — a patch or a resource of the overlay."""
+    edit goes into the target's own file that sets it — a patch or a resource of the overlay.  When
+    only a shared base sets it, the override goes into the target's own patch of that HelmRelease
+    (as flux2-kustomize-helm-example's overlays patch `spec.values`)."""
     if not any(same_repository(ref.name, want.repository)
                for obj in ctx.objects(target) for ref in gitops_images(obj)):
         return _Outcome()
-    out = _Outcome()
-    shared: list[tuple[str, Node]] = []
+    own: list[str] = []
+    shared: list[str] = []
+    parsed: dict[str, YamlFile] = {}
     for rel in sorted(ctx.closures.closure(ctx.root, target).files):
         if not rel.endswith((".yaml", ".yml")) or PurePosixPath(rel).name in KUSTOMIZATION_FILES:
             continue
         try:
-            places = [p for p in _object_places(tx.parse(rel)) if same_repository(p.repository, want.repository)]
+            parsed[rel] = tx.parse(rel)
         except YamlEditError:
             continue                    # not every input is a manifest the edit would touch
-        if not places:
-            continue
-        if ctx.readers(rel, target):
-            shared.append((rel, places[0].node))
-            continue
-        got = _edit_objects(ctx, tx, target, rel, want)
-        out.used |= got.used
-        out.changed |= got.changed
-    if not out.used and shared:
-        rel, node = shared[0]
-        ctx.check_own(rel, target, node)
+        (shared if ctx.readers(rel, target) else own).append(rel)
+    defaults: dict[str, list[Node]] = {}           # shared HelmReleases' values, by release name
+    for rel in shared:
+        for doc in parsed[rel].documents:
+            name = _release_name(doc)
+            values = _release_values(doc)
+            if name is not None and values is not None:
+                defaults.setdefault(name, []).append(values)
+    out = _Outcome()
+    for rel in own:
+        if any(same_repository(p.repository, want.repository) for p in _object_places(parsed[rel], defaults)):
+            got = _edit_objects(ctx, tx, target, rel, want, defaults)
+            out.used |= got.used
+            out.changed |= got.changed
+    if out.used:
+        return out
+    for rel in shared:
+        f = parsed[rel]
+        for doc in f.documents:
+            name = _release_name(doc)
+            values = _release_values(doc)
+            place = next((p for p in _helm_images_in(values) if same_repository(p.repository, want.repository)),
+                         None) if name is not None else None
+            if place is None or name is None:
+                continue
+            patch = next(((prel, pdoc) for prel in own for pdoc in tx.parse(prel).documents
+                          if _release_name(pdoc) == name), None)
+            if patch is None:
+                ctx.check_own(rel, target, place.node)
+                continue
+            return _override_release(tx, target, patch[0], name, place, values, want)
     return out
+
+
+def _helm_images_in(values: Node | None) -> list[_HelmImage]:
+    found: list[_HelmImage] = []
+    if isinstance(values, MappingNode):
+        _scan_values(values, (), (), found)
+    return found
+
+
+def _override_release(tx: _Tx, target: Target, rel: str, name: str, place: _HelmImage,
+                      values: Node | None, want: ImageRef) -> _Outcome:
+    """Set the image in the target's own patch of HelmRelease `name`, under `spec.values`."""
+    if want.tag is None:
+        raise YamlEditError(f"{rel}: a digest-only reference needs an image tag to set in the patch")
+    f = tx.parse(rel)
+    doc = next(d for d in f.documents if _release_name(d) == name)
+    base_values = [values] if values is not None else []
+    if place.kind == "string":
+        old = scalar_value(place.node) or ""
+        new = str(parse_image(old).with_version(want.tag, want.digest))
+        fields = [((*place.path,), new)]
+    else:
+        old = place.repository + _version(*_map_version(place.node))
+        tag_fields = _helm_tag_fields(want, [place.node, *_defaults_at(base_values, place.path)])
+        fields = [((*place.path, key), value) for key, value in tag_fields.items()]
+        new = place.repository + _version(want.tag, want.digest)
+    for path, value in fields:
+        f = tx.parse(rel)
+        doc = next(d for d in f.documents if _release_name(d) == name)
+        tx.apply(rel, [_insert_path(f, ("spec", "values", *path), value, root=doc)])
+    tx.record(rel, target, old, new)
+    return _Outcome(used=True, changed=True)
+
+
+def _map_version(node: Node) -> tuple[str | None, str | None]:
+    return scalar_value(get_value(node, "tag")), scalar_value(get_value(node, "digest"))
 
 
 def _entry_name(entry: Node) -> str | None:
@@ -470,7 +529,7 @@ class _HelmImage:
     repository: str                    # as written (registry/repository for split maps)
 
 
-def _helm_images(f: YamlFile, defaults: Sequence[YamlFile]) -> list[_HelmImage]:
+def _helm_images(f: YamlFile, defaults: Defaults) -> list[_HelmImage]:
     """Every place of a values file that sets an image; `defaults` tell tag-only maps' repository."""
     found: list[_HelmImage] = []
     for doc in f.documents:
@@ -487,7 +546,7 @@ def _map_repository(node: Node) -> str | None:
     return f"{registry.rstrip('/')}/{repo}" if registry else repo
 
 
-def _scan_values(node: MappingNode, path: tuple[str, ...], defaults: Sequence[YamlFile],
+def _scan_values(node: MappingNode, path: tuple[str, ...], defaults: Defaults,
                  found: list[_HelmImage]) -> None:
     repo = _map_repository(node)
     if repo is not None and _valid_repository(repo):
@@ -518,11 +577,14 @@ def _valid_repository(repo: str) -> bool:
     return ref.tag is None and ref.digest is None
 
 
-def _defaults_at(defaults: Sequence[YamlFile], path: tuple[str, ...]) -> list[MappingNode]:
-    """The mappings at `path` in the default values files, in precedence order."""
+Defaults = Sequence["YamlFile | Node"]       # values files, or values mappings (a HelmRelease's)
+
+
+def _defaults_at(defaults: Defaults, path: tuple[str, ...]) -> list[MappingNode]:
+    """The mappings at `path` in the default values (files or mappings), in precedence order."""
     found: list[MappingNode] = []
     for f in defaults:
-        for doc in f.documents:
+        for doc in (f.documents if isinstance(f, YamlFile) else [f]):
             node: Node | None = doc
             for key in path:
                 node = get_value(node, key)
@@ -605,7 +667,7 @@ def _helm(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
     return _Outcome(used=True, changed=True)
 
 
-def _default_place(f: YamlFile, want: ImageRef, defaults: Sequence[YamlFile]) -> _HelmImage | None:
+def _default_place(f: YamlFile, want: ImageRef, defaults: Defaults) -> _HelmImage | None:
     for p in _helm_images(f, defaults):
         if same_repository(p.repository, want.repository):
             return p
@@ -619,9 +681,10 @@ def _helm_tag_fields(want: ImageRef, defaults: Sequence[Node]) -> dict[str, str]
     return {"tag": want.tag + (f"@{want.digest}" if want.digest else "")}
 
 
-def _insert_path(f: YamlFile, path: tuple[str, ...], value: str) -> TextEdit:
-    """Insert `value` at the dotted `path`, creating the missing mappings on the way."""
-    node: Node = _root_mapping(f)
+def _insert_path(f: YamlFile, path: tuple[str, ...], value: str, root: Node | None = None) -> TextEdit:
+    """Insert `value` at the dotted `path` (below `root`, by default the document), creating the
+    missing mappings on the way."""
+    node: Node = _root_mapping(f) if root is None else root
     for depth, key in enumerate(path[:-1]):
         found = get_entry(node, key)
         if found is None:
@@ -639,7 +702,7 @@ def _insert_path(f: YamlFile, path: tuple[str, ...], value: str) -> TextEdit:
 
 
 def _helm_place_edits(f: YamlFile, place: _HelmImage, want: ImageRef,
-                      defaults: Sequence[YamlFile]) -> tuple[list[TextEdit], str, str]:
+                      defaults: Defaults) -> tuple[list[TextEdit], str, str]:
     if place.kind == "string":
         old = scalar_value(place.node) or ""
         new = str(parse_image(old).with_version(want.tag, want.digest))
@@ -730,15 +793,16 @@ def _container_places(doc: Node) -> Iterator[_Place]:
                     yield _Place(image, ref.name, _ref_edits(image, ref))
 
 
-def _values_places(values: Node | None) -> Iterator[_Place]:
-    """Images in a values mapping (a HelmRelease's `spec.values`, an Application's `valuesObject`)."""
+def _values_places(values: Node | None, defaults: Defaults = ()) -> Iterator[_Place]:
+    """Images in a values mapping (a HelmRelease's `spec.values`, an Application's `valuesObject`);
+    `defaults`: the values it overrides, which tell a tag-only map's repository."""
     if not isinstance(values, MappingNode):
         return
     found: list[_HelmImage] = []
-    _scan_values(values, (), (), found)
+    _scan_values(values, (), defaults, found)
     for place in found:
         def edits(f: YamlFile, want: ImageRef, place: _HelmImage = place) -> tuple[list[TextEdit], str, str]:
-            return _helm_place_edits(f, place, want, ())
+            return _helm_place_edits(f, place, want, defaults)
         yield _Place(place.node, place.repository, edits)
 
 
@@ -801,15 +865,28 @@ def _parameter_places(parameters: Node | None) -> Iterator[_Place]:
                 yield _Place(value, ref.name, _ref_edits(value, ref))
 
 
-def _object_places(f: YamlFile) -> list[_Place]:
+def _release_name(doc: Node) -> str | None:
+    """The name of a Flux HelmRelease document, else None."""
+    if not _kind_of(doc, FLUX_HELM, ("HelmRelease",)):
+        return None
+    return scalar_value(get_value(get_value(doc, "metadata"), "name")) or ""
+
+
+def _release_values(doc: Node) -> Node | None:
+    return get_value(get_value(doc, "spec"), "values")
+
+
+def _object_places(f: YamlFile, release_defaults: dict[str, list[Node]] | None = None) -> list[_Place]:
     """Every place of a manifest file that sets an image: containers of any workload kind, a Flux
     HelmRelease's `spec.values`, an Argo CD Application's `kustomize.images`, `helm.parameters`
-    and `helm.valuesObject` (one place per node, in document order)."""
+    and `helm.valuesObject` (one place per node, in document order).  `release_defaults`: values
+    of same-named HelmReleases that a patch overrides (by release name)."""
     places: dict[int, _Place] = {}
     for doc in f.documents:
         found = list(_container_places(doc))
-        if _kind_of(doc, FLUX_HELM, ("HelmRelease",)):
-            found += _values_places(get_value(get_value(doc, "spec"), "values"))
+        release = _release_name(doc)
+        if release is not None:
+            found += _values_places(_release_values(doc), (release_defaults or {}).get(release, ()))
         for source in _app_sources(doc):
             found += _kustomize_image_places(get_value(get_value(source, "kustomize"), "images"))
             helm = get_value(source, "helm")
@@ -820,13 +897,14 @@ def _object_places(f: YamlFile) -> list[_Place]:
     return sorted(places.values(), key=lambda p: p.node.start_mark.index)
 
 
-def _edit_objects(ctx: _Ctx, tx: _Tx, target: Target, rel: str, want: ImageRef) -> _Outcome:
+def _edit_objects(ctx: _Ctx, tx: _Tx, target: Target, rel: str, want: ImageRef,
+                  release_defaults: dict[str, list[Node]] | None = None) -> _Outcome:
     """Move every place of `rel` that sets the image's repository; the file must be the target's own."""
     out = _Outcome()
     f = tx.parse(rel)
     edits: list[TextEdit] = []
     first: Node | None = None
-    for place in _object_places(f):
+    for place in _object_places(f, release_defaults):
         if not same_repository(place.repository, want.repository):
             continue
         out.used = True
