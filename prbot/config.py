@@ -59,11 +59,17 @@ class SyncSpec:
 
 @dataclass(frozen=True)
 class AppSpec:
-    path: str                               # pattern with {app} and/or {env}
+    path: str                               # pattern with {app} and/or {env}; without {env} the
+                                            # directory is a target in every environment
     name: str | None = None                 # fixed app name when the pattern has no {app}
     namespace: str | None = None            # pattern, e.g. "{app}-{env}"
     sync: SyncSpec | None = None
-    helm: HelmSpec | None = None
+    helm: HelmSpec | None = None            # values may hold {app} and {env}
+    environments: tuple[str, ...] | None = None   # the environments the app exists in; None: all
+    line: int = field(default=0, compare=False)    # line of `path` in the file, for messages
+
+    def in_env(self, env: str) -> bool:
+        return self.environments is None or env in self.environments
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ class Config:
 
 TOP_KEYS = frozenset({"version", "environments", "apps", "images", "preview", "diff"})
 ENVIRONMENT_KEYS = frozenset({"name", "cluster", "auto_merge", "kubernetes_version", "deployers"})
-APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm"})
+APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm", "environments"})
 SYNC_KEYS = frozenset({"argocd", "flux", "apply"})
 ARGOCD_KEYS = frozenset({"application", "namespace"})
 FLUX_KEYS = frozenset({"kind", "name", "namespace"})
@@ -188,17 +194,25 @@ def load_config_file(path: Path) -> Config:
     return load_config(text, filename)
 
 
-def check_config(repo: Path) -> list[str]:
-    """Every problem of ``<repo>/.prbot.yml`` as ``FILE:LINE: message`` lines; ``[]`` when valid.
+def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
+    """Every problem of ``<repo>/.prbot.yml`` (or `config_file`) as ``FILE:LINE: message`` lines;
+    ``[]`` when valid.
 
     Besides the file itself this checks what only the repository can tell: that a configured
-    Helm chart directory exists and holds a ``Chart.yaml``.
+    Helm chart directory exists and holds a ``Chart.yaml``, and that every `apps[].path` pattern
+    matches a directory in some environment (a typo would otherwise plan nothing, silently).
     """
     repo = Path(repo)
-    text, error = _read(repo / CONFIG_FILE, CONFIG_FILE)
+    if not repo.is_dir():
+        return [f"{repo}: no such directory (--repo names the GitOps repository's working tree)"]
+    path = Path(config_file) if config_file is not None else repo / CONFIG_FILE
+    filename = _display_name(path) if config_file is None else str(path)
+    text, error = _read(path, filename)
     if error:
+        if not path.exists():           # name the file the user would look for
+            return [f"{path}: no such file (a GitOps repository needs a {CONFIG_FILE} at its root)"]
         return [error]
-    config, errors, lines = _check_text(text, CONFIG_FILE)
+    config, errors, lines = _check_text(text, filename)
     if config is None or errors:
         return errors
     problems: list[tuple[int, str]] = []
@@ -211,7 +225,11 @@ def check_config(repo: Path) -> list[str]:
             problems.append((lines.get(where, 1), f"{where}: {chart}: no such directory in the repository"))
         elif not (repo / chart / "Chart.yaml").is_file():
             problems.append((lines.get(where, 1), f"{where}: {chart}: no Chart.yaml in that directory"))
-    return [f"{CONFIG_FILE}:{line}: {msg}" for line, msg in problems]
+    from prbot.targets import unmatched_paths  # targets builds on this module
+
+    for index, message in unmatched_paths(config, repo):
+        problems.append((config.apps[index].line or 1, message))
+    return [f"{filename}:{line}: {msg}" for line, msg in sorted(problems, key=lambda p: p[0])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,10 +615,18 @@ class _Checker:
                 self.k8s_name_pattern(str(namespace), f"{where}.namespace", label=True)
             sync = self.sync(app, where, iline)
             helm = self.helm(app, where, iline, depth)
+            environments = self.strings(app, "environments", where, iline, self.env_name)
+            if environments is not None:
+                eloc = f"{where}.environments"
+                if not environments:
+                    self.error(self.lines[eloc], eloc, "lists no environment (leave it out for all)")
+                for dup in sorted({e for e in environments if environments.count(e) > 1}):
+                    self.error(self.lines[eloc], eloc, f"{_q(dup)} is listed twice")
             if path is not _MISSING:
                 out.append(AppSpec(path=str(path), name=None if name is _MISSING else str(name),
                                    namespace=None if namespace is _MISSING else str(namespace),
-                                   sync=sync, helm=helm))
+                                   sync=sync, helm=helm, environments=environments,
+                                   line=self.lines.get(f"{where}.path", iline)))
         return tuple(out)
 
     def app_path(self, path: str, where: str, line: int) -> tuple[int | None, bool]:
@@ -616,12 +642,16 @@ class _Checker:
         elif _escapes(path):
             self.error(line, where, f"{_q(path)} escapes the repository")
             ok = False
-        if "env" not in names:
-            self.error(line, where, f"{_q(path)} has no {{env}} placeholder (each target directory "
-                       "belongs to one environment)")
-            ok = False
         depth = len([p for p in PurePosixPath(path).parts if p not in (".", "/")]) if ok else None
         return depth, "app" in names
+
+    def env_name(self, name: str, where: str, line: int) -> bool:
+        """An item naming an environment."""
+        if self.env_names is not None and name not in self.env_names:
+            known = ", ".join(dict.fromkeys(self.env_names)) or "none"
+            self.error(line, where, f"{_q(name)} names no environment (known: {known})")
+            return False
+        return True
 
     def k8s_name_pattern(self, text: str, where: str, label: bool) -> bool:
         """A pattern that must expand to a Kubernetes name (a DNS label when `label`)."""
@@ -705,18 +735,22 @@ class _Checker:
                           "relative to the repository root")
         values = self.strings(node, "values", where, line)
         for i, rel in enumerate(values or ()):
-            self.relative(rel, f"{where}.values[{i}]", _item_line(node["values"], i, line), depth,
-                          "relative to the target directory")
+            vloc, vline = f"{where}.values[{i}]", _item_line(node["values"], i, line)
+            if self.pattern(rel, vloc, vline):      # {app} and {env} expand per target
+                self.relative(_PLACEHOLDER.sub("x", rel), vloc, vline, depth, "relative to the target directory",
+                              shown=rel)
         return HelmSpec(chart=None if chart is _MISSING else str(chart), values=values or ())
 
-    def relative(self, rel: str, where: str, line: int, depth: int | None, relative_to: str) -> None:
+    def relative(self, rel: str, where: str, line: int, depth: int | None, relative_to: str,
+                 shown: str | None = None) -> None:
         """A fixed path (no placeholders) that stays inside the repository."""
+        shown = rel if shown is None else shown
         if not rel.strip():
             self.error(line, where, "must not be empty")
         elif rel.startswith("/") or re.match(r"[A-Za-z]:[\\/]", rel):
-            self.error(line, where, f"{_q(rel)} is absolute; write it {relative_to}")
+            self.error(line, where, f"{_q(shown)} is absolute; write it {relative_to}")
         elif depth is not None and _escapes(rel, depth):
-            self.error(line, where, f"{_q(rel)} escapes the repository")
+            self.error(line, where, f"{_q(shown)} escapes the repository")
         elif _PLACEHOLDER.search(rel):
             self.error(line, where, f"{_q(rel)}: placeholders are not expanded here; name a fixed path")
 

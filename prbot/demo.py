@@ -16,6 +16,7 @@ from typing import TextIO
 from prbot.branches import bump_branch, promote_branch
 from prbot.config import CONFIG_FILE, load_config_file
 from prbot.edit import bump, promote
+from prbot.errors import PrbotError
 from prbot.images import parse_image
 from prbot.plan import make_plan
 from prbot.pushes import decide
@@ -47,12 +48,26 @@ def generate_repo(dest: Path) -> Path:
     return dest
 
 
-def run_demo(out: TextIO, workdir: Path | None = None) -> int:
+def _keep_dir(keep: Path) -> Path:
+    """`--keep DIR`: a new or empty directory to hold the sample repository."""
+    keep = Path(keep).expanduser().absolute()
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        raise PrbotError(f"{keep}: exists and is not an empty directory (--keep needs a new or empty one)")
+    if keep.is_dir():
+        keep.rmdir()                      # generate_repo copies into a new directory
+    return keep
+
+
+def run_demo(out: TextIO, workdir: Path | None = None, keep: Path | None = None) -> int:
+    """Narrate the flow on a sample repository created in `keep` (kept), else in a temporary
+    directory (`workdir` when given) that is deleted at the end."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="prbot-demo-") as tmp:
-        repo = generate_repo(Path(workdir or tmp) / "gitops")
+        repo = generate_repo(_keep_dir(keep) if keep is not None else Path(workdir or tmp) / "gitops")
         config = load_config_file(repo / CONFIG_FILE)
-        print(f"Sample GitOps repository: {repo}  (environments: {' → '.join(config.env_names)})", file=out)
+        where = "kept" if keep is not None else "temporary, deleted at the end; prbot demo --keep DIR keeps it"
+        print(f"Sample GitOps repository: {repo}  ({where}; environments: {' → '.join(config.env_names)})",
+              file=out)
 
         _section(out, f"1. A registry push arrives: {PUSHED}")
         pushed = parse_image(PUSHED)
@@ -104,5 +119,10 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
             print(f"\nbranch {pbranch} → main, plan comment:\n", file=out)
             print("\n\n".join(render_markdown(pplan)), file=out)
         print(f"\nDemo finished in {time.monotonic() - started:.1f}s.", file=out)
+        if keep is not None:
+            print(f"The sample repository is kept in {repo}, with the PR branches: try\n"
+                  f"  prbot targets --repo {repo}\n"
+                  f"  prbot plan --repo {repo} --base main --head {promote_branch(nxt.name, 'shop')}",
+                  file=out)
     return 0
 

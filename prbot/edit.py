@@ -39,8 +39,9 @@ from prbot.config import Config
 from prbot.errors import PrbotError
 from prbot.images import ImageError, ImageRef, parse_image, same_repository
 from prbot.impact import ClosureCache
+from prbot.pushes import rule_for, tag_refusal, version_refusal
 from prbot.render import render_target
-from prbot.targets import PLAIN_SUFFIXES, Target, discover_targets, kustomization_file
+from prbot.targets import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target, discover_targets, kustomization_file
 from prbot.yamledit import (
     TextEdit,
     YamlEditError,
@@ -72,12 +73,29 @@ class FileEdit:
     image: str = ""
 
 
+class PolicyError(PrbotError):
+    """The image's `images[]` rule refuses the move (``--force`` overrides)."""
+
+
 @dataclass
 class EditResult:
+    """What a command did, or would have done.
+
+    Files are written only when there is neither an error nor a refusal (all or nothing): then
+    `edits` lists what was written; otherwise nothing was written and `edits` lists what would
+    have been.
+    """
+
     edits: list[FileEdit] = field(default_factory=list)
     current: list[str] = field(default_factory=list)   # target keys already at the version
-    errors: list[str] = field(default_factory=list)    # one line per failed target
+    errors: list[str] = field(default_factory=list)    # one line per failed target, FILE:LINE first
     matched: bool = False                               # some target of the environment uses the image
+    refused: list[str] = field(default_factory=list)   # moves the image policy forbids (see --force)
+
+    @property
+    def written(self) -> bool:
+        """Whether the edits were written (no error, no refusal)."""
+        return not self.errors and not self.refused
 
 
 # -- images a target renders ------------------------------------------------------------------------------
@@ -239,16 +257,23 @@ class _Ctx:
         self.targets = discover_targets(config, self.root)
         self.files = _Files(self.root)
         self.closures = ClosureCache()
-        self._rendered: dict[str, dict[str, list[ImageRef]]] = {}
+        self._objects: dict[str, list[dict[str, Any]]] = {}
+
+    def objects(self, target: Target) -> list[dict[str, Any]]:
+        """The target's rendered objects (from the files on disk, rendered once)."""
+        if target.key not in self._objects:
+            kube = self.config.env(target.env).kubernetes_version
+            self._objects[target.key] = render_target(self.root, target, kube_version=kube,
+                                                      closure=self.closures.closure(self.root, target))
+        return self._objects[target.key]
 
     def rendered(self, target: Target) -> dict[str, list[ImageRef]]:
-        """The target's container images by repository (rendered from the files on disk, once)."""
-        if target.key not in self._rendered:
-            kube = self.config.env(target.env).kubernetes_version
-            objects = render_target(self.root, target, kube_version=kube,
-                                    closure=self.closures.closure(self.root, target))
-            self._rendered[target.key] = container_images(objects)
-        return self._rendered[target.key]
+        """The target's container images by repository."""
+        return container_images(self.objects(target))
+
+    def declared(self, target: Target) -> dict[str, list[ImageRef]]:
+        """The images the target sets, in containers and in GitOps objects, by repository."""
+        return declared_images(self.objects(target))
 
     def readers(self, rel: str, besides: Target) -> list[str]:
         """Keys of the other targets whose rendering reads the file (their input closures)."""
@@ -256,10 +281,30 @@ class _Ctx:
         return [t.key for t in self.targets
                 if t.key != besides.key and rel in self.closures.closure(self.root, t).files]
 
-    def check_own(self, rel: str, target: Target) -> None:
-        others = self.readers(rel, target)
+    def value_readers(self, rel: str, besides: Target) -> list[str]:
+        """Keys of the other targets that read the file as a values file or as an input of their
+        own: a file inside another target's chart directory counts only when that target names it
+        in its values (or it is the chart's values.yaml), so ``values-{env}.yaml`` files kept
+        beside a shared chart belong to their own environment."""
+        rel = PurePosixPath(os.path.normpath(rel)).as_posix()
+        readers: list[str] = []
+        for t in self.targets:
+            if t.key == besides.key or rel not in self.closures.closure(self.root, t).files:
+                continue
+            if t.renderer == "helm" and rel not in t.values:
+                chart = PurePosixPath(t.chart or t.path)
+                if PurePosixPath(rel).is_relative_to(chart) and rel != (chart / "values.yaml").as_posix():
+                    continue                    # a file of the chart package, not values for t
+            readers.append(t.key)
+        return readers
+
+    def check_own(self, rel: str, target: Target, node: Node | None = None, *,
+                  readers: list[str] | None = None) -> None:
+        """Refuse editing a file that another target reads (`node`: the place, for its line)."""
+        others = self.readers(rel, target) if readers is None else readers
         if others:
-            raise YamlEditError(f"{rel} is also read by {', '.join(others)}; "
+            where = f"{rel}:{node.start_mark.line + 1}" if node is not None else rel
+            raise YamlEditError(f"{where}: also read by {', '.join(others)}; "
                                 "prbot does not edit shared files")
 
 
@@ -299,11 +344,12 @@ def _kustomize(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
         return out
     refs = ctx.rendered(target).get(want.repository)
     if not refs:
-        return _Outcome()
+        return _kustomize_objects(ctx, tx, target, want)
     stale = [r for r in refs if (r.tag, r.digest) != (want.tag, want.digest)]
     if not stale:
         return _Outcome(used=True)
-    ctx.check_own(rel, target)
+    images_entry = get_entry(doc, "images")
+    ctx.check_own(rel, target, images_entry[0] if images_entry else doc)
     for name in dict.fromkeys(r.name for r in stale):
         entry: dict[str, str] = {"name": name}
         if want.tag:
@@ -325,6 +371,95 @@ def _kustomize(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
         old = next(r for r in stale if r.name == name)
         tx.record(rel, target, str(old), name + _version(want.tag, want.digest))
     return _Outcome(used=True, changed=True)
+
+
+def _kustomize_objects(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
+    """A kustomize target whose GitOps objects set the image (a Flux HelmRelease's values, an Argo
+    CD Application's images): the kustomization's `images:` does not reach those fields, so the
+    edit goes into the target's own file that sets it — a patch or a resource of the overlay.  When
+    only a shared base sets it, the override goes into the target's own patch of that HelmRelease
+    (as flux2-kustomize-helm-example's overlays patch `spec.values`)."""
+    if not any(same_repository(ref.name, want.repository)
+               for obj in ctx.objects(target) for ref in gitops_images(obj)):
+        return _Outcome()
+    own: list[str] = []
+    shared: list[str] = []
+    parsed: dict[str, YamlFile] = {}
+    for rel in sorted(ctx.closures.closure(ctx.root, target).files):
+        if not rel.endswith((".yaml", ".yml")) or PurePosixPath(rel).name in KUSTOMIZATION_FILES:
+            continue
+        try:
+            parsed[rel] = tx.parse(rel)
+        except YamlEditError:
+            continue                    # not every input is a manifest the edit would touch
+        (shared if ctx.readers(rel, target) else own).append(rel)
+    defaults: dict[str, list[Node]] = {}           # shared HelmReleases' values, by release name
+    for rel in shared:
+        for doc in parsed[rel].documents:
+            name = _release_name(doc)
+            values = _release_values(doc)
+            if name is not None and values is not None:
+                defaults.setdefault(name, []).append(values)
+    out = _Outcome()
+    for rel in own:
+        if any(same_repository(p.repository, want.repository) for p in _object_places(parsed[rel], defaults)):
+            got = _edit_objects(ctx, tx, target, rel, want, defaults)
+            out.used |= got.used
+            out.changed |= got.changed
+    if out.used:
+        return out
+    for rel in shared:
+        f = parsed[rel]
+        for doc in f.documents:
+            name = _release_name(doc)
+            values = _release_values(doc)
+            place = next((p for p in _helm_images_in(values) if same_repository(p.repository, want.repository)),
+                         None) if name is not None else None
+            if place is None or name is None:
+                continue
+            patch = next(((prel, pdoc) for prel in own for pdoc in tx.parse(prel).documents
+                          if _release_name(pdoc) == name), None)
+            if patch is None:
+                ctx.check_own(rel, target, place.node)
+                continue
+            return _override_release(tx, target, patch[0], name, place, values, want)
+    return out
+
+
+def _helm_images_in(values: Node | None) -> list[_HelmImage]:
+    found: list[_HelmImage] = []
+    if isinstance(values, MappingNode):
+        _scan_values(values, (), (), found)
+    return found
+
+
+def _override_release(tx: _Tx, target: Target, rel: str, name: str, place: _HelmImage,
+                      values: Node | None, want: ImageRef) -> _Outcome:
+    """Set the image in the target's own patch of HelmRelease `name`, under `spec.values`."""
+    if want.tag is None:
+        raise YamlEditError(f"{rel}: a digest-only reference needs an image tag to set in the patch")
+    f = tx.parse(rel)
+    doc = next(d for d in f.documents if _release_name(d) == name)
+    base_values = [values] if values is not None else []
+    if place.kind == "string":
+        old = scalar_value(place.node) or ""
+        new = str(parse_image(old).with_version(want.tag, want.digest))
+        fields = [((*place.path,), new)]
+    else:
+        old = place.repository + _version(*_map_version(place.node))
+        tag_fields = _helm_tag_fields(want, [place.node, *_defaults_at(base_values, place.path)])
+        fields = [((*place.path, key), value) for key, value in tag_fields.items()]
+        new = place.repository + _version(want.tag, want.digest)
+    for path, value in fields:
+        f = tx.parse(rel)
+        doc = next(d for d in f.documents if _release_name(d) == name)
+        tx.apply(rel, [_insert_path(f, ("spec", "values", *path), value, root=doc)])
+    tx.record(rel, target, old, new)
+    return _Outcome(used=True, changed=True)
+
+
+def _map_version(node: Node) -> tuple[str | None, str | None]:
+    return scalar_value(get_value(node, "tag")), scalar_value(get_value(node, "digest"))
 
 
 def _entry_name(entry: Node) -> str | None:
@@ -353,7 +488,7 @@ def _set_kustomize_entry(ctx: _Ctx, tx: _Tx, rel: str, target: Target, index: in
     old_digest = scalar_value(get_value(entry, "digest"))
     if (old_tag, old_digest) == (want.tag, want.digest):
         return False
-    ctx.check_own(rel, target)
+    ctx.check_own(rel, target, entry)
     old_version = _version(old_tag, old_digest)
     if not old_version:                   # the entry only renames: the version comes from a base
         with contextlib.suppress(PrbotError):
@@ -394,7 +529,7 @@ class _HelmImage:
     repository: str                    # as written (registry/repository for split maps)
 
 
-def _helm_images(f: YamlFile, defaults: Sequence[YamlFile]) -> list[_HelmImage]:
+def _helm_images(f: YamlFile, defaults: Defaults) -> list[_HelmImage]:
     """Every place of a values file that sets an image; `defaults` tell tag-only maps' repository."""
     found: list[_HelmImage] = []
     for doc in f.documents:
@@ -411,7 +546,7 @@ def _map_repository(node: Node) -> str | None:
     return f"{registry.rstrip('/')}/{repo}" if registry else repo
 
 
-def _scan_values(node: MappingNode, path: tuple[str, ...], defaults: Sequence[YamlFile],
+def _scan_values(node: MappingNode, path: tuple[str, ...], defaults: Defaults,
                  found: list[_HelmImage]) -> None:
     repo = _map_repository(node)
     if repo is not None and _valid_repository(repo):
@@ -442,11 +577,14 @@ def _valid_repository(repo: str) -> bool:
     return ref.tag is None and ref.digest is None
 
 
-def _defaults_at(defaults: Sequence[YamlFile], path: tuple[str, ...]) -> list[MappingNode]:
-    """The mappings at `path` in the default values files, in precedence order."""
+Defaults = Sequence["YamlFile | Node"]       # values files, or values mappings (a HelmRelease's)
+
+
+def _defaults_at(defaults: Defaults, path: tuple[str, ...]) -> list[MappingNode]:
+    """The mappings at `path` in the default values (files or mappings), in precedence order."""
     found: list[MappingNode] = []
     for f in defaults:
-        for doc in f.documents:
+        for doc in (f.documents if isinstance(f, YamlFile) else [f]):
             node: Node | None = doc
             for key in path:
                 node = get_value(node, key)
@@ -479,7 +617,7 @@ def _helm(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
                   if same_repository(p.repository, want.repository)]
         if not places:
             continue
-        if ctx.readers(rel, target):
+        if ctx.value_readers(rel, target):
             shared.append(rel)
             continue
         out.used = True
@@ -509,10 +647,11 @@ def _helm(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
     stale = [r for r in rendered if (r.tag, r.digest) != (want.tag, want.digest)]
     if not stale:
         return _Outcome(used=bool(rendered))
-    own = [rel for rel in files if not ctx.readers(rel, target)]
+    own = [rel for rel in files if not ctx.value_readers(rel, target)]
     if not own:
         for rel in shared:
-            ctx.check_own(rel, target)
+            found = _default_place(tx.parse(rel), want, chart_defaults)
+            ctx.check_own(rel, target, found.node if found else None, readers=ctx.value_readers(rel, target))
         raise YamlEditError(f"{target.key} has no values file of its own to set {want.repository} in "
                             f"({chart_values} holds the chart's shared defaults)")
     rel = own[-1]
@@ -528,7 +667,7 @@ def _helm(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
     return _Outcome(used=True, changed=True)
 
 
-def _default_place(f: YamlFile, want: ImageRef, defaults: Sequence[YamlFile]) -> _HelmImage | None:
+def _default_place(f: YamlFile, want: ImageRef, defaults: Defaults) -> _HelmImage | None:
     for p in _helm_images(f, defaults):
         if same_repository(p.repository, want.repository):
             return p
@@ -542,9 +681,10 @@ def _helm_tag_fields(want: ImageRef, defaults: Sequence[Node]) -> dict[str, str]
     return {"tag": want.tag + (f"@{want.digest}" if want.digest else "")}
 
 
-def _insert_path(f: YamlFile, path: tuple[str, ...], value: str) -> TextEdit:
-    """Insert `value` at the dotted `path`, creating the missing mappings on the way."""
-    node: Node = _root_mapping(f)
+def _insert_path(f: YamlFile, path: tuple[str, ...], value: str, root: Node | None = None) -> TextEdit:
+    """Insert `value` at the dotted `path` (below `root`, by default the document), creating the
+    missing mappings on the way."""
+    node: Node = _root_mapping(f) if root is None else root
     for depth, key in enumerate(path[:-1]):
         found = get_entry(node, key)
         if found is None:
@@ -562,7 +702,7 @@ def _insert_path(f: YamlFile, path: tuple[str, ...], value: str) -> TextEdit:
 
 
 def _helm_place_edits(f: YamlFile, place: _HelmImage, want: ImageRef,
-                      defaults: Sequence[YamlFile]) -> tuple[list[TextEdit], str, str]:
+                      defaults: Defaults) -> tuple[list[TextEdit], str, str]:
     if place.kind == "string":
         old = scalar_value(place.node) or ""
         new = str(parse_image(old).with_version(want.tag, want.digest))
@@ -597,18 +737,187 @@ def _helm_place_edits(f: YamlFile, place: _HelmImage, want: ImageRef,
     return edits, old, new
 
 
-# -- plain -----------------------------------------------------------------------------------------------
+# -- plain: containers and GitOps objects ------------------------------------------------------------------
 
-def _plain_images(f: YamlFile) -> Iterator[ScalarNode]:
-    for doc in f.documents:
-        for node in walk(doc):
-            if not isinstance(node, MappingNode):
+FLUX_HELM = "helm.toolkit.fluxcd.io/"
+ARGOCD = "argoproj.io/"
+
+
+@dataclass
+class _Place:
+    """One place of a manifest that sets an image: `edits` moves it to a version."""
+
+    node: Node                         # where it is written (its line names the place)
+    repository: str                    # the repository as written there
+    edits: Callable[[YamlFile, ImageRef], tuple[list[TextEdit], str, str]]   # -> (edits, old, new)
+
+
+def _kind_of(doc: Node, group: str, kinds: tuple[str, ...]) -> bool:
+    api = scalar_value(get_value(doc, "apiVersion")) or ""
+    return api.startswith(group) and scalar_value(get_value(doc, "kind")) in kinds
+
+
+def _app_sources(doc: Node) -> list[Node]:
+    """The `source` and `sources[]` of an Argo CD Application (or an ApplicationSet's template)."""
+    spec = get_value(doc, "spec")
+    if _kind_of(doc, ARGOCD, ("ApplicationSet",)):
+        spec = get_value(get_value(spec, "template"), "spec")
+    elif not _kind_of(doc, ARGOCD, ("Application",)):
+        return []
+    found = [get_value(spec, "source"), *items(get_value(spec, "sources"))]
+    return [n for n in found if isinstance(n, MappingNode)]
+
+
+def _ref_edits(node: ScalarNode, ref: ImageRef, prefix: str = "") -> Callable[
+        [YamlFile, ImageRef], tuple[list[TextEdit], str, str]]:
+    """Edits for a scalar holding ``prefix`` + an image reference."""
+    def edits(f: YamlFile, want: ImageRef) -> tuple[list[TextEdit], str, str]:
+        new = ref.with_version(want.tag, want.digest)
+        text = prefix + str(new)
+        return ([f.set_scalar(node, text)] if text != scalar_value(node) else []), str(ref), str(new)
+    return edits
+
+
+def _container_places(doc: Node) -> Iterator[_Place]:
+    for node in walk(doc):
+        if not isinstance(node, MappingNode):
+            continue
+        for key in CONTAINER_LISTS:
+            for container in items(get_value(node, key)):
+                image = get_value(container, "image")
+                if isinstance(image, ScalarNode) and (text := scalar_value(image)):
+                    try:
+                        ref = parse_image(text)
+                    except ImageError:
+                        continue
+                    yield _Place(image, ref.name, _ref_edits(image, ref))
+
+
+def _values_places(values: Node | None, defaults: Defaults = ()) -> Iterator[_Place]:
+    """Images in a values mapping (a HelmRelease's `spec.values`, an Application's `valuesObject`);
+    `defaults`: the values it overrides, which tell a tag-only map's repository."""
+    if not isinstance(values, MappingNode):
+        return
+    found: list[_HelmImage] = []
+    _scan_values(values, (), defaults, found)
+    for place in found:
+        def edits(f: YamlFile, want: ImageRef, place: _HelmImage = place) -> tuple[list[TextEdit], str, str]:
+            return _helm_place_edits(f, place, want, defaults)
+        yield _Place(place.node, place.repository, edits)
+
+
+def _kustomize_image_places(images: Node | None) -> Iterator[_Place]:
+    """An Application's `kustomize.images`: ``[name=]newName[:tag][@digest]`` strings."""
+    for item in items(images):
+        text = scalar_value(item) if isinstance(item, ScalarNode) else None
+        if not text:
+            continue
+        prefix, _, image = text.rpartition("=")
+        try:
+            ref = parse_image(image)
+        except ImageError:
+            continue
+        assert isinstance(item, ScalarNode)
+        yield _Place(item, ref.name, _ref_edits(item, ref, prefix + ("=" if prefix else "")))
+
+
+def _parameter_places(parameters: Node | None) -> Iterator[_Place]:
+    """An Application's `helm.parameters`: a ``P.repository`` (with ``P.registry``) and ``P.tag``
+    pair, or one parameter named ``…image`` holding ``repo:tag``."""
+    params: dict[str, Node] = {}
+    for item in items(parameters):
+        name = scalar_value(get_value(item, "name"))
+        value = get_value(item, "value")
+        if name and isinstance(value, ScalarNode):
+            params[name] = value
+    for name, value in params.items():
+        text = scalar_value(value) or ""
+        if name.endswith(".repository"):
+            prefix = name[: -len(".repository")]
+            registry = scalar_value(params.get(f"{prefix}.registry"))
+            repo = f"{registry.rstrip('/')}/{text}" if registry else text
+            if not _valid_repository(repo):
                 continue
-            for key in CONTAINER_LISTS:
-                for container in items(get_value(node, key)):
-                    image = get_value(container, "image")
-                    if isinstance(image, ScalarNode) and scalar_value(image):
-                        yield image
+            tag_node = params.get(f"{prefix}.tag")
+
+            def edits(f: YamlFile, want: ImageRef, repo: str = repo, prefix: str = prefix,
+                      tag_node: Node | None = tag_node) -> tuple[list[TextEdit], str, str]:
+                if want.tag is None:
+                    raise YamlEditError(f"{f.source}: {prefix}.tag: a digest-only reference has no tag to write")
+                new_tag = want.tag + (f"@{want.digest}" if want.digest else "")
+                old_tag = scalar_value(tag_node)
+                old = repo + (f":{old_tag}" if old_tag else "")
+                if tag_node is None:
+                    assert isinstance(parameters, SequenceNode)
+                    return [f.append_item(parameters, {"name": f"{prefix}.tag", "value": new_tag})], old, \
+                        f"{repo}:{new_tag}"
+                if old_tag == new_tag:
+                    return [], old, old
+                return [f.set_scalar(tag_node, new_tag)], old, f"{repo}:{new_tag}"
+            yield _Place(value, repo, edits)
+        elif name.rsplit(".", 1)[-1].lower().endswith("image") and text:
+            try:
+                ref = parse_image(text)
+            except ImageError:
+                continue
+            if ref.tag or ref.digest:
+                assert isinstance(value, ScalarNode)
+                yield _Place(value, ref.name, _ref_edits(value, ref))
+
+
+def _release_name(doc: Node) -> str | None:
+    """The name of a Flux HelmRelease document, else None."""
+    if not _kind_of(doc, FLUX_HELM, ("HelmRelease",)):
+        return None
+    return scalar_value(get_value(get_value(doc, "metadata"), "name")) or ""
+
+
+def _release_values(doc: Node) -> Node | None:
+    return get_value(get_value(doc, "spec"), "values")
+
+
+def _object_places(f: YamlFile, release_defaults: dict[str, list[Node]] | None = None) -> list[_Place]:
+    """Every place of a manifest file that sets an image: containers of any workload kind, a Flux
+    HelmRelease's `spec.values`, an Argo CD Application's `kustomize.images`, `helm.parameters`
+    and `helm.valuesObject` (one place per node, in document order).  `release_defaults`: values
+    of same-named HelmReleases that a patch overrides (by release name)."""
+    places: dict[int, _Place] = {}
+    for doc in f.documents:
+        found = list(_container_places(doc))
+        release = _release_name(doc)
+        if release is not None:
+            found += _values_places(_release_values(doc), (release_defaults or {}).get(release, ()))
+        for source in _app_sources(doc):
+            found += _kustomize_image_places(get_value(get_value(source, "kustomize"), "images"))
+            helm = get_value(source, "helm")
+            found += _parameter_places(get_value(helm, "parameters"))
+            found += _values_places(get_value(helm, "valuesObject"))
+        for place in found:
+            places.setdefault(id(place.node), place)
+    return sorted(places.values(), key=lambda p: p.node.start_mark.index)
+
+
+def _edit_objects(ctx: _Ctx, tx: _Tx, target: Target, rel: str, want: ImageRef,
+                  release_defaults: dict[str, list[Node]] | None = None) -> _Outcome:
+    """Move every place of `rel` that sets the image's repository; the file must be the target's own."""
+    out = _Outcome()
+    f = tx.parse(rel)
+    edits: list[TextEdit] = []
+    first: Node | None = None
+    for place in _object_places(f, release_defaults):
+        if not same_repository(place.repository, want.repository):
+            continue
+        out.used = True
+        got, old, new = place.edits(f, want)
+        if got:
+            first = first or place.node
+            edits += got
+            tx.record(rel, target, old, new)
+    if edits:
+        ctx.check_own(rel, target, first)
+        tx.apply(rel, edits)
+        out.changed = True
+    return out
 
 
 def _plain(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
@@ -616,27 +925,96 @@ def _plain(ctx: _Ctx, tx: _Tx, target: Target, want: ImageRef) -> _Outcome:
     out = _Outcome()
     names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.suffix in PLAIN_SUFFIXES)
     for name in names:
-        rel = f"{target.path}/{name}"
-        f = tx.parse(rel)
-        edits: list[TextEdit] = []
-        for node in _plain_images(f):
-            old = scalar_value(node) or ""
-            try:
-                ref = parse_image(old)
-            except ImageError:
-                continue
-            if not same_repository(ref.name, want.repository):
-                continue
-            out.used = True
-            new = str(ref.with_version(want.tag, want.digest))
-            if new != old:
-                edits.append(f.set_scalar(node, new))
-                tx.record(rel, target, old, new)
-        if edits:
-            ctx.check_own(rel, target)
-            tx.apply(rel, edits)
-            out.changed = True
+        got = _edit_objects(ctx, tx, target, f"{target.path}/{name}", want)
+        out.used |= got.used
+        out.changed |= got.changed
     return out
+
+
+# -- images a target declares (containers and GitOps objects), from its rendered objects ---------------------
+
+def _values_refs(values: Any) -> Iterator[ImageRef]:
+    """Images set in a values mapping: ``repository`` (+ ``registry``) + ``tag``/``digest`` maps,
+    ``image: repo:tag`` strings, at any depth."""
+    if isinstance(values, dict):
+        repo = values.get("repository")
+        if isinstance(repo, str) and repo:
+            registry = values.get("registry")
+            name = f"{registry.rstrip('/')}/{repo}" if isinstance(registry, str) and registry else repo
+            tag, digest = values.get("tag"), values.get("digest")
+            with contextlib.suppress(ImageError):
+                tag_text = str(tag) if isinstance(tag, (str, int, float)) and str(tag) else None
+                if tag_text and "@" in tag_text:
+                    tag_text, _, digest = tag_text.partition("@")
+                ref = ImageRef(name, tag_text, digest if isinstance(digest, str) and digest else None)
+                if ref.tag or ref.digest:
+                    yield ref
+        for key, value in values.items():
+            if key == "image" and isinstance(value, str):
+                with contextlib.suppress(ImageError):
+                    ref = parse_image(value)
+                    if ref.tag or ref.digest:
+                        yield ref
+            else:
+                yield from _values_refs(value)
+    elif isinstance(values, list):
+        for value in values:
+            yield from _values_refs(value)
+
+
+def gitops_images(obj: dict[str, Any]) -> list[ImageRef]:
+    """Images a Flux HelmRelease (`spec.values`) or an Argo CD Application / ApplicationSet
+    (`kustomize.images`, `helm.parameters`, `helm.valuesObject`) sets; [] for other objects."""
+    api, kind = str(obj.get("apiVersion") or ""), obj.get("kind")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    if api.startswith(FLUX_HELM) and kind == "HelmRelease":
+        return list(_values_refs(spec.get("values")))
+    if not api.startswith(ARGOCD) or kind not in ("Application", "ApplicationSet"):
+        return []
+    if kind == "ApplicationSet":
+        template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+        spec = template.get("spec") if isinstance(template, dict) and isinstance(template.get("spec"), dict) else {}
+        assert isinstance(spec, dict)
+    listed = spec.get("sources")
+    sources = [spec.get("source"), *(listed if isinstance(listed, list) else [])]
+    refs: list[ImageRef] = []
+    for source in (s for s in sources if isinstance(s, dict)):
+        kustomize = source.get("kustomize") if isinstance(source.get("kustomize"), dict) else {}
+        for text in kustomize.get("images") or () if isinstance(kustomize, dict) else ():
+            if isinstance(text, str):
+                with contextlib.suppress(ImageError):
+                    refs.append(parse_image(text.rpartition("=")[2]))
+        helm = source.get("helm") if isinstance(source.get("helm"), dict) else {}
+        assert isinstance(helm, dict)
+        params = {str(p.get("name")): p.get("value") for p in helm.get("parameters") or ()
+                  if isinstance(p, dict) and p.get("name") is not None}
+        for name, value in params.items():
+            if name.endswith(".repository") and isinstance(value, str):
+                prefix = name[: -len(".repository")]
+                registry, tag = params.get(f"{prefix}.registry"), params.get(f"{prefix}.tag")
+                full = f"{registry.rstrip('/')}/{value}" if isinstance(registry, str) and registry else value
+                with contextlib.suppress(ImageError):
+                    if tag is not None and str(tag):
+                        t, _, d = str(tag).partition("@")
+                        refs.append(ImageRef(full, t, d or None))
+            elif name.rsplit(".", 1)[-1].lower().endswith("image") and isinstance(value, str):
+                with contextlib.suppress(ImageError):
+                    ref = parse_image(value)
+                    if ref.tag or ref.digest:
+                        refs.append(ref)
+        refs += _values_refs(helm.get("valuesObject"))
+    return refs
+
+
+def declared_images(objects: Iterable[dict[str, Any]]) -> dict[str, list[ImageRef]]:
+    """`container_images` plus the images GitOps objects set (`gitops_images`), by repository."""
+    objects = list(objects)
+    found = {repo: list(refs) for repo, refs in container_images(objects).items()}
+    for obj in objects:
+        for ref in gitops_images(obj):
+            found.setdefault(ref.repository, []).append(ref)
+    return found
 
 
 _EDITORS = {"kustomize": _kustomize, "helm": _helm, "plain": _plain}
@@ -655,8 +1033,18 @@ def _select(ctx: _Ctx, env: str, app: str | None) -> list[Target]:
     return chosen
 
 
-def _run_target(ctx: _Ctx, result: EditResult, target: Target, wants: list[ImageRef]) -> None:
-    """Edit one target for every wanted image; on any failure its edits are dropped and reported."""
+Check = Callable[[FileEdit], "str | None"]      # why an edit is refused, or None
+
+
+def _tag(version: str) -> str | None:
+    """The tag of a version as FileEdit writes it (``1.2.3``, ``1.2.3@sha256:…``, ``@sha256:…``)."""
+    return version.partition("@")[0] or None
+
+
+def _run_target(ctx: _Ctx, result: EditResult, target: Target, wants: list[ImageRef],
+                check: Check | None = None) -> None:
+    """Edit one target for every wanted image; a failure or a refusal drops its edits and is
+    reported (errors as ``FILE:LINE: message (app/env)`` when a file is to blame)."""
     tx = _Tx(ctx.files)
     used = changed = False
     try:
@@ -665,41 +1053,74 @@ def _run_target(ctx: _Ctx, result: EditResult, target: Target, wants: list[Image
             used |= outcome.used
             changed |= outcome.changed
     except PrbotError as exc:
-        result.errors.append(f"{target.key}: {exc}")
+        result.errors.append(_located(str(exc), target))
         return
     except OSError as exc:
         result.errors.append(f"{target.key}: {exc.strerror or exc}")
         return
-    tx.merge()
+    refusals = [f"{target.key}: {e.path}: {e.image} {e.old or '(no tag)'} → {e.new}: {why}"
+                for e in tx.edits if check is not None and (why := check(e))]
     result.matched |= used
+    if refusals:
+        result.refused += refusals
+        return
+    tx.merge()
     result.edits.extend(tx.edits)
     if used and not changed:
         result.current.append(target.key)
 
 
-def bump(root: Path, config: Config, image: str, env: str, app: str | None = None) -> EditResult:
+def _located(message: str, target: Target) -> str:
+    """A target's error, led by the file (and line) to blame when the message names one."""
+    head = message.split(": ", 1)[0]
+    if "/" in head or head.endswith((".yaml", ".yml", ".json")) or ":" in head:
+        return f"{message} ({target.key})"
+    return f"{target.key}: {message}"
+
+
+def _finish(ctx: _Ctx, result: EditResult) -> EditResult:
+    """Write every edited file, or none: any error or refusal leaves the working tree as it was."""
+    if result.written:
+        ctx.files.commit()
+    return result
+
+
+def bump(root: Path, config: Config, image: str, env: str, app: str | None = None, *,
+         force: bool = False) -> EditResult:
     """Move every target of `env` (or only `app`'s) that uses the image's repository to its version.
 
-    Raises ImageError for a bad reference and PrbotError for an unknown environment or app, before
-    anything is read or written.  Per-target problems are returned in ``errors``.
+    Raises ImageError for a bad reference and PrbotError for an unknown environment or app, or a
+    tag the image's `images[].tags` refuses (unless `force`), before anything is read or written.
+    Per-target problems are returned in ``errors``; a move ``policy: semver`` forbids (a lower or
+    not semantic version) in ``refused`` (unless `force`).  Files are written only when there
+    are neither (all or nothing).
     """
     want = parse_image(image)
     if want.tag is None and want.digest is None:
         raise ImageError(f"image reference {image!r} names no tag or digest to move to")
     config.env(env)
+    rule = rule_for(config, want.name)
+    if not force and (why := tag_refusal(rule, want.tag)):
+        raise PolicyError(f"refused {want}: {why}; --force bumps anyway")
+    check: Check | None = None
+    if not force and rule is not None and rule.policy == "semver":
+        def check(e: FileEdit) -> str | None:
+            return version_refusal(_tag(e.old), _tag(e.new), semver_policy=True)
     ctx = _Ctx(Path(root), config)
     result = EditResult()
     for target in _select(ctx, env, app):
-        _run_target(ctx, result, target, [want])
-    ctx.files.commit()
-    return result
+        _run_target(ctx, result, target, [want], check)
+    return _finish(ctx, result)
 
 
-def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | None = None) -> EditResult:
-    """Carry the image versions each app renders in `from_env` into its `to_env` target.
+def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | None = None, *,
+            force: bool = False) -> EditResult:
+    """Carry the image versions each app sets in `from_env` (rendered: containers, HelmRelease
+    values, Application images) into its `to_env` target.
 
     Only repositories the destination target already uses are carried; apps present in one of the
-    two environments only are skipped (with `app` given, that is an error).
+    two environments only are skipped (with `app` given, that is an error).  A move to a lower
+    semantic version is refused (``refused``) unless `force`.  All or nothing, as `bump`.
     """
     if config.env(from_env).name == config.env(to_env).name:
         raise PrbotError(f"cannot promote {from_env!r} into itself")
@@ -707,14 +1128,17 @@ def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | N
     sources = {t.app: t for t in _select(ctx, from_env, app)}
     dests = {t.app: t for t in _select(ctx, to_env, app)}
     result = EditResult()
+
+    def check(e: FileEdit) -> str | None:
+        return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
+
     for name in sorted(set(sources) & set(dests)):
         try:
-            images = {repo: refs[0] for repo, refs in ctx.rendered(sources[name]).items()}
+            images = {repo: refs[0] for repo, refs in ctx.declared(sources[name]).items()}
         except PrbotError as exc:
-            result.errors.append(f"{sources[name].key}: {exc}")
+            result.errors.append(_located(str(exc), sources[name]))
             continue
         wants = [ref for _, ref in sorted(images.items()) if ref.tag or ref.digest]
         if wants:
-            _run_target(ctx, result, dests[name], wants)
-    ctx.files.commit()
-    return result
+            _run_target(ctx, result, dests[name], wants, check)
+    return _finish(ctx, result)

@@ -21,7 +21,8 @@ from prbot.diff import ObjectChange, diff_objects
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
 from prbot.render import RenderPool
-from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets
+from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_paths
+from prbot.tools import used_versions
 from prbot.validate import ValidationIssue, validate_objects
 
 try:                    # libyaml, as prbot.impact parses kustomizations: the cheap scan composes with it
@@ -93,13 +94,15 @@ class Plan:
     base: str
     head: str
     targets: list[TargetPlan] = field(default_factory=list)
+    tools: dict[str, str] = field(default_factory=dict)   # renderer versions used, e.g. {"helm": "v4.1.4"}
 
     @property
     def failed(self) -> bool:
         return any(t.failed for t in self.targets)
 
     def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "head": self.head, "targets": [t.to_json() for t in self.targets]}
+        return {"base": self.base, "head": self.head, "targets": [t.to_json() for t in self.targets],
+                "tools": dict(self.tools)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class _Side:
     targets: dict[Key, Target]
     keys: dict[Key, str] = field(default_factory=dict)
     closure_errors: dict[Key, str] = field(default_factory=dict)
+    helm_charts: set[Key] = field(default_factory=set)      # kustomize targets inflating helmCharts
 
 
 def _discover(root: Path, config: Config, envs: Sequence[str] | None) -> dict[Key, Target]:
@@ -141,6 +145,8 @@ def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
             side.closure_errors[key] = (f"remote base {closure.remote[0]} cannot be resolved offline: "
                                         "vendor it into the repository")
         side.keys[key] = cache.digest(root, closure, _cache_extra(target))
+        if closure.helm_charts:
+            side.helm_charts.add(key)
     return side
 
 
@@ -189,6 +195,7 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
         changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
     btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
     hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
+    _refuse_unmatched(stack, repo, config, hroot, base_sha)
     closures = ClosureCache()
     probe = _Probe(hroot)
     try:
@@ -221,6 +228,20 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
     return dirty, (b, h, affected)
 
 
+def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, hroot: Path, base_sha: str) -> None:
+    """A path pattern that matches no directory at head nor at base is a typo in `.prbot.yml`
+    (SPEC §2): refuse to plan rather than report an empty, green plan.  (Matching at base only is
+    a PR removing the app's last directory: its targets are planned as removed.)"""
+    missing = unmatched_paths(config, hroot)
+    if not missing:
+        return
+    broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
+    at_base = {index for index, _ in unmatched_paths(config, broot)}
+    for index, message in missing:
+        if index in at_base:
+            raise PrbotError(f"{CONFIG_FILE}:{config.apps[index].line or 1}: {message}")
+
+
 def _order(b: _Side, h: _Side) -> list[Key]:
     return list(h.targets) + [k for k in b.targets if k not in h.targets]
 
@@ -241,7 +262,10 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, af
     targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
-    return Plan(base=base_sha, head=head_sha, targets=targets)
+    kinds = {target.renderer for _, target, _ in requests}
+    if any(k in side.helm_charts for k in affected for side in (b, h)):
+        kinds.add("helmCharts")
+    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds))
 
 
 def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str] | None, hroot: Path,

@@ -48,6 +48,7 @@ from prbot.impact import (
     load_yaml_all,
 )
 from prbot.targets import Target
+from prbot.tools import clean_output, find_tool, which
 
 DEFAULT_TIMEOUT = 120.0
 CACHE_FORMAT = "prbot-render-v1"
@@ -69,28 +70,6 @@ class RenderError(PrbotError):
             text = text[:MAX_MESSAGE - 1] + "…"
         super().__init__(text)
         self.transient = transient
-
-
-def tool_dirs() -> list[str]:
-    """Where renderer binaries are looked for after PATH: $PRBOT_TOOLS_DIR, by default the checkout's
-    .tools/bin that scripts/fetch-tools fills (so a fresh clone works without touching PATH)."""
-    default = str(Path(__file__).resolve().parent.parent / ".tools" / "bin")
-    d = os.environ.get("PRBOT_TOOLS_DIR", default)
-    return [d] if d and os.path.isdir(d) else []
-
-
-def which(name: str) -> str | None:
-    """Absolute path of an executable on PATH or in tool_dirs(), else None."""
-    return shutil.which(name) or next((found for d in tool_dirs() if (found := shutil.which(name, path=d))), None)
-
-
-def find_tool(name: str) -> str:
-    """Absolute path of an executable on PATH or in tool_dirs(), or RenderError telling how to get it."""
-    path = which(name)
-    if path is None:
-        raise RenderError(f"{name} is not installed or not on PATH (install it, or run scripts/fetch-tools)",
-                          transient=True)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +219,7 @@ def _strip_roots(message: str, roots: Sequence[str]) -> str:
 
 
 def _clean_message(label: str, raw: str, roots: Sequence[str]) -> str:
-    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in clean_output(raw).splitlines() if ln.strip()]
     # helm/kubectl prefix each line with "Error: " / "error: "; keep the message itself
     lines = [ln.split(":", 1)[1].strip() if ln.lower().startswith("error:") else ln for ln in lines]
     message = _strip_roots(" ".join(lines) or "failed without a message", roots)
@@ -337,7 +316,7 @@ def _render_kustomize(root: Path, target: Target, closure: Closure, timeout: flo
     except RenderError as exc:
         if closure.helm_charts and "helm version -c" in str(exc):
             raise RenderError(f"{label}: helmCharts need Helm 3 (this kustomize runs 'helm version -c', "
-                              "which Helm 4 rejects): put a Helm 3 binary on PATH as helm3") from exc
+                              "which Helm 4 rejects): run `prbot tools install`, which adds one as helm3") from exc
         raise
     return parse_documents(text, f"{label} {target.path or '.'}")
 

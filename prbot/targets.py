@@ -6,6 +6,8 @@ thousands of directories costs what its patterns touch, not its size.  Nothing i
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -95,21 +97,45 @@ def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]
     return results
 
 
+def _matches(root: Path, spec: AppSpec, envs: list[str]) -> list[tuple[str, str, str]]:
+    """(directory, app, env) for every directory the spec's pattern matches, per environment: a
+    pattern without {env} names a directory that is a target in every environment (of the spec's
+    `environments`, when given)."""
+    out: list[tuple[str, str, str]] = []
+    for rel, bound in _expand_pattern(root, spec.path.strip("/")):
+        app = bound.get("app") or spec.name
+        if not app:
+            continue
+        env = bound.get("env")
+        for name in ([env] if env is not None else envs):
+            if name in envs and spec.in_env(name):
+                out.append((rel, app, name))
+    return out
+
+
+def _renders_something(directory: Path, renderer: str) -> bool:
+    """A plain directory with no manifest (only subdirectories, a .gitkeep …) is no target: it
+    would show as an empty new target in every plan."""
+    if renderer != "plain":
+        return True
+    try:
+        with os.scandir(directory) as it:
+            return any(e.name.endswith(PLAIN_SUFFIXES) and e.is_file() for e in it)
+    except OSError:
+        return False
+
+
 def discover_targets(config: Config, root: Path) -> list[Target]:
     """Every target of the repository checked out at `root`, in promotion order then by app."""
     root = Path(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
     for index, spec in enumerate(config.apps):
-        for rel, bound in _expand_pattern(root, spec.path.strip("/")):
-            env = bound.get("env")
-            if env not in envs:
-                continue
-            app = bound.get("app") or spec.name
-            if not app:
-                continue
+        for rel, app, env in _matches(root, spec, envs):
             directory = root / rel
             renderer = detect_renderer(directory, spec)
+            if not _renders_something(directory, renderer):
+                continue
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
@@ -117,7 +143,7 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
                 if not names and chart != rel and (directory / "values.yaml").is_file():
                     names = ("values.yaml",)
-                values = tuple(str(PurePosixPath(rel) / v) for v in names)
+                values = tuple(str(PurePosixPath(rel) / expand(v, app, env)) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None
             key = (app, env)
             if key in found:
@@ -127,6 +153,49 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
             found[key] = Target(app=app, env=env, path=rel, renderer=renderer, app_index=index,
                                 namespace=ns, chart=chart, values=values)
     return sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
+
+
+def unmatched_paths(config: Config, root: Path) -> list[tuple[int, str]]:
+    """(index in `config.apps`, message) for each `apps[].path` that matches no directory in any
+    of its environments — a typo, which would otherwise plan nothing without a word."""
+    root = Path(root)
+    envs = config.env_names
+    out: list[tuple[int, str]] = []
+    for index, spec in enumerate(config.apps):
+        if _matches(root, spec, envs):
+            continue
+        where = f"apps[{index}].path"
+        scope = f" (environments: {', '.join(spec.environments)})" if spec.environments else ""
+        out.append((index, f"{where}: {json.dumps(spec.path)} matches no directory in any environment"
+                           f"{scope}{_closest(root, spec.path.strip('/'), envs)}"))
+    return out
+
+
+def _closest(root: Path, pattern: str, envs: list[str]) -> str:
+    """Where a pattern stops matching, with a did-you-mean for a literal segment."""
+    matched: list[str] = [""]
+    for segment in PurePosixPath(pattern).parts:
+        below: list[str] = []
+        for rel in matched:
+            base = root / rel if rel else root
+            for name in _list_dirs(base):
+                got = _match_segment(segment, name)
+                if got is not None and ("env" not in got or got["env"] in envs):
+                    below.append(f"{rel}/{name}" if rel else name)
+        if not below:
+            where = ", ".join(f"{m}/" for m in matched[:3] if m) or "the repository root"
+            if len(matched) > 3:
+                where += f" and {len(matched) - 3} more"
+            names = sorted({n for rel in matched for n in _list_dirs(root / rel if rel else root)})
+            hint = ""
+            if not _PLACEHOLDER.search(segment):
+                close = difflib.get_close_matches(segment, names, n=1, cutoff=0.6)
+                hint = f"; did you mean {json.dumps(close[0])}?" if close else ""
+            elif "{env}" in segment:
+                hint = f"; {{env}} matches only {', '.join(envs)}"
+            return f": nothing matches {json.dumps(segment)} in {where}{hint}"
+        matched = below
+    return ""
 
 
 def targets_for_env(targets: list[Target], env: str, app: str | None = None) -> list[Target]:

@@ -1,9 +1,15 @@
-"""pytest set-up: the real kubectl/helm from .tools/bin (scripts/fetch-tools) first on PATH."""
+"""pytest set-up: the real kubectl/helm (`prbot tools install`) first on PATH.
+
+Tests see the tools through PATH only: $PRBOT_TOOLS_DIR is unset and $XDG_CACHE_HOME points at an
+empty directory, so prbot's own lookup falls through to PATH, where a test may put a wrapper
+first.  Tests of the lookup itself (tests/test_tools.py) set these up as they need.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +22,15 @@ from prbot.cluster.clusters import ClusterRef
 
 if TOOLS.is_dir():
     os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ.pop("PRBOT_TOOLS_DIR", None)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="prbot-test-xdg-cache-")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    missing = [b for b in ("kubectl", "helm", "git") if shutil.which(b) is None]
+    missing = [b for b in ("kubectl", "helm", "helm3", "git") if shutil.which(b) is None]
     if missing:
-        raise pytest.UsageError(f"missing {', '.join(missing)} on PATH: run scripts/fetch-tools first")
+        raise pytest.UsageError(f"missing {', '.join(missing)} on PATH: run `prbot tools install` "
+                                "(or scripts/fetch-tools) first")
 
 
 @pytest.fixture

@@ -9,7 +9,18 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "examples" / "gitops"
-TOOLS = PROJECT / ".tools" / "bin"
+
+
+def _tools_dir() -> Path:
+    """Where the real kubectl/helm are: what prbot itself would use ($PRBOT_TOOLS_DIR, the pinned
+    tools of `prbot tools install`), else an older checkout's .tools/bin."""
+    from prbot.tools import tool_dirs
+
+    found = tool_dirs()
+    return Path(found[0]) if found else PROJECT / ".tools" / "bin"
+
+
+TOOLS = _tools_dir()
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",

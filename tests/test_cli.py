@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import snapshot_files, write
+from support import git, snapshot_files, write
 
 from prbot.cli import main
 
@@ -137,3 +138,134 @@ def test_plan_dry_runs_against_the_clusters_named_by_prbot_clusters(example_repo
     write(tmp_path, "clusters.yaml", "dev: {kubeconfg: /nope}\n")
     code, out, err = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD")
     assert code == 2 and err.count("\n") == 1 and "clusters.yaml:1" in err
+
+
+# -- issue 9: what a user hit ------------------------------------------------------------------------------
+
+def test_every_argument_of_every_command_has_help() -> None:
+    import argparse
+
+    from prbot.cli import _parser
+
+    def parsers(p: argparse.ArgumentParser, name: str = "prbot"):
+        yield name, p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    yield from parsers(child, f"{name} {sub}")
+
+    missing = [f"{name} {action.dest}" for name, p in parsers(_parser()) for action in p._actions
+               if not isinstance(action, argparse._SubParsersAction) and not (action.help or "").strip()]
+    assert missing == []
+
+
+def test_help_text_names_what_each_argument_is(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["promote", "--help"])
+    out = " ".join(capsys.readouterr().out.split())      # however the terminal wraps it
+    assert exit_.value.code == 0
+    assert "FROM_ENV the environment whose versions are carried" in out
+    assert "TO_ENV the environment that receives them" in out
+    assert "--repo DIR the GitOps repository's working tree (default: the current directory)" in out
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--format {markdown,json} markdown: the PR comment (default); json: the plan as data" in out
+
+
+def _big_change(repo: Path) -> None:
+    """A working-tree change whose plan prints far more than a pipe buffer holds."""
+    write(repo, "apps/worker/envs/dev/big.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n"
+          + "".join(f"  key{i}: {'x' * 60}\n" for i in range(3000)))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_closed_pipe_keeps_the_plans_exit_code(example_repo: Path, fail: bool) -> None:
+    """`prbot plan | head`: the reader leaving is not a failure; the code is still the plan's."""
+    _big_change(example_repo)
+    if fail:
+        write(example_repo, "apps/worker/envs/dev/broken.yaml", "kind: ConfigMap\nmetadata: [\n")
+    proc = subprocess.Popen([sys.executable, "-m", "prbot.cli", "plan", "--base", "HEAD", "--no-cluster",
+                             "--repo", str(example_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()                            # as `head -1` does
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert first == b"<!-- prbot:plan -->\n"
+    assert (code, err) == (1 if fail else 0, ""), err
+
+
+def test_check_config_names_a_missing_repository_and_takes_config(tmp_path: Path, example_repo: Path,
+                                                                   capsys) -> None:
+    code, out, err = run(capsys, "check-config", "--repo", str(tmp_path / "missing"))
+    assert (code, out) == (2, "")
+    assert err == f"{tmp_path}/missing: no such directory (--repo names the GitOps repository's working tree)\n"
+    code, _, err = run(capsys, "check-config", "--repo", str(tmp_path))
+    assert code == 2 and err.startswith(f"{tmp_path}/.prbot.yml: no such file")
+    other = write(tmp_path, "other.yml", (example_repo / ".prbot.yml").read_text())
+    code, out, err = run(capsys, "check-config", "--repo", str(example_repo), "--config", str(other))
+    assert (code, out, err) == (0, f"{other}: ok\n", "")
+    code, _, err = run(capsys, "plan", "--repo", str(tmp_path / "missing"), "--base", "HEAD")
+    assert code == 2 and err == (f"prbot: error: {tmp_path}/missing: no such directory (--repo names the "
+                                 "GitOps repository's working tree)\n")
+
+
+def test_a_path_that_matches_nothing_is_an_error_everywhere(example_repo: Path, capsys) -> None:
+    text = (example_repo / ".prbot.yml").read_text()
+    write(example_repo, ".prbot.yml", text.replace('path: "billing/{env}"', 'path: "biling/{env}"'))
+    code, out, err = run(capsys, "check-config", "--repo", str(example_repo))
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if 'path: "billing/{env}"' in ln)
+    assert (code, out) == (2, "")
+    assert err == (f'.prbot.yml:{line}: apps[1].path: "biling/{{env}}" matches no directory in any environment: '
+                   'nothing matches "biling" in the repository root; did you mean "billing"?\n')
+    code, out, err = run(capsys, "targets", "--repo", str(example_repo))
+    assert code == 2 and "shop" in out and "billing" not in out and err.startswith(f".prbot.yml:{line}: ")
+    git(example_repo, "commit", "-qam", "typo")
+    before = snapshot_files(example_repo)
+    code, out, err = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD~1", "--head", "HEAD")
+    assert (code, out) == (2, "") and err.startswith(f"prbot: error: .prbot.yml:{line}: apps[1].path: ")
+    assert snapshot_files(example_repo) == before
+
+
+def test_targets_lists_what_the_patterns_find(example_repo: Path, capsys) -> None:
+    code, out, err = run(capsys, "targets", "--repo", str(example_repo), "--env", "prod")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1] == ("prod  billing  helm       billing/prod  "
+                                   "(chart charts/billing; values billing/prod/values.yaml)")
+    rows = [line.split()[:4] for line in out.splitlines()[1:]]
+    assert rows == [["prod", "billing", "helm", "billing/prod"], ["prod", "shop", "kustomize", "apps/shop/envs/prod"],
+                    ["prod", "worker", "plain", "apps/worker/envs/prod"]]
+    code, out, _ = run(capsys, "targets", "--repo", str(example_repo), "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and len(data) == 9 and data[0] == {
+        "app": "billing", "env": "dev", "path": "billing/dev", "renderer": "helm", "namespace": "billing-dev",
+        "chart": "charts/billing", "values": ["billing/dev/values.yaml"]}
+    code, _, err = run(capsys, "targets", "--repo", str(example_repo), "--env", "qa")
+    assert code == 2 and "unknown environment 'qa'" in err
+
+
+def test_header_counts_the_environments_it_names_after_a_config_change(example_repo: Path, capsys) -> None:
+    """A `.prbot.yml` change plans every target: the header says one environment changes and lists
+    only that one, the others as unchanged."""
+    write(example_repo, ".prbot.yml", (example_repo / ".prbot.yml").read_text() + "# reviewed\n")
+    write(example_repo, "apps/worker/envs/dev/worker.yaml",
+          (example_repo / "apps/worker/envs/dev/worker.yaml").read_text().replace("0.5.0", "0.5.1"))
+    code, out, _ = run(capsys, "plan", "--repo", str(example_repo), "--base", "HEAD", "--no-cluster")
+    assert code == 0
+    assert "**1 environment changes** · dev ✅ · unchanged: staging, prod" in out.splitlines()
+
+
+def test_demo_keep_leaves_the_sample_repository(tmp_path: Path, capsys) -> None:
+    keep = tmp_path / "sample"
+    code, out, err = run(capsys, "demo", "--keep", str(keep))
+    assert code == 0, err
+    assert f"Sample GitOps repository: {keep}  (kept;" in out
+    assert (keep / ".prbot.yml").is_file()
+    assert "prbot/promote/staging/shop" in git(keep, "branch", "--list")
+    code, _, err = run(capsys, "demo", "--keep", str(keep))
+    assert code == 2 and "not an empty directory" in err
+    code, out, _ = run(capsys, "demo")
+    first = out.splitlines()[0]
+    assert "temporary, deleted at the end; prbot demo --keep DIR keeps it" in first
+    assert not Path(first.split(": ", 1)[1].split("  (", 1)[0]).exists()

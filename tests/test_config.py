@@ -86,6 +86,10 @@ apps:
   - path: "plain/{env}/{app}"
     sync:
       apply:
+  - name: api
+    path: "charts/api"
+    helm: {chart: "charts/api", values: ["values.yaml", "values-{env}.yaml"]}
+    environments: [staging, prod]
 images:
   - repository: registry.cn-hangzhou.aliyuncs.com/demo/app
     land_in: dev
@@ -216,8 +220,14 @@ CASES: list[tuple[str, list[tuple[int, str]]]] = [
      [(3, 'environments[0].name: "Dev_1" is not a valid environment name')]),
     ("version: 1\nenvironments:\n  - name: dev\n  - name: prod\n  - name: dev\n",
      [(5, 'environments[2].name: duplicate environment "dev" (also environments[0])')]),
-    (BASE_ENVS + "apps:\n  - path: apps/{app}\n",
-     [(7, 'apps[0].path: "apps/{app}" has no {env} placeholder')]),
+    (BASE_ENVS + "apps:\n  - path: apps/{app}/{env}\n    environments: [dev, qa]\n",
+     [(8, 'apps[0].environments[1]: "qa" names no environment (known: dev, prod)')]),
+    (BASE_ENVS + "apps:\n  - path: apps/{app}\n    environments: []\n",
+     [(8, "apps[0].environments: lists no environment (leave it out for all)")]),
+    (BASE_ENVS + "apps:\n  - path: apps/{app}\n    environments: [prod, prod]\n",
+     [(8, 'apps[0].environments: "prod" is listed twice')]),
+    (BASE_ENVS + "apps:\n  - path: c/{app}\n    helm: {values: ['values-{stage}.yaml']}\n",
+     [(8, 'apps[0].helm.values[0]: unknown placeholder {stage} in "values-{stage}.yaml"')]),
     (BASE_ENVS + "apps:\n  - path: /srv/{app}/{env}\n",
      [(7, 'apps[0].path: "/srv/{app}/{env}" is absolute; write it relative to the repository root')]),
     (BASE_ENVS + "apps:\n  - path: ../other/{app}/{env}\n",
@@ -420,9 +430,11 @@ def test_load_config_file_missing_is_a_config_error(tmp_path: Path) -> None:
         ".prbot.yml: no such file (a GitOps repository needs a .prbot.yml at its root)"]
 
 
-def test_check_config_missing_file_is_one_error(tmp_path: Path) -> None:
+def test_check_config_missing_file_is_one_error_naming_the_path(tmp_path: Path) -> None:
     assert check_config(tmp_path) == [
-        ".prbot.yml: no such file (a GitOps repository needs a .prbot.yml at its root)"]
+        f"{tmp_path}/.prbot.yml: no such file (a GitOps repository needs a .prbot.yml at its root)"]
+    assert check_config(tmp_path / "missing") == [
+        f"{tmp_path}/missing: no such directory (--repo names the GitOps repository's working tree)"]
 
 
 def test_check_config_unreadable_content(tmp_path: Path) -> None:
@@ -502,7 +514,7 @@ INVALID: dict[str, str] = {
     "path integer": BASE_ENVS + "apps: [{path: 3, name: x}]\n",
     "path absolute": BASE_ENVS + "apps: [{path: '/a/{app}/{env}'}]\n",
     "path escapes": BASE_ENVS + "apps: [{path: '../a/{app}/{env}'}]\n",
-    "path without env": BASE_ENVS + "apps: [{path: 'a/{app}'}]\n",
+    "environments empty": BASE_ENVS + "apps: [{path: 'a/{app}', environments: []}]\n",
     "path unknown placeholder": BASE_ENVS + "apps: [{path: 'a/{app}/{stage}/{env}'}]\n",
     "name missing": BASE_ENVS + "apps: [{path: 'a/{env}'}]\n",
     "name with app": BASE_ENVS + "apps: [{path: 'a/{app}/{env}', name: x}]\n",

@@ -172,27 +172,26 @@ def test_unknown_environment_and_app(example_repo: Path) -> None:
     assert snapshot_files(example_repo) == snap
 
 
-def test_broken_target_is_reported_and_others_still_edited(example_repo: Path) -> None:
+def test_broken_target_is_reported_and_nothing_is_written(example_repo: Path) -> None:
     config = load(example_repo)
     write(example_repo, "apps/worker/envs/dev/worker.yaml", "kind: Deployment\nspec: [\n")
     snap = snapshot_files(example_repo)
     result = bump(example_repo, config, f"{SHOP}:1.3.0", "dev")
-    assert [e.target for e in result.edits] == ["shop/dev"]
-    assert len(result.errors) == 1 and result.errors[0].startswith("worker/dev: apps/worker/envs/dev/worker.yaml:")
-    assert "invalid YAML" in result.errors[0]
-    assert set(changed(snap, snapshot_files(example_repo))) == {"apps/shop/envs/dev/kustomization.yaml"}
+    assert [e.target for e in result.edits] == ["shop/dev"] and not result.written   # what it would do
+    assert len(result.errors) == 1 and result.errors[0].startswith("apps/worker/envs/dev/worker.yaml:3: ")
+    assert "invalid YAML" in result.errors[0] and result.errors[0].endswith(" (worker/dev)")
+    assert snapshot_files(example_repo) == snap, "all or nothing: shop/dev is not edited either"
 
 
-def test_render_failure_is_a_target_error(example_repo: Path) -> None:
+def test_render_failure_is_a_target_error_and_nothing_is_written(example_repo: Path) -> None:
     config = load(example_repo)
     write(example_repo, "apps/shop/envs/dev/kustomization.yaml",
           "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - missing.yaml\n")
     snap = snapshot_files(example_repo)
     result = promote(example_repo, config, "dev", "staging")
     assert any(e.startswith("shop/dev: ") for e in result.errors)
-    assert {e.target for e in result.edits} == {"billing/staging", "worker/staging"}
-    assert set(changed(snap, snapshot_files(example_repo))) == {
-        "billing/staging/values.yaml", "apps/worker/envs/staging/worker.yaml"}
+    assert {e.target for e in result.edits} == {"billing/staging", "worker/staging"} and not result.written
+    assert snapshot_files(example_repo) == snap
 
 
 def test_rendered_images_per_repository(example_repo: Path) -> None:
@@ -352,8 +351,8 @@ def test_overlay_read_by_another_target_is_not_edited(kustomize_repo: Path) -> N
     snap = snapshot_files(repo)
     result = bump(repo, config, "nginx:1.28", "dev")
     assert result.edits == []
-    assert result.errors == ["web/dev: apps/web/envs/dev/kustomization.yaml is also read by web/staging; "
-                             "prbot does not edit shared files"]
+    assert result.errors == ["apps/web/envs/dev/kustomization.yaml:2: also read by web/staging; "
+                             "prbot does not edit shared files (web/dev)"]
     assert snapshot_files(repo) == snap
 
 
@@ -560,7 +559,7 @@ def test_helm_shared_values_file_is_never_edited(helm_repo: Path) -> None:
     write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["../common.yaml"]'))
     result = bump(repo, load(repo), "ghcr.io/acme/sidecar:0.6", "dev")
     assert result.edits == [] and result.errors == [
-        "multi/dev: multi/common.yaml is also read by multi/staging; prbot does not edit shared files"]
+        "multi/common.yaml:7: also read by multi/staging; prbot does not edit shared files (multi/dev)"]
     assert (repo / "multi/common.yaml").read_bytes() == snap["multi/common.yaml"]
 
 

@@ -497,11 +497,14 @@ def test_ignored_file_read_at_head_only(example_repo: Path, caplog) -> None:
     assert [(t["app"], t["env"]) for t in plan["targets"]] == [("shop", "dev")]
 
 
-def test_empty_directory_in_the_working_tree_is_a_new_target(example_repo: Path, caplog) -> None:
+def test_empty_directory_in_the_working_tree_is_no_target(example_repo: Path, caplog) -> None:
+    """A directory holding no manifest (only subdirectories, a .gitkeep) renders nothing: it is not
+    a `+0` new target in every plan."""
     (example_repo / "apps/empty/envs/dev/sub").mkdir(parents=True)     # git does not see it
+    write(example_repo, "apps/kept/envs/dev/.gitkeep", "")
     write(example_repo, "apps/worker/envs/dev/kustomization.yaml", "resources: [worker.yaml]\n")
     plan = plan_both_ways(example_repo, "HEAD", None, caplog)
-    assert {(t["app"], t["status"]) for t in plan["targets"]} == {("empty", "added"), ("worker", "unchanged")}
+    assert {(t["app"], t["status"]) for t in plan["targets"]} == {("worker", "unchanged")}
 
 
 def test_target_matched_twice_at_base_only(example_repo: Path, caplog) -> None:

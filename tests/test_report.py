@@ -547,9 +547,10 @@ def test_json_has_the_spec_shape() -> None:
                                       "action": "added", "diff": "+x"}],
                          "errors": [{"group": "apps", "kind": "Deployment", "namespace": "demo-prod",
                                      "name": "app", "message": "forbidden"}]}},
-        ]}
-    # key order is the SPEC's, every time
-    assert list(data) == ["base", "head", "targets"]
+        ],
+        "tools": {}}
+    # key order is the SPEC's, every time (then the renderer versions the plan used)
+    assert list(data) == ["base", "head", "targets", "tools"]
     assert list(data["targets"][0]) == ["app", "env", "path", "renderer", "status", "error", "changes",
                                         "validation", "dry_run"]
     assert list(data["targets"][1]["dry_run"]) == ["status", "changes", "errors"]
@@ -561,7 +562,8 @@ def test_json_round_trips_a_realistic_plan() -> None:
     out = render_json(plan)
     assert json.loads(out) == plan.to_json()
     assert out.isascii()
-    assert json.loads(render_json(Plan(base=BASE, head=HEAD))) == {"base": BASE, "head": HEAD, "targets": []}
+    assert json.loads(render_json(Plan(base=BASE, head=HEAD))) == {"base": BASE, "head": HEAD, "targets": [],
+                                                                   "tools": {}}
 
 
 # --------------------------------------------------------------------------------------------

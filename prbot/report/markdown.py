@@ -224,13 +224,22 @@ def _envs(plan: Plan) -> list[str]:
 
 
 def _verdict(plan: Plan) -> str:
+    """The count names the environments that change; those planned but unchanged (a `.prbot.yml`
+    change plans every target) are listed apart, so the count and the list agree."""
     envs = _envs(plan)
     changing = [e for e in envs if any(t.env == e and t.status != "unchanged" for t in plan.targets)]
     head = _n("verdict_change", len(changing)) if changing else _t("verdict_no_change")
-    marks = []
+    marks, quiet = [], []
     for env in envs:
         failed = sum(1 for t in plan.targets if t.env == env and t.failed)
-        marks.append(_n("env_failed", failed, env=md(env)) if failed else _t("env_ok", env=md(env)))
+        if failed:
+            marks.append(_n("env_failed", failed, env=md(env)))
+        elif env in changing or not changing:
+            marks.append(_t("env_ok", env=md(env)))
+        else:
+            quiet.append(md(env))
+    if quiet:
+        marks.append(_t("env_unchanged", envs=", ".join(quiet)))
     return _t("verdict_sep").join([head, *marks])
 
 
@@ -379,6 +388,14 @@ def _target(doc: _Doc, t: TargetPlan) -> None:
     doc.pop()
 
 
+def _tools(plan: Plan) -> str:
+    """The renderer versions the plan used, for the footer (empty when it rendered with none)."""
+    tools = getattr(plan, "tools", None) or {}
+    if not tools:
+        return ""
+    return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items()))
+
+
 def _document(plan: Plan, title: str) -> list[list[_Atom]]:
     doc = _Doc()
     doc.add(_t("heading", title=md(title)), "")
@@ -396,7 +413,8 @@ def _document(plan: Plan, title: str) -> list[list[_Atom]]:
             doc.block()
             _target(doc, t)
     doc.block()
-    doc.add("", "---", _t("footer", base=code(short_sha(plan.base)), head=code(short_sha(plan.head))))
+    doc.add("", "---", _t("footer", base=code(short_sha(plan.base)), head=code(short_sha(plan.head)))
+            + _tools(plan))
     assert not doc.stack, "unbalanced document"
     return [b for b in doc.blocks if b]
 
