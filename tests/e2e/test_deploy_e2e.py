@@ -214,7 +214,7 @@ def test_direct_apply_labels_and_prunes(world: Callable[..., World]) -> None:
     w = world(sync=APPLY)
     extra = "apps/app/envs/dev/extra.yaml"
     config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n"
-    with_extra = overlay("6666666").replace("resources:\n  - ../../base\n", "resources:\n  - ../../base\n  - extra.yaml\n")
+    with_extra = overlay("6666666").replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n")
     number = w.change("apply-1", {DEV: with_extra, extra: config_map})
     w.merge(number)
     w.bot.settle()
