@@ -153,12 +153,8 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
             raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
         if not result.matched:
             return BumpOutcome("ignored", f"no target of {env} uses {image.repository}")
-        if rule.policy == "semver":
-            for e in result.edits:
-                old_tag = e.old.split("@", 1)[0]
-                if old_tag and is_newer(old_tag, image.tag or "") is True:
-                    return BumpOutcome("ignored", f"tag {image.tag} is not a higher version than {old_tag}, which "
-                                                  f"{env} runs (policy: semver)")
+        if result.refused:                            # policy: semver, and env runs a higher version
+            return BumpOutcome("ignored", result.refused[0], existing)
         files = {e.path: (root / e.path).read_bytes() for e in result.edits}
     if not files:
         return BumpOutcome("unchanged", f"{env} already runs {image.version}", existing)

@@ -46,7 +46,7 @@ class Provenance:
 @dataclass
 class PromotionOutcome:
     app: str
-    status: str                          # "opened" | "updated" | "unchanged" | "nothing"
+    status: str                          # "opened" | "updated" | "nothing" | "refused"
     pull: PullRequest | None = None
     reason: str = ""
 
@@ -65,6 +65,8 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
         result = edit_promote(root, config, from_env, to_env, app)
         if result.errors:
             raise PrbotError(f"cannot promote {app} from {from_env} to {to_env}: {result.errors[0]}")
+        if result.refused:                            # a lower semantic version: never automatically
+            return PromotionOutcome(app, "refused", existing, result.refused[0])
         if not result.edits:
             return PromotionOutcome(app, "nothing", existing, f"{to_env} already runs what {from_env} runs")
         files = {e.path: (root / e.path).read_bytes() for e in result.edits}

@@ -210,6 +210,8 @@ def _promote(repo: Repo, pr: PullRequest, command: cmds.Command, user: str, conf
         if result.pull is not None and result.status in ("opened", "updated"):
             said.append(text("reply_promoted", status=result.status, pr=f"#{result.pull.number}", app=md(app),
                              from_env=md(source), to_env=md(dest)))
+        elif result.status == "refused":
+            said.append(text("reply_promote_refused", app=md(app), reason=md(result.reason, 300)))
         else:
             said.append(text("reply_promote_nothing", app=md(app), from_env=md(source), to_env=md(dest)))
     return "\n".join(said)
