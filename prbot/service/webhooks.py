@@ -147,6 +147,7 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
         log.info("registry payload refused: %s", exc, extra={"provider": provider})
         return _answer(event, "bad_request", 400, error=str(exc))
     images = [r.as_dict() for r in report.records]
+    routes = _routes(svc.store, images, narrow)
     delivery = f"registry-{uuid.uuid4().hex[:12]}"
     with log_context(delivery=delivery, provider=provider, repo=narrow):
         if not images:
@@ -162,4 +163,22 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
             return _answer(event, "unavailable", 503, error="queue unavailable, push not accepted")
         log.info("registry push queued", extra={"job": job_id, "images": [i["image"] for i in images]})
         return _answer(event, "queued", 202, status="queued", provider=provider, images=images, repo=narrow,
-                       job=job_id)
+                       job=job_id, routes=routes)
+
+
+def _routes(store: Any, images: list[dict[str, Any]], narrow: str | None) -> list[dict[str, Any]]:
+    """What the index of installed repositories says each image does there (SPEC §7: a tag an
+    `images[]` rule refuses is reported).  Read from the store only: no GitHub call on this path.
+    Empty before the first index; the worker routes again with a fresh index anyway."""
+    from prbot.images import parse_image
+    from prbot.repoindex import RepoIndex
+
+    out: list[dict[str, Any]] = []
+    try:
+        index = RepoIndex(store)
+        for item in images:
+            ref = parse_image(str(item["image"]))
+            out += [{"image": item["image"], **route.describe()} for route in index.routes(ref, narrow)]
+    except Exception:  # noqa: BLE001 - the answer is informative only; the push is queued regardless
+        log.exception("could not read the repository index for the answer")
+    return out
