@@ -198,7 +198,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from prbot.cluster.dryrun import make_dry_runner
 
         clusters = clusters_from_env()
-        runner = make_dry_runner(config, clusters) if clusters else None
+        runner = make_dry_runner(config, clusters) if clusters.source is not None else None
     try:
         plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner)
     finally:

@@ -41,7 +41,8 @@ matching objects go: outcome `healthy` (default), `failed`, `degraded` (Argo CD:
 Degraded) or `stuck` (never leaves its first state).  Defaults: healthy in 2 steps.
 
 What tests read and control
-- `seed(obj)`, `live(api_version, kind, namespace, name)`, `delete_live(...)`;
+- `seed(obj)` (stored as given, status included), `live(api_version, kind, namespace, name)`,
+  `objects(kind, namespace=, label=)`, `update_status(...)` (a controller of the test's own);
 - `refuse(kind, message, code=422, name=None)`: answer writes of `kind` with that Status;
   `fail(kind, times, code=503)`: the next `times` requests for `kind` fail;
 - `requests` (every request: method, path, query, content type, body), `applies(kind)`,
@@ -191,10 +192,6 @@ class _Run:
     @property
     def finished(self) -> bool:
         return self.position >= len(self.states)
-
-
-class Conflict(Exception):
-    pass
 
 
 class _Reject(Exception):

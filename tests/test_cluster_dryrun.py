@@ -197,7 +197,7 @@ def test_an_object_in_another_teams_namespace_is_refused_before_any_request(fake
     assert refused == {("ConfigMap", "other-team", "db"), ("Secret", "other-team", "db"),
                        ("Deployment", "other-team", "web")}
     assert {e.message for e in result.errors} == {
-        "namespace other-team is not owned by this target (its `namespace` in .prbot.yml, or a namespace it "
+        "namespace other-team is not owned by this target (its namespace in .prbot.yml, or a namespace it "
         "rendered at base): not sent to the cluster"}
     assert summary(result) == [("apps", "Deployment", "shop-dev", "web", "added")]
     text = json.dumps(result.to_json())
@@ -421,6 +421,32 @@ def test_a_server_that_never_answers_is_bounded_by_the_read_timeout(tmp_path: Pa
                                         timeout=(1.0, 0.5))
     _one_line_each(results, "no answer within 0.5s (read timed out)")
     assert elapsed < 5
+
+
+def test_an_https_server_that_refuses_reads_in_words(tmp_path: Path) -> None:
+    """The transport reason of an HTTPS cluster: "connection refused", not "hTTPSConnection(…)"."""
+    kubeconfig = FakeKube(operators=False).write_kubeconfig(tmp_path / "config",
+                                                            server=f"https://127.0.0.1:{closed_port()}")
+    with ClusterClient(ClusterRef("prod", kubeconfig), retry=FAST) as c:
+        result = run(c, [configmap("cfg", {})])
+    [error] = result.errors
+    assert re.fullmatch(r"cluster prod: cannot reach the API server https://127\.0\.0\.1:\d+: connection refused",
+                        error.message), error.message
+
+
+def test_the_comment_says_a_cluster_failure_once_and_lists_what_was_not_sent() -> None:
+    down = DryRun(status="failed", errors=[DryRunError("", "", None, "", "cluster dev: cannot reach the API "
+                                                                         "server https://10.0.0.1:6443: connection "
+                                                                         "timed out after 3s")])
+    [comment] = render_markdown(_plan_with(down))
+    assert comment.count("cannot reach the API server") == 1
+    assert "**Server-side dry-run:** ❌ not run" in comment and "❌ failed |" in comment
+    notes = DryRun(status="ok", skipped=[
+        DryRunError("", "ConfigMap", "shop-preview", f"cfg-{i}", "would be created: namespace shop-preview "
+                    "does not exist yet, this change creates it") for i in range(7)])
+    [comment] = render_markdown(_plan_with(notes))
+    assert comment.count("would be created: namespace shop-preview") == 1
+    assert "`ConfigMap shop-preview/cfg-0`" in comment and "and 2 more" in comment
 
 
 def test_bad_credentials_or_kubeconfig_fail_the_dry_run_not_the_plan(fake_kube: FakeKube, tmp_path: Path) -> None:

@@ -247,3 +247,19 @@ def test_the_record_of_what_was_applied() -> None:
     assert request.body["metadata"]["labels"] == {TARGET_LABEL: "shop.dev", "app.kubernetes.io/managed-by": "prbot"}
     assert record_scope(request.body) == ({"ConfigMap", "Deployment.apps"}, {"", "shop-dev"})
     assert record_scope(None) == (set(), set())
+
+
+def test_one_module_imports_the_kubernetes_client() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "prbot"
+    pattern = re.compile(r"^\s*(from|import)\s+kubernetes(\.|\s|$)", re.MULTILINE)
+    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text()))
+    assert importers == ["cluster/client.py"]
+    # the pure parts load without it
+    code = ("import sys, prbot.cluster, prbot.cluster.sync, prbot.cluster.health, prbot.cluster.clusters; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'urllib3')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

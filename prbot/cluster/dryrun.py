@@ -78,7 +78,7 @@ log = logging.getLogger("prbot.cluster.dryrun")
 # --------------------------------------------------------------------------------------------
 
 def _not_owned(namespace: str) -> str:
-    return (f"namespace {namespace} is not owned by this target (its `namespace` in .prbot.yml, or a "
+    return (f"namespace {namespace} is not owned by this target (its namespace in .prbot.yml, or a "
             "namespace it rendered at base): not sent to the cluster")
 
 
