@@ -31,6 +31,7 @@ from prbot.ports import NotFound
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
 from prbot.service.jobs import Job, Runtime, register
+from prbot.service.logs import add_secret
 
 log = logging.getLogger("prbot.handlers")
 
@@ -110,6 +111,7 @@ def repo_context(rt: Runtime, installation_id: int, full_name: str) -> flows.Rep
     app = github_app(rt)
     forge = app.forge(installation_id, full_name)
     mirror = Mirror.for_forge(rt.data_dir, forge)
+    add_secret(forge.git_token())              # the installation token: scrubbed from every log line
     bot = getattr(app, "bot_login", None)
     return flows.Repo(forge=forge, workspace=mirror, store=rt.store, installation_id=installation_id,
                       bot_login=bot() if callable(bot) else None, render_cache=rt.data_dir / "render-cache",
@@ -162,7 +164,9 @@ def github_event(rt: Runtime, job: Job) -> None:
     if event in ("package", "registry_package"):
         records = parse_package_event(event, body)
         if records:
-            source = _obj(body.get("repository")).get("html_url")
+            version = _obj(_obj(body.get(event)).get("package_version"))
+            labels = _obj(_obj(version.get("container_metadata")).get("labels"))
+            source = labels.get("source") or _obj(body.get("repository")).get("html_url")   # OCI source label
             images = [{**r.as_dict(), "source": source} for r in records]
             rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None}, delivery=delivery))
         return
