@@ -95,6 +95,9 @@ def test_generic_payloads() -> None:
     assert parse_push("generic", {"image": f"ghcr.io/acme/app:1.2.3@{digest}"}).records == [
         ImageRecord("ghcr.io/acme/app:1.2.3", digest)]
     assert parse_push("generic", {"image": "nginx:1.27"}).records == [ImageRecord("nginx:1.27")]
+    sourced = {"image": "ghcr.io/acme/app:3f9c2e1", "source": "https://github.com/acme/app/"}
+    assert parse_push("generic", sourced).records == [
+        ImageRecord("ghcr.io/acme/app:3f9c2e1", None, "https://github.com/acme/app")]
     many = {"images": [{"image": "ghcr.io/acme/a:1"}, {"image": "ghcr.io/acme/b:2", "digest": digest}]}
     assert parse_push("generic", many).records == [ImageRecord("ghcr.io/acme/a:1"),
                                                    ImageRecord("ghcr.io/acme/b:2", digest)]
@@ -157,7 +160,10 @@ def test_bad_payloads_give_one_line_reasons(provider: str, fixture: str, path: s
 @pytest.mark.parametrize("payload", [[], "x", 1, None, {"image": ""}, {"image": "nginx"}, {"image": 5},
                                      {"image": "nginx:1", "digest": "sha256:123"}, {"images": "x"},
                                      {"images": [{"image": "a:1"}] * 101},
-                                     {"image": "a:1@sha256:" + "a" * 64, "digest": "sha256:" + "b" * 64}])
+                                     {"image": "a:1@sha256:" + "a" * 64, "digest": "sha256:" + "b" * 64},
+                                     {"image": "a:1", "source": "javascript:alert(1)"},
+                                     {"image": "a:1", "source": "http://127.0.0.1/x"},
+                                     {"image": "a:1", "source": "https://x.example/a b"}, {"image": "a:1", "source": 3}])
 def test_generic_refuses_what_it_cannot_read(payload: Any) -> None:
     with pytest.raises(PayloadError):
         parse_push("generic", payload)

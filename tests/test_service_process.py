@@ -208,6 +208,10 @@ def test_github_action_posts_to_the_generic_endpoint(tmp_path: Path) -> None:
         answer = json.loads(ok.stdout)
         assert answer["images"] == [{"image": "ghcr.io/acme/app:1.4.0", "digest": digest}]
         assert answer["repo"] == "acme/gitops"
+        sourced = run_action(image="ghcr.io/acme/app:3f9c2e1", url=base, token=REGISTRY_TOKEN,
+                             source="https://github.com/acme/app")
+        assert json.loads(sourced.stdout)["images"] == [{"image": "ghcr.io/acme/app:3f9c2e1", "digest": None,
+                                                         "source": "https://github.com/acme/app"}]
         no_digest = run_action(image="ghcr.io/acme/app:1.4.1", url=base, token=REGISTRY_TOKEN)
         assert no_digest.returncode == 0 and json.loads(no_digest.stdout)["images"][0]["digest"] is None
         refused = run_action(image="ghcr.io/acme/app:1.4.0", url=base, token="wrong")

@@ -1,5 +1,8 @@
 """The generic endpoint CI calls after ``docker push``: ``{"image": "repo:tag", "digest": "sha256:…"}``.
 
+``source`` (optional): the https URL of the repository the image was built from; when the tag is a
+git SHA, the bump PR links the commit (``<source>/commit/<tag>``).
+
 ``image`` must carry a tag; the digest may be given in ``digest`` or inline (``repo:tag@sha256:…``).
 Several images at once: ``{"images": [{"image": …, "digest": …}, …]}``.
 """
@@ -15,6 +18,7 @@ from prbot.registries.records import (
     ImageRecord,
     PayloadError,
     check_digest,
+    check_source,
     field_of,
     obj,
     record,
@@ -47,4 +51,6 @@ def _one(body: Mapping[str, Any], where: str) -> ImageRecord:
     digest = check_digest(body.get("digest"), where=f"{prefix}digest")
     if ref.digest and digest and ref.digest != digest:
         raise PayloadError(f"{prefix}digest: differs from the digest in {prefix}image")
-    return record(ref.name, ref.tag, digest or ref.digest, where=f"{prefix}image")
+    found = record(ref.name, ref.tag, digest or ref.digest, where=f"{prefix}image")
+    source = check_source(body.get("source"), where=f"{prefix}source")
+    return ImageRecord(found.image, found.digest, source) if source else found

@@ -39,9 +39,13 @@ class ImageRecord:
 
     image: str
     digest: str | None = None
+    source: str | None = None          # the source repository's URL, when the caller gave it
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"image": self.image, "digest": self.digest}
+        out = {"image": self.image, "digest": self.digest}
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 def record(name: str, tag: str, digest: str | None, *, where: str = "image") -> ImageRecord:
@@ -54,6 +58,19 @@ def record(name: str, tag: str, digest: str | None, *, where: str = "image") -> 
     if parsed.tag is None or parsed.digest is not None:
         raise PayloadError(f"{where}: {_clip(ref)!r} is not a repository with one tag")
     return ImageRecord(str(parsed), check_digest(digest, where="digest"))
+
+
+_SOURCE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%+-]+){1,8}/?")
+
+
+def check_source(value: object, *, where: str) -> str | None:
+    """An optional `https://host/owner/repo` URL of the image's source repository (for the bump
+    PR's link to the commit a git-SHA tag names)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _SOURCE.fullmatch(value):
+        raise PayloadError(f"{where}: expected an https:// repository URL such as https://github.com/acme/app")
+    return value.rstrip("/")
 
 
 def check_digest(digest: object, *, where: str) -> str | None:

@@ -213,3 +213,14 @@ def test_config_change_on_the_default_branch_refreshes_the_index(make_bot: Calla
     bot.registry_push("acr", acr_push("3f9c2e1"))
     bot.settle()
     assert [p.head_ref for p in fake_github.pulls(REPO)] == [bump_branch("dev", APP_IMAGE)]
+
+
+def test_generic_push_from_ci_links_the_source_commit(make_bot: Callable[..., Bot], fake_github: FakeGitHub) -> None:
+    bot = make_bot()
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    resp = bot.registry_push("generic", {"image": f"{APP_IMAGE}:{sha}", "source": "https://github.com/acme/app"})
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["routes"] == []                     # nothing indexed yet: the worker indexes first
+    bot.settle()
+    [pr] = fake_github.pulls(REPO)
+    assert f"[0123456](https://github.com/acme/app/commit/{sha})" in (pr.body or "")
