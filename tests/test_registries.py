@@ -163,7 +163,8 @@ def test_bad_payloads_give_one_line_reasons(provider: str, fixture: str, path: s
                                      {"image": "a:1@sha256:" + "a" * 64, "digest": "sha256:" + "b" * 64},
                                      {"image": "a:1", "source": "javascript:alert(1)"},
                                      {"image": "a:1", "source": "http://127.0.0.1/x"},
-                                     {"image": "a:1", "source": "https://x.example/a b"}, {"image": "a:1", "source": 3}])
+                                     {"image": "a:1", "source": "https://x.example/a b"},
+                                     {"image": "a:1", "source": 3}])
 def test_generic_refuses_what_it_cannot_read(payload: Any) -> None:
     with pytest.raises(PayloadError):
         parse_push("generic", payload)

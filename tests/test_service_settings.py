@@ -12,8 +12,17 @@ import pytest
 from prbot.service.logs import JsonFormatter, add_secret, log_context, redact
 from prbot.service.settings import Secret, Settings, SettingsError, parse_acr_hosts
 
-KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAzzzzzzzzzzzzzzzzzzzzzzz\nline-two-of-the-key-material-xyz\n"
-       "-----END RSA PRIVATE KEY-----\n")
+
+def _generated_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
+
+
+KEY = _generated_key()
 
 
 def full_env(tmp_path: Path) -> dict[str, str]:
@@ -62,7 +71,10 @@ def test_require_names_every_missing_setting() -> None:
         assert name in message
     assert "\n" not in message
     assert Settings.from_env({"GITHUB_WEBHOOK_SECRET": "x"}).missing("web") == []
-    assert Settings.from_env({"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "k"}).missing("worker") == []
+    assert Settings.from_env({"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": KEY}).missing("worker") == []
+    broken = Settings.from_env({"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nk\n"})
+    [problem] = broken.missing("worker")
+    assert problem.startswith("GITHUB_PRIVATE_KEY (not a PEM private key") and "\nk" not in problem
 
 
 @pytest.mark.parametrize("text", ["cn-hangzhou", "a=b c d", "{\"x\": 1}", "{bad", "a=evil.com/x", "a b=c"])

@@ -178,6 +178,9 @@ class Settings:
                 out.append("GITHUB_APP_ID")
             if self.github_private_key is None and not any(p.startswith("GITHUB_PRIVATE_KEY") for p in self.problems):
                 out.append("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH")
+            elif self.github_private_key is not None and not signing_key_ok(self.github_private_key.reveal()):
+                out.append("GITHUB_PRIVATE_KEY (not a PEM private key the App can sign its JWT with; "
+                           "use the .pem GitHub generated for the App)")
         if role in ("web", "serve") and not self.github_webhook_secret:
             out.append("GITHUB_WEBHOOK_SECRET")
         out.extend(self.problems)
@@ -201,6 +204,18 @@ class Settings:
         if (pw := _url_password(self.queue_url)) is not None:
             out.append(pw)
         return out
+
+
+def signing_key_ok(pem: str) -> bool:
+    """Whether `pem` is a private key PyGithub can sign the App's JWT with (RS256)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(key, rsa.RSAPrivateKey)
 
 
 def parse_acr_hosts(text: str) -> dict[str, str]:
