@@ -494,7 +494,7 @@ def _set_kustomize_entry(ctx: _Ctx, tx: _Tx, rel: str, target: Target, index: in
         with contextlib.suppress(PrbotError):
             old_version = _version(*next(((r.tag, r.digest) for r in ctx.rendered(target).get(
                 want.repository, [])), (None, None)))
-    steps: list[Callable[[YamlFile, MappingNode], TextEdit | None]] = []
+    steps: list[Callable[..., TextEdit | None]] = []
     for key, value, after in (("newTag", want.tag, ("newName", "name")),
                               ("digest", want.digest, ("newTag", "newName", "name"))):
         def step(f: YamlFile, e: MappingNode, key: str = key, value: str | None = value,

@@ -570,7 +570,7 @@ class _Probe:
             for i, segment in enumerate(segments):
                 if segment in (".", ".."):
                     return True
-                found = []
+                found: list[str] = []
                 for rel in prefixes:
                     if _PLACEHOLDER.search(segment):
                         if i == len(segments) - 1:

@@ -7,6 +7,7 @@ first.  Tests of the lookup itself (tests/test_tools.py) set these up as they ne
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ if TOOLS.is_dir():
     os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.pop("PRBOT_TOOLS_DIR", None)
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="prbot-test-xdg-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -711,3 +711,95 @@ def test_write_failure_leaves_every_file_untouched(plain_repo: Path) -> None:
         signal.signal(signal.SIGXFSZ, previous_handler)
     assert snapshot_files(repo) == snap
     assert not [p for p in os.listdir(repo / "apps/jobs/envs/dev") if p.endswith(".prbot-tmp")]
+
+
+# -- GitOps objects: the shapes Argo CD and Flux users write ----------------------------------------------
+
+GITOPS_CONFIG = ("version: 1\nenvironments:\n  - name: dev\n  - name: prod\n"
+                 "apps:\n  - name: apps\n    path: 'argocd/{env}'\n")
+
+
+def gitops_repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    repo = init_repo(tmp_path / "gitops")
+    write(repo, CONFIG_FILE, GITOPS_CONFIG)
+    for rel, text in files.items():
+        write(repo, rel, text)
+    commit_all(repo)
+    return repo
+
+
+APPSET = """apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata:
+  name: guestbook
+spec:
+  generators:
+  - list:
+      elements:
+      - cluster: engineering-dev
+  template:
+    metadata:
+      name: '{{cluster}}-guestbook'
+    spec:
+      project: default
+      source:
+        repoURL: https://github.com/acme/apps
+        targetRevision: HEAD
+        path: guestbook
+        kustomize:
+          images:
+          - gb-frontend=ghcr.io/acme/gb-frontend:v5   # renamed
+          - "ghcr.io/acme/other@sha256:%s"
+      destination:
+        server: https://kubernetes.default.svc
+""" % ("ab" * 32)
+
+PARAMS = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: api
+spec:
+  project: default
+  destination: {server: https://kubernetes.default.svc, namespace: api}
+  source:
+    repoURL: https://charts.example.com
+    chart: api
+    targetRevision: 1.0.0
+    helm:
+      parameters:
+        - name: image.registry
+          value: ghcr.io
+        - name: image.repository
+          value: acme/api
+        - name: sidecar.image
+          value: docker.io/library/nginx:1.27
+"""
+
+
+def test_applicationset_template_kustomize_images_keep_the_rename(tmp_path: Path) -> None:
+    repo = gitops_repo(tmp_path, {"argocd/dev/appset.yaml": APPSET, "argocd/prod/appset.yaml": APPSET})
+    result = bump(repo, load(repo), "ghcr.io/acme/gb-frontend:v6", "dev")
+    assert result.errors == [] and [(e.path, e.old, e.new) for e in result.edits] == [
+        ("argocd/dev/appset.yaml", "v5", "v6")]
+    text = (repo / "argocd/dev/appset.yaml").read_text()
+    assert text == APPSET.replace("gb-frontend=ghcr.io/acme/gb-frontend:v5", "gb-frontend=ghcr.io/acme/gb-frontend:v6")
+    result = bump(repo, load(repo), f"ghcr.io/acme/other@{DIGEST}", "dev")
+    assert (repo / "argocd/dev/appset.yaml").read_text() == text.replace("ab" * 32, DIGEST[7:])
+
+
+def test_helm_parameters_registry_pair_without_a_tag_gets_one_and_image_parameters(tmp_path: Path) -> None:
+    repo = gitops_repo(tmp_path, {"argocd/dev/api.yaml": PARAMS, "argocd/prod/api.yaml": PARAMS})
+    result = bump(repo, load(repo), "ghcr.io/acme/api:2.0.0", "dev")
+    assert result.errors == [] and [(e.path, e.old, e.new) for e in result.edits] == [
+        ("argocd/dev/api.yaml", "", "2.0.0")]
+    assert (repo / "argocd/dev/api.yaml").read_text() == PARAMS + (
+        "        - name: image.tag\n          value: 2.0.0\n")
+    result = bump(repo, load(repo), "nginx:1.28", "dev")
+    assert [(e.old, e.new) for e in result.edits] == [("1.27", "1.28")]
+    assert "value: docker.io/library/nginx:1.28\n" in (repo / "argocd/dev/api.yaml").read_text()
+    snap = snapshot_files(repo)
+    result = bump(repo, load(repo), f"ghcr.io/acme/api@{DIGEST}", "dev")
+    assert not result.written and "a digest-only reference has no tag to write" in result.errors[0]
+    assert snapshot_files(repo) == snap
+    promoted = promote(repo, load(repo), "dev", "prod")
+    assert promoted.errors == [] and {(e.old, e.new) for e in promoted.edits} == {("", "2.0.0"), ("1.27", "1.28")}
