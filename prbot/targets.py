@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from prbot.config import AppSpec, Config
 from prbot.errors import PrbotError
@@ -58,6 +59,32 @@ def detect_renderer(directory: Path, spec: AppSpec) -> str:
     return "plain"
 
 
+class TreeReader(Protocol):
+    """What discovery asks of a tree (repo-relative POSIX paths, "" for the top): by default the
+    directory on disk; `prbot.gitrepo.TreeView` answers from git without exporting anything."""
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Names of the sub-directories of `rel` (not symbolic links, not hidden), sorted."""
+        ...
+
+    def is_dir(self, rel: str) -> bool: ...          # following symbolic links, as Path.is_dir
+    def is_file(self, rel: str) -> bool: ...         # following symbolic links, as Path.is_file
+
+
+class _Disk:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def list_dirs(self, rel: str) -> list[str]:
+        return _list_dirs(self.root / rel if rel else self.root)
+
+    def is_dir(self, rel: str) -> bool:
+        return (self.root / rel).is_dir()
+
+    def is_file(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+
 def _list_dirs(path: Path) -> list[str]:
     try:
         with os.scandir(path) as it:
@@ -76,17 +103,16 @@ def _match_segment(segment: str, name: str) -> dict[str, str] | None:
     return m.groupdict() if m else None
 
 
-def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]]:
+def _expand_pattern(tree: TreeReader, pattern: str) -> list[tuple[str, dict[str, str]]]:
     results: list[tuple[str, dict[str, str]]] = [("", {})]
     for segment in PurePosixPath(pattern).parts:
         nxt: list[tuple[str, dict[str, str]]] = []
         for rel, bound in results:
-            base = root / rel if rel else root
             if not _PLACEHOLDER.search(segment):
-                if (base / segment).is_dir():
+                if tree.is_dir(f"{rel}/{segment}" if rel else segment):
                     nxt.append((f"{rel}/{segment}" if rel else segment, bound))
                 continue
-            for name in _list_dirs(base):
+            for name in tree.list_dirs(rel):
                 got = _match_segment(segment, name)
                 if got is None or any(bound.get(k, v) != v for k, v in got.items()):
                     continue
@@ -95,27 +121,37 @@ def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]
     return results
 
 
-def discover_targets(config: Config, root: Path) -> list[Target]:
-    """Every target of the repository checked out at `root`, in promotion order then by app."""
+def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
+    """`detect_renderer` asked of a `TreeReader`."""
+    if any(tree.is_file(f"{rel}/{name}" if rel else name) for name in KUSTOMIZATION_FILES):
+        return "kustomize"
+    if tree.is_file(f"{rel}/Chart.yaml" if rel else "Chart.yaml") or (spec.helm is not None and spec.helm.chart):
+        return "helm"
+    return "plain"
+
+
+def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[Target]:
+    """Every target of the repository checked out at `root` (or of `tree`, which then answers
+    instead of the disk), in promotion order then by app."""
     root = Path(root)
+    reader = tree if tree is not None else _Disk(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
     for index, spec in enumerate(config.apps):
-        for rel, bound in _expand_pattern(root, spec.path.strip("/")):
+        for rel, bound in _expand_pattern(reader, spec.path.strip("/")):
             env = bound.get("env")
             if env not in envs:
                 continue
             app = bound.get("app") or spec.name
             if not app:
                 continue
-            directory = root / rel
-            renderer = detect_renderer(directory, spec)
+            renderer = _renderer(reader, rel, spec)
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
                 chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
-                if not names and chart != rel and (directory / "values.yaml").is_file():
+                if not names and chart != rel and reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
                     names = ("values.yaml",)
                 values = tuple(str(PurePosixPath(rel) / v) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None
