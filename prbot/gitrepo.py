@@ -515,6 +515,27 @@ class TreeView:
         data = self._reader.stdout.read(int(header[2]) + 1)
         return data[:-1]
 
+    def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
+        """The contents of these files (those that are files), read by one ``cat-file --batch``."""
+        wanted: dict[str, str] = {}
+        for rel in rels:
+            entry = self._entries.get(rel)
+            if entry is not None and _KINDS.get(entry[0]) == "file":
+                wanted[rel] = entry[1]
+        if not wanted:
+            return {}
+        out = _git(self.repo, "cat-file", "--batch", input="".join(f"{oid}\n" for oid in wanted.values()).encode())
+        data, pos, got = out.stdout, 0, {}
+        for rel in wanted:
+            end = data.index(b"\n", pos)
+            header = data[pos:end].split()
+            pos = end + 1
+            if len(header) == 3 and header[1] == b"blob":
+                size = int(header[2])
+                got[rel] = data[pos:pos + size]
+                pos += size + 1
+        return got
+
     def _through(self, rel: str) -> str | None:
         """The mode of `rel` (None: missing); TreeViewUnsure when a link is on the way."""
         parts = rel.split("/") if rel else []

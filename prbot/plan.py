@@ -240,9 +240,7 @@ def _sparse_head_sides(stack: contextlib.ExitStack, repo: Path, config: Config, 
         h_all = _discover(htree.root, config, envs, tree=view)
     except (gitrepo.TreeViewUnsure, PrbotError):
         return None                           # the way below reports an error as before
-    for target in h_all.values():
-        if target.renderer == "kustomize":
-            probe.prefetch(target.path)
+    probe.prefetch_all(t.path for t in h_all.values() if t.renderer == "kustomize")
     changed = changed_job.result()
     if CONFIG_FILE in changed or any(posixpath.basename(p) == ".gitattributes" for p in changed):
         return None
@@ -465,6 +463,7 @@ class _Probe:
     def __init__(self, root: Path, view: gitrepo.TreeView | None = None) -> None:
         self.root = os.fspath(root)
         self.view = view
+        self._preloaded: dict[str, bytes] = {}
         self.can_scan = _yaml is not None and _CSafeLoader is not None
         self._kinds: dict[str, str] = {"": "dir"}
         self._dirs: dict[str, dict[str, str] | None] = {}
@@ -583,7 +582,8 @@ class _Probe:
 
     def _read(self, rel: str) -> bytes:
         if self.view is not None:
-            return self.view.read(rel)
+            got = self._preloaded.pop(rel, None)
+            return got if got is not None else self.view.read(rel)
         with open(os.path.join(self.root, rel), "rb") as fh:
             return fh.read()
 
@@ -602,6 +602,26 @@ class _Probe:
             scan = self.scan_kustomization(pending.pop())
             if scan is not None:
                 pending.extend(d for d in scan[1] if d not in self._scans)
+
+    def prefetch_all(self, kdirs: Iterable[str]) -> None:
+        """`prefetch` of many kustomizations, level by level; with a view, each level's files are
+        read from git at once (one process, not one round trip per file)."""
+        pending = [k for k in dict.fromkeys(kdirs) if k not in self._scans]
+        while pending:
+            if self.view is not None:
+                files = []
+                for kdir in pending:
+                    listing = self._listing(kdir) if self.kind(kdir) == "dir" else None
+                    name = next((n for n in KUSTOMIZATION_FILES if listing and listing.get(n) == "file"), None)
+                    if name is not None:
+                        files.append(f"{kdir}/{name}" if kdir else name)
+                self._preloaded.update(self.view.read_many(files))
+            found: dict[str, None] = {}
+            for kdir in pending:
+                scan = self.scan_kustomization(kdir)
+                if scan is not None:
+                    found.update((d, None) for d in sorted(scan[1]) if d not in self._scans)
+            pending = list(found)
 
     def kustomization_clean(self, kdir: str, involved: _Involved, stack: tuple[str, ...] = ()) -> bool:
         """Whether the kustomization in `kdir`, and every one it can reach, avoid `involved`."""
