@@ -1,10 +1,12 @@
 """Plan benchmark on a synthetic GitOps repository (issue: plan engine, speed).
 
-Prints two ratios:
+Prints three ratios:
   (a) plan time for a one-overlay change in a 100 apps x 3 envs repo / the same in a 1-app repo
       (aim <= 1.5: the cost follows the change, not the repo);
   (b) plan time for a change to a component used by 90 targets / serial `kubectl kustomize` of
-      those targets at base and head (aim <= 0.75 on 2 cores).
+      those targets at base and head (aim <= 0.75 on 2 cores);
+  (c) as (a), the way the service plans a pull request: base and head are commits of a bare
+      mirror (no working tree), both exported sparsely (aim <= 1.5).
 
 Run: python benchmarks/plan_bench.py [--apps 100] [--repeat 3]
 Every plan runs with an empty render cache, so the figures measure rendering, not the cache.
@@ -27,7 +29,8 @@ TOOLS = ROOT / ".tools" / "bin"
 if TOOLS.is_dir():
     os.environ["PATH"] = f"{TOOLS}{os.pathsep}{os.environ['PATH']}"
 
-from prbot.config import load_config_file  # noqa: E402
+from prbot import gitrepo  # noqa: E402
+from prbot.config import load_config, load_config_file  # noqa: E402
 from prbot.plan import make_plan  # noqa: E402
 from prbot.render import RenderPool  # noqa: E402
 
@@ -112,6 +115,33 @@ def time_plan(repo: Path, cache: Path, changed: int) -> float:
     return elapsed
 
 
+def time_mirror_plan(mirror: Path, cache: Path, base: str, head: str, changed: int) -> float:
+    """Seconds for one plan of base...head in a bare mirror, as `time_plan`."""
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["PRBOT_CACHE_DIR"] = str(cache)
+    text = gitrepo.read_file(mirror, base, ".prbot.yml")
+    assert text is not None
+    config = load_config(text.decode())
+    start = time.perf_counter()
+    plan = make_plan(mirror, config, base, head, pool=RenderPool())
+    elapsed = time.perf_counter() - start
+    assert not plan.failed, [t.error for t in plan.targets if t.failed]
+    statuses = [t.status for t in plan.targets]
+    assert statuses == ["changed"] * changed, statuses
+    return elapsed
+
+
+def pull_request_mirror(repo: Path, dest: Path) -> Path:
+    """A bare mirror of `repo` holding main and a branch `pr` that changes one overlay's tag."""
+    _git(repo, "checkout", "-q", "-b", "pr")
+    p = repo / "apps/app000/envs/dev/kustomization.yaml"
+    p.write_text(p.read_text().replace('newTag: "1.0.0"', 'newTag: "1.0.2"'))
+    _git(repo, "commit", "-q", "-am", "bump app000 in dev")
+    _git(repo, "checkout", "-q", "main")
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(dest)], check=True, capture_output=True)
+    return dest
+
+
 def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     return min(fn() for _ in range(repeat))
 
@@ -141,6 +171,12 @@ def main() -> int:
         for repo in (big, small):
             _git(repo, "checkout", "-q", "--", ".")
 
+        # (c) the same change as a pull request in a bare mirror
+        big_mirror = pull_request_mirror(big, t / "big-mirror.git")
+        small_mirror = pull_request_mirror(small, t / "small-mirror.git")
+        big_m = best(lambda: time_mirror_plan(big_mirror, cache, "main", "pr", 1), args.repeat)
+        small_m = best(lambda: time_mirror_plan(small_mirror, cache, "main", "pr", 1), args.repeat)
+
         # (b) the shared component changes
         comp = big / "components/common/kustomization.yaml"
         comp.write_text(comp.read_text().replace("team: platform", "team: platform-v2"))
@@ -168,6 +204,8 @@ def main() -> int:
           f"ratio {big_t / small_t:.2f} (aim <= 1.5)")
     print(f"(b) component used by {len(users)} targets: plan {plan_t:.2f}s, serial kubectl kustomize "
           f"x{2 * len(users)} {raw_t:.2f}s, ratio {plan_t / raw_t:.2f} (aim <= 0.75)")
+    print(f"(c) one-overlay pull request in a bare mirror: {args.apps}-app mirror {big_m:.2f}s, 1-app mirror "
+          f"{small_m:.2f}s, ratio {big_m / small_m:.2f} (aim <= 1.5)")
     return 0
 
 

@@ -100,6 +100,8 @@ class GitHubApp:
                  seconds_between_writes: float | None = None, clock: Callable[[], float] = time.time) -> None:
         if not str(app_id).strip():
             raise ForgeError("GITHUB_APP_ID is empty")
+        if "\\n" in private_key and "\n" not in private_key.strip():
+            private_key = private_key.replace("\\n", "\n")        # a PEM squeezed into one line of an env var
         if "PRIVATE KEY" not in private_key:
             raise ForgeError("the GitHub App private key is not a PEM key (GITHUB_PRIVATE_KEY)")
         self.app_id = str(app_id).strip()

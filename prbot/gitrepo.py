@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prbot.errors import PrbotError
 
@@ -130,9 +131,9 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
         yield Path(repo)
         return
     if paths is not None:
-        with partial_tree(repo, rev) as tree:
-            tree.add(paths)
-            yield tree.root
+        with partial_tree(repo, rev) as part:
+            part.add(paths)
+            yield part.root
         return
     prefix, sha = _locate(repo, rev)
     scratch = Path(tempfile.mkdtemp(prefix=f"prbot-{sha[:12]}-"))
@@ -152,7 +153,7 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
 
 
 _SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"
-_MISSING: object = object()
+_MISSING: Any = object()
 _MAX_PATHSPECS = 64 * 1024      # bytes of paths on one ls-tree command line; more: list everything
 
 
@@ -420,6 +421,185 @@ def materialize_more(repo: Path, rev: str, root: Path, paths: Iterable[str]) -> 
     `root` are left as they are.  Returns the paths written, sorted."""
     with tempfile.TemporaryDirectory(prefix="prbot-index-") as scratch:
         return PartialTree(repo, rev, Path(root), Path(scratch)).add(paths, keep_existing=True)
+
+
+class TreeViewUnsure(Exception):
+    """A question about a `TreeView` whose answer on disk would depend on more than the tree (a
+    symbolic link to follow): ask the exported tree instead."""
+
+
+_KINDS = {_TREE: "dir", "100644": "file", "100755": "file", _SYMLINK: "link", _GITLINK: "other"}
+
+
+class TreeView:
+    """`repo` at `rev` as git holds it: listings, kinds and file contents, read without writing
+    anything (one ``ls-tree`` of the whole tree, blobs through one ``cat-file --batch``).
+
+    Its answers are those a full export (`materialize`) would give on disk, as long as `vouches`:
+    no submodule, no attribute file and no configuration that converts contents (then bytes on
+    disk may differ from the blobs).  Symbolic links are reported as links, never followed;
+    `is_dir` / `is_file` raise `TreeViewUnsure` when a link is on the way.  Not thread-safe;
+    `close` (or the `tree_view` context manager) ends the reader process."""
+
+    def __init__(self, repo: Path, rev: str) -> None:
+        self.repo = Path(repo)
+        prefix, self.sha = _locate(self.repo, rev)
+        source = f"{self.sha}:{prefix}" if prefix else f"{self.sha}^{{tree}}"
+        self._entries: dict[str, tuple[str, str]] = {}
+        self._children: dict[str, dict[str, str]] = {"": {}}
+        kind = _git(self.repo, "cat-file", "-t", source, ok=(0, 128)).stdout.strip() if prefix else b"tree"
+        if kind == b"tree":
+            listing = _git(self.repo, "ls-tree", "-r", "-t", "-z", "--full-tree", source).stdout
+            for record in listing.split(b"\0"):
+                if not record:
+                    continue
+                info, _, raw = record.partition(b"\t")
+                mode, _kind, oid = info.decode().split(" ")
+                name = os.fsdecode(raw)
+                self._entries[name] = (mode, oid)
+                parent, _, base = name.rpartition("/")
+                self._children.setdefault(parent, {})[base] = mode
+                if mode == _TREE:
+                    self._children.setdefault(name, {})
+        self.reason = self._unsafe()
+        self._reader: subprocess.Popen[bytes] | None = None
+
+    @property
+    def vouches(self) -> bool:
+        return self.reason is None
+
+    def _unsafe(self) -> str | None:
+        for name, (mode, _oid) in self._entries.items():
+            if mode == _GITLINK:
+                return f"a submodule ({name})"
+            if posixpath.basename(name) == ".gitattributes":
+                return f"an attribute file ({name})"
+        attributes = _git(self.repo, "rev-parse", "--git-path", "info/attributes").stdout.decode().strip()
+        if (self.repo / attributes).exists() or _converts(self.repo):
+            return "git may convert file contents (attributes, core.autocrlf)"
+        symlinks = _git(self.repo, "config", "--bool", "core.symlinks", ok=(0, 1)).stdout.strip()
+        if symlinks == b"false":
+            return "core.symlinks is false"
+        return None
+
+    # ---------------------------------------------------------------- questions
+    def mode(self, rel: str) -> str | None:
+        """The git mode of `rel` ("040000" for a directory), None when nothing is there."""
+        return _TREE if rel == "" else (self._entries[rel][0] if rel in self._entries else None)
+
+    def listing(self, rel: str) -> dict[str, str] | None:
+        """name -> "dir" | "file" | "link" | "other" of a directory's entries; None when `rel` is
+        no directory."""
+        children = self._children.get(rel)
+        if children is None:
+            return None
+        return {name: _KINDS.get(mode, "other") for name, mode in children.items()}
+
+    def walk(self, rel: str) -> Iterator[tuple[str, str]]:
+        """(path, kind) of everything below the directory `rel`."""
+        prefix = f"{rel}/" if rel else ""
+        for name, (mode, _oid) in self._entries.items():
+            if name.startswith(prefix):
+                yield name, _KINDS.get(mode, "other")
+
+    def read(self, rel: str) -> bytes:
+        """The contents of the file `rel` (OSError when it is no file)."""
+        entry = self._entries.get(rel)
+        if entry is None or _KINDS.get(entry[0]) != "file":
+            raise FileNotFoundError(rel)
+        if self._reader is None:
+            env = {k: v for k, v in os.environ.items() if k not in _LOCATION_VARS}
+            self._reader = subprocess.Popen(["git", "-C", str(self.repo), "cat-file", "--batch"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, env=env)
+        assert self._reader.stdin is not None and self._reader.stdout is not None
+        self._reader.stdin.write(entry[1].encode() + b"\n")
+        self._reader.stdin.flush()
+        header = self._reader.stdout.readline().split()
+        if len(header) != 3 or header[1] != b"blob":
+            raise OSError(f"cannot read {rel} from git")
+        data = self._reader.stdout.read(int(header[2]) + 1)
+        return data[:-1]
+
+    def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
+        """The contents of these files (those that are files), read by one ``cat-file --batch``."""
+        wanted: dict[str, str] = {}
+        for rel in rels:
+            entry = self._entries.get(rel)
+            if entry is not None and _KINDS.get(entry[0]) == "file":
+                wanted[rel] = entry[1]
+        if not wanted:
+            return {}
+        out = _git(self.repo, "cat-file", "--batch", input="".join(f"{oid}\n" for oid in wanted.values()).encode())
+        data, pos, got = out.stdout, 0, {}
+        for rel in wanted:
+            end = data.index(b"\n", pos)
+            header = data[pos:end].split()
+            pos = end + 1
+            if len(header) == 3 and header[1] == b"blob":
+                size = int(header[2])
+                got[rel] = data[pos:pos + size]
+                pos += size + 1
+        return got
+
+    def _through(self, rel: str) -> str | None:
+        """The mode of `rel` (None: missing); TreeViewUnsure when a link is on the way."""
+        parts = rel.split("/") if rel else []
+        for i in range(1, len(parts)):
+            mode = self.mode("/".join(parts[:i]))
+            if mode is None or mode in ("100644", "100755", _GITLINK):
+                return None
+            if mode == _SYMLINK:
+                raise TreeViewUnsure(rel)
+        mode = self.mode(rel)
+        if mode == _SYMLINK:
+            raise TreeViewUnsure(rel)
+        return mode
+
+    # the questions target discovery asks (prbot.targets.TreeReader)
+    def list_dirs(self, rel: str) -> list[str]:
+        if self._through(rel) != _TREE:
+            return []
+        return sorted(n for n, m in self._children.get(rel, {}).items() if m == _TREE and not n.startswith("."))
+
+    def is_dir(self, rel: str) -> bool:
+        return self._through(rel) == _TREE
+
+    def is_file(self, rel: str) -> bool:
+        return self._through(rel) in ("100644", "100755")
+
+    def has_manifest(self, rel: str) -> bool:
+        if self._through(rel) != _TREE:
+            return False
+        found = False
+        for name, mode in self._children.get(rel, {}).items():
+            if name.endswith((".yaml", ".yml", ".json")):
+                if mode == _SYMLINK:
+                    raise TreeViewUnsure(f"{rel}/{name}" if rel else name)   # the disk decides
+                found = found or mode in ("100644", "100755")
+        return found
+
+    def close(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(OSError):
+                assert self._reader.stdin is not None
+                self._reader.stdin.close()
+            try:
+                self._reader.wait(timeout=GIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._reader.kill()
+                self._reader.wait()
+            self._reader = None
+
+
+@contextmanager
+def tree_view(repo: Path, rev: str) -> Iterator[TreeView]:
+    """A `TreeView` of `repo` at `rev`, closed on exit."""
+    view = TreeView(repo, rev)
+    try:
+        yield view
+    finally:
+        view.close()
 
 
 @dataclass(frozen=True)

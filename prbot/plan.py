@@ -10,7 +10,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from prbot.diff import ObjectChange, diff_objects
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
 from prbot.render import RenderPool
-from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_paths
+from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_indexes, unmatched_paths
 from prbot.tools import used_versions
 from prbot.validate import ValidationIssue, validate_objects
 
@@ -133,8 +133,9 @@ class _Side:
     helm_charts: set[Key] = field(default_factory=set)      # kustomize targets inflating helmCharts
 
 
-def _discover(root: Path, config: Config, envs: Sequence[str] | None) -> dict[Key, Target]:
-    return {(t.app, t.env): t for t in discover_targets(config, root) if envs is None or t.env in envs}
+def _discover(root: Path, config: Config, envs: Sequence[str] | None,
+              tree: gitrepo.TreeView | None = None) -> dict[Key, Target]:
+    return {(t.app, t.env): t for t in discover_targets(config, root, tree=tree) if envs is None or t.env in envs}
 
 
 def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
@@ -193,6 +194,10 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
         worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
     else:
         changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+        if sparse:
+            got = _sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
+            if got is not None:
+                return "", got
     btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
     hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
     _refuse_unmatched(stack, repo, config, hroot, base_sha)
@@ -242,6 +247,60 @@ def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, h
             raise PrbotError(f"{CONFIG_FILE}:{config.apps[index].line or 1}: {message}")
 
 
+def _sparse_head_sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str,
+                       envs: Sequence[str] | None, changed_job: Future[set[str]],
+                       ) -> tuple[_Side, _Side, list[Key]] | None:
+    """The sparse way for a committed head (a bare mirror's PR head), exporting the head as
+    sparsely as the base: discovery and the cheap kustomization scan read git's tree directly
+    (`gitrepo.TreeView`), and only what candidate targets read is written out at head.  None when
+    the tree view cannot vouch for what a full export would show (submodules, attributes, links
+    on discovery's way …): then the head is exported in full as before."""
+    view = stack.enter_context(gitrepo.tree_view(repo, head_rev))
+    if not view.vouches:
+        log.debug("head exported in full: %s", view.reason)
+        return None
+    htree = stack.enter_context(gitrepo.partial_tree(repo, head_rev))
+    probe = _Probe(htree.root, view)
+    if probe.discovery_meets_links(spec.path for spec in config.apps):
+        return None
+    try:
+        h_all = _discover(htree.root, config, envs, tree=view)
+        if unmatched_indexes(config, view):
+            return None                       # the way below refuses a pattern that matches nothing
+    except (gitrepo.TreeViewUnsure, PrbotError):
+        return None                           # the way below reports an error as before
+    probe.prefetch_all(t.path for t in h_all.values() if t.renderer == "kustomize")
+    changed = changed_job.result()
+    if CONFIG_FILE in changed or any(posixpath.basename(p) == ".gitattributes" for p in changed):
+        return None
+    btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
+    return _sparse_sides(btree, config, envs, htree.root, h_all, changed, changed, ClosureCache(), probe,
+                         htree=htree)
+
+
+def _grow(tree: gitrepo.PartialTree, targets: Sequence[Target], changed: Iterable[str]) -> ClosureCache:
+    """Export at the head what the closures of `targets` read, growing to a fixed point as the
+    base side does (then they equal the closures on the full tree); the cache holding them,
+    computed in the order given."""
+    wanted = set(changed)
+    for target in targets:
+        wanted.add(target.path)
+        if target.chart:
+            wanted.add(target.chart)
+        wanted.update(target.values)
+    tree.add(wanted)
+    for round_ in itertools.count():
+        cache = ClosureCache()
+        wanted = set()
+        for target in targets:
+            wanted.update(_needs(cache.closure(tree.root, target)))
+        if round_ >= MAX_ROUNDS:
+            wanted = {""}
+        if not tree.add(wanted):
+            return cache
+    raise AssertionError("unreachable")       # pragma: no cover - itertools.count never ends
+
+
 def _order(b: _Side, h: _Side) -> list[Key]:
     return list(h.targets) + [k for k in b.targets if k not in h.targets]
 
@@ -270,7 +329,7 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, af
 
 def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str] | None, hroot: Path,
                   h_all: dict[Key, Target], changed: set[str], sensitive: set[str], closures: ClosureCache,
-                  probe: _Probe) -> tuple[_Side, _Side, list[Key]] | None:
+                  probe: _Probe, htree: gitrepo.PartialTree | None = None) -> tuple[_Side, _Side, list[Key]] | None:
     """(base side, head side, affected keys) computed from the candidate targets only; None when the
     base revision must be used in full (a discovery error, which the full way reports as before).
 
@@ -279,8 +338,15 @@ def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str
     avoid those paths (`_head_may_differ`); a base target is one when its directory is involved.
     Base closures are computed on a partial export holding what candidates read, extended until
     they ask for nothing new, which makes them equal to closures on the full tree.
+
+    `htree`: the head is a partial export too (`hroot` is its root); the closures computed on it
+    (targets the scan cannot vet, then any other candidate) are grown the same way (`_grow`).
     """
     involved = _Involved(sensitive)
+    vetted: set[Key] = set()
+    if htree is not None:
+        vetted = {key for key, t in h_all.items() if _vetted(t, probe, involved)}
+        closures = _grow(htree, [t for key, t in h_all.items() if key not in vetted], changed)
     candidates = {key: None for key, t in h_all.items() if _head_may_differ(t, hroot, closures, probe, involved)}
     wanted = set(changed)
     for key in candidates:
@@ -306,8 +372,13 @@ def _sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str
             wanted = {""}
         if not btree.add(wanted):
             break                           # nothing new: the closures are those of the full tree
-    log.debug("sparse plan: %d candidate(s) of %d head target(s); %d base file(s) exported in %d round(s)",
-              len(candidates), len(h_all), len(btree.written), round_ + 1)
+    if htree is not None and any(key in vetted for key in candidates):
+        # a base target made a candidate of a head target the scan had vetted: its closure too
+        closures = _grow(htree, [t for key, t in h_all.items() if key not in vetted]
+                         + [h_all[key] for key in candidates if key in vetted], changed)
+    log.debug("sparse plan: %d candidate(s) of %d head target(s); %d base file(s) exported in %d round(s)%s",
+              len(candidates), len(h_all), len(btree.written), round_ + 1,
+              f"; {len(htree.written)} head file(s) exported" if htree is not None else "")
     b = _side(btree.root, {k: b_all[k] for k in candidates if k in b_all}, bcache)
     h = _side(hroot, {k: h_all[k] for k in candidates if k in h_all}, closures)
     affected = [k for k in _order(b, h) if b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
@@ -329,14 +400,19 @@ def _needs(closure: Closure) -> set[str]:
     return need
 
 
+def _vetted(target: Target, probe: _Probe, involved: _Involved) -> bool:
+    """The cheap scan proves a kustomize target's inputs avoid every involved path."""
+    return (target.renderer == "kustomize" and probe.kind(target.path) == "dir"
+            and probe.kustomization_clean(target.path, involved))
+
+
 def _head_may_differ(target: Target, hroot: Path, closures: ClosureCache, probe: _Probe,
                      involved: _Involved) -> bool:
     """False only when `target` provably has the same digest at base as at head: neither its
     directory nor anything its rendering reads is at, above or below a path where the trees may
     differ, no symbolic link is on the way, and it reads nothing remote or outside the repository.
     (Then the target also exists at base, in the same directory, with the same renderer.)"""
-    if (target.renderer == "kustomize" and probe.kind(target.path) == "dir"
-            and probe.kustomization_clean(target.path, involved)):
+    if _vetted(target, probe, involved):
         return False
     # Computed for every target not vetted by the scan, in discovery order as the full way does: a
     # kustomization cycle makes the closures met on it depend on the order they are computed in.
@@ -413,10 +489,13 @@ if _CSafeLoader is not None:
 class _Probe:
     """Cheap questions about the head tree, memoised: the kind of a path ("file", "dir", "missing",
     "link" when a symbolic link is on the way, "other"), and what a kustomization can read without
-    building its closure (`scan_kustomization`)."""
+    building its closure (`scan_kustomization`).  With a `view` (`gitrepo.TreeView`) the answers come
+    from git, as a full export at `root` would give them; otherwise from the directory `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, view: gitrepo.TreeView | None = None) -> None:
         self.root = os.fspath(root)
+        self.view = view
+        self._preloaded: dict[str, bytes] = {}
         self.can_scan = _yaml is not None and _CSafeLoader is not None
         self._kinds: dict[str, str] = {"": "dir"}
         self._dirs: dict[str, dict[str, str] | None] = {}
@@ -445,6 +524,9 @@ class _Probe:
         """name -> kind of every entry of a directory (from the directory entries, no stat)."""
         if rel in self._dirs:
             return self._dirs[rel]
+        if self.view is not None:
+            self._dirs[rel] = self.view.listing(rel)
+            return self._dirs[rel]
         got: dict[str, str] | None = {}
         try:
             with os.scandir(os.path.join(self.root, rel)) as it:
@@ -459,8 +541,8 @@ class _Probe:
         """A regular file this process can read (the digest reads it)."""
         got = self._readable.get(rel)
         if got is None:
-            got = self._readable[rel] = self.kind(rel) == "file" and os.access(os.path.join(self.root, rel),
-                                                                               os.R_OK)
+            got = self._readable[rel] = self.kind(rel) == "file" and (
+                self.view is not None or os.access(os.path.join(self.root, rel), os.R_OK))
         return got
 
     def scan_kustomization(self, kdir: str) -> tuple[frozenset[str], frozenset[str]] | None:
@@ -488,8 +570,7 @@ class _Probe:
         if not names:
             return None
         try:
-            with open(os.path.join(self.root, kdir, names[0]), "rb") as fh:
-                text = fh.read().decode("utf-8")
+            text = self._read(f"{kdir}/{names[0]}" if kdir else names[0]).decode("utf-8")
             loader = _Composer(text)
             try:
                 root = loader.get_single_node()
@@ -531,6 +612,13 @@ class _Probe:
                     paths.add(rel)
         return frozenset(paths), frozenset(dirs)
 
+    def _read(self, rel: str) -> bytes:
+        if self.view is not None:
+            got = self._preloaded.pop(rel, None)
+            return got if got is not None else self.view.read(rel)
+        with open(os.path.join(self.root, rel), "rb") as fh:
+            return fh.read()
+
     def _unsafe_ref(self, ref: str) -> bool:
         """A reference kustomize would fetch remotely, an absolute path, or no path at all."""
         got = self._refs.get(ref)
@@ -546,6 +634,26 @@ class _Probe:
             scan = self.scan_kustomization(pending.pop())
             if scan is not None:
                 pending.extend(d for d in scan[1] if d not in self._scans)
+
+    def prefetch_all(self, kdirs: Iterable[str]) -> None:
+        """`prefetch` of many kustomizations, level by level; with a view, each level's files are
+        read from git at once (one process, not one round trip per file)."""
+        pending = [k for k in dict.fromkeys(kdirs) if k not in self._scans]
+        while pending:
+            if self.view is not None:
+                files = []
+                for kdir in pending:
+                    listing = self._listing(kdir) if self.kind(kdir) == "dir" else None
+                    name = next((n for n in KUSTOMIZATION_FILES if listing and listing.get(n) == "file"), None)
+                    if name is not None:
+                        files.append(f"{kdir}/{name}" if kdir else name)
+                self._preloaded.update(self.view.read_many(files))
+            found: dict[str, None] = {}
+            for kdir in pending:
+                scan = self.scan_kustomization(kdir)
+                if scan is not None:
+                    found.update((d, None) for d in sorted(scan[1]) if d not in self._scans)
+            pending = list(found)
 
     def kustomization_clean(self, kdir: str, involved: _Involved, stack: tuple[str, ...] = ()) -> bool:
         """Whether the kustomization in `kdir`, and every one it can reach, avoid `involved`."""
@@ -591,11 +699,19 @@ class _Probe:
         directory, something unreadable, or no file at all."""
         got = self._trees.get(rel)
         if got is None:
-            got = self._trees[rel] = _tree_suspicious(os.path.join(self.root, rel))
+            if self.view is not None:
+                kinds = [kind for _path, kind in self.view.walk(rel)]
+                got = any(k in ("link", "other") for k in kinds) or "file" not in kinds
+            else:
+                got = _tree_suspicious(os.path.join(self.root, rel))
+            self._trees[rel] = got
         return got
 
     def listing_has_links(self, rel: str) -> bool:
         got = self._listings.get(rel)
+        if got is None and self.view is not None:
+            listing = self.view.listing(rel)
+            got = self._listings[rel] = listing is None or "link" in listing.values()
         if got is None:
             try:
                 with os.scandir(os.path.join(self.root, rel)) as it:
@@ -608,6 +724,8 @@ class _Probe:
     def holds_file(self, rel: str) -> bool:
         """Whether a directory holds a file somewhere below it (so it exists in a git tree)."""
         got = self._holds.get(rel)
+        if got is None and self.view is not None:
+            got = self._holds[rel] = any(kind in ("file", "link") for _path, kind in self.view.walk(rel))
         if got is None:
             got = False
             pending = [os.path.join(self.root, rel)]

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from prbot.config import AppSpec, Config
 from prbot.errors import PrbotError
@@ -60,6 +61,42 @@ def detect_renderer(directory: Path, spec: AppSpec) -> str:
     return "plain"
 
 
+class TreeReader(Protocol):
+    """What discovery asks of a tree (repo-relative POSIX paths, "" for the top): by default the
+    directory on disk; `prbot.gitrepo.TreeView` answers from git without exporting anything."""
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Names of the sub-directories of `rel` (not symbolic links, not hidden), sorted."""
+        ...
+
+    def is_dir(self, rel: str) -> bool: ...          # following symbolic links, as Path.is_dir
+    def is_file(self, rel: str) -> bool: ...         # following symbolic links, as Path.is_file
+    def has_manifest(self, rel: str) -> bool:
+        """Whether `rel` directly holds a *.yaml / *.yml / *.json file (what a plain target renders)."""
+        ...
+
+
+class _Disk:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def list_dirs(self, rel: str) -> list[str]:
+        return _list_dirs(self.root / rel if rel else self.root)
+
+    def is_dir(self, rel: str) -> bool:
+        return (self.root / rel).is_dir()
+
+    def is_file(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def has_manifest(self, rel: str) -> bool:
+        try:
+            with os.scandir(self.root / rel if rel else self.root) as it:
+                return any(e.name.endswith(PLAIN_SUFFIXES) and e.is_file() for e in it)
+        except OSError:
+            return False
+
+
 def _list_dirs(path: Path) -> list[str]:
     try:
         with os.scandir(path) as it:
@@ -78,17 +115,16 @@ def _match_segment(segment: str, name: str) -> dict[str, str] | None:
     return m.groupdict() if m else None
 
 
-def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]]:
+def _expand_pattern(tree: TreeReader, pattern: str) -> list[tuple[str, dict[str, str]]]:
     results: list[tuple[str, dict[str, str]]] = [("", {})]
     for segment in PurePosixPath(pattern).parts:
         nxt: list[tuple[str, dict[str, str]]] = []
         for rel, bound in results:
-            base = root / rel if rel else root
             if not _PLACEHOLDER.search(segment):
-                if (base / segment).is_dir():
+                if tree.is_dir(f"{rel}/{segment}" if rel else segment):
                     nxt.append((f"{rel}/{segment}" if rel else segment, bound))
                 continue
-            for name in _list_dirs(base):
+            for name in tree.list_dirs(rel):
                 got = _match_segment(segment, name)
                 if got is None or any(bound.get(k, v) != v for k, v in got.items()):
                     continue
@@ -97,12 +133,12 @@ def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]
     return results
 
 
-def _matches(root: Path, spec: AppSpec, envs: list[str]) -> list[tuple[str, str, str]]:
+def _matches(tree: TreeReader, spec: AppSpec, envs: list[str]) -> list[tuple[str, str, str]]:
     """(directory, app, env) for every directory the spec's pattern matches, per environment: a
     pattern without {env} names a directory that is a target in every environment (of the spec's
     `environments`, when given)."""
     out: list[tuple[str, str, str]] = []
-    for rel, bound in _expand_pattern(root, spec.path.strip("/")):
+    for rel, bound in _expand_pattern(tree, spec.path.strip("/")):
         app = bound.get("app") or spec.name
         if not app:
             continue
@@ -113,35 +149,39 @@ def _matches(root: Path, spec: AppSpec, envs: list[str]) -> list[tuple[str, str,
     return out
 
 
-def _renders_something(directory: Path, renderer: str) -> bool:
+def _renders_something(tree: TreeReader, rel: str, renderer: str) -> bool:
     """A plain directory with no manifest (only subdirectories, a .gitkeep …) is no target: it
     would show as an empty new target in every plan."""
-    if renderer != "plain":
-        return True
-    try:
-        with os.scandir(directory) as it:
-            return any(e.name.endswith(PLAIN_SUFFIXES) and e.is_file() for e in it)
-    except OSError:
-        return False
+    return renderer != "plain" or tree.has_manifest(rel)
 
 
-def discover_targets(config: Config, root: Path) -> list[Target]:
-    """Every target of the repository checked out at `root`, in promotion order then by app."""
+def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
+    """`detect_renderer` asked of a `TreeReader`."""
+    if any(tree.is_file(f"{rel}/{name}" if rel else name) for name in KUSTOMIZATION_FILES):
+        return "kustomize"
+    if tree.is_file(f"{rel}/Chart.yaml" if rel else "Chart.yaml") or (spec.helm is not None and spec.helm.chart):
+        return "helm"
+    return "plain"
+
+
+def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[Target]:
+    """Every target of the repository checked out at `root` (or of `tree`, which then answers
+    instead of the disk), in promotion order then by app."""
     root = Path(root)
+    reader = tree if tree is not None else _Disk(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
     for index, spec in enumerate(config.apps):
-        for rel, app, env in _matches(root, spec, envs):
-            directory = root / rel
-            renderer = detect_renderer(directory, spec)
-            if not _renders_something(directory, renderer):
+        for rel, app, env in _matches(reader, spec, envs):
+            renderer = _renderer(reader, rel, spec)
+            if not _renders_something(reader, rel, renderer):
                 continue
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
                 chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
-                if not names and chart != rel and (directory / "values.yaml").is_file():
+                if not names and chart != rel and reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
                     names = ("values.yaml",)
                 values = tuple(str(PurePosixPath(rel) / expand(v, app, env)) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None
@@ -155,6 +195,12 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
     return sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
 
 
+def unmatched_indexes(config: Config, tree: TreeReader) -> list[int]:
+    """Indexes in `config.apps` of the path patterns that match no directory in `tree`."""
+    envs = config.env_names
+    return [index for index, spec in enumerate(config.apps) if not _matches(tree, spec, envs)]
+
+
 def unmatched_paths(config: Config, root: Path) -> list[tuple[int, str]]:
     """(index in `config.apps`, message) for each `apps[].path` that matches no directory in any
     of its environments — a typo, which would otherwise plan nothing without a word."""
@@ -162,7 +208,7 @@ def unmatched_paths(config: Config, root: Path) -> list[tuple[int, str]]:
     envs = config.env_names
     out: list[tuple[int, str]] = []
     for index, spec in enumerate(config.apps):
-        if _matches(root, spec, envs):
+        if _matches(_Disk(root), spec, envs):
             continue
         where = f"apps[{index}].path"
         scope = f" (environments: {', '.join(spec.environments)})" if spec.environments else ""

@@ -132,6 +132,13 @@ def test_wrong_private_key_is_a_forge_error_naming_the_settings(fake: FakeGitHub
         GitHubApp(fake.app_id, "not a key", api_url=fake.api_url)
 
 
+def test_a_key_squeezed_into_one_line_works(fake: FakeGitHub) -> None:
+    one_line = fake.private_key.strip().replace("\n", "\\n")
+    assert "\n" not in one_line
+    app = GitHubApp(fake.app_id, one_line, api_url=fake.api_url)
+    assert app.forge(fake.installation, REPO).default_branch == "main"      # type: ignore[attr-defined]
+
+
 def test_on_response_reports_every_api_response(fake: FakeGitHub) -> None:
     seen: list[tuple[str, int, int | None]] = []
     app = make_app(fake, on_response=lambda m, s, r: seen.append((m, s, r)))
