@@ -125,3 +125,20 @@ def _number_of(fake: FakeGitHub, comment_id: int) -> int:
         if any(c.id == comment_id for c in fake.comments(REPO, pr.number)):
             return pr.number
     raise AssertionError(f"no comment {comment_id}")
+
+
+def test_a_comment_post_whose_answer_is_lost_leaves_one_comment(bot: Bot, fake_github: FakeGitHub) -> None:
+    """The POST that creates the plan comment takes effect but its response never arrives: the job
+    is retried, finds the comment by its marker, and edits it instead of posting a second one."""
+    fake = fake_github
+    fake.drain_events()
+    fake.commit(REPO, "change", {DEV: overlay("abcdef0")}, user="writer")
+    number = fake.open_pull(REPO, head="change", user="writer")
+    fake.drop_connections(method="POST", path=rf"/repos/{REPO}/issues/{number}/comments$", after=True)
+    bot.deliver_events()
+    comments = plan_comments(fake, number)
+    assert len(comments) == 1 and "abcdef0" in comments[0]
+    posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"/issues/{number}/comments")]
+    assert len(posts) == 1                                        # the lost one; the retry edited it
+    head = fake.pull(REPO, number).head_sha
+    assert [r.conclusion for r in fake.check_runs(REPO, head) if r.name == "prbot/plan"] == ["success"]

@@ -106,7 +106,8 @@ def _validation(*errors: dict[str, Any]) -> ApiError:
 @dataclass
 class Failure:
     """An injected failure: `kind` "status" (answer `status`), "secondary" (GitHub's secondary rate
-    limit, 403 or 429 with Retry-After) or "drop" (close the connection without an answer)."""
+    limit, 403 or 429 with Retry-After), "drop" (close the connection without an answer) or
+    "drop-after" (do what was asked, then close the connection without an answer)."""
 
     kind: str
     times: int
@@ -466,9 +467,12 @@ class FakeGitHub:
                                       "api", retry_after))
 
     def drop_connections(self, *, times: int = 1, method: str | None = None, path: str | None = None,
-                         scope: str = "api") -> None:
-        """Close the connection of the next `times` matching requests without answering."""
-        self._failures.append(Failure("drop", times, 0, method, re.compile(path) if path else None, scope))
+                         scope: str = "api", after: bool = False) -> None:
+        """Close the connection of the next `times` matching requests without answering — before
+        doing anything, or with `after` once the request took effect (a response lost on the way:
+        the client cannot tell whether it happened)."""
+        self._failures.append(Failure("drop-after" if after else "drop", times, 0, method,
+                                      re.compile(path) if path else None, scope))
 
     def pace_writes(self, per_minute: int | None = 80) -> None:
         """GitHub's documented pace for content-creating requests: more than `per_minute` writes in
@@ -525,6 +529,9 @@ class FakeGitHub:
             return []
         installation: int | None = None
         rated: Installation | None = None
+        lost = failure is not None and failure.kind == "drop-after"
+        if lost:
+            failure = None
         try:
             if failure is not None:
                 raise self._failure_error(failure)
@@ -555,6 +562,12 @@ class FakeGitHub:
         if rated is not None:
             self._rate_headers(response, rated)
         self._log(request.method, rel, response.status_code, kind, write, installation)
+        if lost:                                       # it happened; the answer never arrives
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(2)
+            return []
         return response(environ, start_response)
 
     def _log(self, method: str, path: str, status: int, kind: str, write: bool, installation: int | None) -> None:
