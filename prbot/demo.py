@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +28,7 @@ from prbot.errors import PrbotError
 from prbot.images import parse_image
 from prbot.ports import Permission
 from prbot.pushes import decide
-from prbot.standins import MemoryForge, MemoryStore, StandinClusters
+from prbot.standins import Listener, MemoryForge, MemoryStore, StandinClusters
 from prbot.workspace import Mirror
 
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "gitops"
@@ -98,6 +100,32 @@ class DemoClock:
         self.now += seconds
 
 
+@dataclass
+class World:
+    """The stand-ins the demo runs the flows against."""
+
+    origin: Path                       # the stand-in GitHub's bare repository
+    forge: MemoryForge
+    clusters: StandinClusters
+    clock: DemoClock
+    repo: flows.Repo                   # what every flow takes: forge, mirror, store, deployer, clock
+
+
+def make_world(base: Path, listener: Listener | None = None, *, fail: Iterable[str] = ()) -> World:
+    """The sample repository on a stand-in GitHub (`acme/gitops`: carol may write, dave may read,
+    alice and erin of @acme/sre deploy prod; `prbot/plan` is a required check), the real mirror of
+    it under `base`, a memory store and stand-in clusters; `fail`: targets ("app/env") whose
+    rollout fails."""
+    origin = generate_origin(base / "sample", base / "github" / "acme" / "gitops.git")
+    forge = MemoryForge(REPO, origin, permissions=dict(PEOPLE), teams={k: set(v) for k, v in SRE.items()},
+                        required_checks=(flows.CHECK_NAME,), listener=listener)
+    clusters = StandinClusters(source=origin, fail=frozenset(fail))
+    clock = DemoClock()
+    repo = flows.Repo(forge=forge, workspace=Mirror.for_forge(base / "prbot-data", forge), store=MemoryStore(),
+                      bot_login=forge.bot_login, render_cache=base / "render-cache", deployer=clusters, clock=clock)
+    return World(origin, forge, clusters, clock, repo)
+
+
 class Narrator:
     """Prints the story: sections, what people and registries do, and every post of the bot."""
 
@@ -117,10 +145,6 @@ class Narrator:
             print(f"{body.rstrip()}\n", file=self.out)
 
 
-def _labels(forge: MemoryForge, number: int) -> str:
-    return ", ".join(forge.pulls[number].labels) or "none"
-
-
 def run_demo(out: TextIO, workdir: Path | None = None, keep: Path | None = None, pause: float = 0.0) -> int:
     """Tell the story on a sample repository in a temporary directory (`workdir` when given),
     deleted at the end; with `keep`, a clone of the stand-in GitHub repository is left there.
@@ -128,125 +152,153 @@ def run_demo(out: TextIO, workdir: Path | None = None, keep: Path | None = None,
     started = time.monotonic()
     keep_at = _keep_dir(keep) if keep is not None else None
     with tempfile.TemporaryDirectory(prefix="prbot-demo-") as tmp:
-        base = Path(workdir or tmp)
-        origin = generate_origin(base / "sample", base / "github" / "acme" / "gitops.git")
         narrator = Narrator(out)
-        forge = MemoryForge(REPO, origin, permissions=dict(PEOPLE), teams={k: set(v) for k, v in SRE.items()},
-                            required_checks=(flows.CHECK_NAME,), listener=narrator.post)
-        clusters = StandinClusters(source=origin)
-        clock = DemoClock()
-        repo = flows.Repo(forge=forge, workspace=Mirror.for_forge(base / "prbot-data", forge), store=MemoryStore(),
-                          bot_login=forge.bot_login, render_cache=base / "render-cache", deployer=clusters,
-                          clock=clock)
-        config = load_config_file(EXAMPLE / CONFIG_FILE)
-        where = (f"kept in {keep_at} at the end" if keep_at is not None
+        story = Story(make_world(Path(workdir or tmp), narrator.post), narrator, pause)
+        where = (f"a clone is kept in {keep_at} at the end" if keep_at is not None
                  else "temporary, deleted at the end; prbot demo --keep DIR keeps it")
-        narrator.say(f"Sample GitOps repository: {REPO} on a stand-in GitHub at {forge.clone_url}  ({where})\n"
-                     f"environments: {' → '.join(config.env_names)} · clusters: stand-ins playing Argo CD and Flux "
-                     f"· people: carol (write), dave (read), alice (admin) and erin (@acme/sre), prod's deployers")
+        narrator.say(f"Sample GitOps repository: {REPO} on a stand-in GitHub at {story.world.origin}  ({where})\n"
+                     f"environments: {' → '.join(story.config.env_names)} · clusters: stand-ins playing Argo CD "
+                     f"and Flux · people: carol (write), dave (read), alice (admin) and erin (@acme/sre), "
+                     f"prod's deployers")
+        code = story.tell()
+        if code == 0 and keep_at is not None:
+            story.keep(keep_at)
+        narrator.say(f"\nDemo finished in {time.monotonic() - started:.1f}s.")
+    return code
 
-        # 1. push → bump PR ----------------------------------------------------------------------
-        image = parse_image(f"{PUSHED}@{DIGEST}")
-        narrator.section(f"1. The registry reports a push: {PUSHED}")
-        decision = decide(config, image)
-        narrator.say(f"images[] rule {decision.rule.repository if decision.rule else '-'}: {decision.reason}\n"
-                     f"prbot opens (or updates) the bump PR — what it posts:")
-        flows.record_push(repo.store, REPO, flows.Push(image, at=1.0))
-        bumped = flows.bump_pending(repo, image.repository)
-        if bumped is None or bumped.pull is None:
-            narrator.say(f"no bump PR: {bumped.reason if bumped else 'no push recorded'}")
+
+class Story:
+    """The steps of the demo, each the worker's job for the event that starts it."""
+
+    def __init__(self, world: World, narrator: Narrator, pause: float = 0.0) -> None:
+        self.world, self.narrator, self.pause = world, narrator, pause
+        self.forge, self.repo = world.forge, world.repo
+        self.config = load_config_file(EXAMPLE / CONFIG_FILE)
+        self.bump_pr: int | None = None
+
+    def tell(self) -> int:
+        bump_pr = self.push()
+        if bump_pr is None:
             return 1
-        bump_pr = bumped.pull.number
-        narrator.say(f"PR #{bump_pr} · branch {bumped.pull.head_ref} · labels: {_labels(forge, bump_pr)}")
-
-        # 2. plan ----------------------------------------------------------------------------------
-        narrator.section(f"2. prbot plans PR #{bump_pr}: the sticky plan comment and the check run {flows.CHECK_NAME}")
-        planned = flows.plan_pull_request(repo, bump_pr)
-        narrator.say(f"check run {flows.CHECK_NAME}: {planned.conclusion}")
-
-        # 3. merge ---------------------------------------------------------------------------------
-        narrator.section(f"3. PR #{bump_pr} is merged")
-        if not forge.run_auto_merge():
-            missing = forge.missing_checks(bump_pr)
-            if missing:
-                narrator.say(f"PR #{bump_pr} cannot merge: required check {missing[0]} has not passed")
-                return 1
-            head = forge.get_pull(bump_pr).head_sha
-            narrator.say("carol approves and merges:")
-            forge.merge_pull(bump_pr, sha=head, method="merge")
-        merged = forge.get_pull(bump_pr)
-        narrator.say(f"main is now {merged.merge_commit_sha}")
-
-        # 4. deploy --------------------------------------------------------------------------------
-        narrator.section("4. The merge deploys: a GitHub Deployment, the sync, and the result comment as it moves")
-        state = flows.deploy_merged(repo, clusters, bump_pr)
+        self.plan(bump_pr, f"2. prbot plans PR #{bump_pr}: the sticky plan comment and the check run "
+                           f"{flows.CHECK_NAME}")
+        if not self.merge(bump_pr):
+            return 1
+        state = self.deploy(bump_pr)
         if state is None:
-            narrator.say("nothing to deploy: no changed target has a cluster and a sync")
             return 1
+        promotions = sorted(n for n, p in self.forge.pulls.items() if "promote" in p.labels and p.state == "open")
+        failed = [e.env for e in state.envs if e.state != "healthy"]
+        if failed:
+            self.narrator.section(f"5. {', '.join(failed)} did not become healthy: nothing is promoted from it")
+        for number in promotions:
+            pr = self.forge.pulls[number]
+            self.plan(number, f"5. The promotion PR #{number} ({pr.head_ref}) is planned like any PR")
+        if promotions:
+            self.narrator.section(f"6. People talk to prbot on PR #{promotions[0]}")
+            self.command(promotions[0], "dave", "/prbot lock staging release freeze")
+            self.command(promotions[0], "carol", "/prbot promote prod")
+        self.the_end()
+        return 0
 
-        def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
-            # as the worker's deploy_poll job does (prbot.service.handlers)
-            provenance = flows.Provenance(pr=state.pr, author=state.author, deployment=entry.deployment,
-                                          sha=state.sha)
-            return flows.promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)
+    # -- the steps --------------------------------------------------------------------------------
+    def push(self) -> int | None:
+        """A registry push: the `registry_push` job records it, the `bump` job opens the bump PR."""
+        say = self.narrator.say
+        image = parse_image(f"{PUSHED}@{DIGEST}")
+        self.narrator.section(f"1. The registry reports a push: {PUSHED}")
+        decision = decide(self.config, image)
+        say(f"images[] rule {decision.rule.repository if decision.rule else '-'}: {decision.reason}\n"
+            f"prbot opens (or updates) the bump PR — what it posts:")
+        flows.record_push(self.repo.store, REPO, flows.Push(image, at=1.0))
+        bumped = flows.bump_pending(self.repo, image.repository)
+        if bumped is None or bumped.pull is None:
+            say(f"no bump PR: {bumped.reason if bumped else 'no push recorded'}")
+            return None
+        number = bumped.pull.number
+        say(f"PR #{number} · branch {bumped.pull.head_ref} · labels: {self._labels(number)}")
+        return number
 
-        # the deploy job schedules the first poll; each poll says when the next one is due
+    def plan(self, number: int, title: str) -> None:
+        """A PR opened: the `plan` job posts the sticky comment and completes the check run."""
+        self.narrator.section(title)
+        pr = self.forge.get_pull(number)
+        self.narrator.say(f"PR #{number}: {pr.title} · labels: {self._labels(number)}")
+        planned = flows.plan_pull_request(self.repo, number)
+        self.narrator.say(f"check run {flows.CHECK_NAME}: {planned.conclusion}")
+
+    def merge(self, number: int) -> bool:
+        """GitHub merges the PR by itself when auto-merge is on, else a writer merges it."""
+        say = self.narrator.say
+        self.narrator.section(f"3. PR #{number} is merged")
+        if not self.forge.run_auto_merge():
+            missing = self.forge.missing_checks(number)
+            if missing:
+                say(f"PR #{number} cannot merge: the required check {missing[0]} has not passed")
+                return False
+            say("carol approves and merges:")
+            self.forge.merge_pull(number, sha=self.forge.get_pull(number).head_sha, method="merge")
+        say(f"main is now {self.forge.get_pull(number).merge_commit_sha}")
+        return True
+
+    def deploy(self, number: int) -> flows.DeployState | None:
+        """The merge: the `deploy` job starts the sync, then `deploy_poll` jobs follow it, each
+        scheduled after the delay the previous one asked for, promoting what turns healthy."""
+        say = self.narrator.say
+        self.narrator.section("4. The merge deploys: a GitHub Deployment, the sync, and the result comment as it "
+                              "moves")
+        clusters, clock = self.world.clusters, self.world.clock
+        state = flows.deploy_merged(self.repo, clusters, number)
+        if state is None:
+            say("nothing to deploy: no changed target has a cluster and a sync")
+            return None
         delay: float | None = None if state.done else flows.deploy.POLL_DELAYS[0]
         polls = 0
         while delay is not None and polls < MAX_POLLS:
             polls += 1
             clock.advance(delay)
-            if pause:
-                time.sleep(pause)
-            narrator.say(f"\n· poll {polls}, {delay:.0f}s later:")
-            delay = flows.poll_deploy(repo, clusters, state.sha, promote=promote)
-        final = flows.load_state(repo, state.sha)
+            if self.pause:
+                time.sleep(self.pause)
+            say(f"\n· poll {polls}, {delay:.0f}s later:")
+            delay = flows.poll_deploy(self.repo, clusters, state.sha, promote=promote)
+        final = flows.load_state(self.repo, state.sha)
         if final is None or not final.done:
-            narrator.say("the rollout did not finish")
-            return 1
+            say(f"the rollout did not finish in {polls} polls")
+            return None
         for entry in final.envs:
             took = (entry.finished or clock()) - entry.started
-            narrator.say(f"{entry.env}: {entry.state} after {took:.0f}s ({entry.reason})")
+            say(f"{entry.env}: {entry.state} after {took:.0f}s ({entry.reason})")
+        return final
 
-        # 5. promotion -----------------------------------------------------------------------------
-        promotions = sorted(n for n, p in forge.pulls.items() if "promote" in p.labels and p.state == "open")
-        failed = [e.env for e in final.envs if e.state != "healthy"]
-        if failed:
-            narrator.section(f"5. {', '.join(failed)} did not become healthy: nothing is promoted")
-        for number in promotions:
-            pr = forge.pulls[number]
-            narrator.section(f"5. The promotion PR #{number} ({pr.head_ref}) is planned like any PR")
-            narrator.say(f"PR #{number}: {pr.title} · labels: {_labels(forge, number)}")
-            flows.plan_pull_request(repo, number)
+    def command(self, number: int, user: str, body: str) -> None:
+        """A person comments a `/prbot` command; the `command` job runs it."""
+        self.narrator.say(f"\n{user} ({self.forge.permission(user)}) comments: {body}")
+        comment = self.forge.add_user_comment(number, user, body)
+        flows.run_commands(self.repo, number=number, comment_id=comment.id, user=user, body=body)
 
-        # 6. slash commands ------------------------------------------------------------------------
-        if promotions:
-            number = promotions[0]
-            narrator.section(f"6. People talk to prbot on PR #{number}")
-            _command(narrator, repo, forge, number, "dave", "/prbot lock staging release freeze")
-            _command(narrator, repo, forge, number, "carol", "/prbot promote prod")
+    def the_end(self) -> None:
+        say = self.narrator.say
+        self.narrator.section("The end")
+        for number, pr in sorted(self.forge.pulls.items()):
+            say(f"PR #{number} [{'merged' if pr.merged else pr.state}] {pr.title}  ({pr.head_ref})")
+        for dep in sorted(self.forge.deployments.values(), key=lambda d: d.id):
+            say(f"deployment {dep.id}: {dep.environment} at {dep.sha[:7]} — "
+                f"{' → '.join(s for s, _ in self.forge.statuses.get(dep.id, []))}")
 
-        narrator.section("The end")
-        for number, pr in sorted(forge.pulls.items()):
-            state_word = "merged" if pr.merged else pr.state
-            narrator.say(f"PR #{number} [{state_word}] {pr.title}  ({pr.head_ref})")
-        for dep in sorted(forge.deployments.values(), key=lambda d: d.id):
-            narrator.say(f"deployment {dep.id}: {dep.environment} at {dep.sha[:7]} — "
-                         f"{' → '.join(s for s, _ in forge.statuses.get(dep.id, []))}")
-        if keep_at is not None:
-            branches = keep_clone(origin, keep_at)
-            head = next((b for b in branches if b.startswith("prbot/promote/")), "main")
-            narrator.say(f"\nThe sample repository is kept in {keep_at}: a clone of the stand-in GitHub repository "
-                         f"after the story (main with PR #{bump_pr} merged, and the PR branches "
-                         f"{', '.join(branches)}). Try\n"
-                         f"  prbot targets --repo {keep_at}\n"
-                         f"  prbot plan --repo {keep_at} --base main --head {head}")
-        narrator.say(f"\nDemo finished in {time.monotonic() - started:.1f}s.")
-    return 0
+    def keep(self, dest: Path) -> None:
+        branches = keep_clone(self.world.origin, dest)
+        head = next((b for b in branches if b.startswith("prbot/promote/")), "main")
+        self.narrator.say(f"\nThe sample repository is kept in {dest}: a clone of the stand-in GitHub repository as "
+                          f"the story leaves it (main with the bump merged; the PR branches {', '.join(branches)}). "
+                          f"Try\n  prbot targets --repo {dest}\n"
+                          f"  prbot plan --repo {dest} --base main --head {head}")
+
+    def _labels(self, number: int) -> str:
+        return ", ".join(self.forge.pulls[number].labels) or "none"
 
 
-def _command(narrator: Narrator, repo: flows.Repo, forge: MemoryForge, number: int, user: str, body: str) -> None:
-    """A person comments a `/prbot` command; the worker's command job runs it."""
-    narrator.say(f"\n{user} ({forge.permission(user)}) comments: {body}")
-    comment = forge.add_user_comment(number, user, body)
-    flows.run_commands(repo, number=number, comment_id=comment.id, user=user, body=body)
+def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
+    """What the worker's `deploy_poll` job does when an environment turns healthy
+    (`prbot.service.handlers.deploy_poll`): promote its apps into the next environment."""
+    provenance = flows.Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
+    return flows.promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)

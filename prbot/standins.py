@@ -265,9 +265,11 @@ class MemoryForge:
     def _merge(self, pr: PullRequest, method: MergeMethod, *, why: str) -> str | None:
         base = self._sha(pr.base_ref)
         assert base is not None
-        tree = self._git("merge-tree", "--write-tree", "--no-messages", base, pr.head_sha, ok=(0, 1)).split("\n")[0]
-        if not re.fullmatch(r"[0-9a-f]{40}", tree):
-            return None                                  # conflicts: GitHub says "not mergeable"
+        proc = subprocess.run(["git", "--git-dir", str(self.origin), "merge-tree", "--write-tree", "--no-messages",
+                               base, pr.head_sha], capture_output=True, text=True, env=_git_env())
+        if proc.returncode != 0:                         # 1: conflicts (GitHub: "not mergeable")
+            return None
+        tree = proc.stdout.split("\n", 1)[0].strip()
         if method == "merge":
             message = f"Merge pull request #{pr.number} from {self.full_name.split('/')[0]}/{pr.head_ref}\n\n{pr.title}"
             parents = ["-p", base, "-p", pr.head_sha]
