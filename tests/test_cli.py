@@ -139,7 +139,7 @@ def test_demo_tells_the_whole_story(capsys) -> None:
         "| dev | shop | 🔄 syncing | sync to ",
         "| dev | shop | 🔄 syncing | Argo CD is syncing ",
         "| dev | shop | 🔄 progressing | Synced, Progressing: Deployment shop: Progressing (0 of 1 updated replicas "
-        "available) · 0 of 1 workload ready | 20s |",
+        "available) · 0 of 1 workload ready |",
         ": success — healthy at ",
         "  → opened PR #2 prbot/promote/staging/shop → main: Promote shop from dev to staging (1.2.0)",
         "| `shop/staging` | `apps/shop/envs/staging/kustomization.yaml` | `1.0.0` | `1.2.0` |",
