@@ -120,11 +120,16 @@ def _parser() -> argparse.ArgumentParser:
                          "(PRBOT_TOOLS_DIR, pinned or PATH). Exit 0, or 2 when kubectl or helm is missing.")
 
     dm = sub.add_parser("demo", help="run the whole flow on a generated sample repository",
-                        description="A registry push, the bump PR, the plan comment, the merge and the "
-                        "promotion PR on a generated sample repository, with no GitHub and no cluster.")
+                        description="A registry push, the bump PR, the plan comment and check, the merge, the "
+                        "sync until healthy with its GitHub Deployment and result comment, and the promotion PR, "
+                        "run by the bot's own code against in-process stand-ins for GitHub and the clusters "
+                        "(nothing to set up, nothing leaves the machine), printing what the bot posts.")
     dm.add_argument("--keep", type=Path, metavar="DIR",
-                    help="create the sample repository in DIR (new or empty) and keep it "
-                    "(default: a temporary directory, deleted at the end)")
+                    help="leave a clone of the sample repository in DIR (new or empty) as the story ends it: "
+                    "main with the bump merged, and the PR branches (default: nothing is kept)")
+    dm.add_argument("--pause", type=float, metavar="SECONDS", default=None,
+                    help="pause between polls of the rollout, to watch it move (default: 0.5 on a terminal, "
+                    "else 0)")
     return p
 
 
@@ -273,7 +278,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from prbot.demo import run_demo
 
-    return run_demo(sys.stdout, keep=args.keep)
+    pause = args.pause if args.pause is not None else (0.5 if sys.stdout.isatty() else 0.0)
+    return run_demo(sys.stdout, keep=args.keep, pause=max(0.0, pause))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

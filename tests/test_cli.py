@@ -103,14 +103,76 @@ def test_console_script_runs_without_traceback(example_repo: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_demo_runs_the_whole_flow(capsys) -> None:
+def _in_order(text: str, needles: list[str]) -> None:
+    """Each needle appears in `text`, after the one before it."""
+    at = 0
+    for needle in needles:
+        found = text.find(needle, at)
+        assert found >= 0, f"{needle!r} not found after position {at}"
+        at = found + len(needle)
+
+
+def test_demo_tells_the_whole_story(capsys) -> None:
     code, out, err = run(capsys, "demo")
-    assert code == 0, err
-    assert "prbot/bump/dev/registry-cn-hangzhou-aliyuncs-com-demo-shop" in out
-    assert "<!-- prbot:plan -->" in out
-    assert "1.1.0 → 1.2.0" in out
-    assert "prbot/promote/staging/shop" in out
-    assert "Demo finished" in out
+    assert (code, err) == (0, "")
+    bump = "prbot/bump/dev/registry-cn-hangzhou-aliyuncs-com-demo-shop"
+    _in_order(out, [
+        "▶ 1. The registry reports a push: registry.cn-hangzhou.aliyuncs.com/demo/shop:1.2.0",
+        f"  → opened PR #1 {bump} → main: Bump registry.cn-hangzhou.aliyuncs.com/demo/shop to 1.2.0 in dev",
+        "| `shop/dev` | `apps/shop/envs/dev/kustomization.yaml` | `1.1.0` | `1.2.0` |",
+        "- digest: `sha256:",
+        "  → labelled PR #1: prbot, bump, env:dev",
+        "  → enabled auto-merge (squash) on PR #1",
+        "▶ 2. prbot plans PR #1",
+        "  → check run prbot/plan on ",
+        "\n<!-- prbot:plan -->\n## prbot plan\n\n**1 environment changes** · dev ✅",
+        "+        image: registry.cn-hangzhou.aliyuncs.com/demo/shop:1.2.0",
+        "Rendered with kubectl v1.35.2, kustomize v5.7.1",
+        ": success — 1 environment changes · dev ✅",
+        "▶ 3. PR #1 is merged",
+        "  → merged PR #1 into main as ",
+        "— auto-merge: the required checks passed",
+        "▶ 4. The merge deploys",
+        ": in_progress — syncing ",
+        "| dev | shop | ⏳ waiting | waiting for the running operation (sync to ",
+        "· poll 1, 5s later:",
+        "| dev | shop | 🔄 syncing | sync to ",
+        "| dev | shop | 🔄 syncing | Argo CD is syncing ",
+        "| dev | shop | 🔄 progressing | Synced, Progressing: Deployment shop: Progressing (0 of 1 updated replicas "
+        "available) · 0 of 1 workload ready |",
+        ": success — healthy at ",
+        "  → opened PR #2 prbot/promote/staging/shop → main: Promote shop from dev to staging (1.2.0)",
+        "| `shop/staging` | `apps/shop/envs/staging/kustomization.yaml` | `1.0.0` | `1.2.0` |",
+        "- source: #1 by `prbot[bot]`",
+        "- proved healthy by [deployment ",
+        "- image: `registry.cn-hangzhou.aliyuncs.com/demo/shop@sha256:",
+        "```mermaid\nflowchart LR\n  e0[\"dev<br/>shop 1.2.0<br/>✅ healthy\"]\n"
+        "  e1[\"staging<br/>shop 1.0.0<br/>· not deployed by prbot\"]\n",
+        "  → labelled PR #2: prbot, promote, env:staging",
+        "✅ **Deployed**: every environment is healthy.",
+        "| dev | shop | ✅ healthy | Synced and Healthy at ",
+        "- ⏩ dev is healthy: promotion #2 (shop → staging)",
+        "▶ 5. The promotion PR #2 (prbot/promote/staging/shop) is planned like any PR",
+        "**1 environment changes** · staging ✅",
+        "▶ 6. People talk to prbot on PR #2",
+        "dave (read) comments: /prbot lock staging release freeze",
+        "- `/prbot lock staging release freeze`: refused — `dave` needs write permission on this repository to run "
+        "`/prbot lock` (has `read`)",
+        "  → reacted confused to dave's comment on PR #2",
+        "carol (write) comments: /prbot promote prod",
+        "- `/prbot promote prod`: refused — only the deployers of this environment (`@acme/sre`, `alice`) may run "
+        "`/prbot promote`",
+        "▶ The end",
+        f"PR #1 [merged] Bump registry.cn-hangzhou.aliyuncs.com/demo/shop to 1.2.0 in dev  ({bump})",
+        "PR #2 [open] Promote shop from dev to staging (1.2.0)  (prbot/promote/staging/shop)",
+        "— in_progress → success",
+        "Demo finished in ",
+    ])
+    lines = out.splitlines()
+    assert lines.count("<!-- prbot:plan -->") == 2 and lines.count("<!-- prbot:deploy -->") == 5
+    first = lines[0]
+    assert "(temporary, deleted at the end; prbot demo --keep DIR keeps it)" in first
+    assert not Path(first.split(" at ", 1)[1].split("  (", 1)[0]).exists()
 
 
 def test_plan_dry_runs_against_the_clusters_named_by_prbot_clusters(example_repo: Path, tmp_path: Path,
@@ -256,16 +318,25 @@ def test_header_counts_the_environments_it_names_after_a_config_change(example_r
     assert "**1 environment changes** · dev ✅ · unchanged: staging, prod" in out.splitlines()
 
 
-def test_demo_keep_leaves_the_sample_repository(tmp_path: Path, capsys) -> None:
+def test_demo_keep_leaves_a_clone_of_the_sample_repository_as_the_story_leaves_it(tmp_path: Path, capsys) -> None:
     keep = tmp_path / "sample"
+    keep.mkdir()
     code, out, err = run(capsys, "demo", "--keep", str(keep))
-    assert code == 0, err
-    assert f"Sample GitOps repository: {keep}  (kept;" in out
-    assert (keep / ".prbot.yml").is_file()
-    assert "prbot/promote/staging/shop" in git(keep, "branch", "--list")
+    assert (code, err) == (0, "")
+    assert f"(a clone is kept in {keep} at the end)" in out.splitlines()[0]
+    assert f"The sample repository is kept in {keep}: a clone of the stand-in GitHub repository" in out
+    assert git(keep, "rev-parse", "--abbrev-ref", "HEAD") == "main" and git(keep, "remote") == ""
+    assert git(keep, "status", "--porcelain") == ""
+    assert set(git(keep, "branch", "--format=%(refname:short)").split()) == {
+        "main", "prbot/bump/dev/registry-cn-hangzhou-aliyuncs-com-demo-shop", "prbot/promote/staging/shop"}
+    assert 'newTag: "1.2.0"' in (keep / "apps/shop/envs/dev/kustomization.yaml").read_text()      # merged
+    assert 'newTag: "1.0.0"' in (keep / "apps/shop/envs/staging/kustomization.yaml").read_text()  # proposed only
+    proposed = git(keep, "show", "prbot/promote/staging/shop:apps/shop/envs/staging/kustomization.yaml")
+    assert 'newTag: "1.2.0"' in proposed
+    code, listed, err = run(capsys, "targets", "--repo", str(keep))
+    assert code == 0 and "shop" in listed
+    code, planned, err = run(capsys, "plan", "--repo", str(keep), "--base", "main", "--head",
+                             "prbot/promote/staging/shop")
+    assert code == 0 and "**1 environment changes** · staging ✅" in planned
     code, _, err = run(capsys, "demo", "--keep", str(keep))
     assert code == 2 and "not an empty directory" in err
-    code, out, _ = run(capsys, "demo")
-    first = out.splitlines()[0]
-    assert "temporary, deleted at the end; prbot demo --keep DIR keeps it" in first
-    assert not Path(first.split(": ", 1)[1].split("  (", 1)[0]).exists()

@@ -70,8 +70,8 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
         if not result.edits:
             return PromotionOutcome(app, "nothing", existing, f"{to_env} already runs what {from_env} runs")
         files = {e.path: (root / e.path).read_bytes() for e in result.edits}
-        picture = versions_picture(repo, config, root, app)
         digests = _digests(repo, root, config, from_env, app)
+    picture = picture_for(repo, config, base_sha, app)      # where versions run now: `root` holds the edit
     title = text("promote_title", app=app, from_env=from_env, to_env=to_env,
                  versions=", ".join(sorted({e.new for e in result.edits})))
     body = _body(repo, app, from_env, to_env, result.edits, provenance, picture, digests)
