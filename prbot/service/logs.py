@@ -26,13 +26,14 @@ _vars: dict[str, contextvars.ContextVar[Any]] = {
     name: contextvars.ContextVar(f"prbot_log_{name}", default=None) for name in CONTEXT_FIELDS
 }
 
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)
 _PATTERNS = [
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"),                    # GitHub tokens
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"),
     re.compile(r"sha(?:1|256)=[0-9a-fA-F]{40,64}"),                    # webhook signatures
     re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"),                      # Authorization: Bearer …
     re.compile(r"(?i)([?&]token=)[^&\s\"']+"),                          # ?token=…
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+    _PEM,
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),                     # user:password@ in URLs
 ]
 _secrets: set[str] = set()
@@ -47,11 +48,12 @@ def add_secret(value: str | None) -> None:
         if len(value) >= 4:
             _secrets.add(value)
         for line in value.splitlines():
-            if len(line.strip()) >= 16:
+            if len(line.strip()) >= 16 and not line.startswith("-----"):   # PEM armour is no secret
                 _secrets.add(line.strip())
 
 
 def redact(text: str) -> str:
+    text = _PEM.sub(_mask, text)                # whole PEM keys first, registered or not
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for s in secrets:
