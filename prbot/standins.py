@@ -432,7 +432,7 @@ class StandinClusters:
         ticket: dict[str, Any] = {"kind": spec.kind, "cluster": cluster, "app": target.app, "env": target.env,
                                   "sha": sha, "subject": ref.to_json() if ref else None, "token": None,
                                   "requested": False, "workloads": [], "sources": [], "polls": 0,
-                                  "repo_urls": list(repo_urls)}
+                                  "repo_urls": list(repo_urls), "info": [list(i) for i in info]}
         if spec.kind == "apply":
             rendered = [dict(o) for o in objects]
         else:
@@ -460,7 +460,7 @@ class StandinClusters:
         ticket["polls"] = int(ticket.get("polls", 0)) + 1
         self._tick(ticket)
         if ticket["kind"] == "argocd":
-            return ticket, self._argocd(ticket, ())
+            return ticket, self._argocd(ticket, [(str(k), str(v)) for k, v in ticket.get("info") or []])
         if ticket["kind"] == "flux":
             ref = ObjectRef.from_json(ticket["subject"])
             live = self.live.get(_key(ticket["cluster"], ref))

@@ -98,7 +98,7 @@ def test_argocd_sync_then_healthy_after_three_polls(fake_kube: FakeKube, cluster
 def test_argocd_a_running_operation_is_waited_for(fake_kube: FakeKube, cluster: ClusterRef,
                                                   deployer: Deployer) -> None:
     argo_app(fake_kube, operation={"sync": {"revision": OLD}, "initiatedBy": {"username": "alice"}})
-    ticket, progress = deployer.start("dev", SHOP, ARGOCD, SHA, repo_urls=REPO)
+    ticket, progress = deployer.start("dev", SHOP, ARGOCD, SHA, repo_urls=REPO, info=[("PR", "#12")])
     assert progress == Progress("waiting", "waiting for the running operation (sync to fedcba9 by alice)")
     assert fake_kube.patches("Application") == [] and not ticket.requested
     ticket, [again] = poll(cluster, ticket, 1)
@@ -106,6 +106,7 @@ def test_argocd_a_running_operation_is_waited_for(fake_kube: FakeKube, cluster: 
     argo_app(fake_kube)                                       # alice's operation finished
     ticket, [sent] = poll(cluster, ticket, 1)
     assert sent.state == "syncing" and ticket.requested and len(fake_kube.patches("Application")) == 1
+    assert fake_kube.patches("Application")[0].body["operation"]["info"] == [{"name": "PR", "value": "#12"}]
     ticket, seen = poll(cluster, ticket, 2)
     assert [p.state for p in seen] == ["syncing", "healthy"]
 

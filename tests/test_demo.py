@@ -216,6 +216,7 @@ def test_argocd_waits_for_the_running_sync_then_syncs_rolls_out_and_is_healthy(s
         "argocd.argoproj.io/refresh": "normal"}
     operation = app["status"]["operationState"]["operation"]
     assert operation["initiatedBy"] == {"username": "prbot"} and operation["sync"]["revision"] == sha
+    assert operation["info"] == [{"name": "PR", "value": "#1"}]       # asked later, still with the PR
     assert "operation" not in app
 
 

@@ -95,6 +95,7 @@ class Ticket:
     prune: bool = False
     namespace: str | None = None                      # apply: the target's namespace (for pending)
     repo_urls: list[str] = field(default_factory=list)
+    info: list[tuple[str, str]] = field(default_factory=list)     # Argo CD: shown with the operation
     polls: int = 0
 
     @property
@@ -107,7 +108,7 @@ class Ticket:
                 "token": self.token, "requested": self.requested,
                 "sources": [s.to_json() for s in self.sources], "workloads": [w.to_json() for w in self.workloads],
                 "pending": self.pending, "prune": self.prune, "namespace": self.namespace,
-                "repo_urls": list(self.repo_urls), "polls": self.polls}
+                "repo_urls": list(self.repo_urls), "info": [list(i) for i in self.info], "polls": self.polls}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Ticket:
@@ -119,7 +120,7 @@ class Ticket:
                    workloads=[ObjectRef.from_json(w) for w in data.get("workloads") or []],
                    pending=list(data.get("pending") or []), prune=bool(data.get("prune")),
                    namespace=data.get("namespace"), repo_urls=list(data.get("repo_urls") or []),
-                   polls=int(data.get("polls") or 0))
+                   info=[(str(k), str(v)) for k, v in data.get("info") or []], polls=int(data.get("polls") or 0))
 
 
 class Deployer:
@@ -167,7 +168,7 @@ class Deployer:
         ticket = Ticket(kind=spec.kind, cluster=cluster, app=target.app, env=target.env, sha=sha,
                         started_at=_stamp(self._clock()), subject=subject(target, spec),
                         prune=bool(spec.options.get("prune")), namespace=target.namespace,
-                        repo_urls=list(repo_urls))
+                        repo_urls=list(repo_urls), info=list(info))
         client = self._client(cluster, target.env)
         return self._guard(ticket, lambda: self._start(client, ticket, target, objects, info))
 
@@ -226,7 +227,7 @@ class Deployer:
         if ticket.kind == "argocd":
             assert ticket.subject is not None
             if not ticket.requested:
-                return self._argocd_request(client, ticket, ())
+                return self._argocd_request(client, ticket, ticket.info)
             return argocd_progress(_get(client, ticket.subject), ticket.sha)
         if ticket.kind == "flux":
             assert ticket.subject is not None and ticket.token is not None

@@ -377,9 +377,8 @@ def render_result(repo: Repo, state: DeployState) -> str:
             progress = td.state
             shown = entry.state if entry.state == "held" else progress.state
             detail = entry.reason if entry.state == "held" else md(progress.reason, 300)
-            workloads = progress.workloads()
-            if workloads and workloads not in progress.reason:
-                detail += f" · {workloads}"
+            if progress.total and "workload" not in progress.reason:        # said once, not twice
+                detail += f" · {progress.workloads()}"
             rows.append(text("deploy_row", env=md(entry.env), app=md(td.app), icon=ICONS.get(shown, "•"),
                              state=shown, detail=detail, time=_duration(elapsed) if entry.state != "held" else ""))
     notes = []
