@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from typing import Any
 
 from prbot import gitrepo
 from prbot.config import CONFIG_FILE, Config
-from prbot.diff import ObjectChange, diff_objects
+from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
+from prbot.limits import Limits
 from prbot.render import RenderPool
 from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets
 from prbot.validate import ValidationIssue, validate_objects
@@ -167,9 +169,11 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     head_sha = head_rev or gitrepo.resolve(repo, "HEAD")
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
+    deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
     with contextlib.ExitStack() as stack:
         dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
-        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner)
+        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner,
+                       deadline=deadline)
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
@@ -228,11 +232,12 @@ def _full_sides(broot: Path, hroot: Path, config: Config, envs: Sequence[str] | 
 
 
 def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, affected: list[Key], *,
-            pool: RenderPool, dry_runner: DryRunner | None) -> Plan:
+            pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None) -> Plan:
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
                 if k in side.targets and k not in side.closure_errors]
-    rendered = pool.render_many(requests)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
+    rendered = pool.render_many(requests, deadline=deadline)
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, limits=pool.limits)
+               for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     return Plan(base=base_sha, head=head_sha, targets=targets)
@@ -371,6 +376,10 @@ _INERT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "namespace", "nameP
 # patch selectors and inline patches.
 _INERT_SUBFIELDS = frozenset({"literals", "options", "target", "patch"})
 _PLACEHOLDER = re.compile(r"\{(app|env)\}")           # as in apps[].path patterns (prbot.targets)
+# Fields whose inputs a scan of scalars cannot see (files named inside plugin configurations, charts):
+# a kustomization holding one is left to its closure.
+_SCAN_REFUSED = frozenset({"helmCharts", "helmGlobals", "helmChartInflationGenerator", "generators",
+                           "transformers", "validators"})
 
 if _CSafeLoader is not None:
     class _Composer(_CSafeLoader):  # type: ignore[misc,valid-type]
@@ -474,7 +483,7 @@ class _Probe:
         for key, value in root.value:
             if not isinstance(key, _yaml.ScalarNode) or key.value == "<<":      # a merge key
                 return None
-            if key.value in ("helmCharts", "helmGlobals"):
+            if key.value in _SCAN_REFUSED:
                 return None
             if key.value in _INERT_FIELDS:
                 continue
@@ -654,8 +663,21 @@ def _join(a: str, b: str) -> str:
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
-                 rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+                 rendered: dict[str, Any], dry_runner: DryRunner | None, *, deadline: float | None = None,
+                 limits: Limits | None = None) -> TargetPlan:
+    """One target's part of the plan; whatever goes wrong with it stays in it."""
     target = h.targets.get(key) or b.targets[key]
+    try:
+        return _compare(config, key, target, b, h, rendered, dry_runner, deadline, limits or Limits())
+    except RecursionError:
+        log.warning("planning %s: objects nested too deeply", target.key)
+        return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                          status="error", error="the rendered objects are nested too deeply to compare")
+
+
+def _compare(config: Config, key: tuple[str, str], target: Target, b: _Side, h: _Side,
+             rendered: dict[str, Any], dry_runner: DryRunner | None, deadline: float | None,
+             limits: Limits) -> TargetPlan:
     tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
                     status="changed")
     if key in h.closure_errors:
@@ -676,6 +698,14 @@ def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
             tp.status, tp.error = "error", str(got)
             return tp
         after = got
+        duplicates = duplicate_identities(after, target.namespace)
+        if duplicates:
+            tp.status = "error"
+            tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
+            return tp
+    if deadline is not None and time.monotonic() > deadline:
+        tp.status, tp.error = "error", f"not compared: {limits.describe('plan_budget')} was used up"
+        return tp
     tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
     if key not in b.targets:
         tp.status = "added"

@@ -51,11 +51,17 @@ def kustomization_file(directory: Path) -> Path | None:
 
 
 def detect_renderer(directory: Path, spec: AppSpec) -> str:
-    if kustomization_file(directory) is not None:
-        return "kustomize"
-    if (directory / "Chart.yaml").is_file() or (spec.helm is not None and spec.helm.chart):
-        return "helm"
-    return "plain"
+    """The renderer of a target directory: each renderer module decides (`prbot.renderers`)."""
+    from prbot.renderers import detect_renderer as detect
+
+    return detect(directory, spec)
+
+
+def _leaves(root: Path, rel: str) -> bool:
+    """Whether `rel`, symbolic links resolved, lies outside the repository at `root`."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(root / rel)
+    return real != real_root and not real.startswith(real_root + os.sep)
 
 
 def _list_dirs(path: Path) -> list[str]:
@@ -78,13 +84,17 @@ def _match_segment(segment: str, name: str) -> dict[str, str] | None:
 
 def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]]:
     results: list[tuple[str, dict[str, str]]] = [("", {})]
-    for segment in PurePosixPath(pattern).parts:
+    segments = PurePosixPath(pattern).parts
+    for i, segment in enumerate(segments):
         nxt: list[tuple[str, dict[str, str]]] = []
         for rel, bound in results:
             base = root / rel if rel else root
             if not _PLACEHOLDER.search(segment):
-                if (base / segment).is_dir():
-                    nxt.append((f"{rel}/{segment}" if rel else segment, bound))
+                child = f"{rel}/{segment}" if rel else segment
+                # a link leading out of the repository is never entered: as the target itself it is
+                # kept (and refused by its closure), above a target nothing behind it is listed
+                if (base / segment).is_dir() and (i == len(segments) - 1 or not _leaves(root, child)):
+                    nxt.append((child, bound))
                 continue
             for name in _list_dirs(base):
                 got = _match_segment(segment, name)
@@ -109,13 +119,16 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
             if not app:
                 continue
             directory = root / rel
-            renderer = detect_renderer(directory, spec)
+            if _leaves(root, rel):      # a linked directory leading out: nothing there is read, the
+                renderer = "helm" if spec.helm and spec.helm.chart else "plain"    # closure refuses it
+            else:
+                renderer = detect_renderer(directory, spec)
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
                 chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
-                if not names and chart != rel and (directory / "values.yaml").is_file():
+                if not names and chart != rel and not _leaves(root, rel) and (directory / "values.yaml").is_file():
                     names = ("values.yaml",)
                 values = tuple(str(PurePosixPath(rel) / v) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None
