@@ -21,7 +21,6 @@ from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
-from prbot.limits import Limits
 from prbot.render import RenderPool
 from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets
 from prbot.validate import ValidationIssue, validate_objects
@@ -236,8 +235,7 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, af
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
                 if k in side.targets and k not in side.closure_errors]
     rendered = pool.render_many(requests, deadline=deadline)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, limits=pool.limits)
-               for k in affected]
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     return Plan(base=base_sha, head=head_sha, targets=targets)
@@ -663,12 +661,11 @@ def _join(a: str, b: str) -> str:
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
-                 rendered: dict[str, Any], dry_runner: DryRunner | None, *, deadline: float | None = None,
-                 limits: Limits | None = None) -> TargetPlan:
+                 rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
     """One target's part of the plan; whatever goes wrong with it stays in it."""
     target = h.targets.get(key) or b.targets[key]
     try:
-        return _compare(config, key, target, b, h, rendered, dry_runner, deadline, limits or Limits())
+        return _compare(config, key, target, b, h, rendered, dry_runner)
     except RecursionError:
         log.warning("planning %s: objects nested too deeply", target.key)
         return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
@@ -676,8 +673,7 @@ def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
 
 
 def _compare(config: Config, key: tuple[str, str], target: Target, b: _Side, h: _Side,
-             rendered: dict[str, Any], dry_runner: DryRunner | None, deadline: float | None,
-             limits: Limits) -> TargetPlan:
+             rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
     tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
                     status="changed")
     if key in h.closure_errors:
@@ -703,9 +699,6 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: _Side, h: 
             tp.status = "error"
             tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
             return tp
-    if deadline is not None and time.monotonic() > deadline:
-        tp.status, tp.error = "error", f"not compared: {limits.describe('plan_budget')} was used up"
-        return tp
     tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
     if key not in b.targets:
         tp.status = "added"

@@ -8,11 +8,11 @@ Every run (`run_tool`):
 - has no network where the kernel allows an unprivileged network namespace (`unshare --net`).
   Where it does not (or `PRBOT_RENDER_NETNS=0`), the log says so once; remote references are
   refused before any run either way (the closures find them in every field that takes a URL);
-- is bounded by `prbot.limits.Limits`: memory (RLIMIT_DATA per process — Go binaries only reserve
-  address space, which RLIMIT_DATA does not count — and a watch on the resident memory of the whole
-  session, checked several times a second), wall-clock time (the render timeout, or what is left of
-  the plan's budget), CPU time, bytes printed, file size; `GOMEMLIMIT` asks Go's collector to stay
-  below the limit;
+- is bounded by `prbot.limits.Limits`: memory (RLIMIT_DATA per process, below the limit by room
+  for the binary's own resident text — Go binaries only reserve address space, which RLIMIT_DATA
+  does not count — and a watch on the resident memory of the whole session, several times a
+  second), wall-clock time (the render timeout, or what is left of the plan's budget), CPU time,
+  bytes printed, file size; `GOMEMLIMIT` asks Go's collector to stay below the limit;
 - is killed with everything it started (its session) when it goes over a limit, and the error
   names that limit (`ToolError.limit`).
 
@@ -137,9 +137,15 @@ def scrubbed_env(home: str, limits: Limits) -> dict[str, str]:
     return env
 
 
+def data_limit(memory: int) -> int:
+    """RLIMIT_DATA for a memory limit: the heap (and thread stacks) of one process; its resident
+    binary (kubectl and helm hold ~30-60 MB of text) comes on top, so leave room for it."""
+    return max(memory * 3 // 4, memory - 96 * 1024 * 1024)
+
+
 def _rlimits(limits: Limits, timeout: float) -> list[tuple[int, int]]:
     cpu = int(math.ceil(timeout * max(os.cpu_count() or 1, 1))) + 5
-    return [(resource.RLIMIT_DATA, limits.memory), (resource.RLIMIT_CPU, cpu),
+    return [(resource.RLIMIT_DATA, data_limit(limits.memory)), (resource.RLIMIT_CPU, cpu),
             (resource.RLIMIT_FSIZE, max(limits.output, 16 * 1024 * 1024)), (resource.RLIMIT_CORE, 0)]
 
 
