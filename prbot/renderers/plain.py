@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from prbot.config import AppSpec
-from prbot.limits import format_size
 from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_file
 from prbot.renderers.closure import Acc, Closure, ClosureCache, join, norm
 from prbot.targets import PLAIN_SUFFIXES, Target
@@ -52,27 +51,23 @@ class PlainRenderer(Renderer):
 
     def render(self, job: RenderJob) -> list[dict[str, Any]]:
         rel = norm(job.target.path)
-        if not (job.root / rel).is_dir():
-            raise RenderError(f"{rel or '.'}: directory does not exist")
+        directory = job.root / rel
+        try:                        # what is there, not what the closure says (so a closure that
+            names = sorted(e.name for e in os.scandir(directory)        # missed a file is caught)
+                           if e.name.endswith(PLAIN_SUFFIXES) and e.is_file())
+        except OSError as exc:
+            raise RenderError(f"{rel or '.'}: directory does not exist") from exc
         budget = job.limits.output
         objects: list[dict[str, Any]] = []
-        own = {join(rel, name) for name in _names(job.closure.files, rel)}
-        for path in sorted(own):
+        for name in names:
+            path = join(rel, name)
             try:
                 size = os.path.getsize(job.root / path)
             except OSError as exc:
                 raise RenderError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
             if size > budget:
-                raise RenderError(f"{rel or '.'}: the manifests are larger than "
-                                  f"{job.limits.describe('output')} ({format_size(job.limits.output)})",
+                raise RenderError(f"{rel or '.'}: the manifests are larger than {job.limits.describe('output')}",
                                   limit="output")
             budget -= size
             objects.extend(parse_file(job.root, path, max_bytes=size))
         return objects
-
-
-def _names(files: frozenset[str], rel: str) -> list[str]:
-    """Names of the closure's files directly in `rel` (the real paths of links are inputs too, but
-    are read through the link)."""
-    prefix = f"{rel}/" if rel else ""
-    return [f[len(prefix):] for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
