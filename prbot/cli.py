@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from prbot import __version__
 from prbot.errors import PrbotError
@@ -16,7 +17,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:   # one line on stderr, exit 2 (argparse's usage spam trimmed)
+    def error(self, message: str) -> NoReturn:   # one line on stderr, exit 2 (argparse's usage spam trimmed)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 

@@ -298,9 +298,9 @@ def strip_noise(obj: dict, ignore: Iterable[str] = ()) -> dict:
     _drop_noise_metadata(out.get("metadata"))
     for path in _TEMPLATE_METADATA_PATHS:
         _drop_noise_metadata(_get_path(out, path))
-    for path in ignore:
-        if path:
-            _drop_path(out, split_path(path))
+    for dotted in ignore:
+        if dotted:
+            _drop_path(out, split_path(dotted))
     return out
 
 

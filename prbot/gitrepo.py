@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prbot.errors import PrbotError
 
@@ -131,22 +132,22 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
     prefix, sha = _locate(repo, rev)
     scratch = Path(tempfile.mkdtemp(prefix=f"prbot-{sha[:12]}-"))
     try:
-        tree = scratch / "tree"
-        tree.mkdir()
+        out = scratch / "tree"
+        out.mkdir()
         env = {"GIT_INDEX_FILE": str(scratch / "index")}
         source = f"{sha}:{prefix}" if prefix else f"{sha}^{{tree}}"
         if not prefix or _git(repo, "cat-file", "-t", source, ok=(0, 128)).stdout.strip() == b"tree":
             _git(repo, "read-tree", source, env=env)
             _git(repo, "checkout-index", "--all", "--force", env=env,
-                 options=("--work-tree", str(tree), "-c", "core.fsmonitor=false"))
+                 options=("--work-tree", str(out), "-c", "core.fsmonitor=false"))
         # else: repo's directory does not exist at that revision, so its tree is empty
-        yield tree
+        yield out
     finally:
         _remove_tree(scratch)
 
 
 _SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"
-_MISSING: object = object()
+_MISSING: Any = object()
 _MAX_PATHSPECS = 64 * 1024      # bytes of paths on one ls-tree command line; more: list everything
 
 

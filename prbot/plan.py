@@ -29,7 +29,7 @@ try:                    # libyaml, as prbot.impact parses kustomizations: the ch
     import yaml as _yaml
     _CSafeLoader: Any = getattr(_yaml, "CSafeLoader", None)
 except ImportError:     # pragma: no cover - depends on the installation
-    _yaml = None
+    _yaml = None  # type: ignore[assignment]
     _CSafeLoader = None
 
 
@@ -547,7 +547,7 @@ class _Probe:
             for i, segment in enumerate(segments):
                 if segment in (".", ".."):
                     return True
-                found = []
+                found: list[str] = []
                 for rel in prefixes:
                     if _PLACEHOLDER.search(segment):
                         if i == len(segments) - 1:

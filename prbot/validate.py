@@ -203,7 +203,7 @@ def _issues_for_error(error: jsonschema.ValidationError, secret: bool) -> list[t
         extra = sorted((k for k in error.instance if k not in allowed), key=str)
         return [(p, f"{p}: unknown field") for p in (format_path([*path, k]) for k in extra)]
     if validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+        missing = [k for k in error.validator_value if k not in error.instance]  # type: ignore[union-attr]
         return [(p, f"{p}: required field is missing") for p in (format_path([*path, k]) for k in missing)]
     if validator in ("type", "oneOf", "anyOf"):
         types = _type_names({"type": error.validator_value} if validator == "type" else error.schema)
@@ -212,7 +212,8 @@ def _issues_for_error(error: jsonschema.ValidationError, secret: bool) -> list[t
         else:
             detail = f"{shown} is not valid here"
     elif validator == "enum":
-        detail = f"{shown} is not one of {', '.join(repr(v) for v in error.validator_value if v is not None)}"
+        options = error.validator_value if isinstance(error.validator_value, list) else []
+        detail = f"{shown} is not one of {', '.join(repr(v) for v in options if v is not None)}"
     elif secret:
         detail = f"value does not satisfy {validator} {error.validator_value!r}"[:200]
     else:

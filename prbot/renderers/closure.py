@@ -421,7 +421,7 @@ def parse_text(data: bytes, *, all_documents: bool = False) -> Any:
     try:
         text = data.decode("utf-8")
         return load_yaml_all(text) if all_documents else load_yaml(text)
-    except (*YAML_ERRORS, UnicodeDecodeError) as exc:
+    except (*YAML_ERRORS, UnicodeDecodeError) as exc:  # type: ignore[misc]   # a tuple of classes
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)

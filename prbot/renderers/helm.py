@@ -73,7 +73,8 @@ def _check_dependencies(job: RenderJob, chart_rel: str) -> None:
     root = str(job.root)
     if cache.kind(root, chart_rel) != "dir":
         return
-    name, deps = chart_rel.rpartition("/")[2] or "chart", []
+    name = chart_rel.rpartition("/")[2] or "chart"
+    deps: list[dict[str, Any]] = []
     for fname in ("Chart.yaml", "requirements.yaml"):
         rel = join(chart_rel, fname)
         if rel not in job.closure.files:

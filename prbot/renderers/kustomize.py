@@ -179,7 +179,8 @@ def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str
     for item in items(doc.get("replacements")):
         if isinstance(item, dict) and item.get("path") is not None:
             cache.add_file(root, kdir, item["path"], f"{kfile}: replacements", acc)
-    helm_globals = doc.get("helmGlobals") if isinstance(doc.get("helmGlobals"), dict) else {}
+    raw_globals = doc.get("helmGlobals")
+    helm_globals: dict[str, Any] = raw_globals if isinstance(raw_globals, dict) else {}
     charts = [c for c in items(doc.get("helmCharts")) if isinstance(c, dict)]
     legacy = [c for c in items(doc.get("helmChartInflationGenerator")) if isinstance(c, dict)]
     if legacy:                     # kustomize turns the deprecated form into helmCharts + helmGlobals
