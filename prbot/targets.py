@@ -57,11 +57,26 @@ def detect_renderer(directory: Path, spec: AppSpec) -> str:
     return detect(directory, spec)
 
 
-def _leaves(root: Path, rel: str) -> bool:
-    """Whether `rel`, symbolic links resolved, lies outside the repository at `root`."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(root / rel)
-    return real != real_root and not real.startswith(real_root + os.sep)
+class _Real:
+    """Real paths of directories below a root, symbolic links resolved, memoised per directory (one
+    lstat for each new directory): does a path lead out of the repository?"""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self._memo: dict[str, str] = {"": self.root}
+
+    def of(self, rel: str) -> str:
+        got = self._memo.get(rel)
+        if got is None:
+            parent, _, name = rel.rpartition("/")
+            full = os.path.join(self.of(parent), name)
+            got = os.path.realpath(full) if name in (".", "..") or os.path.islink(full) else full
+            self._memo[rel] = got
+        return got
+
+    def leaves(self, rel: str) -> bool:
+        real = self.of(rel)
+        return real != self.root and not real.startswith(self.root + os.sep)
 
 
 def _list_dirs(path: Path) -> list[str]:
@@ -82,7 +97,8 @@ def _match_segment(segment: str, name: str) -> dict[str, str] | None:
     return m.groupdict() if m else None
 
 
-def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]]:
+def _expand_pattern(root: Path, pattern: str, real: _Real | None = None) -> list[tuple[str, dict[str, str]]]:
+    real = real or _Real(root)
     results: list[tuple[str, dict[str, str]]] = [("", {})]
     segments = PurePosixPath(pattern).parts
     for i, segment in enumerate(segments):
@@ -93,7 +109,7 @@ def _expand_pattern(root: Path, pattern: str) -> list[tuple[str, dict[str, str]]
                 child = f"{rel}/{segment}" if rel else segment
                 # a link leading out of the repository is never entered: as the target itself it is
                 # kept (and refused by its closure), above a target nothing behind it is listed
-                if (base / segment).is_dir() and (i == len(segments) - 1 or not _leaves(root, child)):
+                if (base / segment).is_dir() and (i == len(segments) - 1 or not real.leaves(child)):
                     nxt.append((child, bound))
                 continue
             for name in _list_dirs(base):
@@ -110,8 +126,9 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
     root = Path(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
+    real = _Real(root)
     for index, spec in enumerate(config.apps):
-        for rel, bound in _expand_pattern(root, spec.path.strip("/")):
+        for rel, bound in _expand_pattern(root, spec.path.strip("/"), real):
             env = bound.get("env")
             if env not in envs:
                 continue
@@ -119,7 +136,8 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
             if not app:
                 continue
             directory = root / rel
-            if _leaves(root, rel):      # a linked directory leading out: nothing there is read, the
+            outside = real.leaves(rel)
+            if outside:                 # a linked directory leading out: nothing there is read, the
                 renderer = "helm" if spec.helm and spec.helm.chart else "plain"    # closure refuses it
             else:
                 renderer = detect_renderer(directory, spec)
@@ -128,7 +146,7 @@ def discover_targets(config: Config, root: Path) -> list[Target]:
             if renderer == "helm":
                 chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
-                if not names and chart != rel and not _leaves(root, rel) and (directory / "values.yaml").is_file():
+                if not names and chart != rel and not outside and (directory / "values.yaml").is_file():
                     names = ("values.yaml",)
                 values = tuple(str(PurePosixPath(rel) / v) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None
