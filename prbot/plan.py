@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prbot import gitrepo
+from prbot import gitrepo, remote
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
@@ -60,7 +60,7 @@ class TargetPlan:
     env: str
     path: str
     renderer: str
-    status: str                         # changed | unchanged | added | removed | error
+    status: str                         # changed | unchanged | added | removed | error | skipped
     error: str | None = None
     changes: list[ObjectChange] = field(default_factory=list)
     validation: list[ValidationIssue] = field(default_factory=list)
@@ -122,6 +122,8 @@ class _Side:
     targets: dict[Key, Target]
     keys: dict[Key, str] = field(default_factory=dict)
     closure_errors: dict[Key, str] = field(default_factory=dict)
+    remote: dict[Key, tuple[str, ...]] = field(default_factory=dict)   # remote inputs each target reads
+    skipped: dict[Key, str] = field(default_factory=dict)              # not rendered: why (a remote input)
 
 
 def _discover(root: Path, config: Config, envs: Sequence[str] | None) -> dict[Key, Target]:
@@ -133,8 +135,7 @@ def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
     for key, target in targets.items():
         closure = cache.closure(root, target)
         if closure.remote:
-            side.closure_errors[key] = (f"remote base {closure.remote[0]} cannot be resolved offline: "
-                                        "vendor it into the repository")
+            side.remote[key] = closure.remote
         side.keys[key] = cache.digest(root, closure, _cache_extra(target))
     return side
 
@@ -232,9 +233,17 @@ def _full_sides(broot: Path, hroot: Path, config: Config, envs: Sequence[str] | 
 
 def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, affected: list[Key], *,
             pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None) -> Plan:
+    for side in (b, h):                 # remote inputs: rendered when `render.remote` allows them (SPEC §4)
+        for k, refs in side.remote.items():
+            blocked = [r for r in refs if not remote.allowed(r, config.render_remote)]
+            if blocked:
+                side.skipped[k] = (f"not rendered: it reads {blocked[0]}, a remote input that render.remote "
+                                   "in .prbot.yml does not allow")
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
-                if k in side.targets and k not in side.closure_errors]
-    rendered = pool.render_many(requests, deadline=deadline)
+                if k in side.targets and k not in side.closure_errors and k not in side.skipped]
+    with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
+        rendered = pool.render_many(requests, deadline=deadline,
+                                    remotes=remotes if config.render_remote else None)
     targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
@@ -679,12 +688,15 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: _Side, h: 
     if key in h.closure_errors:
         tp.status, tp.error = "error", h.closure_errors[key]
         return tp
+    if key in h.skipped:
+        tp.status, tp.error = "skipped", h.skipped[key]
+        return tp
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     if key in b.targets:
-        got = rendered.get(b.keys[key]) if key not in b.closure_errors else None
+        got = rendered.get(b.keys[key]) if key not in b.closure_errors and key not in b.skipped else None
         if isinstance(got, Exception) or got is None:
-            reason = got if got is not None else b.closure_errors[key]
+            reason = got if got is not None else b.closure_errors.get(key) or b.skipped[key]
             tp.error = f"the base revision did not render ({reason}); every object is shown as added"
         else:
             before = got

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from prbot.limits import Limits
+from prbot.remote import RemoteError, Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderError, RenderJob, parse_documents
 from prbot.renderers.closure import Closure, ClosureCache, input_closure
@@ -75,25 +76,28 @@ def find_tool(name: str) -> str:
 # One target
 # --------------------------------------------------------------------------------------------
 
-def refuse_unsafe(target: Target, closure: Closure) -> None:
-    """RenderError when the closure reads outside the repository or something remote."""
+def refuse_unsafe(target: Target, closure: Closure, remotes: Mapping[str, Any] | None = None) -> None:
+    """RenderError when the closure reads outside the repository or something remote that was not
+    fetched for it (see `prbot.remote`)."""
     if closure.outside:
         raise RenderError(f"refused: {closure.outside[0]}")
-    if closure.remote:
+    missing = [r for r in closure.remote if r not in (remotes or {})]
+    if missing:
         what = "chart" if target.renderer == "helm" else "base"
-        raise RenderError(f"remote {what} {closure.remote[0]} cannot be resolved offline: "
+        raise RenderError(f"remote {what} {missing[0]} cannot be resolved offline: "
                           "vendor it into the repository")
 
 
 def render_target(root: Path, target: Target, *, timeout: float | None = None, kube_version: str | None = None,
                   closure: Closure | None = None, limits: Limits | None = None,
-                  deadline: float | None = None) -> list[dict[str, Any]]:
+                  deadline: float | None = None, remotes: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Render one target of the repository checked out at `root` into a list of objects.
 
     `kube_version` (e.g. "1.33") is passed to Helm as Capabilities.KubeVersion; `closure` (from
     `prbot.renderers.closure`) saves recomputing it; `limits` default to the operator's
     (`Limits.from_env()`), `timeout` overrides their render timeout; `deadline` (time.monotonic())
-    is when the plan's budget runs out.  Raises RenderError with a one-line message.
+    is when the plan's budget runs out; `remotes` the fetched remote references the closure reads
+    (`prbot.remote.Vendored`, by reference).  Raises RenderError with a one-line message.
     """
     root = Path(root)
     limits = limits or Limits.from_env()
@@ -101,10 +105,12 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
         limits = dataclasses.replace(limits, timeout=timeout)
     if closure is None:
         closure = input_closure(root, target)
-    refuse_unsafe(target, closure)
+    refuse_unsafe(target, closure, remotes)
     renderer = get_renderer(target.renderer)
     return renderer.render(RenderJob(root=root, target=target, closure=closure, limits=limits,
-                                     kube_version=kube_version, deadline=deadline))
+                                     kube_version=kube_version, deadline=deadline,
+                                     remotes={r: remotes[r] for r in closure.remote} if closure.remote and remotes
+                                     else None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,13 +253,15 @@ class RenderPool:
             raise got
         return got
 
-    def render_many(self, requests: Sequence[tuple[Path, Target, str]], *,
-                    deadline: float | None = None) -> dict[str, RenderResult]:
+    def render_many(self, requests: Sequence[tuple[Path, Target, str]], *, deadline: float | None = None,
+                    remotes: Remotes | None = None) -> dict[str, RenderResult]:
         """Render every request, keyed by cache key: objects, or the RenderError of that target.
 
         Requests sharing a cache key are rendered once (the first request's root is used).  A
         render that has not started by `deadline` (time.monotonic(): when the plan's time budget
-        runs out) fails naming the budget; one running then is stopped.
+        runs out) fails naming the budget; one running then is stopped.  `remotes` fetches the
+        remote references a plan allows (`prbot.remote`); what they hold is part of the cache
+        identity, so a moved branch renders again.
         """
         results: dict[str, RenderResult] = {}
         waits: dict[str, Future[str | RenderError]] = {}
@@ -271,7 +279,17 @@ class RenderPool:
                 if fp is None:
                     fp = fingerprints[target.renderer] = _tool_fingerprint(target.renderer)
                 kube = self.kube_versions.get(target.env)
-                ident = hashlib.sha256(f"{CACHE_FORMAT}\0{fp}\0{kube or ''}\0{key}".encode()).hexdigest()
+                fetched: dict[str, Vendored] | None = None
+                if remotes is not None:
+                    closure = closures.closure(root, target)
+                    if closure.remote:
+                        try:
+                            fetched = {ref: vendor(remotes, ref) for ref in closure.remote}
+                        except RemoteError as exc:
+                            results[key] = RenderError(str(exc))
+                            continue
+                extra = ",".join(f"{r}={v.ident}" for r, v in sorted(fetched.items())) if fetched else ""
+                ident = hashlib.sha256(f"{CACHE_FORMAT}\0{fp}\0{kube or ''}\0{key}\0{extra}".encode()).hexdigest()
                 with self._lock:
                     hit = self._memo.get(ident)
                     if hit is not None:
@@ -281,7 +299,7 @@ class RenderPool:
                         fut = self._inflight.get(ident)
                         if fut is None:
                             fut = executor.submit(self._compute, root, target, key, ident, kube, closures,
-                                                  deadline)
+                                                  deadline, fetched)
                             self._inflight[ident] = fut
                         waits[key] = fut
                 if hit is not None:
@@ -292,7 +310,8 @@ class RenderPool:
 
     # ---------------------------------------------------------------- internals
     def _compute(self, root: Path, target: Target, key: str, ident: str, kube: str | None,
-                 closures: ClosureCache, deadline: float | None) -> str | RenderError:
+                 closures: ClosureCache, deadline: float | None,
+                 fetched: Mapping[str, Vendored] | None = None) -> str | RenderError:
         result: str | RenderError | None = None
         try:
             result = self._disk_read(ident, key)
@@ -309,7 +328,8 @@ class RenderPool:
                 self.renders += 1
             try:
                 objects = render_target(root, target, kube_version=kube, limits=self.limits,
-                                        closure=closures.closure(root, target), deadline=deadline)
+                                        closure=closures.closure(root, target), deadline=deadline,
+                                        remotes=fetched)
                 result = json.dumps(objects, separators=(",", ":"), ensure_ascii=False)
             except RenderError as exc:
                 result = exc

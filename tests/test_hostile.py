@@ -290,9 +290,9 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
     assert "FETCHED-FROM-LOOPBACK" not in json.dumps(data) + md + err
     for i, name in enumerate(layouts):
         t = target(data, f"u{i}", "dev")
-        assert t["status"] == "error" and "cannot be resolved offline" in t["error"] and loopback in t["error"], (
+        assert t["status"] == "skipped" and "render.remote" in t["error"] and loopback in t["error"], (
             name, t["error"])
-    assert code == 1 and all(target(data, f"fine{i}", "dev")["status"] == "changed" for i in range(3))
+    assert code == 0 and all(target(data, f"fine{i}", "dev")["status"] == "changed" for i in range(3))
     said = [r.getMessage() for r in caplog.records if "without a network namespace" in r.getMessage()]
     if netns == "0":
         assert len(said) == 1 and "PRBOT_RENDER_NETNS=0" in said[0]      # said once, not per render

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +61,7 @@ class RenderJob:
     limits: Limits
     kube_version: str | None = None
     deadline: float | None = None           # time.monotonic() by which the plan's budget runs out
+    remotes: Mapping[str, Any] | None = None    # remote reference -> prbot.remote.Vendored (allowed, fetched)
 
     @contextlib.contextmanager
     def staged(self) -> Iterator[tuple[Path, Path]]:

@@ -21,6 +21,10 @@ its own empty configuration.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,8 @@ class KustomizeRenderer(Renderer):
                 argv += ["--helm-kube-version", job.kube_version]
         argv.append(job.target.path or ".")
         with job.staged() as (home, tree):
+            if job.remotes:
+                place_remotes(tree, job.remotes)
             try:
                 text = run(job, argv, label=label, cwd=tree, home=home)
             except RenderError as exc:
@@ -79,6 +85,60 @@ class KustomizeRenderer(Renderer):
                                       "which Helm 4 rejects): put a Helm 3 binary on PATH as helm3") from exc
                 raise
         return parse_documents(text, f"{label} {job.target.path or '.'}", max_bytes=job.limits.output)
+
+
+# --------------------------------------------------------------------------------------------
+# Remote bases fetched by prbot (prbot.remote), placed next to the staged tree
+# --------------------------------------------------------------------------------------------
+
+REMOTE_DIR = ".prbot-remote"
+
+
+def place_remotes(tree: Path, remotes: Mapping[str, Any]) -> None:
+    """Copy fetched remotes (`prbot.remote.Vendored`, by the reference text kustomize reads) into the
+    staged tree and point the kustomizations reading them at the copies: a git base becomes the
+    directory `.prbot-remote/<id>/<path>`, a file a sibling of the kustomization naming it (the load
+    restrictor wants files below their kustomization).  kustomize never sees a URL."""
+    placed: dict[str, Any] = {}
+
+    def place(vendored: Any) -> None:
+        if vendored.slug in placed:
+            return
+        placed[vendored.slug] = vendored
+        if vendored.fetched.ref.kind == "git":
+            dest = tree / REMOTE_DIR / vendored.slug
+            for rel in vendored.files:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(vendored.fetched.root / rel, dest / rel)
+        for inner in vendored.nested.values():
+            place(inner)
+
+    for vendored in remotes.values():
+        place(vendored)
+    _point(tree, [p for p in tree.rglob("*") if p.name in KUSTOMIZATION_FILES
+                  and REMOTE_DIR not in p.relative_to(tree).parts], remotes, tree)
+    for vendored in placed.values():
+        if vendored.fetched.ref.kind == "git" and vendored.nested:
+            root = tree / REMOTE_DIR / vendored.slug
+            _point(root, [p for p in root.rglob("*") if p.name in KUSTOMIZATION_FILES], vendored.nested, tree)
+
+
+def _point(root: Path, kfiles: list[Path], remotes: Mapping[str, Any], tree: Path) -> None:
+    for kfile in kfiles:
+        text = original = kfile.read_text(encoding="utf-8")
+        for ref, vendored in remotes.items():
+            if ref not in text:
+                continue
+            if vendored.fetched.ref.kind == "git":
+                target = tree / REMOTE_DIR / vendored.slug / vendored.fetched.ref.path
+                local = os.path.relpath(target, kfile.parent)
+            else:
+                local = f"{REMOTE_DIR}-{vendored.slug}-{vendored.fetched.file}"
+                shutil.copyfile(vendored.fetched.root / vendored.fetched.file, kfile.parent / local)
+            pattern = re.compile(rf"(?<![^\s\"'\[,]){re.escape(ref)}(?=[\s\"',\]]|$)", re.MULTILINE)
+            text = pattern.sub(local.replace("\\", "\\\\"), text)
+        if text != original:
+            kfile.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -238,7 +238,8 @@ def _envs(plan: Plan) -> list[str]:
 
 def _verdict(plan: Plan) -> str:
     envs = _envs(plan)
-    changing = [e for e in envs if any(t.env == e and t.status != "unchanged" for t in plan.targets)]
+    changing = [e for e in envs if any(t.env == e and t.status not in ("unchanged", "skipped")
+                                       for t in plan.targets)]
     head = _n("verdict_change", len(changing)) if changing else _t("verdict_no_change")
     marks = []
     for env in envs:
@@ -249,8 +250,8 @@ def _verdict(plan: Plan) -> str:
 
 def _counts(t: TargetPlan, prefix: str) -> str:
     added, changed, removed = t.counts()
-    if t.status == "error":
-        return _t(f"{prefix}_render_failed")
+    if t.status in ("error", "skipped"):
+        return _t(f"{prefix}_{'render_failed' if t.status == 'error' else 'skipped'}")
     key = {"added": "_counts_new", "removed": "_counts_gone"}.get(t.status, "_counts")
     if prefix == "summary" and t.status == "unchanged" and not t.changes:
         key = "_no_changes"
@@ -258,7 +259,7 @@ def _counts(t: TargetPlan, prefix: str) -> str:
 
 
 def _validation_cell(t: TargetPlan) -> str:
-    if t.status in ("error", "removed"):
+    if t.status in ("error", "removed", "skipped"):
         return _t("cell_none")
     levels = Counter(v.level if v.level in ("error", "skipped") else "warning" for v in t.validation)
     cells = []
