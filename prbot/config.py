@@ -95,6 +95,7 @@ class Config:
     images: tuple[ImageRule, ...] = ()
     preview: PreviewSpec | None = None
     diff_ignore: tuple[str, ...] = ()
+    render_remote: tuple[str, ...] = ()     # URL prefixes of remote bases/charts rendered (SPEC §4)
 
     @property
     def env_names(self) -> list[str]:
@@ -115,7 +116,7 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # The keys the loader knows, per level.  The JSON Schema must list exactly these (tests check).
 
-TOP_KEYS = frozenset({"version", "environments", "apps", "images", "preview", "diff"})
+TOP_KEYS = frozenset({"version", "environments", "apps", "images", "preview", "diff", "render"})
 ENVIRONMENT_KEYS = frozenset({"name", "cluster", "auto_merge", "kubernetes_version", "deployers"})
 APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm", "environments"})
 SYNC_KEYS = frozenset({"argocd", "flux", "apply"})
@@ -126,6 +127,7 @@ HELM_KEYS = frozenset({"chart", "values"})
 IMAGE_KEYS = frozenset({"repository", "land_in", "tags", "policy", "digest"})
 PREVIEW_KEYS = frozenset({"environment", "url"})
 DIFF_KEYS = frozenset({"ignore"})
+RENDER_KEYS = frozenset({"remote"})
 
 #: Every map of the file, by location ("[]" stands for "each item of the list").
 KNOWN_KEYS: dict[str, frozenset[str]] = {
@@ -140,6 +142,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "images[]": IMAGE_KEYS,
     "preview": PREVIEW_KEYS,
     "diff": DIFF_KEYS,
+    "render": RENDER_KEYS,
 }
 
 POLICIES = ("pushed", "semver")
@@ -156,6 +159,7 @@ _DEPLOYER = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)
 _APP_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _URL = re.compile(r"https?://\S+")
+_REMOTE_PREFIX = re.compile(r"(?:https|oci)://[A-Za-z0-9.-]+(?::\d+)?(?:/\S*)?")
 # OCI distribution reference without tag or digest: [host[:port]/]component(/component)*
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*")
@@ -515,10 +519,11 @@ class _Checker:
         images = self.images(top)
         preview = self.preview(top)
         diff_ignore = self.diff(top)
+        render_remote = self.render(top)
         if self.problems or envs is None:
             return None
         return Config(version=SUPPORTED_VERSION, environments=envs, apps=apps or (), images=images or (),
-                      preview=preview, diff_ignore=diff_ignore or ())
+                      preview=preview, diff_ignore=diff_ignore or (), render_remote=render_remote or ())
 
     def environments(self, top: dict[Any, Any]) -> tuple[Environment, ...] | None:
         seq = self.value(top, "environments", "", 1, "list", required=True)
@@ -831,6 +836,23 @@ class _Checker:
         if self.mapping(node, "diff", line, DIFF_KEYS) is None:
             return None
         return self.strings(node, "ignore", "diff", line)
+
+    def render(self, top: dict[Any, Any]) -> tuple[str, ...] | None:
+        node = self.value(top, "render", "", 1, "map")
+        if node is _MISSING:
+            return None
+        line = self.lines["render"]
+        if self.mapping(node, "render", line, RENDER_KEYS) is None:
+            return None
+        return self.strings(node, "remote", "render", line, self.remote_prefix)
+
+    def remote_prefix(self, text: str, path: str, line: int) -> bool:
+        """An https:// or oci:// URL naming at least a host: the start of what may be fetched."""
+        if not _REMOTE_PREFIX.fullmatch(text):
+            self.error(line, path, f"{_q(text)} is not an https:// or oci:// URL prefix with a host "
+                                   "(e.g. https://github.com/acme/)")
+            return False
+        return True
 
 
 # --------------------------------------------------------------------------------------------

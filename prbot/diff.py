@@ -20,6 +20,9 @@ from typing import Any
 
 import yaml
 
+from prbot import secrets
+from prbot.secrets import LAST_APPLIED, MASK, MASK_AFTER, MASK_BEFORE, is_secret  # noqa: F401 - re-exported
+
 
 @dataclass(frozen=True)
 class ObjectChange:
@@ -41,11 +44,8 @@ class ObjectChange:
 ObjectKey = tuple[str, str, str | None, str]
 """(API group, kind, namespace, name); namespace is None for cluster-scoped objects."""
 
-MASK = "***"
-MASK_BEFORE = "*** (before)"
-MASK_AFTER = "*** (after)"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 CONTEXT_LINES = 3
+MAX_DIFF_LINES = 20_000
 
 # (group, kind) of the cluster-scoped kinds: built-in ones, plus common add-ons' custom resources.
 CLUSTER_SCOPED: frozenset[tuple[str, str]] = frozenset({
@@ -170,60 +170,17 @@ def _path_key(key: ObjectKey) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Secrets
+# Secrets: the rule lives in prbot.secrets; these names stay for the modules that used them here
 # --------------------------------------------------------------------------------------------
 
-def is_secret(obj: Mapping[str, Any]) -> bool:
-    """A core Secret (masked whatever its apiVersion's version, and whatever its group)."""
-    return obj.get("kind") == "Secret"
-
-
-def _mask_map(mine: dict, theirs: Mapping[str, Any], side: str) -> dict:
-    """`***` for every value; `*** (before)`/`*** (after)` where both sides hold the key with
-    different values (side "before"/"after"; side "plain" never marks)."""
-    marker = {"before": MASK_BEFORE, "after": MASK_AFTER}.get(side, MASK)
-    return {k: marker if k in theirs and theirs[k] != v else MASK for k, v in mine.items()}
-
-
-def _mask_into(obj: dict, other: Mapping[str, Any] | None, side: str) -> dict:
-    """A masked deep copy of Secret `obj`; `other` is the object on the opposite side, if any."""
-    out = copy.deepcopy(obj)
-    other = other or {}
-    for field in ("data", "stringData"):
-        values = out.get(field)
-        if isinstance(values, dict):
-            theirs = other.get(field)
-            out[field] = _mask_map(values, theirs if isinstance(theirs, dict) else {}, side)
-        elif values is not None:
-            out[field] = MASK
-    meta = out.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
-    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
-        their_annotations = _metadata(other).get("annotations")
-        their_annotations = their_annotations if isinstance(their_annotations, dict) else {}
-        theirs = {LAST_APPLIED: their_annotations[LAST_APPLIED]} if LAST_APPLIED in their_annotations else {}
-        annotations[LAST_APPLIED] = _mask_map({LAST_APPLIED: annotations[LAST_APPLIED]}, theirs,
-                                              side)[LAST_APPLIED]
-    return out
-
-
 def mask_secrets(obj: dict) -> dict:
-    """A copy of `obj` where every value under `data`/`stringData` of a Secret, and its
-    last-applied-configuration annotation, is `***`.  Other objects are returned as a plain copy."""
-    if not is_secret(obj):
-        return copy.deepcopy(obj)
-    return _mask_into(obj, None, "plain")
+    """A copy of `obj` with every Secret value (nested Secrets too) `***`; see `prbot.secrets.mask`."""
+    return secrets.mask(obj)  # type: ignore[no-any-return]
 
 
 def mask_secret_pair(before: dict, after: dict) -> tuple[dict, dict]:
-    """Masked copies of two versions of one object.  For Secrets, values that differ read
-    `*** (before)` / `*** (after)`, equal ones `***` (so a diff shows which keys changed, never a value).
-    """
-    if not (is_secret(before) or is_secret(after)):
-        return copy.deepcopy(before), copy.deepcopy(after)
-    if not (is_secret(before) and is_secret(after)):
-        return mask_secrets(before), mask_secrets(after)
-    return _mask_into(before, after, "before"), _mask_into(after, before, "after")
+    """Masked copies of two versions of one object; see `prbot.secrets.mask_pair`."""
+    return secrets.mask_pair(before, after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,9 +298,9 @@ def strip_noise(obj: dict, ignore: Iterable[str] = ()) -> dict:
     _drop_noise_metadata(out.get("metadata"))
     for path in _TEMPLATE_METADATA_PATHS:
         _drop_noise_metadata(_get_path(out, path))
-    for path in ignore:
-        if path:
-            _drop_path(out, split_path(path))
+    for dotted in ignore:
+        if dotted:
+            _drop_path(out, split_path(dotted))
     return out
 
 
@@ -381,9 +338,17 @@ def to_yaml(obj: Any) -> str:
 
 def unified_diff(before: str, after: str, from_name: str, to_name: str,
                  context: int = CONTEXT_LINES) -> str:
-    """Unified diff of two texts; `""` when they are equal."""
-    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), from_name, to_name,
-                                 n=context, lineterm="")
+    """Unified diff of two texts; `""` when they are equal.
+
+    Texts of more than `MAX_DIFF_LINES` lines are not diffed line by line (difflib's cost grows
+    faster than their size): the diff says how big they are instead."""
+    old, new = before.splitlines(), after.splitlines()
+    if max(len(old), len(new)) > MAX_DIFF_LINES:
+        if old == new:
+            return ""
+        return (f"--- {from_name}\n+++ {to_name}\n# too large to diff: {len(old):,} lines before, "
+                f"{len(new):,} after (at most {MAX_DIFF_LINES:,} lines are compared)")
+    lines = difflib.unified_diff(old, new, from_name, to_name, n=context, lineterm="")
     return "\n".join(lines)
 
 
@@ -411,6 +376,18 @@ def _index(objects: Iterable[dict], default_namespace: str | None,
         if isinstance(obj, dict):
             out[object_key(obj, default_namespace, scoped)] = obj     # duplicates: the last one wins
     return out
+
+
+def duplicate_identities(objects: Iterable[dict], default_namespace: str | None) -> list[str]:
+    """One message per identity (API group, kind, namespace, name) held by more than one of
+    `objects` — the cluster would keep only one of them, so a target rendering them is broken."""
+    objects = [o for o in objects if isinstance(o, dict)]
+    scoped = CLUSTER_SCOPED | _crd_scopes(objects)
+    seen: dict[ObjectKey, list[int]] = {}
+    for index, obj in enumerate(objects, 1):
+        seen.setdefault(object_key(obj, default_namespace, scoped), []).append(index)
+    return [f"{describe_key(key)} is rendered {len(where)} times (objects {', '.join(map(str, where))})"
+            for key, where in seen.items() if len(where) > 1]
 
 
 def sort_key(key: ObjectKey) -> tuple[int, int, str, str, str, str]:

@@ -508,9 +508,9 @@ def _set_kustomize_entry(ctx: _Ctx, tx: _Tx, rel: str, target: Target, index: in
                 return None
             return f.set_scalar(found[1], value)
         steps.append(step)
-    for step in steps:
+    for run_step in steps:
         f = tx.parse(rel)
-        edit = step(f, entry_of(f))
+        edit = run_step(f, entry_of(f))
         if edit is not None:
             tx.apply(rel, [edit])
     tx.record(rel, target, name + old_version, name + _version(want.tag, want.digest))

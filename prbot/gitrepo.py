@@ -138,16 +138,16 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
     prefix, sha = _locate(repo, rev)
     scratch = Path(tempfile.mkdtemp(prefix=f"prbot-{sha[:12]}-"))
     try:
-        tree = scratch / "tree"
-        tree.mkdir()
+        out = scratch / "tree"
+        out.mkdir()
         env = {"GIT_INDEX_FILE": str(scratch / "index")}
         source = f"{sha}:{prefix}" if prefix else f"{sha}^{{tree}}"
         if not prefix or _git(repo, "cat-file", "-t", source, ok=(0, 128)).stdout.strip() == b"tree":
             _git(repo, "read-tree", source, env=env)
             _git(repo, "checkout-index", "--all", "--force", env=env,
-                 options=("--work-tree", str(tree), "-c", "core.fsmonitor=false"))
+                 options=("--work-tree", str(out), "-c", "core.fsmonitor=false"))
         # else: repo's directory does not exist at that revision, so its tree is empty
-        yield tree
+        yield out
     finally:
         _remove_tree(scratch)
 
@@ -567,6 +567,10 @@ class TreeView:
 
     def is_file(self, rel: str) -> bool:
         return self._through(rel) in ("100644", "100755")
+
+    def leaves(self, rel: str) -> bool:
+        self._through(rel)                     # a symbolic link on the way: TreeViewUnsure, the disk decides
+        return False
 
     def has_manifest(self, rel: str) -> bool:
         if self._through(rel) != _TREE:

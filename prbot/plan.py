@@ -9,15 +9,16 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prbot import gitrepo
+from prbot import gitrepo, remote
 from prbot.config import CONFIG_FILE, Config
-from prbot.diff import ObjectChange, diff_objects
+from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
 from prbot.render import RenderPool
@@ -29,7 +30,7 @@ try:                    # libyaml, as prbot.impact parses kustomizations: the ch
     import yaml as _yaml
     _CSafeLoader: Any = getattr(_yaml, "CSafeLoader", None)
 except ImportError:     # pragma: no cover - depends on the installation
-    _yaml = None
+    _yaml = None  # type: ignore[assignment]
     _CSafeLoader = None
 
 
@@ -64,7 +65,7 @@ class TargetPlan:
     env: str
     path: str
     renderer: str
-    status: str                         # changed | unchanged | added | removed | error
+    status: str                         # changed | unchanged | added | removed | error | skipped
     error: str | None = None
     changes: list[ObjectChange] = field(default_factory=list)
     validation: list[ValidationIssue] = field(default_factory=list)
@@ -131,6 +132,8 @@ class _Side:
     keys: dict[Key, str] = field(default_factory=dict)
     closure_errors: dict[Key, str] = field(default_factory=dict)
     helm_charts: set[Key] = field(default_factory=set)      # kustomize targets inflating helmCharts
+    remote: dict[Key, tuple[str, ...]] = field(default_factory=dict)   # remote inputs each target reads
+    skipped: dict[Key, str] = field(default_factory=dict)              # not rendered: why (a remote input)
 
 
 def _discover(root: Path, config: Config, envs: Sequence[str] | None,
@@ -143,8 +146,7 @@ def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
     for key, target in targets.items():
         closure = cache.closure(root, target)
         if closure.remote:
-            side.closure_errors[key] = (f"remote base {closure.remote[0]} cannot be resolved offline: "
-                                        "vendor it into the repository")
+            side.remote[key] = closure.remote
         side.keys[key] = cache.digest(root, closure, _cache_extra(target))
         if closure.helm_charts:
             side.helm_charts.add(key)
@@ -180,9 +182,11 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     head_sha = head_rev or gitrepo.resolve(repo, "HEAD")
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
+    deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
     with contextlib.ExitStack() as stack:
         dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
-        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner)
+        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner,
+                       deadline=deadline)
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
@@ -314,10 +318,18 @@ def _full_sides(broot: Path, hroot: Path, config: Config, envs: Sequence[str] | 
 
 
 def _finish(config: Config, base_sha: str, head_sha: str, b: _Side, h: _Side, affected: list[Key], *,
-            pool: RenderPool, dry_runner: DryRunner | None) -> Plan:
+            pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None) -> Plan:
+    for side in (b, h):                 # remote inputs: rendered when `render.remote` allows them (SPEC §4)
+        for k, refs in side.remote.items():
+            blocked = [r for r in refs if not remote.allowed(r, config.render_remote)]
+            if blocked:
+                side.skipped[k] = (f"not rendered: it reads {blocked[0]}, a remote input that render.remote "
+                                   "in .prbot.yml does not allow")
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
-                if k in side.targets and k not in side.closure_errors]
-    rendered = pool.render_many(requests)
+                if k in side.targets and k not in side.closure_errors and k not in side.skipped]
+    with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
+        rendered = pool.render_many(requests, deadline=deadline,
+                                    remotes=remotes if config.render_remote else None)
     targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
@@ -477,6 +489,10 @@ _INERT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "namespace", "nameP
 # patch selectors and inline patches.
 _INERT_SUBFIELDS = frozenset({"literals", "options", "target", "patch"})
 _PLACEHOLDER = re.compile(r"\{(app|env)\}")           # as in apps[].path patterns (prbot.targets)
+# Fields whose inputs a scan of scalars cannot see (files named inside plugin configurations, charts):
+# a kustomization holding one is left to its closure.
+_SCAN_REFUSED = frozenset({"helmCharts", "helmGlobals", "helmChartInflationGenerator", "generators",
+                           "transformers", "validators"})
 
 if _CSafeLoader is not None:
     class _Composer(_CSafeLoader):  # type: ignore[misc,valid-type]
@@ -585,7 +601,7 @@ class _Probe:
         for key, value in root.value:
             if not isinstance(key, _yaml.ScalarNode) or key.value == "<<":      # a merge key
                 return None
-            if key.value in ("helmCharts", "helmGlobals"):
+            if key.value in _SCAN_REFUSED:
                 return None
             if key.value in _INERT_FIELDS:
                 continue
@@ -803,18 +819,32 @@ def _join(a: str, b: str) -> str:
 
 def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
                  rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+    """One target's part of the plan; whatever goes wrong with it stays in it."""
     target = h.targets.get(key) or b.targets[key]
+    try:
+        return _compare(config, key, target, b, h, rendered, dry_runner)
+    except RecursionError:
+        log.warning("planning %s: objects nested too deeply", target.key)
+        return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                          status="error", error="the rendered objects are nested too deeply to compare")
+
+
+def _compare(config: Config, key: tuple[str, str], target: Target, b: _Side, h: _Side,
+             rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
     tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
                     status="changed")
     if key in h.closure_errors:
         tp.status, tp.error = "error", h.closure_errors[key]
         return tp
+    if key in h.skipped:
+        tp.status, tp.error = "skipped", h.skipped[key]
+        return tp
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     if key in b.targets:
-        got = rendered.get(b.keys[key]) if key not in b.closure_errors else None
+        got = rendered.get(b.keys[key]) if key not in b.closure_errors and key not in b.skipped else None
         if isinstance(got, Exception) or got is None:
-            reason = got if got is not None else b.closure_errors[key]
+            reason = got if got is not None else b.closure_errors.get(key) or b.skipped[key]
             tp.error = f"the base revision did not render ({reason}); every object is shown as added"
         else:
             before = got
@@ -824,6 +854,11 @@ def _target_plan(config: Config, key: tuple[str, str], b: _Side, h: _Side,
             tp.status, tp.error = "error", str(got)
             return tp
         after = got
+        duplicates = duplicate_identities(after, target.namespace)
+        if duplicates:
+            tp.status = "error"
+            tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
+            return tp
     tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
     if key not in b.targets:
         tp.status = "added"

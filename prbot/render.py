@@ -1,385 +1,94 @@
-"""Renderers: kustomize / helm / plain, as sandboxed subprocesses without a shell, and a parallel,
-cached `RenderPool`.
+"""Rendering targets: `render_target` for one, and `RenderPool` for many — parallel, memoised, cached.
 
-Rendering input from a pull request is untrusted, so every run:
+The renderers themselves live in `prbot.renderers` (one module each: kustomize, helm, plain), the
+sandbox that runs their binaries in `prbot.sandbox`, the limits in `prbot.limits`.  Every render:
 - is refused before it starts when the target reads a remote base, chart or file (`remote base …
-  cannot be resolved offline`) or a path outside the repository (`..`, absolute, symbolic links);
-- runs kustomize with the load restrictor (`LoadRestrictionsRootOnly`) and without alpha/exec
-  plugins (kustomize then refuses `generators:`/`transformers:` that name external plugins), Helm
-  only on local charts, with `--include-crds --skip-tests` (what Argo CD and Flux apply);
-- gets a scrubbed environment: `HOME`, the XDG and Helm directories point into a fresh temporary
-  directory (no user config, kubeconfig, registry or repository credentials), `KUBECONFIG` and
-  proxies of the caller are not passed, HTTP(S) goes to a black-hole proxy, and — where the kernel
-  allows unprivileged network namespaces (`unshare --net`) — the process has no network at all;
-- is killed with its process group after `timeout` seconds.
+  cannot be resolved offline`) or a path outside the repository (`..`, absolute, symbolic links,
+  the target directory itself behind a link);
+- runs on a copy of its input closure alone, kustomize with the load restrictor
+  (`LoadRestrictionsRootOnly`) and without alpha/exec plugins, Helm only on local charts, with
+  `--include-crds --skip-tests` (what Argo CD and Flux apply);
+- is sandboxed (scrubbed environment, no network, no shell) and bounded: memory, time and output per
+  render, and the plan's time budget (`prbot.limits`).  A render over its own limit fails with a
+  message naming the limit, and the pool remembers that for the same inputs.
 
-Error messages are one line: the renderer's own message, with the directory of the checked-out tree
-removed so users see repo-relative paths.
+Error messages are one line: the renderer's own message, with the scratch directories removed so
+users see repo-relative paths.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prbot.errors import PrbotError
-from prbot.impact import (
-    YAML_ERRORS,
-    YAML_LOADER,
-    Closure,
-    ClosureCache,
-    input_closure,
-    load_yaml,
-    load_yaml_all,
-)
+from prbot.limits import Limits
+from prbot.remote import RemoteError, Remotes, Vendored, vendor
+from prbot.renderers import get_renderer
+from prbot.renderers.base import RenderError, RenderJob, parse_documents
+from prbot.renderers.closure import Closure, ClosureCache, input_closure
 from prbot.targets import Target
-from prbot.tools import clean_output, find_tool, which
+from prbot.tools import find_tool, tool_dirs, which
+from prbot.yamlio import YAML_LOADER
 
-DEFAULT_TIMEOUT = 120.0
-CACHE_FORMAT = "prbot-render-v1"
-MAX_MESSAGE = 2000
-_BLACKHOLE_PROXY = "http://127.0.0.1:9"
+__all__ = ["CACHE_FORMAT", "RenderError", "RenderPool", "RenderResult", "default_cache_dir", "find_tool",
+           "parse_documents", "render_target", "tool_dirs", "which"]
+
+DEFAULT_TIMEOUT = Limits.timeout
+CACHE_FORMAT = "prbot-render-v2"
+REMEMBERED_LIMITS = ("memory", "timeout", "output")     # a render over these fails again for the same inputs
 log = logging.getLogger("prbot.render")
 
 
-class RenderError(PrbotError):
-    """A target could not be rendered; the message is the renderer's, cleaned to one line.
-
-    ``transient`` marks failures that may go away on retry (timeout, missing binary); they are
-    not memoised by `RenderPool`.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        text = " ".join(str(message).split())
-        if len(text) > MAX_MESSAGE:
-            text = text[:MAX_MESSAGE - 1] + "…"
-        super().__init__(text)
-        self.transient = transient
-
-
 # --------------------------------------------------------------------------------------------
-# Parsing
+# One target
 # --------------------------------------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    """Objects as the JSON the API server would see: string keys, no bytes/sets."""
-    if isinstance(value, dict):
-        return {_key(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, set | frozenset):
-        return {_key(k): None for k in value}
-    return value
-
-
-def _key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if key is None:
-        return "null"
-    return str(key)
-
-
-def _collect(doc: Any, source: str, index: int, out: list[dict[str, Any]]) -> None:
-    if doc is None or doc == {}:
-        return
-    if not isinstance(doc, dict):
-        raise RenderError(f"{source}: document {index} is not a Kubernetes object "
-                          f"(a {type(doc).__name__}, not a mapping)")
-    obj = _jsonable(doc)
-    kind = obj.get("kind")
-    if isinstance(kind, str) and kind.endswith("List") and isinstance(obj.get("items"), list):
-        for n, item in enumerate(obj["items"], 1):
-            if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
-                raise RenderError(f"{source}: document {index}: item {n} of the {kind} is not a "
-                                  "Kubernetes object (it needs apiVersion and kind)")
-            out.append(item)
-        return
-    if "kind" not in obj or "apiVersion" not in obj:
-        raise RenderError(f"{source}: document {index} is not a Kubernetes object "
-                          "(it needs apiVersion and kind)")
-    out.append(obj)
-
-
-def parse_documents(text: str, source: str = "output") -> list[dict[str, Any]]:
-    """Kubernetes objects of a multi-document YAML text; `kind: *List` documents are expanded.
-
-    Invalid YAML raises RenderError ``SOURCE:LINE: invalid YAML: problem``.
-    """
-    try:
-        docs = load_yaml_all(text)
-    except YAML_ERRORS as exc:
-        raise RenderError(_yaml_problem(exc, source)) from exc
-    out: list[dict[str, Any]] = []
-    for index, doc in enumerate(docs, 1):
-        _collect(doc, source, index, out)
-    return out
-
-
-def _yaml_problem(exc: Exception, source: str) -> str:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f"{source}:{mark.line + 1}" if mark is not None else source
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    detail = f"{problem} ({context})" if context and context not in str(problem) else str(problem)
-    return f"{where}: invalid YAML: {detail}"
-
-
-def _parse_file(root: Path, rel: str) -> list[dict[str, Any]]:
-    try:
-        text = (root / rel).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RenderError(f"{rel}: not UTF-8 text") from exc
-    except OSError as exc:
-        raise RenderError(f"{rel}: cannot be read ({exc.strerror or exc})") from exc
-    if rel.endswith(".json"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RenderError(f"{rel}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        out: list[dict[str, Any]] = []
-        _collect(doc, rel, 1, out)
-        return out
-    return parse_documents(text, rel)
-
-
-# --------------------------------------------------------------------------------------------
-# Running a renderer
-# --------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def _netns_prefix() -> tuple[str, ...]:
-    """`unshare --net` when this kernel lets us create a network namespace; else nothing."""
-    if os.environ.get("PRBOT_RENDER_NETNS", "1") == "0" or not sys.platform.startswith("linux"):
-        return ()
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    argv = [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--net", "--map-root-user"]
-    true = shutil.which("true") or "/bin/true"
-    try:
-        ok = subprocess.run([*argv, true], stdin=subprocess.DEVNULL, capture_output=True,
-                            timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    log.debug("network namespace for renderers: %s", "yes" if ok else "not available")
-    return tuple(argv) if ok else ()
-
-
-def _scrubbed_env(home: str) -> dict[str, str]:
-    """A minimal environment: no user config, credentials, kubeconfig or proxies of ours."""
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "XDG_CONFIG_HOME": f"{home}/.config",
-        "XDG_CACHE_HOME": f"{home}/.cache",
-        "XDG_DATA_HOME": f"{home}/.local/share",
-        "HELM_CONFIG_HOME": f"{home}/.config/helm",
-        "HELM_CACHE_HOME": f"{home}/.cache/helm",
-        "HELM_DATA_HOME": f"{home}/.local/share/helm",
-        "HELM_PLUGINS": f"{home}/.local/share/helm/plugins",
-        "KUSTOMIZE_PLUGIN_HOME": f"{home}/.config/kustomize/plugin",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "NO_PROXY": "",
-        "no_proxy": "",
-    }
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env[name] = _BLACKHOLE_PROXY
-    return env
-
-
-def _strip_roots(message: str, roots: Sequence[str]) -> str:
-    for r in roots:
-        message = message.replace(r + os.sep, "").replace(r, ".")
-    return message
-
-
-def _clean_message(label: str, raw: str, roots: Sequence[str]) -> str:
-    lines = [ln.strip() for ln in clean_output(raw).splitlines() if ln.strip()]
-    # helm/kubectl prefix each line with "Error: " / "error: "; keep the message itself
-    lines = [ln.split(":", 1)[1].strip() if ln.lower().startswith("error:") else ln for ln in lines]
-    message = _strip_roots(" ".join(lines) or "failed without a message", roots)
-    return f"{label}: {message}"
-
-
-def _run(argv: list[str], label: str, cwd: Path, timeout: float, home: str) -> str:
-    root = os.fspath(cwd)
-    roots = sorted({root, os.path.realpath(root)}, key=len, reverse=True)
-    try:
-        proc = subprocess.Popen([*_netns_prefix(), *argv], cwd=cwd, env=_scrubbed_env(home),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-    except OSError as exc:
-        raise RenderError(f"{label}: cannot run {argv[0]}: {exc.strerror or exc}", transient=True) from exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        _kill_group(proc)
-        raise RenderError(f"{label} timed out after {timeout:g}s", transient=True) from exc
-    except BaseException:
-        _kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        raw = err.decode("utf-8", "replace") or out.decode("utf-8", "replace")
-        raise RenderError(_clean_message(label, raw, roots))
-    return out.decode("utf-8", "replace")
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the renderer and everything it started (its own session), then reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:   # a grandchild that left the group still holds the pipes
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        proc.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# Renderers
-# --------------------------------------------------------------------------------------------
-
-def _refuse_unsafe(target: Target, closure: Closure) -> None:
+def refuse_unsafe(target: Target, closure: Closure, remotes: Mapping[str, Any] | None = None) -> None:
+    """RenderError when the closure reads outside the repository or something remote that was not
+    fetched for it (see `prbot.remote`)."""
     if closure.outside:
-        raise RenderError(f"{closure.outside[0]}: refusing to read outside the repository")
-    if closure.remote:
+        raise RenderError(f"refused: {closure.outside[0]}")
+    missing = [r for r in closure.remote if r not in (remotes or {})]
+    if missing:
         what = "chart" if target.renderer == "helm" else "base"
-        raise RenderError(f"remote {what} {closure.remote[0]} cannot be resolved offline: "
+        raise RenderError(f"remote {what} {missing[0]} cannot be resolved offline: "
                           "vendor it into the repository")
 
 
-def render_target(root: Path, target: Target, *, timeout: float = DEFAULT_TIMEOUT,
-                  kube_version: str | None = None, closure: Closure | None = None) -> list[dict[str, Any]]:
+def render_target(root: Path, target: Target, *, timeout: float | None = None, kube_version: str | None = None,
+                  closure: Closure | None = None, limits: Limits | None = None,
+                  deadline: float | None = None, remotes: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Render one target of the repository checked out at `root` into a list of objects.
 
     `kube_version` (e.g. "1.33") is passed to Helm as Capabilities.KubeVersion; `closure` (from
-    `prbot.impact`) saves recomputing it.  Raises RenderError with a one-line message.
+    `prbot.renderers.closure`) saves recomputing it; `limits` default to the operator's
+    (`Limits.from_env()`), `timeout` overrides their render timeout; `deadline` (time.monotonic())
+    is when the plan's budget runs out; `remotes` the fetched remote references the closure reads
+    (`prbot.remote.Vendored`, by reference).  Raises RenderError with a one-line message.
     """
     root = Path(root)
+    limits = limits or Limits.from_env()
+    if timeout is not None:
+        limits = dataclasses.replace(limits, timeout=timeout)
     if closure is None:
         closure = input_closure(root, target)
-    _refuse_unsafe(target, closure)
-    if target.renderer == "plain":
-        return _render_plain(root, target, closure)
-    with tempfile.TemporaryDirectory(prefix="prbot-render-") as home:
-        if target.renderer == "kustomize":
-            return _render_kustomize(root, target, closure, timeout, kube_version, home)
-        if target.renderer == "helm":
-            return _render_helm(root, target, timeout, kube_version, home)
-    raise RenderError(f"{target.path}: unknown renderer {target.renderer!r}")
-
-
-def _render_kustomize(root: Path, target: Target, closure: Closure, timeout: float,
-                      kube_version: str | None, home: str) -> list[dict[str, Any]]:
-    kustomize = which("kustomize")
-    if kustomize:
-        argv, label = [kustomize, "build"], "kustomize build"
-    else:
-        argv, label = [find_tool("kubectl"), "kustomize"], "kubectl kustomize"
-    argv += ["--load-restrictor", "LoadRestrictionsRootOnly"]
-    if closure.helm_charts:
-        argv += ["--enable-helm", "--helm-command", which("helm3") or find_tool("helm")]
-        if kube_version:
-            argv += ["--helm-kube-version", kube_version]
-    argv.append(target.path or ".")
-    try:
-        text = _run(argv, label, root, timeout, home)
-    except RenderError as exc:
-        if closure.helm_charts and "helm version -c" in str(exc):
-            raise RenderError(f"{label}: helmCharts need Helm 3 (this kustomize runs 'helm version -c', "
-                              "which Helm 4 rejects): run `prbot tools install`, which adds one as helm3") from exc
-        raise
-    return parse_documents(text, f"{label} {target.path or '.'}")
-
-
-def _helm_dependencies(chart_dir: Path) -> tuple[str, list[dict[str, Any]]]:
-    """(chart name, dependencies) from Chart.yaml (and requirements.yaml of apiVersion v1 charts)."""
-    deps: list[dict[str, Any]] = []
-    name = chart_dir.name
-    for fname in ("Chart.yaml", "requirements.yaml"):
-        try:
-            doc = load_yaml((chart_dir / fname).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, *YAML_ERRORS):
-            continue                       # helm reports a broken Chart.yaml itself
-        if not isinstance(doc, dict):
-            continue
-        if fname == "Chart.yaml" and isinstance(doc.get("name"), str):
-            name = doc["name"]
-        if isinstance(doc.get("dependencies"), list):
-            deps.extend(d for d in doc["dependencies"] if isinstance(d, dict) and d.get("name"))
-    return name, deps
-
-
-def _vendored(charts: Path, name: str) -> bool:
-    if (charts / name / "Chart.yaml").is_file():
-        return True
-    try:
-        return any(p.name == f"{name}.tgz" or (p.name.startswith(f"{name}-") and p.name.endswith(".tgz"))
-                   for p in charts.iterdir())
-    except OSError:
-        return False
-
-
-def _render_helm(root: Path, target: Target, timeout: float, kube_version: str | None,
-                 home: str) -> list[dict[str, Any]]:
-    helm = find_tool("helm")
-    chart_rel = target.chart or target.path
-    chart_dir = root / chart_rel
-    if chart_dir.is_dir():
-        name, deps = _helm_dependencies(chart_dir)
-        for dep in deps:
-            if not _vendored(chart_dir / "charts", str(dep["name"])):
-                origin = f" from {dep['repository']}" if dep.get("repository") else ""
-                raise RenderError(f"chart {name} needs dependency {dep['name']}{origin}: "
-                                  "vendor it with helm dependency build")
-    argv = [helm, "template", f"{target.app}-{target.env}", f"./{chart_rel}" if chart_rel else ".",
-            "--include-crds", "--skip-tests"]
-    if target.namespace:
-        argv += ["--namespace", target.namespace]
-    if kube_version:
-        argv += ["--kube-version", kube_version]
-    for values in target.values:
-        argv += ["--values", f"./{values}"]
-    text = _run(argv, "helm template", root, timeout, home)
-    return parse_documents(text, f"helm template {chart_rel}")
-
-
-def _render_plain(root: Path, target: Target, closure: Closure) -> list[dict[str, Any]]:
-    if not (root / target.path).is_dir():
-        raise RenderError(f"{target.path or '.'}: directory does not exist")
-    objects: list[dict[str, Any]] = []
-    for rel in sorted(closure.files):
-        objects.extend(_parse_file(root, rel))
-    return objects
+    refuse_unsafe(target, closure, remotes)
+    renderer = get_renderer(target.renderer)
+    return renderer.render(RenderJob(root=root, target=target, closure=closure, limits=limits,
+                                     kube_version=kube_version, deadline=deadline,
+                                     remotes={r: remotes[r] for r in closure.remote} if closure.remote and remotes
+                                     else None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,9 +109,8 @@ def default_cache_dir() -> Path:
 
 def _tool_fingerprint(renderer: str) -> str:
     """Which binaries render this kind of target, so a tool upgrade misses the disk cache."""
-    names = {"kustomize": ("kustomize", "kubectl", "helm3", "helm"), "helm": ("helm",)}.get(renderer, ())
     parts = [renderer, YAML_LOADER]
-    for name in names:
+    for name in get_renderer(renderer).fingerprint_tools():
         path = which(name)
         if path is None:
             continue
@@ -414,21 +122,96 @@ def _tool_fingerprint(renderer: str) -> str:
     return "|".join(parts)
 
 
+class _DiskUsage:
+    """Bytes held by one cache directory, shared by the pools of this process, and eviction of the
+    least recently used entries (by modification time, which a cache hit refreshes)."""
+
+    _all: dict[str, _DiskUsage] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.lock = threading.Lock()
+        self.size: int | None = None
+
+    @classmethod
+    def of(cls, directory: Path) -> _DiskUsage:
+        key = os.path.abspath(directory)
+        with cls._all_lock:
+            got = cls._all.get(key)
+            if got is None:
+                got = cls._all[key] = cls(directory)
+            return got
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        found: list[tuple[float, int, str]] = []
+        try:
+            shards = list(os.scandir(self.directory))
+        except OSError:
+            return found
+        for shard in shards:
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            try:
+                with os.scandir(shard.path) as it:
+                    for entry in it:
+                        if entry.name.endswith(".json") and not entry.name.startswith(".tmp-"):
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            found.append((st.st_mtime, st.st_size, entry.path))
+            except OSError:
+                continue
+        return found
+
+    def added(self, nbytes: int, limit: int) -> None:
+        """Account for a new entry; evict the oldest entries when over `limit` (down to 90%)."""
+        with self.lock:
+            if self.size is None:
+                self.size = sum(size for _, size, _ in self._entries())
+            else:
+                self.size += nbytes
+            if self.size <= limit:
+                return
+            entries = sorted(self._entries())
+            self.size = sum(size for _, size, _ in entries)
+            evicted = 0
+            for _, size, path in entries:
+                if self.size <= limit * 9 // 10:
+                    break
+                try:
+                    os.unlink(path)
+                except OSError:
+                    continue
+                self.size -= size
+                evicted += 1
+            log.info("render cache %s over %d bytes: %d least recently used entries evicted",
+                     self.directory, limit, evicted)
+
+
 class RenderPool:
     """Renders many targets in parallel and never renders the same cache key twice.
 
     Results are memoised in memory (per pool) and on disk (`cache_dir`, one JSON file per key,
-    written atomically, mode 0600 — rendered Secrets are in there).  The caller's cache key must
-    cover every input (see `prbot.impact.closure_digest`); the pool adds the Kubernetes version it
-    passes and a fingerprint of the renderer binaries.  Deterministic render errors are memoised
-    but never written to disk; transient ones (timeout, missing binary) are not memoised.
+    written atomically, mode 0600 — rendered Secrets are in there), the disk cache bounded by
+    `limits.cache_size` with the least recently used entries evicted.  The caller's cache key must
+    cover every input (see `prbot.renderers.closure.closure_digest`); the pool adds the Kubernetes
+    version it passes and a fingerprint of the renderer binaries.  Deterministic render errors are
+    memoised; a render that went over its own memory, time or output limit is also remembered on
+    disk (with the limit it had: a more generous limit renders again); transient errors (a missing
+    binary, the plan's time budget running out) are not memoised.
     """
 
-    def __init__(self, *, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, *, workers: int | None = None, timeout: float | None = None,
                  cache_dir: Path | str | None = None, disk_cache: bool = True,
-                 kube_versions: Mapping[str, str] | None = None, memo_size: int = 4096) -> None:
+                 kube_versions: Mapping[str, str] | None = None, memo_size: int = 4096,
+                 limits: Limits | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
-        self.timeout = timeout
+        self.limits = limits or Limits.from_env()
+        if timeout is not None:
+            self.limits = dataclasses.replace(self.limits, timeout=timeout)
+        self.timeout = self.limits.timeout
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.disk_cache = disk_cache
         self.kube_versions = dict(kube_versions or {})
@@ -448,10 +231,15 @@ class RenderPool:
             raise got
         return got
 
-    def render_many(self, requests: Sequence[tuple[Path, Target, str]]) -> dict[str, RenderResult]:
+    def render_many(self, requests: Sequence[tuple[Path, Target, str]], *, deadline: float | None = None,
+                    remotes: Remotes | None = None) -> dict[str, RenderResult]:
         """Render every request, keyed by cache key: objects, or the RenderError of that target.
 
-        Requests sharing a cache key are rendered once (the first request's root is used).
+        Requests sharing a cache key are rendered once (the first request's root is used).  A
+        render that has not started by `deadline` (time.monotonic(): when the plan's time budget
+        runs out) fails naming the budget; one running then is stopped.  `remotes` fetches the
+        remote references a plan allows (`prbot.remote`); what they hold is part of the cache
+        identity, so a moved branch renders again.
         """
         results: dict[str, RenderResult] = {}
         waits: dict[str, Future[str | RenderError]] = {}
@@ -469,7 +257,17 @@ class RenderPool:
                 if fp is None:
                     fp = fingerprints[target.renderer] = _tool_fingerprint(target.renderer)
                 kube = self.kube_versions.get(target.env)
-                ident = hashlib.sha256(f"{CACHE_FORMAT}\0{fp}\0{kube or ''}\0{key}".encode()).hexdigest()
+                fetched: dict[str, Vendored] | None = None
+                if remotes is not None:
+                    closure = closures.closure(root, target)
+                    if closure.remote:
+                        try:
+                            fetched = {ref: vendor(remotes, ref) for ref in closure.remote}
+                        except RemoteError as exc:
+                            results[key] = RenderError(str(exc))
+                            continue
+                extra = ",".join(f"{r}={v.ident}" for r, v in sorted(fetched.items())) if fetched else ""
+                ident = hashlib.sha256(f"{CACHE_FORMAT}\0{fp}\0{kube or ''}\0{key}\0{extra}".encode()).hexdigest()
                 with self._lock:
                     hit = self._memo.get(ident)
                     if hit is not None:
@@ -478,7 +276,8 @@ class RenderPool:
                     else:
                         fut = self._inflight.get(ident)
                         if fut is None:
-                            fut = executor.submit(self._compute, root, target, key, ident, kube, closures)
+                            fut = executor.submit(self._compute, root, target, key, ident, kube, closures,
+                                                  deadline, fetched)
                             self._inflight[ident] = fut
                         waits[key] = fut
                 if hit is not None:
@@ -489,7 +288,8 @@ class RenderPool:
 
     # ---------------------------------------------------------------- internals
     def _compute(self, root: Path, target: Target, key: str, ident: str, kube: str | None,
-                 closures: ClosureCache) -> str | RenderError:
+                 closures: ClosureCache, deadline: float | None,
+                 fetched: Mapping[str, Vendored] | None = None) -> str | RenderError:
         result: str | RenderError | None = None
         try:
             result = self._disk_read(ident, key)
@@ -497,19 +297,30 @@ class RenderPool:
                 with self._lock:
                     self.disk_hits += 1
                 return result
+            if deadline is not None and time.monotonic() >= deadline:
+                result = RenderError(f"{target.path or '.'}: not rendered: "
+                                     f"{self.limits.describe('plan_budget')} was used up by other targets",
+                                     transient=True, limit="plan_budget")
+                return result
             with self._lock:
                 self.renders += 1
             try:
-                objects = render_target(root, target, timeout=self.timeout, kube_version=kube,
-                                        closure=closures.closure(root, target))
+                objects = render_target(root, target, kube_version=kube, limits=self.limits,
+                                        closure=closures.closure(root, target), deadline=deadline,
+                                        remotes=fetched)
                 result = json.dumps(objects, separators=(",", ":"), ensure_ascii=False)
             except RenderError as exc:
                 result = exc
+            except RecursionError as exc:
+                result = RenderError(f"{target.path or '.'}: the rendered objects are nested too deeply")
+                log.warning("rendering %s: %s", target.path, exc)
             except Exception as exc:  # noqa: BLE001 - isolate one target's failure from the others
                 log.exception("rendering %s failed", target.path)
                 result = RenderError(f"{target.path}: {type(exc).__name__}: {exc}", transient=True)
             if isinstance(result, str):
                 self._disk_write(ident, key, result)
+            elif result.limit in REMEMBERED_LIMITS and not result.transient:
+                self._disk_write_failure(ident, key, result)
             log.debug("rendered %s (%s) -> %s", target.path, key[:12],
                       result if isinstance(result, RenderError) else "ok")
             return result
@@ -525,21 +336,47 @@ class RenderPool:
     def _entry(self, ident: str) -> Path:
         return self.cache_dir / ident[:2] / f"{ident}.json"
 
-    def _disk_read(self, ident: str, key: str) -> str | None:
+    def _disk_read(self, ident: str, key: str) -> str | RenderError | None:
         if not self.disk_cache:
             return None
+        path = self._entry(ident)
         try:
-            with open(self._entry(ident), encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("key") != key \
-                or not isinstance(data.get("objects"), list):
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("key") != key:
             return None
-        return json.dumps(data["objects"], separators=(",", ":"), ensure_ascii=False)
+        got: str | RenderError | None = None
+        if isinstance(data.get("objects"), list):
+            got = json.dumps(data["objects"], separators=(",", ":"), ensure_ascii=False)
+        elif isinstance(data.get("error"), str) and data.get("limit") in REMEMBERED_LIMITS:
+            limit = data["limit"]
+            had = data.get("limit_value")
+            # remembered only while the limit is no more generous than when the render ran into it
+            if isinstance(had, int | float) and getattr(self.limits, limit) <= had:
+                got = RenderError(f"{data['error']} (remembered for these inputs)", limit=limit)
+        if got is not None:
+            try:
+                os.utime(path)                  # least recently used eviction goes by this time
+            except OSError:
+                pass
+        return got
 
     def _disk_write(self, ident: str, key: str, text: str) -> None:
+        self._write(ident, f'{{"format":{json.dumps(CACHE_FORMAT)},"key":{json.dumps(key)},"objects":{text}}}')
+
+    def _disk_write_failure(self, ident: str, key: str, error: RenderError) -> None:
+        assert error.limit is not None
+        self._write(ident, json.dumps({"format": CACHE_FORMAT, "key": key, "error": str(error),
+                                       "limit": error.limit, "limit_value": getattr(self.limits, error.limit)}))
+
+    def _write(self, ident: str, body: str) -> None:
         if not self.disk_cache:
+            return
+        size = len(body.encode("utf-8"))
+        if size > self.limits.cache_size // 4:
+            log.info("render cache: an entry of %d bytes is too large to keep", size)
             return
         path = self._entry(ident)
         tmp: str | None = None
@@ -547,17 +384,19 @@ class RenderPool:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(f'{{"format":{json.dumps(CACHE_FORMAT)},"key":{json.dumps(key)},"objects":{text}}}')
+                fh.write(body)
             os.replace(tmp, path)
             tmp = None
         except OSError as exc:
             log.warning("render cache %s not written: %s", path, exc)
+            return
         finally:
             if tmp is not None:
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
+        _DiskUsage.of(self.cache_dir).added(size, self.limits.cache_size)
 
 
 def _decode(value: str | RenderError) -> RenderResult:

@@ -54,11 +54,30 @@ def kustomization_file(directory: Path) -> Path | None:
 
 
 def detect_renderer(directory: Path, spec: AppSpec) -> str:
-    if kustomization_file(directory) is not None:
-        return "kustomize"
-    if (directory / "Chart.yaml").is_file() or (spec.helm is not None and spec.helm.chart):
-        return "helm"
-    return "plain"
+    """The renderer of a target directory on disk: each renderer module decides (`prbot.renderers`)."""
+    return _renderer(_Disk(Path(directory)), "", spec)
+
+
+class _Real:
+    """Real paths of directories below a root, symbolic links resolved, memoised per directory (one
+    lstat for each new directory): does a path lead out of the repository?"""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self._memo: dict[str, str] = {"": self.root}
+
+    def of(self, rel: str) -> str:
+        got = self._memo.get(rel)
+        if got is None:
+            parent, _, name = rel.rpartition("/")
+            full = os.path.join(self.of(parent), name)
+            got = os.path.realpath(full) if name in (".", "..") or os.path.islink(full) else full
+            self._memo[rel] = got
+        return got
+
+    def leaves(self, rel: str) -> bool:
+        real = self.of(rel)
+        return real != self.root and not real.startswith(self.root + os.sep)
 
 
 class TreeReader(Protocol):
@@ -75,10 +94,18 @@ class TreeReader(Protocol):
         """Whether `rel` directly holds a *.yaml / *.yml / *.json file (what a plain target renders)."""
         ...
 
+    def leaves(self, rel: str) -> bool:
+        """Whether `rel`, symbolic links resolved, is outside the repository."""
+        ...
+
 
 class _Disk:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._real = _Real(root)
+
+    def leaves(self, rel: str) -> bool:
+        return self._real.leaves(rel)
 
     def list_dirs(self, rel: str) -> list[str]:
         return _list_dirs(self.root / rel if rel else self.root)
@@ -117,12 +144,16 @@ def _match_segment(segment: str, name: str) -> dict[str, str] | None:
 
 def _expand_pattern(tree: TreeReader, pattern: str) -> list[tuple[str, dict[str, str]]]:
     results: list[tuple[str, dict[str, str]]] = [("", {})]
-    for segment in PurePosixPath(pattern).parts:
+    segments = PurePosixPath(pattern).parts
+    for i, segment in enumerate(segments):
         nxt: list[tuple[str, dict[str, str]]] = []
         for rel, bound in results:
             if not _PLACEHOLDER.search(segment):
-                if tree.is_dir(f"{rel}/{segment}" if rel else segment):
-                    nxt.append((f"{rel}/{segment}" if rel else segment, bound))
+                child = f"{rel}/{segment}" if rel else segment
+                # a link leading out of the repository is never entered: as the target itself it is
+                # kept (and refused by its closure), above a target nothing behind it is listed
+                if tree.is_dir(child) and (i == len(segments) - 1 or not tree.leaves(child)):
+                    nxt.append((child, bound))
                 continue
             for name in tree.list_dirs(rel):
                 got = _match_segment(segment, name)
@@ -156,12 +187,10 @@ def _renders_something(tree: TreeReader, rel: str, renderer: str) -> bool:
 
 
 def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
-    """`detect_renderer` asked of a `TreeReader`."""
-    if any(tree.is_file(f"{rel}/{name}" if rel else name) for name in KUSTOMIZATION_FILES):
-        return "kustomize"
-    if tree.is_file(f"{rel}/Chart.yaml" if rel else "Chart.yaml") or (spec.helm is not None and spec.helm.chart):
-        return "helm"
-    return "plain"
+    """The renderer of a target directory: each renderer module decides (`prbot.renderers`)."""
+    from prbot.renderers import detect_renderer as detect
+
+    return detect(tree, rel, spec)
 
 
 def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[Target]:
@@ -173,15 +202,20 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
     found: dict[tuple[str, str], Target] = {}
     for index, spec in enumerate(config.apps):
         for rel, app, env in _matches(reader, spec, envs):
-            renderer = _renderer(reader, rel, spec)
-            if not _renders_something(reader, rel, renderer):
-                continue
+            outside = reader.leaves(rel)
+            if outside:                 # a linked directory leading out: nothing there is read, the
+                renderer = "helm" if spec.helm and spec.helm.chart else "plain"    # closure refuses it
+            else:
+                renderer = _renderer(reader, rel, spec)
+                if not _renders_something(reader, rel, renderer):
+                    continue
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
                 chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
-                if not names and chart != rel and reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
+                if not names and chart != rel and not outside and \
+                        reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
                     names = ("values.yaml",)
                 values = tuple(str(PurePosixPath(rel) / expand(v, app, env)) for v in names)
             ns = expand(spec.namespace, app, env) if spec.namespace else None

@@ -41,7 +41,7 @@ import kubernetes_validate
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
-from prbot.diff import LAST_APPLIED, is_secret
+from prbot import secrets
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def _issues_for_error(error: jsonschema.ValidationError, secret: bool) -> list[t
         extra = sorted((k for k in error.instance if k not in allowed), key=str)
         return [(p, f"{p}: unknown field") for p in (format_path([*path, k]) for k in extra)]
     if validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+        missing = [k for k in error.validator_value if k not in error.instance]  # type: ignore[union-attr]
         return [(p, f"{p}: required field is missing") for p in (format_path([*path, k]) for k in missing)]
     if validator in ("type", "oneOf", "anyOf"):
         types = _type_names({"type": error.validator_value} if validator == "type" else error.schema)
@@ -212,41 +212,13 @@ def _issues_for_error(error: jsonschema.ValidationError, secret: bool) -> list[t
         else:
             detail = f"{shown} is not valid here"
     elif validator == "enum":
-        detail = f"{shown} is not one of {', '.join(repr(v) for v in error.validator_value if v is not None)}"
+        options = error.validator_value if isinstance(error.validator_value, list) else []
+        detail = f"{shown} is not one of {', '.join(repr(v) for v in options if v is not None)}"
     elif secret:
         detail = f"value does not satisfy {validator} {error.validator_value!r}"[:200]
     else:
         detail = error.message
     return [(where, f"{where}: {detail}" if where else detail)]
-
-
-def _secret_values(obj: Mapping[str, Any]) -> list[str]:
-    """Every Secret value as text (plus decoded `data`), longest first, for scrubbing messages."""
-    values: set[str] = set()
-    for field in ("data", "stringData"):
-        block = obj.get(field)
-        items = block.values() if isinstance(block, dict) else [block] if block is not None else []
-        for value in items:
-            if value is None:
-                continue
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            values.add(text)
-            if field == "data" and isinstance(value, str):
-                try:
-                    values.add(base64.b64decode(value, validate=True).decode("utf-8"))
-                except (binascii.Error, ValueError):
-                    pass
-    meta = obj.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
-    if isinstance(annotations, dict) and isinstance(annotations.get(LAST_APPLIED), str):
-        values.add(annotations[LAST_APPLIED])
-    return sorted((v for v in values if len(v) >= 3), key=len, reverse=True)
-
-
-def _scrub(message: str, secrets: list[str]) -> str:
-    for value in secrets:
-        message = message.replace(value, "***")
-    return message
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,10 +255,12 @@ def _secret_data_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _validate_one(obj: dict, schemas: _SchemaSet) -> list[ValidationIssue]:
-    kind = obj.get("kind") if isinstance(obj.get("kind"), str) else ""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = meta.get("name") or meta.get("generateName") or ""
-    name = name if isinstance(name, str) else str(name)
+    raw_kind = obj.get("kind")
+    kind: str = raw_kind if isinstance(raw_kind, str) else ""
+    raw_meta = obj.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    raw_name = meta.get("name") or meta.get("generateName") or ""
+    name: str = raw_name if isinstance(raw_name, str) else str(raw_name)
     api_version = obj.get("apiVersion")
 
     def issue(level: str, path: str, message: str) -> ValidationIssue:
@@ -313,19 +287,19 @@ def _validate_one(obj: dict, schemas: _SchemaSet) -> list[ValidationIssue]:
                                    f"kind: {api_version} has no kind {kind} in Kubernetes {schemas.version}")]
         return [*issues, issue("skipped", "", f"no schema for {api_version} {kind}")]
 
-    secret = is_secret(obj)
+    secret = secrets.contains_secret(obj)
     found: list[tuple[str, str]] = []
     for error in schemas.validator(definition).iter_errors(_jsonable(obj)):
         found.extend(_issues_for_error(error, secret))
-    if secret:
+    if secrets.is_secret(obj):
         found.extend(_secret_data_errors(obj))
     found = [f for f in found if f[0] not in missing]          # already reported above
     found.sort(key=lambda f: f[0])
     if len(found) > MAX_ERRORS_PER_OBJECT:
         extra = len(found) - MAX_ERRORS_PER_OBJECT
         found = found[:MAX_ERRORS_PER_OBJECT] + [("", f"... and {extra} more schema errors")]
-    scrub = _secret_values(obj) if secret else []
-    issues.extend(issue("error", path, _scrub(message, scrub)) for path, message in found)
+    scrub = secrets.secret_values(obj) if secret else []
+    issues.extend(issue("error", path, secrets.scrub(message, scrub)) for path, message in found)
     return issues
 
 

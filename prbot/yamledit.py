@@ -585,4 +585,6 @@ def set_scalar(text: str, path: Sequence[str | int], value: str, *, document: in
             node = get_value(node, step)
         if node is None:
             raise YamlEditError(f"no node at {'.'.join(map(str, path))}")
+    if node is None:                       # an empty path: the document itself
+        raise YamlEditError("no node at the document root")
     return apply_edits(text, [f.set_scalar(node, value)])

@@ -108,6 +108,8 @@ diff:
   ignore:
     - metadata.annotations.example\\.com/build-time
     - spec.replicas
+render:
+  remote: ["https://github.com/acme/", "oci://registry.example.com/charts/"]
 """
 
 
@@ -498,6 +500,9 @@ INVALID: dict[str, str] = {
     "unknown image key": BASE_ENVS + "images: [{repository: a/b, tag: v1}]\n",
     "unknown preview key": BASE_ENVS + "preview: {env: dev}\n",
     "unknown diff key": BASE_ENVS + "diff: {ignored: [a]}\n",
+    "unknown render key": BASE_ENVS + "render: {remotes: [https://github.com/]}\n",
+    "render remote not a URL": BASE_ENVS + "render: {remote: [github.com/acme]}\n",
+    "render remote http": BASE_ENVS + "render: {remote: ['http://github.com/']}\n",
     "version string": "version: '1'\nenvironments: [{name: dev}]\n",
     "version 2": "version: 2\nenvironments: [{name: dev}]\n",
     "no environments": "version: 1\n",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from prbot.validate import ValidationIssue
 
 MARKER = "<!-- prbot:plan -->"
-"""Hidden first line of every part: how the bot finds its comments again."""
+"""Hidden start of every part's first line: how the bot finds its comments again."""
 PART_MARKER = "<!-- prbot:plan part={index}/{total} -->"
-PART_RE = re.compile(r"^<!-- prbot:plan part=(\d+)/(\d+) -->$", re.MULTILINE)
+"""Follows `MARKER` on the first line of each part of a split comment."""
+FIRST_LINE_RE = re.compile(r"<!-- prbot:plan -->(?:<!-- prbot:plan part=(\d+)/(\d+) -->)?")
 DEFAULT_LIMIT = 65_000
 MIN_LIMIT = 4_000           # room for the longest unsplittable atom (a summary, a table row) twice over
 
@@ -63,6 +64,17 @@ def _n(key: str, count: int, **values: object) -> str:
 
 _SPACE = re.compile(r"\s+")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+_ZWSP = "\u200b"
+# GitHub turns these into pings, cross-references and links in text (not in code): a zero-width
+# space after `@`/`#`, inside `://` and after `www` leaves them readable and inert.
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+def inert(text: str) -> str:
+    """`text` with mentions (`@user`, `@org/team`), references (`#12`, `owner/repo#12`) and
+    autolinks (`https://…`, `www.…`) broken by a zero-width space, as GitHub renders them inert."""
+    text = text.replace("@", "@" + _ZWSP).replace("#", "#" + _ZWSP).replace("://", ":" + _ZWSP + "//")
+    return _WWW.sub(lambda m: m.group(1) + _ZWSP + ".", text)
 
 
 def _oneline(text: object, limit: int) -> str:
@@ -72,10 +84,11 @@ def _oneline(text: object, limit: int) -> str:
 
 
 def _escaped(text: object, limit: int, escape: Callable[[str], str]) -> str:
-    """`text` on one line, escaped character by character, at most `limit` characters (plus `…`)."""
+    """`text` on one line, made inert (`inert`), escaped character by character, at most `limit`
+    characters (plus `…`)."""
     out: list[str] = []
     used = 0
-    for ch in _SPACE.sub(" ", str(text)).strip():
+    for ch in inert(_SPACE.sub(" ", str(text)).strip()):
         esc = escape(ch)
         if used + len(esc) > limit:
             out.append("…")
@@ -90,12 +103,14 @@ def _md_char(ch: str) -> str:
 
 
 def md(text: object, limit: int = _INLINE_MAX) -> str:
-    """User data as inert inline markdown: one line, no HTML, no emphasis, `|` safe in a table cell."""
+    """User data as inert inline markdown: one line, no HTML, no emphasis, no mention, reference or
+    autolink, `|` safe in a table cell."""
     return _escaped(text, limit, _md_char)
 
 
 def html_text(text: object, limit: int = _INLINE_MAX) -> str:
-    """User data inside an HTML element (`<summary>`): one line, HTML-escaped."""
+    """User data inside an HTML element (`<summary>`): one line, HTML-escaped, no mention, reference
+    or autolink."""
     return _escaped(text, limit, html.escape)
 
 
@@ -227,7 +242,8 @@ def _verdict(plan: Plan) -> str:
     """The count names the environments that change; those planned but unchanged (a `.prbot.yml`
     change plans every target) are listed apart, so the count and the list agree."""
     envs = _envs(plan)
-    changing = [e for e in envs if any(t.env == e and t.status != "unchanged" for t in plan.targets)]
+    changing = [e for e in envs if any(t.env == e and t.status not in ("unchanged", "skipped")
+                                       for t in plan.targets)]
     head = _n("verdict_change", len(changing)) if changing else _t("verdict_no_change")
     marks, quiet = [], []
     for env in envs:
@@ -245,8 +261,8 @@ def _verdict(plan: Plan) -> str:
 
 def _counts(t: TargetPlan, prefix: str) -> str:
     added, changed, removed = t.counts()
-    if t.status == "error":
-        return _t(f"{prefix}_render_failed")
+    if t.status in ("error", "skipped"):
+        return _t(f"{prefix}_{'render_failed' if t.status == 'error' else 'skipped'}")
     key = {"added": "_counts_new", "removed": "_counts_gone"}.get(t.status, "_counts")
     if prefix == "summary" and t.status == "unchanged" and not t.changes:
         key = "_no_changes"
@@ -254,7 +270,7 @@ def _counts(t: TargetPlan, prefix: str) -> str:
 
 
 def _validation_cell(t: TargetPlan) -> str:
-    if t.status in ("error", "removed"):
+    if t.status in ("error", "removed", "skipped"):
         return _t("cell_none")
     levels = Counter(v.level if v.level in ("error", "skipped") else "warning" for v in t.validation)
     cells = []
@@ -277,12 +293,15 @@ def _dry_run_cell(dry: DryRun | None) -> str:
     return _n("cell_dry_run_changes", len(dry.changes)) if dry.changes else _t("cell_dry_run_clean")
 
 
-def _table(doc: _Doc, targets: Sequence[TargetPlan]) -> None:
+def _table(doc: _Doc, targets: Sequence[TargetPlan], rows: int | None = None) -> None:
     head, rule = _t("table_head"), _t("table_rule")
     doc.push(_Box(open=(head, rule), close=("",), cut=("",), reopen=(head, rule)))
-    for t in targets:
+    shown = targets if rows is None else targets[:rows]
+    for t in shown:
         doc.add(_t("table_row", env=md(t.env), app=md(t.app), changes=_counts(t, "cell"),
                    validation=_validation_cell(t), dry_run=_dry_run_cell(t.dry_run)))
+    if len(shown) < len(targets):
+        doc.add(_t("table_more", count=len(targets) - len(shown)))
     doc.pop()
 
 
@@ -367,7 +386,8 @@ def _dry_run(doc: _Doc, dry: DryRun) -> None:
         _object(doc, c)
 
 
-def _target(doc: _Doc, t: TargetPlan) -> None:
+def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
+    """One `<details>` section; not `full`: the summary, a clipped error and a note only."""
     summary = _t("summary", icon=_t("target_failed" if t.failed else "target_ok"),
                  env=html_text(t.env), app=html_text(t.app), path=html_text(t.path),
                  renderer=html_text(t.renderer), changes=_counts(t, "summary"))
@@ -375,7 +395,11 @@ def _target(doc: _Doc, t: TargetPlan) -> None:
     if t.error:
         intro = (_t("render_failed", renderer=_oneline(t.renderer, _INLINE_MAX).replace("`", "'"))
                  if t.status == "error" else _t("render_note"))
-        _code_block(doc, t.error, "text", lead=(intro, ""))
+        _code_block(doc, t.error if full else _oneline(t.error, _MESSAGE_MAX), "text", lead=(intro, ""))
+    if not full:
+        doc.add(_t("target_summarised"), "")
+        doc.pop()
+        return
     if t.validation:
         _issues(doc, t.validation)
     for i, change in enumerate(t.changes):
@@ -396,22 +420,43 @@ def _tools(plan: Plan) -> str:
     return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items()))
 
 
-def _document(plan: Plan, title: str) -> list[list[_Atom]]:
+@dataclass(frozen=True)
+class _Shape:
+    """How much of a plan a comment shows: every target in full (the default), or only the loud
+    targets numbered in `full`, the others summarised (`sections` False: not even a section), the
+    table cut after `rows` rows — what keeps a plan within its number of comments."""
+
+    full: frozenset[int] | None = None
+    sections: bool = True
+    rows: int | None = None
+    parts: int = 0                  # the comment limit that forced the shape (for the note)
+
+
+def _loud(plan: Plan) -> list[TargetPlan]:
+    return [t for t in plan.targets if not _quiet(t)]
+
+
+def _document(plan: Plan, title: str, shape: _Shape = _Shape()) -> list[list[_Atom]]:
     doc = _Doc()
     doc.add(_t("heading", title=md(title)), "")
     if not plan.targets:
         doc.add(_t("empty", base=code(short_sha(plan.base)), head=code(short_sha(plan.head))), "")
     else:
-        loud = [t for t in plan.targets if not _quiet(t)]
+        loud = _loud(plan)
         quiet = [t for t in plan.targets if _quiet(t)]
         doc.add(_verdict(plan), "")
+        summarised = 0 if shape.full is None else len(loud) - len(shape.full)
+        if summarised:
+            doc.add(_n("summarised_note", summarised, parts=shape.parts), "")
         if loud:
-            _table(doc, loud)
+            _table(doc, loud, shape.rows)
         if quiet:
             doc.add(_quiet_line(quiet), "")
-        for t in loud:
-            doc.block()
-            _target(doc, t)
+        for i, t in enumerate(loud):
+            full = shape.full is None or i in shape.full
+            if full or shape.sections:
+                doc.block()
+                _target(doc, t, full)
     doc.block()
     doc.add("", "---", _t("footer", base=code(short_sha(plan.base)), head=code(short_sha(plan.head)))
             + _tools(plan))
@@ -531,39 +576,30 @@ class _Packer:
         return self.parts
 
 
-def _frame(title: str, index: int, total: int) -> tuple[list[str], list[str]]:
-    """Lines before and after the body of part `index` of `total`."""
-    if total == 1:
-        return [MARKER], []
-    head = [MARKER, PART_MARKER.format(index=index, total=total)]
-    if index > 1:
-        head += ["", _t("part_heading", title=md(title), index=index, total=total), ""]
-    tail = ["", _t("part_next", next=index + 1, total=total)] if index < total else []
-    return head, tail
+_OPERATOR: Any = object()
 
 
-def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None = None) -> list[str]:
+def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None = None,
+                    max_parts: int | None = _OPERATOR) -> list[str]:
     """The sticky PR comment for `plan`, as one or more comment bodies of at most `limit` characters.
 
-    Every part starts with `MARKER`; when there are several, the second line is
-    `<!-- prbot:plan part=I/N -->`.  Code fences and `<details>` are closed at each cut and reopened
-    (summary marked "(continued)") at the top of the next part.
+    Every part's first line starts with `MARKER`; when there are several, `<!-- prbot:plan part=I/N -->`
+    follows on that line.  Code fences and `<details>` are closed at each cut and reopened (summary
+    marked "(continued)") at the top of the next part.
+
+    At most `max_parts` parts (default: the operator's `PRBOT_COMMENT_PARTS`; None: no bound): a
+    bigger plan shows failed targets first, as many targets in full as fit, and the others
+    summarised — every target still in the table.
     """
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
+    if max_parts is _OPERATOR:
+        from prbot.limits import Limits
+        max_parts = Limits.from_env().comment_parts
     title = title or _t("default_title")
-    blocks = _document(plan, title)
-    digits = 1
-    while True:
-        worst = int("9" * digits)
-        head, tail = _frame(title, worst, worst + 1)
-        packer = _Packer(limit - _size(head) - _size(tail))
-        for block in blocks:
-            packer.block(block)
-        bodies = packer.finish()
-        if len(str(len(bodies))) <= digits:
-            break
-        digits = len(str(len(bodies)))
+    bodies = _pack(_document(plan, title), title, limit)
+    if max_parts is not None and len(bodies) > max(max_parts, 1):
+        bodies = _fit(plan, title, limit, max(max_parts, 1))
     parts = []
     for index, body in enumerate(bodies, 1):
         head, tail = _frame(title, index, len(bodies))
@@ -573,12 +609,86 @@ def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None
     return parts
 
 
+def _pack(blocks: list[list[_Atom]], title: str, limit: int) -> list[list[str]]:
+    digits = 1
+    while True:
+        worst = int("9" * digits)
+        head, tail = _frame(title, worst, worst + 1)
+        packer = _Packer(limit - _size(head) - _size(tail))
+        for block in blocks:
+            packer.block(block)
+        bodies = packer.finish()
+        if len(str(len(bodies))) <= digits:
+            return bodies
+        digits = len(str(len(bodies)))
+
+
+def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> list[list[str]]:
+    """The most of `plan` that `max_parts` comments hold (see `_Shape`)."""
+    loud = _loud(plan)
+    order = sorted(range(len(loud)), key=lambda i: (not loud[i].failed, i))    # failures first
+    room = limit * max_parts
+
+    def attempt(shape: _Shape) -> list[list[str]] | None:
+        bodies = _pack(_document(plan, title, shape), title, limit)
+        return bodies if len(bodies) <= max_parts else None
+
+    # at most as many full targets as their own sizes allow, then the most that really fit
+    sizes = []
+    for t in (loud[i] for i in order):
+        doc = _Doc()
+        _target(doc, t)
+        sizes.append(sum(a.size for block in doc.blocks for a in block))
+    upper, used = 0, 0
+    while upper < len(sizes) and used + sizes[upper] <= room:
+        used += sizes[upper]
+        upper += 1
+    best = attempt(_Shape(full=frozenset(), parts=max_parts))
+    if best is not None:
+        lo, hi = 0, upper
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            got = attempt(_Shape(full=frozenset(order[:mid]), parts=max_parts))
+            if got is not None:
+                lo, best = mid, got
+            else:
+                hi = mid - 1
+        return best
+    best = attempt(_Shape(full=frozenset(), sections=False, parts=max_parts))
+    if best is not None:
+        return best
+    lo, hi = 0, len(loud)                 # thousands of targets: the table itself is cut
+    best = _pack(_document(plan, title, _Shape(full=frozenset(), sections=False, rows=0, parts=max_parts)),
+                 title, limit)[:max_parts]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        got = attempt(_Shape(full=frozenset(), sections=False, rows=mid, parts=max_parts))
+        if got is not None:
+            lo, best = mid, got
+        else:
+            hi = mid - 1
+    return best
+
+
+def _frame(title: str, index: int, total: int) -> tuple[list[str], list[str]]:
+    """Lines before and after the body of part `index` of `total`."""
+    if total == 1:
+        return [MARKER], []
+    head = [MARKER + PART_MARKER.format(index=index, total=total)]
+    if index > 1:
+        head += ["", _t("part_heading", title=md(title), index=index, total=total), ""]
+    tail = ["", _t("part_next", next=index + 1, total=total)] if index < total else []
+    return head, tail
+
+
 def part_of(body: str) -> tuple[int, int] | None:
-    """(I, N) of a comment body marked `part=I/N`; None for a one-part comment or another comment."""
-    m = PART_RE.search(body)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    """(I, N) of a comment body whose first line marks it `part=I/N`; None for a one-part comment or
+    another comment.  Only the first line counts: text further down (a rendered resource name, a
+    value) can never forge a part."""
+    m = FIRST_LINE_RE.fullmatch(body.split("\n", 1)[0].rstrip("\r"))
+    return (int(m.group(1)), int(m.group(2))) if m and m.group(1) else None
 
 
 def is_plan_comment(body: str) -> bool:
-    """Whether a comment body is (a part of) prbot's plan comment."""
-    return body.startswith(MARKER)
+    """Whether a comment body is (a part of) prbot's plan comment: its first line is prbot's marker."""
+    return FIRST_LINE_RE.fullmatch(body.split("\n", 1)[0].rstrip("\r")) is not None

@@ -1,0 +1,122 @@
+"""Operator limits on what one render and one plan may cost (SPEC §4 "Untrusted input").
+
+Every limit is set by the operator through the environment, never by a pull request; the defaults
+fit a 2-core, 4 GB worker:
+
+| variable                | default | bounds                                                    |
+| ----------------------- | ------- | --------------------------------------------------------- |
+| `PRBOT_RENDER_MEMORY`   | 1Gi     | memory of one render's process tree (RLIMIT_DATA + RSS watch) |
+| `PRBOT_RENDER_TIMEOUT`  | 60s     | wall-clock time of one render                             |
+| `PRBOT_RENDER_OUTPUT`   | 50M     | bytes one render may print (plain targets: bytes read)    |
+| `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan's rendering                   |
+| `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
+| `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
+
+Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
+`s`/`m`/`h` (`90`, `90s`, `10m`).  A value that cannot be read is a `PrbotError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prbot.errors import PrbotError
+
+KIB, MIB, GIB = 1024, 1024 ** 2, 1024 ** 3
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of `512Mi`, `1G`, `1GiB`, `50MB` or `1048576`; ValueError when it is none of those."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (e.g. 512Mi, 1G, 50MB)")
+    base = 1024 if m.group(3) or m.group(2).upper() == "" else 1000
+    return int(float(m.group(1)) * base ** _POWERS[m.group(2).upper()])
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of `90`, `90s`, `10m`, `1h` or `500ms`; ValueError when it is none of those."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (e.g. 60, 90s, 10m)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[(m.group(2) or "s").lower()]
+    return float(m.group(1)) * scale
+
+
+def format_size(n: int) -> str:
+    """`1 GiB`, `256 MiB`, `50 MB`: as the operator would have written it."""
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    for unit, size in (("GB", 1000 ** 3), ("MB", 1000 ** 2), ("kB", 1000)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    if n >= MIB:
+        return f"{n / MIB:.1f} MiB"
+    return f"{n} bytes"
+
+
+def format_duration(seconds: float) -> str:
+    """`60s`, `10m`, `1m30s`, `1.5s`."""
+    if seconds >= 60 and seconds == int(seconds):
+        minutes, rest = divmod(int(seconds), 60)
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one render and one plan may use.  `from_env()` reads the operator's settings."""
+
+    memory: int = GIB                 # bytes, one render's process tree
+    timeout: float = 60.0             # seconds, one render
+    output: int = 50 * 1000 ** 2      # bytes, one render's output
+    plan_budget: float = 600.0        # seconds, one plan's rendering
+    comment_parts: int = 10           # comments per plan
+    cache_size: int = GIB             # bytes of the disk render cache
+
+    VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
+                 "output": "PRBOT_RENDER_OUTPUT", "plan_budget": "PRBOT_PLAN_BUDGET",
+                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE"}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        values: dict[str, int | float] = {}
+        for field, variable in cls.VARIABLES.items():
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            try:
+                if field in ("timeout", "plan_budget"):
+                    value: int | float = parse_duration(raw)
+                elif field == "comment_parts":
+                    value = int(raw)
+                else:
+                    value = parse_size(raw)
+            except ValueError as exc:
+                raise PrbotError(f"{variable}: {exc}") from None
+            if value <= 0:
+                raise PrbotError(f"{variable}: must be more than zero, got {raw!r}")
+            values[field] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+    def describe(self, field: str) -> str:
+        """`the 1 GiB memory limit (PRBOT_RENDER_MEMORY)`: how a message names a limit."""
+        variable = self.VARIABLES[field]
+        value = getattr(self, field)
+        shown = {"memory": lambda: f"{format_size(value)} memory",
+                 "timeout": lambda: f"{format_duration(value)} time",
+                 "output": lambda: f"{format_size(value)} output",
+                 "plan_budget": lambda: f"{format_duration(value)} plan time budget",
+                 "comment_parts": lambda: f"{value}-comment",
+                 "cache_size": lambda: f"{format_size(value)} cache size"}[field]()
+        suffix = "" if field == "plan_budget" else " limit"
+        return f"the {shown}{suffix} ({variable})"

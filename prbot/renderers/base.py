@@ -1,0 +1,229 @@
+"""The renderer interface, the render error, and turning a renderer's output into objects.
+
+A renderer is one small object (`Renderer`) with three duties:
+- `detect(directory, spec)`: whether a target directory is rendered by it (the registry in
+  `prbot.renderers` asks kustomize, then helm, then plain);
+- `closure(cache, root, target)`: every local file its rendering reads, and every remote or
+  outside reference (see `prbot.renderers.closure`) — the plan's notion of "affected" and the
+  render cache key follow it;
+- `render(job)`: the objects, from a copy of the closure alone, run through `prbot.sandbox`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prbot.config import AppSpec
+from prbot.errors import PrbotError
+from prbot.limits import Limits
+from prbot.renderers.closure import Closure, ClosureCache, stage
+from prbot.sandbox import ToolError, run_tool
+from prbot.targets import Target, TreeReader
+from prbot.yamlio import YAML_ERRORS, YamlLimitError, check_tree, load_yaml_all
+
+MAX_MESSAGE = 2000
+
+
+class RenderError(PrbotError):
+    """A target could not be rendered; the message is the renderer's, cleaned to one line.
+
+    ``transient`` marks failures that may go away on retry (a missing binary, the plan's time budget
+    running out); they are never memoised.  ``limit`` names the `Limits` field a render ran into
+    ("memory", "timeout", "output", "plan_budget"); a render over its own limit is remembered for its
+    inputs (see `prbot.render.RenderPool`).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False, limit: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            text = text[:MAX_MESSAGE - 1] + "…"
+        super().__init__(text)
+        self.transient = transient
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One rendering: the tree, the target and its closure, and what it may use."""
+
+    root: Path
+    target: Target
+    closure: Closure
+    limits: Limits
+    kube_version: str | None = None
+    deadline: float | None = None           # time.monotonic() by which the plan's budget runs out
+    remotes: Mapping[str, Any] | None = None    # remote reference -> prbot.remote.Vendored (allowed, fetched)
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[tuple[Path, Path]]:
+        """(scratch home, tree holding the closure's files only): where a tool runs.  Both are
+        removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="prbot-render-") as home:
+            tree = Path(home) / "tree"
+            tree.mkdir(mode=0o700)
+            try:
+                stage(self.root, self.closure, tree)
+            except OSError as exc:
+                raise RenderError(f"{self.target.path or '.'}: cannot copy the target's files "
+                                  f"({exc.strerror or exc})") from exc
+            yield Path(home), tree
+
+
+def run(job: RenderJob, argv: list[str], *, label: str, cwd: Path, home: Path) -> str:
+    """Run a renderer binary for `job` in the sandbox; RenderError naming any limit it ran into."""
+    try:
+        return run_tool(argv, cwd=cwd, home=home, label=label, limits=job.limits, deadline=job.deadline)
+    except ToolError as exc:
+        raise RenderError(str(exc), transient=exc.transient, limit=exc.limit) from exc
+
+
+class Renderer(ABC):
+    """One way of turning a target directory into objects (see the module doc)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def detect(self, tree: TreeReader, rel: str, spec: AppSpec) -> bool:
+        """Whether this renderer renders the directory `rel` of `tree` (the disk, or git's tree)."""
+
+    @abstractmethod
+    def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
+        """Every input of rendering `target` in the tree at `root`."""
+
+    @abstractmethod
+    def render(self, job: RenderJob) -> list[dict[str, Any]]:
+        """The objects of `job.target`; RenderError with a one-line message otherwise."""
+
+    def fingerprint_tools(self) -> tuple[str, ...]:
+        """Names of the binaries this renderer runs (their identity is part of the cache key)."""
+        return ()
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    """Objects as the JSON the API server would see: string keys, no bytes/sets."""
+    if isinstance(value, dict):
+        return {_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, set | frozenset):
+        return {_key(k): None for k in value}
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    return str(key)
+
+
+def _is_list(obj: dict[str, Any]) -> bool:
+    kind = obj.get("kind")
+    return isinstance(kind, str) and kind.endswith("List") and isinstance(obj.get("items"), list)
+
+
+def collect(doc: Any, source: str, index: int, out: list[dict[str, Any]]) -> None:
+    """Append the Kubernetes objects of one parsed document to `out`; `kind: *List` documents are
+    expanded, Lists inside Lists too (as kubectl does)."""
+    if doc is None or doc == {}:
+        return
+    if not isinstance(doc, dict):
+        raise RenderError(f"{source}: document {index} is not a Kubernetes object "
+                          f"(a {type(doc).__name__}, not a mapping)")
+    obj = _jsonable(doc)
+    if not _is_list(obj):
+        if "kind" not in obj or "apiVersion" not in obj:
+            raise RenderError(f"{source}: document {index} is not a Kubernetes object "
+                              "(it needs apiVersion and kind)")
+        out.append(obj)
+        return
+    pending: list[tuple[str, list[Any]]] = [(obj["kind"], list(obj["items"]))]
+    while pending:                                  # depth first, in order
+        kind, items = pending[-1]
+        if not items:
+            pending.pop()
+            continue
+        item = items.pop(0)
+        if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
+            raise RenderError(f"{source}: document {index}: an item of the {kind} is not a "
+                              "Kubernetes object (it needs apiVersion and kind)")
+        if _is_list(item):
+            pending.append((item["kind"], list(item["items"])))
+        else:
+            out.append(item)
+
+
+def yaml_problem(exc: Exception, source: str) -> str:
+    """`SOURCE:LINE: invalid YAML: problem` (or the guard that refused the text)."""
+    if isinstance(exc, YamlLimitError):
+        return f"{source}: refused: {exc.problem}"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context and context not in str(problem) else str(problem)
+    return f"{where}: invalid YAML: {detail}"
+
+
+def parse_documents(text: str, source: str = "output", *, max_bytes: int | None = None) -> list[dict[str, Any]]:
+    """Kubernetes objects of a multi-document YAML text; `kind: *List` documents are expanded.
+
+    Invalid YAML raises RenderError ``SOURCE:LINE: invalid YAML: problem``; a text over the
+    `prbot.yamlio` guards (size, alias expansion, nesting) ``SOURCE: refused: …``.
+    """
+    try:
+        docs = load_yaml_all(text, max_bytes=max_bytes)
+    except YAML_ERRORS as exc:
+        raise RenderError(yaml_problem(exc, source)) from exc
+    except RecursionError as exc:                   # pragma: no cover - libyaml stops at 1000 levels
+        raise RenderError(f"{source}: refused: nested too deeply") from exc
+    out: list[dict[str, Any]] = []
+    for index, doc in enumerate(docs, 1):
+        collect(doc, source, index, out)
+    return out
+
+
+def parse_file(root: Path, rel: str, *, max_bytes: int | None = None) -> list[dict[str, Any]]:
+    """The objects of one manifest file (YAML, or JSON for `*.json`)."""
+    try:
+        with open(os.path.join(root, rel), "rb") as fh:
+            data = fh.read(max_bytes + 1 if max_bytes is not None else -1)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RenderError(f"{rel}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise RenderError(f"{rel}: cannot be read ({exc.strerror or exc})") from exc
+    if not rel.endswith(".json"):
+        return parse_documents(text, rel, max_bytes=max_bytes)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise RenderError(f"{rel}: refused: larger than the output limit")
+    try:
+        doc = json.loads(text)
+        check_tree(doc)
+    except json.JSONDecodeError as exc:
+        raise RenderError(f"{rel}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except YamlLimitError as exc:
+        raise RenderError(f"{rel}: refused: {exc.problem}") from exc
+    except RecursionError as exc:
+        raise RenderError(f"{rel}: refused: nested too deeply") from exc
+    out: list[dict[str, Any]] = []
+    collect(doc, rel, 1, out)
+    return out

@@ -1,0 +1,358 @@
+"""kustomize: `kustomize build` (or `kubectl kustomize`) with the load restrictor and no plugins.
+
+Closure rule: the kustomization file(s) of the target directory and of every directory it reaches,
+and every file or URL any of their fields names — `resources`, `bases`, `components`, `patches`,
+`patchesStrategicMerge`, `patchesJson6902`, `configMapGenerator`/`secretGenerator` (`files`,
+`envs`, `env`), `crds`, `configurations`, `openapi.path`, `replacements[].path`, `helmCharts`
+(+ `helmGlobals`), `helmChartInflationGenerator` — and the builtin plugin configurations listed in
+`generators`, `transformers` and `validators`, whether inline (a YAML document in the list, block or
+flow style), in a file, or built by a kustomization directory: their `files`/`envs`/`env`
+(ConfigMapGenerator, SecretGenerator), `path` (PatchTransformer, PatchJson6902Transformer), `paths`
+(PatchStrategicMergeTransformer), `replacements[].path` (ReplacementTransformer), `chartHome`,
+`valuesFile`, `additionalValuesFiles`, `repo` (HelmChartInflationGenerator).  kustomize resolves a
+configuration's paths against the kustomization that lists it, so do we.  Every other string in a
+configuration that names a file there counts too (a kustomization directory can patch its
+configurations, and more inputs only make the digest more sensitive).
+
+The render then runs on a copy of the closure alone: a file the rule above missed fails the render
+(a clear error) instead of changing it unseen.  `helmGlobals.configHome` is refused: prbot gives Helm
+its own empty configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prbot.config import AppSpec
+from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents, run
+from prbot.renderers.closure import (
+    Acc,
+    Closure,
+    ClosureCache,
+    Invalid,
+    items,
+    join,
+    norm,
+    parse_text,
+    scalars,
+    strings,
+)
+from prbot.sandbox import find_tool, which
+from prbot.targets import KUSTOMIZATION_FILES, Target, TreeReader
+
+# Fields of a plugin configuration whose values are never paths (left out of the broad scan).
+_INERT_CONFIG_FIELDS = frozenset({"literals", "metadata", "apiVersion", "kind", "options", "target",
+                                  "patch", "patches", "jsonOp", "fieldSpecs", "valuesInline"})
+
+
+class KustomizeRenderer(Renderer):
+    name = "kustomize"
+
+    def detect(self, tree: TreeReader, rel: str, spec: AppSpec) -> bool:
+        return any(tree.is_file(join(rel, name)) for name in KUSTOMIZATION_FILES)
+
+    def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
+        return kustomization_closure(cache, root, norm(target.path), ())
+
+    def fingerprint_tools(self) -> tuple[str, ...]:
+        return ("kustomize", "kubectl", "helm3", "helm")
+
+    def render(self, job: RenderJob) -> list[dict[str, Any]]:
+        kustomize = which("kustomize")
+        if kustomize:
+            argv, label = [kustomize, "build"], "kustomize build"
+        else:
+            argv, label = [find_tool("kubectl"), "kustomize"], "kubectl kustomize"
+        argv += ["--load-restrictor", "LoadRestrictionsRootOnly"]
+        if job.closure.helm_charts:
+            argv += ["--enable-helm", "--helm-command", which("helm3") or find_tool("helm")]
+            if job.kube_version:
+                argv += ["--helm-kube-version", job.kube_version]
+        argv.append(job.target.path or ".")
+        with job.staged() as (home, tree):
+            if job.remotes:
+                place_remotes(tree, job.remotes)
+            try:
+                text = run(job, argv, label=label, cwd=tree, home=home)
+            except RenderError as exc:
+                if job.closure.helm_charts and "helm version -c" in str(exc):
+                    raise RenderError(f"{label}: helmCharts need Helm 3 (this kustomize runs 'helm version -c', "
+                                      "which Helm 4 rejects): run `prbot tools install`, which adds one as "
+                                      "helm3") from exc
+                raise
+        return parse_documents(text, f"{label} {job.target.path or '.'}", max_bytes=job.limits.output)
+
+
+# --------------------------------------------------------------------------------------------
+# Remote bases fetched by prbot (prbot.remote), placed next to the staged tree
+# --------------------------------------------------------------------------------------------
+
+REMOTE_DIR = ".prbot-remote"
+
+
+def place_remotes(tree: Path, remotes: Mapping[str, Any]) -> None:
+    """Copy fetched remotes (`prbot.remote.Vendored`, by the reference text kustomize reads) into the
+    staged tree and point the kustomizations reading them at the copies: a git base becomes the
+    directory `.prbot-remote/<id>/<path>`, a file a sibling of the kustomization naming it (the load
+    restrictor wants files below their kustomization).  kustomize never sees a URL."""
+    placed: dict[str, Any] = {}
+
+    def place(vendored: Any) -> None:
+        if vendored.slug in placed:
+            return
+        placed[vendored.slug] = vendored
+        if vendored.fetched.ref.kind == "git":
+            dest = tree / REMOTE_DIR / vendored.slug
+            for rel in vendored.files:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(vendored.fetched.root / rel, dest / rel)
+        for inner in vendored.nested.values():
+            place(inner)
+
+    for vendored in remotes.values():
+        place(vendored)
+    _point(tree, [p for p in tree.rglob("*") if p.name in KUSTOMIZATION_FILES
+                  and REMOTE_DIR not in p.relative_to(tree).parts], remotes, tree)
+    for vendored in placed.values():
+        if vendored.fetched.ref.kind == "git" and vendored.nested:
+            root = tree / REMOTE_DIR / vendored.slug
+            _point(root, [p for p in root.rglob("*") if p.name in KUSTOMIZATION_FILES], vendored.nested, tree)
+
+
+def _point(root: Path, kfiles: list[Path], remotes: Mapping[str, Any], tree: Path) -> None:
+    for kfile in kfiles:
+        text = original = kfile.read_text(encoding="utf-8")
+        for ref, vendored in remotes.items():
+            if ref not in text:
+                continue
+            if vendored.fetched.ref.kind == "git":
+                target = tree / REMOTE_DIR / vendored.slug / vendored.fetched.ref.path
+                local = os.path.relpath(target, kfile.parent)
+            else:
+                local = f"{REMOTE_DIR}-{vendored.slug}-{vendored.fetched.file}"
+                shutil.copyfile(vendored.fetched.root / vendored.fetched.file, kfile.parent / local)
+            pattern = re.compile(rf"(?<![^\s\"'\[,]){re.escape(ref)}(?=[\s\"',\]]|$)", re.MULTILINE)
+            text = pattern.sub(local.replace("\\", "\\\\"), text)
+        if text != original:
+            kfile.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The closure rule
+# --------------------------------------------------------------------------------------------
+
+def kustomization_closure(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, ...]) -> Closure:
+    """The closure of the kustomization in `kdir` (memoised per cache; a cycle is an error)."""
+    got = cache.peek("kustomization", root, kdir)
+    if got is not None:
+        return got
+    if kdir in stack:
+        cycle = " -> ".join((*stack, kdir))
+        return Closure(frozenset(), errors=(f"{kdir}: kustomization cycle ({cycle})",))
+    return cache.memo("kustomization", root, kdir, lambda: _kustomization(cache, root, kdir, stack))
+
+
+def _kustomization(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, ...]) -> Closure:
+    acc = Acc()
+    listing = cache.listing(root, kdir)     # exact names, also on case-insensitive file systems
+    names = [n for n in KUSTOMIZATION_FILES if n in listing and cache.kind(root, join(kdir, n)) == "file"]
+    acc.missing.update(join(kdir, n) for n in KUSTOMIZATION_FILES if n not in names)
+    if not names:
+        acc.errors.append(f"{kdir or '.'}: no kustomization.yaml, kustomization.yml or Kustomization")
+        return acc.freeze()
+    for n in names:
+        acc.files.update(cache.with_real(root, join(kdir, n)))
+    kfile = join(kdir, names[0])
+    doc = cache.load(root, kfile)
+    if isinstance(doc, Invalid):
+        acc.errors.append(f"{kfile}: {doc.message}")
+    elif doc is not None and not isinstance(doc, dict):
+        acc.errors.append(f"{kfile}: not a kustomization (expected a mapping)")
+    elif doc:
+        _follow(cache, root, kdir, kfile, doc, acc, (*stack, kdir))
+    return acc.freeze()
+
+
+def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: Acc,
+                 stack: tuple[str, ...]) -> tuple[str, str] | None:
+    """resources / bases / components / generators …: a file, or a directory holding a kustomization.
+    Returns (kind, repo-relative path) of what was found locally."""
+    rel = cache.local_or_remote(root, kdir, ref, where, acc)
+    if rel is None:
+        return None
+    kind = cache.kind(root, rel)
+    if kind == "dir":
+        acc.parts.append(kustomization_closure(cache, root, rel, stack))
+        return "dir", rel
+    if kind == "file":
+        acc.files.update(cache.with_real(root, rel))
+        return "file", rel
+    acc.missing.add(rel)
+    acc.errors.append(f"{where}: {rel or '.'} does not exist")
+    return None
+
+
+def inline_documents(entry: str) -> list[dict[str, Any]] | None:
+    """The documents of a list entry that is an inline YAML configuration or patch (what kustomize
+    tries first), or None when the entry is a path."""
+    stripped = entry.strip()
+    if not stripped or not any(ch in stripped for ch in ":\n{"):
+        return None
+    docs = parse_text(stripped.encode("utf-8"), all_documents=True)
+    if isinstance(docs, Invalid) or not isinstance(docs, list):
+        return None
+    maps = [d for d in docs if isinstance(d, dict)]
+    return maps if maps and len(maps) == len([d for d in docs if d is not None]) else None
+
+
+def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str, Any], acc: Acc,
+            stack: tuple[str, ...]) -> None:
+    for section in ("resources", "bases", "components"):
+        for ref in strings(doc.get(section)):
+            _file_or_dir(cache, root, kdir, ref, f"{kfile}: {section}", acc, stack)
+    for section in ("generators", "transformers", "validators"):
+        for ref in strings(doc.get(section)):
+            _plugins(cache, root, kdir, ref, f"{kfile}: {section}", acc, stack)
+    for item in items(doc.get("patches")):
+        if isinstance(item, dict) and item.get("path") is not None:
+            cache.add_file(root, kdir, item["path"], f"{kfile}: patches", acc)
+    for item in strings(doc.get("patchesStrategicMerge")):
+        if inline_documents(item) is None:
+            cache.add_file(root, kdir, item, f"{kfile}: patchesStrategicMerge", acc)
+    for item in items(doc.get("patchesJson6902")):
+        if isinstance(item, dict) and item.get("path") is not None:
+            cache.add_file(root, kdir, item["path"], f"{kfile}: patchesJson6902", acc)
+    for section in ("configMapGenerator", "secretGenerator"):
+        for gen in items(doc.get(section)):
+            if isinstance(gen, dict):
+                _sources(cache, root, kdir, gen, f"{kfile}: {section}", acc)
+    for section in ("crds", "configurations"):
+        for ref in strings(doc.get(section)):
+            cache.add_file(root, kdir, ref, f"{kfile}: {section}", acc)
+    openapi = doc.get("openapi")
+    if isinstance(openapi, dict) and openapi.get("path") is not None:
+        cache.add_file(root, kdir, openapi["path"], f"{kfile}: openapi", acc)
+    for item in items(doc.get("replacements")):
+        if isinstance(item, dict) and item.get("path") is not None:
+            cache.add_file(root, kdir, item["path"], f"{kfile}: replacements", acc)
+    raw_globals = doc.get("helmGlobals")
+    helm_globals: dict[str, Any] = raw_globals if isinstance(raw_globals, dict) else {}
+    charts = [c for c in items(doc.get("helmCharts")) if isinstance(c, dict)]
+    legacy = [c for c in items(doc.get("helmChartInflationGenerator")) if isinstance(c, dict)]
+    if legacy:                     # kustomize turns the deprecated form into helmCharts + helmGlobals
+        helm_globals = dict(helm_globals)
+        for old in legacy:
+            if old.get("chartHome"):
+                helm_globals["chartHome"] = old["chartHome"]
+            if old.get("helmHome"):
+                helm_globals["configHome"] = old["helmHome"]
+        charts += [{"name": c.get("chartName"), "version": c.get("chartVersion"), "repo": c.get("chartRepoUrl"),
+                    "valuesFile": c.get("values")} for c in legacy]
+    if charts:
+        _helm_charts(cache, root, kdir, f"{kfile}: helmCharts", helm_globals, charts, acc)
+
+
+def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], where: str, acc: Acc) -> None:
+    """`files` (`[key=]path`), `envs` and `env` of a ConfigMap/Secret generator."""
+    for entry in strings(gen.get("files")):
+        path = entry.split("=", 1)[1] if "=" in entry else entry
+        cache.add_file(root, kdir, path, f"{where} files", acc)
+    for entry in strings(gen.get("envs")):
+        cache.add_file(root, kdir, entry, f"{where} envs", acc)
+    if isinstance(gen.get("env"), str) and gen["env"]:
+        cache.add_file(root, kdir, gen["env"], f"{where} env", acc)
+
+
+def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, acc: Acc,
+             stack: tuple[str, ...]) -> None:
+    """One entry of `generators` / `transformers` / `validators`: inline configurations, a file of
+    configurations, or a kustomization directory building them."""
+    inline = inline_documents(ref)
+    if inline is not None:
+        for config in inline:
+            plugin_config(cache, root, kdir, config, f"{where} (inline)", acc)
+        return
+    found = _file_or_dir(cache, root, kdir, ref, where, acc, stack)
+    if found is None:
+        return
+    kind, rel = found
+    if kind == "file":
+        files = [rel]
+    else:                          # every file the directory's build reads may carry configurations
+        built = kustomization_closure(cache, root, rel, stack)
+        files = sorted(built.files)
+    for path in files:
+        docs = cache.load(root, path, all_documents=True)
+        if isinstance(docs, Invalid):
+            if path == rel:
+                acc.errors.append(f"{where}: {path}: {docs.message}")
+            continue
+        for config in docs:
+            if isinstance(config, dict):
+                plugin_config(cache, root, kdir, config, f"{where}: {path}", acc)
+
+
+def plugin_config(cache: ClosureCache, root: str, kdir: str, config: dict[str, Any], where: str,
+                  acc: Acc) -> None:
+    """The inputs a builtin plugin configuration names; its paths are relative to `kdir`, the
+    kustomization listing it."""
+    kind = config.get("kind")
+    if kind in ("ConfigMapGenerator", "SecretGenerator"):
+        _sources(cache, root, kdir, config, f"{where} {kind}", acc)
+    elif kind in ("PatchTransformer", "PatchJson6902Transformer"):
+        if config.get("path") is not None:
+            cache.add_file(root, kdir, config["path"], f"{where} {kind} path", acc)
+    elif kind == "PatchStrategicMergeTransformer":
+        for entry in strings(config.get("paths")):
+            if inline_documents(entry) is None:
+                cache.add_file(root, kdir, entry, f"{where} {kind} paths", acc)
+    elif kind == "ReplacementTransformer":
+        for item in items(config.get("replacements")):
+            if isinstance(item, dict) and item.get("path") is not None:
+                cache.add_file(root, kdir, item["path"], f"{where} {kind} replacements", acc)
+    elif kind == "HelmChartInflationGenerator":
+        _helm_charts(cache, root, kdir, f"{where} {kind}", config, [config], acc)
+    for value in scalars(config, _INERT_CONFIG_FIELDS):
+        cache.add_existing(root, kdir, value, acc)
+        if "=" in value:
+            cache.add_existing(root, kdir, value.split("=", 1)[1], acc)
+
+
+def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_globals: dict[str, Any],
+                 charts: list[dict[str, Any]], acc: Acc) -> None:
+    """Charts kustomize inflates: `<chartHome>/<name>` (or `<chartHome>/<name>-<version>/<name>` when
+    pulled from `repo`), values files, and the chart's own values.yaml."""
+    acc.helm_charts = True
+    if helm_globals.get("configHome"):
+        acc.outside.append(f"{where}: configHome {helm_globals['configHome']}: Helm's configuration "
+                           "directory is prbot's to set")
+    home_ref = helm_globals.get("chartHome") or "charts"
+    home = cache.resolve(root, kdir, str(home_ref), f"{where}: chartHome", acc)
+    for chart in charts:
+        name = str(chart.get("name") or "")
+        repo = str(chart.get("repo") or "")
+        version = str(chart.get("version") or "")
+        if not name:
+            acc.errors.append(f"{where}: a chart without a name")
+            continue
+        if home is not None:
+            sub = f"{name}-{version}/{name}" if version and repo else name
+            chart_dir = cache.resolve(root, home, sub, f"{where}: chart {name}", acc)
+            if chart_dir is not None:
+                if cache.kind(root, chart_dir) == "dir":
+                    acc.parts.append(cache.tree(root, chart_dir))
+                elif repo:
+                    acc.missing.add(chart_dir)
+                    suffix = f" (version {version})" if version else ""
+                    acc.remote.append(f"{repo.rstrip('/')}/{name}{suffix}")
+                else:
+                    acc.missing.add(chart_dir)
+                    acc.errors.append(f"{where}: chart {name} not found at {chart_dir} and no repo given")
+        for ref in (chart.get("valuesFile"), *strings(chart.get("additionalValuesFiles"))):
+            if ref:
+                cache.add_file(root, kdir, ref, f"{where} values", acc)
