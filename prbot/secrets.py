@@ -128,6 +128,8 @@ def secret_values(obj: Any) -> list[str]:
                         values.add(base64.b64decode(value, validate=True).decode("utf-8"))
                     except (binascii.Error, ValueError):
                         pass
+                elif field == "stringData" and isinstance(value, str):     # what the API stores in data
+                    values.add(base64.b64encode(value.encode()).decode())
         meta = secret.get("metadata")
         annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
         if isinstance(annotations, Mapping) and isinstance(annotations.get(LAST_APPLIED), str):
@@ -136,7 +138,10 @@ def secret_values(obj: Any) -> list[str]:
 
 
 def scrub(text: str, values: list[str]) -> str:
-    """`text` with every one of `values` (see `secret_values`) replaced by `***`."""
+    """`text` with every one of `values` (see `secret_values`) replaced by `***`, quoted forms first
+    (an API message quotes the value it refuses: `"…"`, `'…'`, JSON-escaped)."""
     for value in values:
+        for quoted in {json.dumps(value), f"'{value}'", f'"{value}"'}:
+            text = text.replace(quoted, f'"{MASK}"')
         text = text.replace(value, MASK)
     return text

@@ -38,9 +38,7 @@ warning in the log per cluster; the runner does not try the cluster again for ot
 
 from __future__ import annotations
 
-import base64
 import copy
-import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +47,7 @@ from typing import Any
 
 from urllib3.util.retry import Retry
 
+from prbot import secrets
 from prbot.cluster.client import DEFAULT_TIMEOUT, ApiError, ClusterClient, ClusterError, NotServed
 from prbot.cluster.clusters import ClusterRef, MissingCluster, cluster_for
 from prbot.config import Config
@@ -193,37 +192,13 @@ def owned_scope(namespace: str | None, base: Iterable[dict[str, Any]], *, fallba
 # --------------------------------------------------------------------------------------------
 
 def _secret_values(obj: Mapping[str, Any]) -> list[str]:
-    """Every value of a Secret, plain and base64, longest first (to scrub messages)."""
-    if not is_secret(obj):
-        return []
-    found: set[str] = set()
-    for key in ("data", "stringData"):
-        values = obj.get(key)
-        if not isinstance(values, dict):
-            continue
-        for value in values.values():
-            if not isinstance(value, str) or not value:
-                continue
-            found.add(value)
-            if key == "stringData":
-                found.add(base64.b64encode(value.encode()).decode())
-            else:
-                try:
-                    found.add(base64.b64decode(value, validate=True).decode("utf-8"))
-                except (ValueError, UnicodeDecodeError):
-                    pass
-    return sorted((v for v in found if v), key=len, reverse=True)
+    """Every value of a Secret (at any depth), plain and base64, longest first: `prbot.secrets`."""
+    return secrets.secret_values(obj)
 
 
-def _scrub(message: str, secrets: Sequence[str]) -> str:
-    """`message` with every Secret value replaced by `***`: quoted values whatever their length,
-    unquoted ones from 4 characters (shorter ones cannot be told from ordinary text)."""
-    for value in secrets:
-        for quoted in {json.dumps(value), f"'{value}'", f'"{value}"'}:
-            message = message.replace(quoted, '"***"')
-        if len(value) >= 4:
-            message = message.replace(value, "***")
-    return message
+def _scrub(message: str, values: Sequence[str]) -> str:
+    """`message` with every Secret value replaced by `***` (`prbot.secrets.scrub`)."""
+    return secrets.scrub(message, list(values))
 
 
 def _blind(obj: dict[str, Any] | None) -> dict[str, Any] | None:

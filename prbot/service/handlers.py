@@ -180,10 +180,10 @@ def github_event(rt: Runtime, job: Job) -> None:
             return
         if action in PLAN_ACTIONS and not pr.get("draft"):
             _enqueue_plan(rt, installation, repo, number, delivery, with_cluster=None)
-        labels = [str(_obj(label).get("name")) for label in pr.get("labels") or []]
+        pr_labels = [str(_obj(label).get("name")) for label in pr.get("labels") or []]
         if action == "labeled" and _obj(body.get("label")).get("name") == flows.preview.LABEL:
             _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
-        elif action in ("synchronize", "reopened") and flows.preview.LABEL in labels:
+        elif action in ("synchronize", "reopened") and flows.preview.LABEL in pr_labels:
             _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
         elif action == "synchronize":
             rt.enqueue(Job("preview", {"installation": installation, "number": number, "if_active": True},
