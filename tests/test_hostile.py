@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,22 +24,20 @@ from prbot.cli import main
 from prbot.report import is_plan_comment, part_of, render_markdown
 from prbot.report.markdown import MARKER
 
-CONFIG = """\
-version: 1
-environments:
-  - name: dev
-  - name: prod
-apps:
-  - path: "apps/{app}/envs/{env}"
-    namespace: "{app}-{env}"
-  - name: infra
-    path: "clusters/{env}/infra"
-    namespace: "infra-{env}"
-  - name: web
-    path: "web/{env}"
-    namespace: "web-{env}"
-    helm: {chart: "charts/web", values: ["values.yaml"]}
-"""
+APPS = {                      # an `apps[]` entry per top directory a test repository may hold
+    "apps/": '  - path: "apps/{app}/envs/{env}"\n    namespace: "{app}-{env}"\n',
+    "clusters/": '  - name: infra\n    path: "clusters/{env}/infra"\n    namespace: "infra-{env}"\n',
+    "web/": ('  - name: web\n    path: "web/{env}"\n    namespace: "web-{env}"\n'
+             '    helm: {chart: "charts/web", values: ["values.yaml"]}\n'),
+}
+
+
+def config_for(files: Iterable[str]) -> str:
+    """`.prbot.yml` with the apps whose directories the repository holds (a pattern matching nothing
+    is a configuration error, SPEC §2)."""
+    names = list(files)
+    blocks = [block for top, block in APPS.items() if any(n.startswith(top) for n in names)]
+    return "version: 1\nenvironments:\n  - name: dev\n  - name: prod\napps:\n" + "".join(blocks or APPS.values())
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
 CHART = "apiVersion: v2\nname: {name}\nversion: 1.0.0\n"
@@ -47,7 +45,7 @@ CHART = "apiVersion: v2\nname: {name}\nversion: 1.0.0\n"
 
 def repo_with(tmp_path: Path, files: dict[str, str], name: str = "gitops") -> Path:
     repo = init_repo(tmp_path / name)
-    write(repo, ".prbot.yml", CONFIG)
+    write(repo, ".prbot.yml", config_for(files))
     for rel, text in files.items():
         write(repo, rel, text)
     return repo
@@ -621,7 +619,7 @@ def test_mentions_references_and_html_from_the_pr_are_inert(tmp_path: Path,
     assert not re.search(r"https?://|www\.", text.replace("https://github.com", ""))
     assert "<img" not in text
     tags = set(re.findall(r"<(/?[a-z]+)", text))
-    assert tags <= {"details", "/details", "summary", "/summary", "b", "/b", "code", "/code", "sub", "/sub"}
+    assert tags <= {"details", "/details", "summary", "/summary", "b", "/b", "code", "/code", "sub", "/sub", "br"}
     assert text.count("<!--") == 1                           # the marker on the first line, nothing else
     t = target(data, "deploy", "dev")
     assert any("cc @octocat #5" in v["message"] for v in t["validation"])   # JSON keeps the text
