@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prbot import sandbox
 from prbot.limits import Limits
 from prbot.remote import RemoteError, Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
@@ -133,7 +134,7 @@ def _tool_fingerprint(renderer: str) -> str:
     """Which binaries render this kind of target, so a tool upgrade misses the disk cache."""
     parts = [renderer, YAML_LOADER]
     for name in get_renderer(renderer).fingerprint_tools():
-        path = which(name)
+        path = sandbox.which(name)
         if path is None:
             continue
         try:

@@ -76,7 +76,7 @@ class KustomizeRenderer(Renderer):
         argv.append(job.target.path or ".")
         with job.staged() as (home, tree):
             if job.remotes:
-                place_remotes(tree, job.remotes)
+                place_remotes(tree, job.remotes, job.closure.vendor_at)
             try:
                 text = run(job, argv, label=label, cwd=tree, home=home)
             except RenderError as exc:
@@ -94,11 +94,20 @@ class KustomizeRenderer(Renderer):
 REMOTE_DIR = ".prbot-remote"
 
 
-def place_remotes(tree: Path, remotes: Mapping[str, Any]) -> None:
+def place_remotes(tree: Path, remotes: Mapping[str, Any],
+                  vendor_at: tuple[tuple[str, str], ...] = ()) -> None:
     """Copy fetched remotes (`prbot.remote.Vendored`, by the reference text kustomize reads) into the
     staged tree and point the kustomizations reading them at the copies: a git base becomes the
     directory `.prbot-remote/<id>/<path>`, a file a sibling of the kustomization naming it (the load
-    restrictor wants files below their kustomization).  kustomize never sees a URL."""
+    restrictor wants files below their kustomization), a chart the directory kustomize would have
+    pulled it into (`vendor_at`).  kustomize never sees a URL."""
+    for ref, where in vendor_at:
+        vendored = remotes.get(ref)
+        if vendored is not None and vendored.fetched.ref.kind == "chart":
+            for rel in vendored.files:
+                (tree / where / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(vendored.fetched.root / rel, tree / where / rel)
+    remotes = {r: v for r, v in remotes.items() if v.fetched.ref.kind != "chart"}
     placed: dict[str, Any] = {}
 
     def place(vendored: Any) -> None:
@@ -347,8 +356,9 @@ def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_glo
                     acc.parts.append(cache.tree(root, chart_dir))
                 elif repo:
                     acc.missing.add(chart_dir)
-                    suffix = f" (version {version})" if version else ""
+                    suffix = f" (version {version})" if version else " (chart)"
                     acc.remote.append(f"{repo.rstrip('/')}/{name}{suffix}")
+                    acc.vendor_at.append((f"{repo.rstrip('/')}/{name}{suffix}", chart_dir))
                 else:
                     acc.missing.add(chart_dir)
                     acc.errors.append(f"{where}: chart {name} not found at {chart_dir} and no repo given")
