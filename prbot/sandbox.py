@@ -266,10 +266,14 @@ def run_tool(argv: Sequence[str], *, cwd: Path, home: Path, label: str, limits: 
     except BaseException:
         kill_session(proc)
         raise
+    if over is None:
+        try:                                   # output closed: the tool is exiting (or hiding)
+            proc.wait(timeout=max(start + timeout - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            over = "timeout"
     if over is not None:
         kill_session(proc)
     else:
-        proc.wait()
         try:                                   # children the tool left behind go with its group
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
