@@ -265,7 +265,7 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
                                                          caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("PRBOT_RENDER_NETNS", netns)
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "cache"))     # renders that really run
-    sandbox.netns_prefix.cache_clear()
+    sandbox.reset_netns()
     layouts = url_layouts(loopback)
     files = {}
     for i, _ in enumerate(layouts):
@@ -285,7 +285,7 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
     try:
         code, data, md, err = plan(repo, base, head, capsys)
     finally:
-        sandbox.netns_prefix.cache_clear()
+        sandbox.reset_netns()
     assert _Recorder.hits == []                           # nothing reached the server
     assert "FETCHED-FROM-LOOPBACK" not in json.dumps(data) + md + err
     for i, name in enumerate(layouts):
@@ -305,7 +305,7 @@ def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Pat
     """What the closure check guards: with no namespace, kustomize itself does reach a loopback URL
     (so the test above, which sees no request, can fail)."""
     monkeypatch.setenv("PRBOT_RENDER_NETNS", "0")
-    sandbox.netns_prefix.cache_clear()
+    sandbox.reset_netns()
     write(tmp_path, "app/kustomization.yaml", f"resources: [{loopback}/resource.yaml]\n")
     kubectl = shutil.which("kubectl")
     assert kubectl is not None
@@ -316,7 +316,7 @@ def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Pat
         out = sandbox.run_tool([kubectl, "kustomize", "app"], cwd=tmp_path, home=home, label="kubectl",
                                limits=Limits())
     finally:
-        sandbox.netns_prefix.cache_clear()
+        sandbox.reset_netns()
     assert "FETCHED-FROM-LOOPBACK" in out and _Recorder.hits
 
 
