@@ -186,10 +186,26 @@ def _kustomization(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, 
     return acc.freeze()
 
 
+_REPO_SPEC = re.compile(r"^(?:git::|(?:ssh|https?|file)://|[A-Za-z][A-Za-z0-9-]*@|github\.com[/:])", re.IGNORECASE)
+
+
+def kustomize_clones(ref: str) -> bool:
+    """Whether kustomize reads `ref` (a resource that is not a local file) as a git repository to
+    clone — whatever exists locally: a scheme (`https://`, `ssh://`, `file://`), `git::`, an
+    scp-style `user@host:path`, or `github.com/…` (kustomize's `NewRepoSpecFromURL`)."""
+    return bool(_REPO_SPEC.match(ref.strip()))
+
+
 def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: Acc,
                  stack: tuple[str, ...]) -> tuple[str, str] | None:
     """resources / bases / components / generators …: a file, or a directory holding a kustomization.
-    Returns (kind, repo-relative path) of what was found locally."""
+    Returns (kind, repo-relative path) of what was found locally.  As kustomize does: a local file
+    first, then a repository to clone, then a local directory."""
+    if isinstance(ref, str) and kustomize_clones(ref):
+        local = cache.local_or_remote(root, kdir, ref, where, Acc()) if "://" not in ref else None
+        if local is None or cache.kind(root, local) != "file":
+            acc.remote.append(ref.strip())
+            return None
     rel = cache.local_or_remote(root, kdir, ref, where, acc)
     if rel is None:
         return None
