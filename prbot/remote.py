@@ -25,6 +25,7 @@ be plain HTTP on a private address).
 from __future__ import annotations
 
 import hashlib
+import io
 import ipaddress
 import logging
 import os
@@ -33,6 +34,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import urllib.parse
@@ -47,6 +49,7 @@ log = logging.getLogger("prbot.remote")
 
 _PINNED = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]+)?)$")
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
+_CHART = re.compile(r"^(?P<repo>\S+)/(?P<name>[^/\s]+) \((?:version (?P<version>[^)]+)|chart)\)$")
 _GIT_TIMEOUT_FLOOR = 30.0
 
 
@@ -64,10 +67,10 @@ class RemoteRef:
 
     text: str                  # as written in the kustomization
     url: str                   # canonical: scheme://host/path[?query], what `render.remote` matches
-    kind: str                  # "git" | "file" | "unsupported"
-    repo: str = ""             # git: the repository URL
-    path: str = ""             # git: the directory inside the repository
-    ref: str = ""              # git: the ref (tag, branch, sha); "" for the default branch
+    kind: str                  # "git" | "file" | "chart" | "unsupported"
+    repo: str = ""             # git: the repository URL; chart: the chart repository
+    path: str = ""             # git: the directory inside the repository; chart: its name
+    ref: str = ""              # git: the ref (tag, branch, sha), "" for the default branch; chart: version
     why: str = ""              # unsupported: why not
 
     @property
@@ -85,11 +88,16 @@ def parse_ref(text: str) -> RemoteRef:
     if "://" not in s:
         s = f"https://{s}"
     scheme = s.split("://", 1)[0].lower()
-    if scheme == "oci":
+    if scheme == "oci" and not _CHART.match(s):
         return RemoteRef(text, s, "unsupported", why="OCI charts are not fetched yet")
-    if " (version " in s or scheme not in ("https", "http"):
-        why = "Helm chart repositories are not fetched yet" if " (version " in s else f"{scheme}:// is not fetched"
-        return RemoteRef(text, s.split(" (version ")[0], "unsupported", why=why)
+    chart = _CHART.match(s)
+    if chart:                       # a chart kustomize would pull: "REPO/NAME (version V)" or "(chart)"
+        url = f"{chart['repo']}/{chart['name']}"
+        if scheme == "oci":
+            return RemoteRef(text, url, "unsupported", why="OCI charts are not fetched yet")
+        return RemoteRef(text, url, "chart", repo=chart["repo"], path=chart["name"], ref=chart["version"] or "")
+    if scheme not in ("https", "http"):
+        return RemoteRef(text, s, "unsupported", why=f"{scheme}:// is not fetched")
     base, _, query = s.partition("?")
     params = urllib.parse.parse_qs(query)
     ref = (params.get("ref") or params.get("version") or [""])[0]
@@ -223,7 +231,8 @@ class Remotes:
             got = self._memo.get(key)
             if got is None:
                 try:
-                    got = self._fetch_git(ref) if ref.kind == "git" else self._fetch_file(ref)
+                    fetch = {"git": self._fetch_git, "chart": self._fetch_chart}.get(ref.kind, self._fetch_file)
+                    got = fetch(ref)
                 except RemoteError as exc:
                     got = exc
                 self._memo[key] = got
@@ -315,6 +324,51 @@ class Remotes:
             raise RemoteError(f"{url}: {type(exc).__name__}") from exc
         finally:
             pool.close()
+
+    # ---------------------------------------------------------------- Helm chart repositories
+    def _fetch_chart(self, ref: RemoteRef) -> Fetched:
+        """The chart archive the repository's index names for this name and version (the newest
+        when no version is given), its digest checked, unpacked without links or devices."""
+        from prbot.yamlio import YAML_ERRORS, load_yaml
+
+        store = self._store(ref, f"chart\0{ref.repo}\0{ref.path}\0{ref.ref}")
+        done = store / "IDENT"
+        if done.is_file() and (store / "tree" / ref.path).is_dir():
+            return Fetched(ref, store / "tree" / ref.path, done.read_text().strip())
+        index_url = ref.repo.rstrip("/") + "/index.yaml"
+        try:
+            index = load_yaml(self._get(index_url).decode("utf-8"))
+        except (*YAML_ERRORS, UnicodeDecodeError) as exc:  # type: ignore[misc]
+            raise RemoteError(f"{index_url}: not a chart repository index ({exc})") from exc
+        entries = index.get("entries", {}).get(ref.path) if isinstance(index, dict) and \
+            isinstance(index.get("entries"), dict) else None
+        chosen = [e for e in (entries or [])
+                  if isinstance(e, dict) and (not ref.ref or str(e.get("version")) == ref.ref)]
+        if not chosen or not isinstance(chosen[0].get("urls"), list) or not chosen[0]["urls"]:
+            raise RemoteError(f"{index_url}: no chart {ref.path}" + (f" version {ref.ref}" if ref.ref else ""))
+        entry = chosen[0]
+        archive_url = urllib.parse.urljoin(ref.repo.rstrip("/") + "/", str(entry["urls"][0]))
+        if not self.allowed(archive_url):
+            raise RemoteError(f"chart {ref.path}: its archive {archive_url} is not allowed by render.remote")
+        data = self._get(archive_url)
+        digest = hashlib.sha256(data).hexdigest()
+        if entry.get("digest") and str(entry["digest"]) != digest:
+            raise RemoteError(f"{archive_url}: its sha256 is not the digest the index gives")
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+                members = archive.getmembers()
+                if any(m.name.split("/")[0] != ref.path or m.issym() or m.islnk() for m in members):
+                    raise RemoteError(f"{archive_url}: not a chart archive of {ref.path} (or it holds links)")
+                archive.extractall(tmp / "tree", filter="data")
+            (tmp / "IDENT").write_text(f"chart:sha256:{digest}")
+            _install(tmp, store)
+        except (tarfile.TarError, OSError) as exc:
+            raise RemoteError(f"{archive_url}: cannot be unpacked ({exc})") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("fetched chart %s %s from %s", ref.path, entry.get("version"), ref.repo)
+        return Fetched(ref, store / "tree" / ref.path, f"chart:sha256:{digest}")
 
     # ---------------------------------------------------------------- git repositories
     def _fetch_git(self, ref: RemoteRef) -> Fetched:
@@ -411,6 +465,11 @@ def vendor(remotes: Remotes, text: str, depth: int = 0) -> Vendored:
     fetched = remotes.fetch(text)
     if fetched.ref.kind == "file":
         return Vendored(fetched, frozenset({fetched.file}), {})
+    if fetched.ref.kind == "chart":
+        files = {os.path.relpath(os.path.join(d, n), fetched.root).replace(os.sep, "/")
+                 for d, _, names in os.walk(fetched.root) for n in names
+                 if not os.path.islink(os.path.join(d, n))}
+        return Vendored(fetched, frozenset(files), {})
     root = fetched.root
     sub = fetched.ref.path
     cache = ClosureCache()

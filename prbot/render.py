@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prbot import sandbox
 from prbot.limits import Limits
 from prbot.remote import RemoteError, Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
@@ -111,7 +112,7 @@ def _tool_fingerprint(renderer: str) -> str:
     """Which binaries render this kind of target, so a tool upgrade misses the disk cache."""
     parts = [renderer, YAML_LOADER]
     for name in get_renderer(renderer).fingerprint_tools():
-        path = which(name)
+        path = sandbox.which(name)
         if path is None:
             continue
         try:
@@ -260,6 +261,10 @@ class RenderPool:
                 fetched: dict[str, Vendored] | None = None
                 if remotes is not None:
                     closure = closures.closure(root, target)
+                    if closure.remote and target.renderer != "kustomize":
+                        results[key] = RenderError(f"remote chart {closure.remote[0]} of a Helm target is not "
+                                                   "fetched: vendor the chart into the repository")
+                        continue
                     if closure.remote:
                         try:
                             fetched = {ref: vendor(remotes, ref) for ref in closure.remote}

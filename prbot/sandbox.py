@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,10 +82,24 @@ def find_tool(name: str) -> str:
 # Isolation
 # --------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
+_NETNS_LOCK = threading.Lock()
+
+
 def netns_prefix() -> tuple[str, ...]:
     """`unshare --net` when this kernel lets us create a network namespace; else nothing (said once
-    in the log)."""
+    in the log, however many renders ask at the same time)."""
+    with _NETNS_LOCK:
+        return _netns_prefix()
+
+
+def reset_netns() -> None:
+    """Forget whether a network namespace can be made (asked again, and said again, next time)."""
+    with _NETNS_LOCK:
+        _netns_prefix.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _netns_prefix() -> tuple[str, ...]:
     if os.environ.get("PRBOT_RENDER_NETNS", "1") == "0":
         log.warning("renderers run without a network namespace: disabled by PRBOT_RENDER_NETNS=0; "
                     "remote references are still refused before rendering")
@@ -271,10 +286,14 @@ def run_tool(argv: Sequence[str], *, cwd: Path, home: Path, label: str, limits: 
     except BaseException:
         kill_session(proc)
         raise
+    if over is None:
+        try:                                   # output closed: the tool is exiting (or hiding)
+            proc.wait(timeout=max(start + timeout - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            over = "timeout"
     if over is not None:
         kill_session(proc)
     else:
-        proc.wait()
         try:                                   # children the tool left behind go with its group
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

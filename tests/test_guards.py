@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -117,13 +118,13 @@ def test_normal_renders_fit_the_default_memory_limit() -> None:
 def test_the_network_namespace_fallback_is_said_once(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("PRBOT_RENDER_NETNS", "0")
-    sandbox.netns_prefix.cache_clear()
+    sandbox.reset_netns()
     caplog.set_level(logging.WARNING, logger="prbot.sandbox")
-    try:
-        for _ in range(3):
-            assert sandbox.netns_prefix() == ()
+    try:                                      # renders ask at once from the pool's threads
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(lambda _: sandbox.netns_prefix(), range(32))) == {()}
     finally:
-        sandbox.netns_prefix.cache_clear()
+        sandbox.reset_netns()
     assert len([r for r in caplog.records if "without a network namespace" in r.getMessage()]) == 1
 
 
@@ -186,3 +187,26 @@ def test_chart_locations_cannot_leave_the_repository(tmp_path: Path, kustomizati
     write(tmp_path, "repo/k/kustomization.yaml", kustomization)
     closure = ClosureCache().closure(tmp_path / "repo", kustomize("k"))
     assert any(refused in o for o in closure.outside), closure.outside
+
+
+def test_a_tool_that_closes_its_output_and_lingers_is_stopped_in_time(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    script = write(tmp_path, "linger.sh", f"#!/bin/sh\nexec >/dev/null 2>&1\nsleep 60 &\necho $! > {pidfile}\nwait\n")
+    script.chmod(0o755)
+    start = time.monotonic()
+    with pytest.raises(sandbox.ToolError, match="timed out") as err:
+        sandbox.run_tool([str(script)], cwd=tmp_path, home=tmp_path, label="linger", limits=Limits(timeout=1.5))
+    assert time.monotonic() - start < 10 and err.value.limit == "timeout"
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the tool's child survived"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

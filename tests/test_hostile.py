@@ -263,7 +263,7 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
                                                          caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("PRBOT_RENDER_NETNS", netns)
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "cache"))     # renders that really run
-    sandbox.netns_prefix.cache_clear()
+    sandbox.reset_netns()
     layouts = url_layouts(loopback)
     files = {}
     for i, _ in enumerate(layouts):
@@ -283,7 +283,7 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
     try:
         code, data, md, err = plan(repo, base, head, capsys)
     finally:
-        sandbox.netns_prefix.cache_clear()
+        sandbox.reset_netns()
     assert _Recorder.hits == []                           # nothing reached the server
     assert "FETCHED-FROM-LOOPBACK" not in json.dumps(data) + md + err
     for i, name in enumerate(layouts):
@@ -298,12 +298,43 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
         assert len(said) <= 1
 
 
+@pytest.mark.parametrize("netns", ["1", "0"])
+def test_what_kustomize_would_clone_is_remote_whatever_exists_locally(
+        tmp_path: Path, netns: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """kustomize clones `github.com/...`, `file://…` and `user@host:…` bases even when a local
+    directory of that name exists: they are remote inputs (skipped), never cloned by kustomize."""
+    monkeypatch.setenv("PRBOT_RENDER_NETNS", netns)
+    sandbox.reset_netns()
+    outside = init_repo(tmp_path / "outside-repo")
+    write(outside, "kustomization.yaml", "resources: [token.yaml]\n")
+    write(outside, "token.yaml", CM.format(name="token", value=CANARY))
+    commit_all(outside, "outside")
+    repo = repo_with(tmp_path, {"apps/a/envs/dev/kustomization.yaml": "resources: [cm.yaml]\n",
+                                "apps/a/envs/dev/cm.yaml": CM.format(name="a", value="x"),
+                                "apps/b/envs/dev/kustomization.yaml": "resources: [cm.yaml]\n",
+                                "apps/b/envs/dev/cm.yaml": CM.format(name="b", value="x")})
+    base = commit_all(repo, "base")
+    write(repo, "apps/a/envs/dev/kustomization.yaml", "resources: [cm.yaml, github.com/acme/lib]\n")
+    write(repo, "apps/a/envs/dev/github.com/acme/lib/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(repo, "apps/a/envs/dev/github.com/acme/lib/cm.yaml", CM.format(name="lib", value="x"))
+    write(repo, "apps/b/envs/dev/kustomization.yaml", f"resources: [cm.yaml, 'file://{outside}']\n")
+    head = commit_all(repo, "head")
+    try:
+        code, data, md, err = plan(repo, base, head, capsys)
+    finally:
+        sandbox.reset_netns()
+    assert CANARY not in json.dumps(data) + md + err
+    for app, ref in (("a", "github.com/acme/lib"), ("b", f"file://{outside}")):
+        t = target(data, app, "dev")
+        assert t["status"] == "skipped" and ref in t["error"], t
+
+
 def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Path, loopback: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """What the closure check guards: with no namespace, kustomize itself does reach a loopback URL
     (so the test above, which sees no request, can fail)."""
     monkeypatch.setenv("PRBOT_RENDER_NETNS", "0")
-    sandbox.netns_prefix.cache_clear()
+    sandbox.reset_netns()
     write(tmp_path, "app/kustomization.yaml", f"resources: [{loopback}/resource.yaml]\n")
     kubectl = shutil.which("kubectl")
     assert kubectl is not None
@@ -314,7 +345,7 @@ def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Pat
         out = sandbox.run_tool([kubectl, "kustomize", "app"], cwd=tmp_path, home=home, label="kubectl",
                                limits=Limits())
     finally:
-        sandbox.netns_prefix.cache_clear()
+        sandbox.reset_netns()
     assert "FETCHED-FROM-LOOPBACK" in out and _Recorder.hits
 
 

@@ -206,3 +206,74 @@ def test_private_addresses_are_never_connected_to(host: str) -> None:
     netloc = f"[{host}]" if ":" in host else host
     with pytest.raises(RemoteError, match="not a public address"):
         Remotes((f"https://{netloc}/",)).fetch(f"https://{netloc}/acme/x.yaml")
+
+
+def chart_repository(served: Path, version: str = "1.2.0", links: bool = False) -> str:
+    """charts/: a Helm chart repository (index.yaml + the packaged chart); returns the archive's sha256."""
+    import hashlib
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        for name, text in {"web/Chart.yaml": f"apiVersion: v2\nname: web\nversion: {version}\n",
+                           "web/values.yaml": "greeting: hello\n",
+                           "web/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+                                                    "  name: {{ .Release.Name }}-chart\n"
+                                                    "data:\n  greeting: {{ .Values.greeting }}\n"}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        if links:
+            info = tarfile.TarInfo("web/templates/leak.yaml")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            archive.addfile(info)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    write(served, f"charts/web-{version}.tgz", "")
+    (served / f"charts/web-{version}.tgz").write_bytes(data)
+    write(served, "charts/index.yaml", f"apiVersion: v1\nentries:\n  web:\n    - name: web\n      version: {version}\n"
+                                       f"      digest: {digest}\n      urls: [web-{version}.tgz]\n")
+    return digest
+
+
+HELM = "helmCharts:\n  - name: web\n    repo: https://charts.example.com/charts\n    version: 1.2.0\n" \
+       "    releaseName: site\n"
+
+
+def test_an_allowed_chart_repository_is_fetched_and_checked(
+        tmp_path: Path, standin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from prbot.sandbox import which
+
+    url, served = standin
+    monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://charts.example.com/={url}/")
+    chart_repository(served)
+    repo, base = gitops(tmp_path, 'render:\n  remote: ["https://charts.example.com/charts/"]\n', None)
+    write(repo, "apps/web/envs/dev/kustomization.yaml", HELM)
+    code, data = plan(repo, base, capsys)
+    [web] = [t for t in data["targets"] if t["app"] == "web"]
+    assert "/charts/index.yaml" in _Served.requests and "/charts/web-1.2.0.tgz" in _Served.requests
+    if which("helm3"):              # kustomize's helmCharts need a Helm 3 (prbot tools install ships one)
+        assert web["status"] == "added" or web["status"] == "changed", web["error"]
+        assert any(c["name"] == "site-chart" and "greeting: hello" in c["diff"] for c in web["changes"])
+    else:
+        assert web["status"] == "error" and "helmCharts need Helm 3" in web["error"]
+    # not listed: skipped; an archive whose digest is not the index's: refused
+    write(repo, ".prbot.yml", ENVS)
+    code, data = plan(repo, base, capsys)
+    assert status(data)["web/dev"][0] == "skipped"
+    monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    write(repo, ".prbot.yml", ENVS + 'render:\n  remote: ["https://charts.example.com/charts/"]\n')
+    index = (served / "charts/index.yaml").read_text()
+    (served / "charts/index.yaml").write_text(index.replace("digest: ", "digest: 00"))
+    code, data = plan(repo, base, capsys)
+    got, message = status(data)["web/dev"]
+    assert got == "error" and message is not None and "not the digest the index gives" in message
+    chart_repository(served, links=True)                             # a chart carrying a link out
+    monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "fresh-cache-2"))
+    code, data = plan(repo, base, capsys)
+    got, message = status(data)["web/dev"]
+    assert got == "error" and message is not None and "holds links" in message

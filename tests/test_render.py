@@ -328,7 +328,7 @@ def test_kustomize_helm_charts(tmp_path: Path) -> None:
             render_target(tmp_path, kustomize("app"))
     write(tmp_path, "app/kustomization.yaml",
           "helmCharts:\n  - name: pg\n    repo: oci://registry-1.docker.io/bitnamicharts\n")
-    with pytest.raises(RenderError, match="^remote base oci://registry-1.docker.io/bitnamicharts/pg cannot"):
+    with pytest.raises(RenderError, match=r"^remote base oci://registry-1.docker.io/bitnamicharts/pg \(chart\) cannot"):
         render_target(tmp_path, kustomize("app"))
 
 

@@ -75,6 +75,8 @@ class Closure:
     # ("DIR/*.yaml" one level, "DIR/**" everything below).  See `touched_by`.
     missing: frozenset[str] = frozenset()
     globs: frozenset[str] = frozenset()
+    # where a fetched copy of a remote input is read from (a chart pulled into chartHome): (remote, path)
+    vendor_at: tuple[tuple[str, str], ...] = ()
     # the cache that computed this closure, so `closure_digest` reuses its file hashes
     _cache: ClosureCache | None = field(default=None, compare=False, hash=False, repr=False)
 
@@ -84,7 +86,8 @@ class Closure:
                        errors=_merge(self.errors, other.errors),
                        outside=_merge(self.outside, other.outside),
                        helm_charts=self.helm_charts or other.helm_charts,
-                       missing=self.missing | other.missing, globs=self.globs | other.globs)
+                       missing=self.missing | other.missing, globs=self.globs | other.globs,
+                       vendor_at=tuple(dict.fromkeys((*self.vendor_at, *other.vendor_at))))
 
     def touched_by(self, changed: Iterable[str]) -> bool:
         """Whether a change of these repo-relative paths (added, modified or deleted) can change
@@ -134,11 +137,13 @@ class Acc:
     missing: set[str] = field(default_factory=set)
     globs: set[str] = field(default_factory=set)
     parts: list[Closure] = field(default_factory=list)
+    vendor_at: list[tuple[str, str]] = field(default_factory=list)
 
     def freeze(self) -> Closure:
         out = Closure(frozenset(self.files), tuple(dict.fromkeys(self.remote)),
                       tuple(dict.fromkeys(self.errors)), tuple(dict.fromkeys(self.outside)),
-                      self.helm_charts, missing=frozenset(self.missing), globs=frozenset(self.globs))
+                      self.helm_charts, missing=frozenset(self.missing), globs=frozenset(self.globs),
+                      vendor_at=tuple(dict.fromkeys(self.vendor_at)))
         for part in self.parts:
             out = out | part
         return out

@@ -76,7 +76,7 @@ class KustomizeRenderer(Renderer):
         argv.append(job.target.path or ".")
         with job.staged() as (home, tree):
             if job.remotes:
-                place_remotes(tree, job.remotes)
+                place_remotes(tree, job.remotes, job.closure.vendor_at)
             try:
                 text = run(job, argv, label=label, cwd=tree, home=home)
             except RenderError as exc:
@@ -95,11 +95,20 @@ class KustomizeRenderer(Renderer):
 REMOTE_DIR = ".prbot-remote"
 
 
-def place_remotes(tree: Path, remotes: Mapping[str, Any]) -> None:
+def place_remotes(tree: Path, remotes: Mapping[str, Any],
+                  vendor_at: tuple[tuple[str, str], ...] = ()) -> None:
     """Copy fetched remotes (`prbot.remote.Vendored`, by the reference text kustomize reads) into the
     staged tree and point the kustomizations reading them at the copies: a git base becomes the
     directory `.prbot-remote/<id>/<path>`, a file a sibling of the kustomization naming it (the load
-    restrictor wants files below their kustomization).  kustomize never sees a URL."""
+    restrictor wants files below their kustomization), a chart the directory kustomize would have
+    pulled it into (`vendor_at`).  kustomize never sees a URL."""
+    for ref, where in vendor_at:
+        vendored = remotes.get(ref)
+        if vendored is not None and vendored.fetched.ref.kind == "chart":
+            for rel in vendored.files:
+                (tree / where / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(vendored.fetched.root / rel, tree / where / rel)
+    remotes = {r: v for r, v in remotes.items() if v.fetched.ref.kind != "chart"}
     placed: dict[str, Any] = {}
 
     def place(vendored: Any) -> None:
@@ -178,10 +187,26 @@ def _kustomization(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, 
     return acc.freeze()
 
 
+_REPO_SPEC = re.compile(r"^(?:git::|(?:ssh|https?|file)://|[A-Za-z][A-Za-z0-9-]*@|github\.com[/:])", re.IGNORECASE)
+
+
+def kustomize_clones(ref: str) -> bool:
+    """Whether kustomize reads `ref` (a resource that is not a local file) as a git repository to
+    clone — whatever exists locally: a scheme (`https://`, `ssh://`, `file://`), `git::`, an
+    scp-style `user@host:path`, or `github.com/…` (kustomize's `NewRepoSpecFromURL`)."""
+    return bool(_REPO_SPEC.match(ref.strip()))
+
+
 def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: Acc,
                  stack: tuple[str, ...]) -> tuple[str, str] | None:
     """resources / bases / components / generators …: a file, or a directory holding a kustomization.
-    Returns (kind, repo-relative path) of what was found locally."""
+    Returns (kind, repo-relative path) of what was found locally.  As kustomize does: a local file
+    first, then a repository to clone, then a local directory."""
+    if isinstance(ref, str) and kustomize_clones(ref):
+        local = cache.local_or_remote(root, kdir, ref, where, Acc()) if "://" not in ref else None
+        if local is None or cache.kind(root, local) != "file":
+            acc.remote.append(ref.strip())
+            return None
     rel = cache.local_or_remote(root, kdir, ref, where, acc)
     if rel is None:
         return None
@@ -348,8 +373,9 @@ def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_glo
                     acc.parts.append(cache.tree(root, chart_dir))
                 elif repo:
                     acc.missing.add(chart_dir)
-                    suffix = f" (version {version})" if version else ""
+                    suffix = f" (version {version})" if version else " (chart)"
                     acc.remote.append(f"{repo.rstrip('/')}/{name}{suffix}")
+                    acc.vendor_at.append((f"{repo.rstrip('/')}/{name}{suffix}", chart_dir))
                 else:
                     acc.missing.add(chart_dir)
                     acc.errors.append(f"{where}: chart {name} not found at {chart_dir} and no repo given")
