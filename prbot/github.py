@@ -120,6 +120,7 @@ class GitHubApp:
         self._lock = threading.Lock()
         self._token_locks: dict[int, threading.Lock] = {}
         self._tokens: dict[int, tuple[str, float]] = {}
+        self._bot_login: str | None = None
 
     # ------------------------------------------------------------------ tokens
     def installation_token(self, installation_id: int) -> str:
@@ -148,6 +149,19 @@ class GitHubApp:
                 del self._tokens[installation_id]
 
     # ------------------------------------------------------------------ the App
+    def bot_login(self) -> str:
+        """The login the App posts as (`<slug>[bot]`): how the bot tells its own comments from
+        another App's that carry the same marker.  One request, then remembered."""
+        with self._lock:
+            cached = self._bot_login
+        if cached:
+            return cached
+        with self._app_lock, _translating("read the App", app=True):
+            slug = self._integration.get_app().slug
+        with self._lock:
+            self._bot_login = f"{slug}[bot]"
+            return self._bot_login
+
     def installation_ids(self) -> list[int]:
         with self._app_lock, _translating("list the App's installations", app=True):
             return [inst.id for inst in self._integration.get_installations()]

@@ -224,3 +224,16 @@ def test_generic_push_from_ci_links_the_source_commit(make_bot: Callable[..., Bo
     bot.settle()
     [pr] = fake_github.pulls(REPO)
     assert f"[0123456](https://github.com/acme/app/commit/{sha})" in (pr.body or "")
+
+
+def test_another_apps_comment_with_our_marker_is_left_alone(make_bot: Callable[..., Bot],
+                                                             fake_github: FakeGitHub) -> None:
+    bot = make_bot()
+    fake_github.add_user("impostor[bot]", kind="Bot")
+    fake_github.commit(REPO, "change", {DEV: overlay("abcdef2")}, user="writer")
+    number = fake_github.open_pull(REPO, head="change", user="writer")
+    forged = fake_github.comment(REPO, number, f"{MARKER}\nforged plan: all green", user="impostor[bot]")
+    bot.deliver_events()
+    mine = [c for c in fake_github.comments(REPO, number) if c.body.startswith(MARKER) and c.id != forged]
+    assert len(mine) == 1 and mine[0].user.login == "prbot[bot]" and "abcdef2" in mine[0].body
+    assert next(c for c in fake_github.comments(REPO, number) if c.id == forged).body.endswith("all green")
