@@ -276,9 +276,13 @@ def _go_unquote(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
+_ELAPSED = re.compile(r"\b(after|in) \d+ ms\b")
+
+
 def clean_output(text: str) -> str:
     """A renderer's stderr without what changes from run to run: klog/glog, Go log and slog
-    timestamp prefixes (with their thread ids and source positions), temporary directory names;
+    timestamp prefixes (with their thread ids and source positions), temporary directory names,
+    elapsed milliseconds (curl's "after 3 ms");
     a structured klog ``"command failed" err="…"`` becomes the error text; repeated lines go."""
     lines: list[str] = []
     for line in text.splitlines():
@@ -292,6 +296,7 @@ def clean_output(text: str) -> str:
         else:
             stripped = _SLOG_TIME.sub("", _GOLOG.sub("", stripped))
         stripped = _KUSTOMIZE_TMP.sub("kustomize-helm-*", _TEMP.sub("$TMPDIR", stripped))
+        stripped = _ELAPSED.sub(r"\1 … ms", stripped)      # curl/git: "port 443 after 3 ms"
         if stripped and stripped not in lines and f"error: {stripped}" not in lines \
                 and f"Error: {stripped}" not in lines:
             lines.append(stripped)

@@ -204,6 +204,8 @@ def test_klog_prefixes_are_stripped_so_errors_are_stable() -> None:
         "kustomize: deprecated field\nhelm: warning\nlevel=WARN msg=x"
     assert tools.clean_output("open /tmp/prbot-render-k2j3_x/kustomize-helm-123456789/c: no such file") == \
         "open $TMPDIR/kustomize-helm-*/c: no such file"
+    assert tools.clean_output("Failed to connect to github.com port 443 after 3 ms: Couldn't connect") == \
+        tools.clean_output("Failed to connect to github.com port 443 after 0 ms: Couldn't connect")
 
 
 def test_an_old_kubectl_on_path_gives_the_same_message_twice(example_repo: Path, tmp_path: Path,
