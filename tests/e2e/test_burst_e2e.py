@@ -83,18 +83,20 @@ spec:
 """
 
 
-def config() -> str:
+def config(*, auto_merge: bool = False) -> str:
     rules = ""
     for image, (_app, policy, tags, _tag) in IMAGES.items():
         rules += f"  - repository: {image}\n    policy: {policy}\n"
         if tags:
             rules += f"    tags: '{tags}'\n"
-    return ("version: 1\nenvironments:\n" + "".join(f"  - name: {env}\n" for env in ENVS)
+    merge = "    auto_merge: true\n" if auto_merge else ""
+    return ("version: 1\nenvironments:\n" + "".join(f"  - name: {env}\n" + (merge if env == "dev" else "")
+                                                    for env in ENVS)
             + 'apps:\n  - path: "apps/{app}/envs/{env}"\nimages:\n' + rules)
 
 
-def repo_files() -> dict[str, str]:
-    files = {".prbot.yml": config()}
+def repo_files(*, auto_merge: bool = False) -> dict[str, str]:
+    files = {".prbot.yml": config(auto_merge=auto_merge)}
     for image, (app, _policy, _tags, tag) in IMAGES.items():
         files[f"apps/{app}/base/kustomization.yaml"] = "resources:\n  - deployment.yaml\n"
         files[f"apps/{app}/base/deployment.yaml"] = deployment(app, image)
@@ -208,12 +210,14 @@ def changed_files(fake: FakeGitHub, base: str, head: str) -> dict[str, bytes | N
 
 
 def writes_per_pull(fake: FakeGitHub) -> dict[int, int]:
-    """Successful API writes of each bump PR: its creation, edits and labels."""
+    """Successful REST writes of each bump PR: its creation, edits and labels."""
     counts: Counter[int] = Counter()
     created = iter(sorted(p.number for p in fake.pulls(REPO, state="all")))
     for w in fake.api_writes():
         if w.method == "POST" and w.path == f"/repos/{REPO}/pulls":
             counts[next(created)] += 1
+            continue
+        if w.kind == "graphql":                    # enablePullRequestAutoMerge: counted by the caller
             continue
         m = re.fullmatch(rf"/repos/{REPO}/(?:pulls|issues)/(\d+)(?:/labels)?", w.path)
         assert m, f"an unexpected write: {w.method} {w.path}"
@@ -336,3 +340,28 @@ def test_policy_pushed_takes_the_last_push_and_a_redelivery_is_no_push(bot: Bot,
     assert pull_of(fake, WORKER).title == f"Bump {WORKER} to main-3 in dev"
     assert changed_files(fake, "main", pr.head_ref) == {dev_overlay(WORKER): overlay(WORKER, "main-3").encode()}
     assert len(fake.api_writes()) == writes + 1                       # the PR's title and body
+
+
+def test_auto_merge_is_enabled_once_per_pr_through_rate_limits(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    fake = fake_github
+    fake.add_installation("acme")
+    fake.create_repo(REPO, files=repo_files(auto_merge=True))
+    fake.protect_branch(REPO, "main", required_checks=["prbot/plan"])       # so GitHub's auto-merge applies
+    fake.drain_events()
+    fake.secondary_rate_limit(times=2, retry_after=1, status=403, path="graphql")
+    fake.fail(502, times=1, path="graphql")
+    bot = Bot(tmp_path / "bot", fake, threads=2)
+    try:
+        burst = Burst(bot)
+        for image, tag in [(API, "v1.3.0"), (WORKER, "main-5"), (API, "v1.2.0"), (WORKER, "main-6"),
+                           (API, "v1.4.0"), (WEB, "2.0.1")]:
+            burst.push(image, tag)
+        bot.settle()
+    finally:
+        bot.stop()
+    pulls = fake.pulls(REPO, state="open")
+    assert sorted(p.title for p in pulls) == sorted(f"Bump {image} to {tag} in dev" for image, tag in
+                                                    [(API, "v1.4.0"), (WORKER, "main-6"), (WEB, "2.0.1")])
+    assert all(p.auto_merge is not None and p.auto_merge["enabled_by"]["login"] == "prbot[bot]" for p in pulls)
+    assert Counter(r.status for r in fake.requests if r.kind == "graphql") == {403: 2, 502: 1, 200: len(pulls)}
+    assert writes_per_pull(fake) == {p.number: 2 for p in pulls}               # + 1 mutation each: 3 writes
