@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import posixpath
@@ -20,7 +19,7 @@ from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
-from prbot.render import RenderPool
+from prbot.render import RenderPool, cache_extra
 from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_paths
 from prbot.tools import used_versions
 from prbot.validate import ValidationIssue, validate_objects
@@ -118,12 +117,6 @@ log = logging.getLogger("prbot.plan")
 MAX_ROUNDS = 8          # sparse base export: rounds of "closures ask for more files" before exporting all
 
 
-def _cache_extra(target: Target) -> str:
-    """Everything besides file contents that changes a target's rendering."""
-    return json.dumps([target.renderer, target.path, target.namespace, target.chart, list(target.values),
-                       f"{target.app}-{target.env}"])
-
-
 @dataclass
 class _Side:
     root: Path
@@ -144,7 +137,7 @@ def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
         if closure.remote:
             side.closure_errors[key] = (f"remote base {closure.remote[0]} cannot be resolved offline: "
                                         "vendor it into the repository")
-        side.keys[key] = cache.digest(root, closure, _cache_extra(target))
+        side.keys[key] = cache.digest(root, closure, cache_extra(target))
         if closure.helm_charts:
             side.helm_charts.add(key)
     return side
