@@ -23,6 +23,7 @@ from prbot.ports import (
     Workspace,
 )
 from prbot.pushes import decide
+from prbot.render import RenderPool
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -186,15 +187,17 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
     record = _read_json(repo.store.get(_bump_record_key(repo.name, branch)))
     if existing is not None and record is not None and record.get("pr") != existing.number:
         record = None                                 # the record of an earlier PR of this branch
+    pool = RenderPool(cache_dir=repo.render_cache,          # a burst bumps one base: each target renders once
+                      kube_versions={e.name: e.kubernetes_version for e in config.environments if e.kubernetes_version})
     if existing is not None:
-        stale = _older_than_pull(ws, config, env, rule.policy, image, push, record, branch, existing)
+        stale = _older_than_pull(ws, config, env, rule.policy, image, push, record, branch, existing, pool)
         if stale:
             return BumpOutcome("ignored", stale, existing)
     base_sha = ws.resolve(repo.default_ref())
     if base_sha is None:
         raise ForgeError(f"{repo.name}: default branch {forge.default_branch} not found")
     with ws.checkout(base_sha) as root:
-        result = edit_bump(root, config, str(image), env)
+        result = edit_bump(root, config, str(image), env, pool=pool)
         if result.errors:
             raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
         if not result.matched:
@@ -242,7 +245,8 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
 
 
 def _older_than_pull(ws: Workspace, config: Config, env: str, policy: str, image: ImageRef, push: Push,
-                     record: dict[str, object] | None, branch: str, pull: PullRequest) -> str | None:
+                     record: dict[str, object] | None, branch: str, pull: PullRequest,
+                     pool: RenderPool) -> str | None:
     """Why `push` must not replace what the open bump PR carries, or None.
 
     `record` (what the last bump of this PR wrote) answers; without one (the store was lost, the PR
@@ -260,7 +264,7 @@ def _older_than_pull(ws: Workspace, config: Config, env: str, policy: str, image
     if policy != "semver" or head is None:
         return None
     with ws.checkout(head) as root:
-        refused = edit_bump(root, config, str(image), env).refused
+        refused = edit_bump(root, config, str(image), env, pool=pool).refused
     return f"PR #{pull.number} carries a higher version: {refused[0]}" if refused else None
 
 
