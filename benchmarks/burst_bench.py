@@ -188,9 +188,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "PRBOT_DATA_DIR": str(Path(tmp) / "data"), "PORT": str(port),
                "PATH": f"{TOOLS}{os.pathsep}{path}" if TOOLS.is_dir() else path}
         log_path = Path(args.log) if args.log else Path(tmp) / "serve.log"
+        prbot = str(Path(sys.executable).parent / "prbot")
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([str(Path(sys.executable).parent / "prbot"), "serve", "--port", str(port)],
-                                    env=env, cwd=ROOT, stdout=log, stderr=log)
+            proc = subprocess.Popen([prbot, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log)
+            workers = [subprocess.Popen([prbot, "worker", "--threads", str(args.threads)], env=env, cwd=ROOT,
+                                        stdout=log, stderr=log) for _ in range(args.workers)]
         try:
             _wait_up(port, proc)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -221,11 +223,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             per_pull = _writes_per_pull(fake)
             limited = sum(1 for r in fake.requests if r.status in (403, 429))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for p in (proc, *workers):
+                p.send_signal(signal.SIGTERM)
+            for p in (proc, *workers):
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
     floor = writes / args.pace * 60.0
     return {"images": args.images, "pushes": len(sequence), "prs": len(pulls),
             "prs_expected": len(expected), "writes": writes,
@@ -243,7 +247,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
     ap.add_argument("--quiet", type=float, default=3.0, help="seconds without writes that end the run")
-    ap.add_argument("--log", help="keep prbot serve's JSON log in this file")
+    ap.add_argument("--workers", type=int, default=0, help="`prbot worker` processes beside `prbot serve`")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each `prbot worker`")
+    ap.add_argument("--log", help="keep the bot's JSON log in this file")
     ap.add_argument("--quick", action="store_true", help="4 images, 20 pushes")
     args = ap.parse_args()
     if args.quick:
@@ -251,8 +257,8 @@ def main() -> int:
     if args.images < 1 or args.pushes < args.images:
         ap.error("need at least one image and a push per image")
     result = run(args)
-    print(f"prbot burst: {result['pushes']} pushes over {result['images']} images at {args.pace} writes/min "
-          f"({os.cpu_count()} cores)")
+    print(f"prbot burst: {result['pushes']} pushes over {result['images']} images at {args.pace} writes/min, "
+          f"prbot serve + {args.workers} worker(s) ({os.cpu_count()} cores)")
     print(f"  PRs opened        {result['prs']} (expected {result['prs_expected']})")
     print(f"  API writes        {result['writes']} ({result['writes_per_pr']} per PR, at most "
           f"{result['max_writes_per_pr']}); {result['rate_limited']} secondary-rate-limit answers")

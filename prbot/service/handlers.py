@@ -165,7 +165,7 @@ def github_event(rt: Runtime, job: Job) -> None:
             source = _obj(body.get("repository")).get("html_url")
             images = [{**r.as_dict(), "source": source} for r in records]
             rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None,
-                                             "received": job.payload.get("received")}, delivery=delivery))
+                                             "received": job.enqueued_at}, delivery=delivery))
         return
     if installation is None or repo is None:
         log.info("event %s/%s ignored: no installation or repository", event, action)
@@ -305,7 +305,7 @@ def registry_push(rt: Runtime, job: Job) -> None:
     narrow = job.payload.get("repo") if isinstance(job.payload.get("repo"), str) else None
     received = job.payload.get("received")          # when the webhook came: orders an image's pushes
     if not isinstance(received, int | float) or isinstance(received, bool):
-        received = time.time()
+        received = job.enqueued_at if job.enqueued_at is not None else time.time()
     for item in job.payload.get("images") or []:
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
             continue

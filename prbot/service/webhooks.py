@@ -76,8 +76,7 @@ def github_webhook() -> tuple[Response, int]:
         if not fresh:
             log.info("duplicate delivery acknowledged, not processed again")
             return _answer(event, "duplicate", 200, status="duplicate", delivery=delivery)
-        job = Job(kind="github_event", payload={"event": event, "delivery": delivery, "body": payload,
-                                                "received": time.time()},
+        job = Job(kind="github_event", payload={"event": event, "delivery": delivery, "body": payload},
                   repo=repo, delivery=delivery, pr=pr)
         try:
             job_id = svc.enqueue(job)
@@ -154,8 +153,7 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
             reason = report.ignored or "no tagged image in the payload"
             log.info("registry call ignored: %s", reason)
             return _answer(event, "ignored", 200, status="ignored", provider=provider, reason=reason, images=[])
-        job = Job(kind="registry_push", payload={"provider": provider, "images": images, "repo": narrow,
-                                                 "received": time.time()},
+        job = Job(kind="registry_push", payload={"provider": provider, "images": images, "repo": narrow},
                   delivery=delivery)
         try:
             job_id = svc.enqueue(job)
