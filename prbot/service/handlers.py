@@ -298,7 +298,8 @@ def command(rt: Runtime, job: Job) -> None:
 @register("registry_push")
 def registry_push(rt: Runtime, job: Job) -> None:
     """Route each pushed image to the repositories whose `.prbot.yml` lists it; record the push and
-    queue one bump job per (repository, image repository)."""
+    queue one bump job per (repository, image repository), `BUMP_DELAY` ahead (a newer push of the
+    image supersedes it: the bump runs once the burst is over)."""
     index = RepoIndex(rt.store)
     if index.empty():
         _index_everything(rt)
@@ -322,7 +323,12 @@ def registry_push(rt: Runtime, job: Job) -> None:
             flows.record_push(rt.store, route.entry.repo, flows.Push(ref, source, at=received))
             rt.enqueue(Job("bump", {"installation": route.entry.installation_id, "repository": ref.repository},
                            repo=route.entry.repo, supersede=f"bump:{route.entry.repo}:{ref.repository}",
-                           delivery=job.delivery))
+                           delivery=job.delivery), BUMP_DELAY)
+
+
+BUMP_DELAY = 2.0
+"""Seconds a bump job waits after the last push of its image: the pushes of a burst (a CI
+pushing several tags, a multi-arch push, a backlog redelivered) end in one PR write, not one each."""
 
 
 MAX_RATE_WAITS = 120
