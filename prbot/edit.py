@@ -40,7 +40,7 @@ from prbot.errors import PrbotError
 from prbot.images import ImageError, ImageRef, parse_image, same_repository
 from prbot.impact import ClosureCache
 from prbot.pushes import rule_for, tag_refusal, version_refusal
-from prbot.render import render_target
+from prbot.render import RenderPool, cache_extra, render_target
 from prbot.targets import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target, discover_targets, kustomization_file
 from prbot.yamledit import (
     TextEdit,
@@ -251,20 +251,26 @@ class _Tx:
 # -- the command context -----------------------------------------------------------------------------------
 
 class _Ctx:
-    def __init__(self, root: Path, config: Config) -> None:
+    def __init__(self, root: Path, config: Config, pool: RenderPool | None = None) -> None:
         self.root = Path(root)
         self.config = config
+        self.pool = pool
         self.targets = discover_targets(config, self.root)
         self.files = _Files(self.root)
         self.closures = ClosureCache()
         self._objects: dict[str, list[dict[str, Any]]] = {}
 
     def objects(self, target: Target) -> list[dict[str, Any]]:
-        """The target's rendered objects (from the files on disk, rendered once)."""
+        """The target's rendered objects (from the files on disk, rendered once; through `pool`'s
+        cache when there is one, keyed as the plan keys them)."""
         if target.key not in self._objects:
-            kube = self.config.env(target.env).kubernetes_version
-            self._objects[target.key] = render_target(self.root, target, kube_version=kube,
-                                                      closure=self.closures.closure(self.root, target))
+            closure = self.closures.closure(self.root, target)
+            if self.pool is not None:
+                key = self.closures.digest(self.root, closure, cache_extra(target))
+                self._objects[target.key] = self.pool.render(self.root, target, key)
+            else:
+                kube = self.config.env(target.env).kubernetes_version
+                self._objects[target.key] = render_target(self.root, target, kube_version=kube, closure=closure)
         return self._objects[target.key]
 
     def rendered(self, target: Target) -> dict[str, list[ImageRef]]:
@@ -1086,14 +1092,15 @@ def _finish(ctx: _Ctx, result: EditResult) -> EditResult:
 
 
 def bump(root: Path, config: Config, image: str, env: str, app: str | None = None, *,
-         force: bool = False) -> EditResult:
+         force: bool = False, pool: RenderPool | None = None) -> EditResult:
     """Move every target of `env` (or only `app`'s) that uses the image's repository to its version.
 
     Raises ImageError for a bad reference and PrbotError for an unknown environment or app, or a
     tag the image's `images[].tags` refuses (unless `force`), before anything is read or written.
     Per-target problems are returned in ``errors``; a move ``policy: semver`` forbids (a lower or
     not semantic version) in ``refused`` (unless `force`).  Files are written only when there
-    are neither (all or nothing).
+    are neither (all or nothing).  `pool` renders the targets that must be rendered to find the
+    image through its cache (a service bumping one base again and again renders each target once).
     """
     want = parse_image(image)
     if want.tag is None and want.digest is None:
@@ -1106,7 +1113,7 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     if not force and rule is not None and rule.policy == "semver":
         def check(e: FileEdit) -> str | None:
             return version_refusal(_tag(e.old), _tag(e.new), semver_policy=True)
-    ctx = _Ctx(Path(root), config)
+    ctx = _Ctx(Path(root), config, pool)
     result = EditResult()
     for target in _select(ctx, env, app):
         _run_target(ctx, result, target, [want], check)

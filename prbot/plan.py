@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import posixpath
@@ -21,7 +20,7 @@ from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
 from prbot.impact import Closure, ClosureCache, is_remote_reference
-from prbot.render import RenderPool
+from prbot.render import RenderPool, cache_extra
 from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_indexes, unmatched_paths
 from prbot.tools import used_versions
 from prbot.validate import ValidationIssue, validate_objects
@@ -119,12 +118,6 @@ log = logging.getLogger("prbot.plan")
 MAX_ROUNDS = 8          # sparse base export: rounds of "closures ask for more files" before exporting all
 
 
-def _cache_extra(target: Target) -> str:
-    """Everything besides file contents that changes a target's rendering."""
-    return json.dumps([target.renderer, target.path, target.namespace, target.chart, list(target.values),
-                       f"{target.app}-{target.env}"])
-
-
 @dataclass
 class _Side:
     root: Path
@@ -147,7 +140,7 @@ def _side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> _Side:
         closure = cache.closure(root, target)
         if closure.remote:
             side.remote[key] = closure.remote
-        side.keys[key] = cache.digest(root, closure, _cache_extra(target))
+        side.keys[key] = cache.digest(root, closure, cache_extra(target))
         if closure.helm_charts:
             side.helm_charts.add(key)
     return side

@@ -191,6 +191,13 @@ class _DiskUsage:
                      self.directory, limit, evicted)
 
 
+def cache_extra(target: Target) -> str:
+    """Everything besides file contents that changes a target's rendering: with the digest of its
+    input closure (`prbot.impact.ClosureCache.digest`) the cache key a `RenderPool` wants."""
+    return json.dumps([target.renderer, target.path, target.namespace, target.chart, list(target.values),
+                       f"{target.app}-{target.env}"])
+
+
 class RenderPool:
     """Renders many targets in parallel and never renders the same cache key twice.
 

@@ -384,6 +384,35 @@ def test_many_jobs_on_one_repo_with_several_workers(settings: Settings,
     assert sorted(done) == list(range(12)) and running["max"] == 1
 
 
+def test_a_job_behind_a_busy_repo_is_handed_on_when_it_frees(settings: Settings,
+                                                            start_worker: Callable[..., Worker]) -> None:
+    """The second job of a busy repository is parked once and sent on by the first job's worker as
+    it releases the lock: no re-checking while the first one runs (a burst of bump jobs for one
+    repository would otherwise idle between jobs up to `lock_wait_max`)."""
+    rec = Recorder()
+    registry = Registry()
+    kind = kind_name("handoff")
+    work = threading.Event()                          # never set: the first job is 3 s of "work"
+
+    def handler(rt: Runtime, job: Job) -> None:
+        rec.add("start", job.payload["n"])
+        if job.payload["n"] == 1:
+            work.wait(3.0)
+        rec.add("end", job.payload["n"])
+
+    registry.register(kind, handler)
+    start_worker(registry)
+    start_worker(registry)
+    queue = Queue(settings)
+    queue.enqueue(Job(kind, {"n": 1}, repo="acme/gitops"))
+    wait_for(lambda: rec.count("start") == 1, 30, "the first job to start")
+    queue.enqueue(Job(kind, {"n": 2}, repo="acme/gitops"))
+    wait_for(lambda: rec.count("end") == 2, 60, "both jobs")
+    assert rec.events == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    assert jobs_metric(kind, "waiting") == 1, "parked once, not re-checked while the repository was busy"
+    assert not list(queue.store.items("parked:"))
+
+
 def test_lock_of_a_dead_worker_is_taken_over(settings: Settings, start_worker: Callable[..., Worker]) -> None:
     rec = Recorder()
     registry = Registry()

@@ -8,7 +8,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prbot.branches import bump_branch
 from prbot.config import CONFIG_FILE, Config
@@ -23,6 +23,7 @@ from prbot.ports import (
     Workspace,
 )
 from prbot.pushes import decide
+from prbot.render import RenderPool
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -52,16 +53,52 @@ class BumpOutcome:
     writes: int = 0
 
 
+SEEN_TTL = 3600.0
+"""Seconds a push (repository, tag, digest) is remembered after it was recorded: the same push
+reported again within it — the `package` and `registry_package` events of one ghcr.io push, a
+registry's redelivery — changes nothing, even after its bump went through."""
+
+
 def _push_key(repo: str, repository: str) -> str:
     return f"push:{repo}:{repository}:"
 
 
+def _push_ident(image: ImageRef) -> str:
+    return f"{image.tag or ''}@{image.digest or ''}"
+
+
+def _seen_key(repo: str, repository: str) -> str:
+    return f"pushseen:{repo}:{repository}:"
+
+
 def record_push(store: Store, repo: str, push: Push) -> bool:
-    """Remember a push for `repo`'s next bump job; False when this tag was recorded already (the
-    several events of one multi-arch push, or a redelivery)."""
+    """Remember a push for `repo`'s next bump job; False when the same push (tag and digest) was
+    recorded less than `SEEN_TTL` seconds before (the several events of one push, a redelivery).
+
+    `push.at` is when the webhook was received: it orders the pushes of one image (`policy:
+    pushed` takes the latest)."""
     image = push.image
+    ident = _push_ident(image)
+    seen = _seen_key(repo, image.repository) + ident
+    if _number(store.get(seen)) > push.at - SEEN_TTL:
+        return False
     value = json.dumps({"image": str(image), "source": push.source, "at": push.at})
-    return store.put_if_absent(_push_key(repo, image.repository) + (image.tag or image.digest or ""), value)
+    fresh = store.put_if_absent(_push_key(repo, image.repository) + ident, value)
+    store.put(seen, repr(push.at))                   # after the push itself: a crash in between loses nothing
+    return fresh
+
+
+def _forget_seen(store: Store, repo: str, repository: str, now: float) -> None:
+    for key, value in list(store.items(_seen_key(repo, repository))):
+        if _number(value) <= now - SEEN_TTL:
+            store.delete(key)
+
+
+def _number(raw: str | None) -> float:
+    try:
+        return float(raw) if raw is not None else float("-inf")
+    except ValueError:
+        return float("-inf")
 
 
 def take_pushes(store: Store, repo: str, repository: str) -> list[tuple[str, Push]]:
@@ -79,14 +116,15 @@ def take_pushes(store: Store, repo: str, repository: str) -> list[tuple[str, Pus
 
 
 def best_push(pushes: Sequence[Push], policy: str) -> Push | None:
-    """The push a bump PR should carry: the latest pushed, or under `semver` the highest version."""
+    """The push a bump PR should carry (`pushes` oldest first): the latest, or under `semver` the
+    highest version (of equal versions, the latest: a rebuild pushed under the same tag)."""
     if not pushes:
         return None
     if policy != "semver":
         return pushes[-1]
     best = pushes[0]
     for p in pushes[1:]:
-        if is_newer(p.image.tag or "", best.image.tag or "") is True:
+        if is_newer(best.image.tag or "", p.image.tag or "") is not True:
             best = p
     return best
 
@@ -103,9 +141,10 @@ def bump_pending(repo: Repo, repository: str) -> BumpOutcome | None:
     policy = next((r.policy for r in (config.images if config else ()) if _same(r.repository, repository)), "pushed")
     best = best_push([p for _, p in pending], policy)
     assert best is not None
-    outcome = bump_pull_request(repo, best)
+    outcome = _bump(repo, best, config)
     for key, _ in pending:
         repo.store.delete(key)
+    _forget_seen(repo.store, repo.name, repository, repo.clock())
     return outcome
 
 
@@ -124,12 +163,18 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
 
     The branch `prbot/bump/<env>/<repository-slug>` is rewritten as one fresh commit on the default
     branch; the PR's title and body follow.  Under `policy: semver` a lower version than the open
-    PR's or the default branch's never replaces it.  API writes: create + labels (+ auto-merge) for
-    a new PR, one update for an existing one, none when nothing changed.
+    PR's or the default branch's never replaces it; under `policy: pushed` a push received before
+    the one the open PR carries does not either.  API writes: create + labels (+ auto-merge) for a
+    new PR, one update for an existing one, none when nothing changed; a run that failed half-way
+    and runs again makes only the writes still missing.
     """
+    repo.workspace.fetch(repo.default_ref())
+    return _bump(repo, push, default_config(repo))
+
+
+def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
+    """`bump_pull_request` with the default branch fetched and its configuration read."""
     forge, ws = repo.forge, repo.workspace
-    ws.fetch(repo.default_ref())
-    config = default_config(repo)
     if config is None:
         return BumpOutcome("ignored", f"{repo.name} has no {CONFIG_FILE} on {forge.default_branch}")
     decision = decide(config, push.image)
@@ -140,15 +185,19 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
     ws.fetch(f"refs/heads/{branch}")
     existing = forge.find_pull(branch, state="open")
     record = _read_json(repo.store.get(_bump_record_key(repo.name, branch)))
-    if (existing is not None and record and record.get("pr") == existing.number and rule.policy == "semver"
-            and is_newer(str(record.get("tag")), image.tag or "") is True):
-        return BumpOutcome("ignored", f"tag {image.tag} is not a higher version than {record.get('tag')}, which "
-                                      f"PR #{existing.number} carries (policy: semver)", existing)
+    if existing is not None and record is not None and record.get("pr") != existing.number:
+        record = None                                 # the record of an earlier PR of this branch
+    pool = RenderPool(cache_dir=repo.render_cache,          # a burst bumps one base: each target renders once
+                      kube_versions={e.name: e.kubernetes_version for e in config.environments if e.kubernetes_version})
+    if existing is not None:
+        stale = _older_than_pull(ws, config, env, rule.policy, image, push, record, branch, existing, pool)
+        if stale:
+            return BumpOutcome("ignored", stale, existing)
     base_sha = ws.resolve(repo.default_ref())
     if base_sha is None:
         raise ForgeError(f"{repo.name}: default branch {forge.default_branch} not found")
     with ws.checkout(base_sha) as root:
-        result = edit_bump(root, config, str(image), env)
+        result = edit_bump(root, config, str(image), env, pool=pool)
         if result.errors:
             raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
         if not result.matched:
@@ -163,28 +212,60 @@ def bump_pull_request(repo: Repo, push: Push) -> BumpOutcome:
                                                                  version=image.version, env=env))
     body = _bump_body(config, env, image, result.edits, push)
     writes = 0
-    tip = ws.resolve(f"refs/heads/{branch}")
-    if tip is None or not _same_tree(ws, tip, commit) or ws.resolve(f"{tip}^") != base_sha:
+    head = ws.resolve(f"refs/heads/{branch}")
+    if head is None or not _same_tree(ws, head, commit) or ws.resolve(f"{head}^") != base_sha:
         ws.push(branch, commit, force=True)
+        head = commit
+    labels = [*LABELS, f"env:{env}"]
     if existing is not None:
         if existing.title != title or existing.body != body:
             forge.update_pull(existing.number, title=title, body=body)
             writes += 1
-        pull, status = existing, "updated"
+        missing = [name for name in labels if name not in existing.labels]
+        if missing:                                   # a run that opened the PR and failed before labelling it
+            forge.add_labels(existing.number, missing)
+            writes += 1
+        pull, status = replace(existing, title=title, body=body, head_sha=head), "updated"
     else:
         pull = forge.create_pull(title=title, body=body, head=branch, base=forge.default_branch)
-        forge.add_labels(pull.number, [*LABELS, f"env:{env}"])
+        forge.add_labels(pull.number, labels)
         writes += 2
         status = "opened"
-        if config.env(env).auto_merge:
-            writes += 1
-            if not forge.enable_auto_merge(pull):
-                repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
+    auto_merge = config.env(env).auto_merge
+    if auto_merge and not (record and record.get("auto_merge")):     # once per PR, also when a run failed before
+        writes += 1
+        if not forge.enable_auto_merge(pull):
+            repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
     repo.store.put(_bump_record_key(repo.name, branch),
                    json.dumps({"repository": image.repository, "tag": image.tag, "digest": push.image.digest,
-                               "version": image.version, "pr": pull.number, "sha": commit}))
+                               "version": image.version, "pr": pull.number, "sha": head, "at": push.at,
+                               "auto_merge": auto_merge}))
     log.info("%s bump PR %s#%d: %s → %s in %s", status, repo.name, pull.number, image.repository, image.version, env)
     return BumpOutcome(status, pull=pull, writes=writes)
+
+
+def _older_than_pull(ws: Workspace, config: Config, env: str, policy: str, image: ImageRef, push: Push,
+                     record: dict[str, object] | None, branch: str, pull: PullRequest,
+                     pool: RenderPool) -> str | None:
+    """Why `push` must not replace what the open bump PR carries, or None.
+
+    `record` (what the last bump of this PR wrote) answers; without one (the store was lost, the PR
+    predates it) under `semver` the PR's branch itself does: a bump of it that `policy: semver`
+    refuses means it carries a higher version."""
+    if record is not None:
+        if policy == "semver" and is_newer(str(record.get("tag")), image.tag or "") is True:
+            return (f"tag {image.tag} is not a higher version than {record.get('tag')}, which PR #{pull.number} "
+                    "carries (policy: semver)")
+        at = record.get("at")
+        if policy != "semver" and isinstance(at, int | float) and at > push.at:
+            return f"tag {image.tag} was pushed before the one PR #{pull.number} carries ({record.get('tag')})"
+        return None
+    head = ws.resolve(f"refs/heads/{branch}")
+    if policy != "semver" or head is None:
+        return None
+    with ws.checkout(head) as root:
+        refused = edit_bump(root, config, str(image), env, pool=pool).refused
+    return f"PR #{pull.number} carries a higher version: {refused[0]}" if refused else None
 
 
 def _same_tree(ws: Workspace, a: str, b: str) -> bool:

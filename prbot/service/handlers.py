@@ -27,7 +27,7 @@ from prbot import flows
 from prbot.config import CONFIG_FILE, Config
 from prbot.errors import PrbotError
 from prbot.images import parse_image
-from prbot.ports import NotFound
+from prbot.ports import NotFound, TransientError
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
 from prbot.service.jobs import Job, Runtime, register
@@ -168,7 +168,8 @@ def github_event(rt: Runtime, job: Job) -> None:
             labels = _obj(_obj(version.get("container_metadata")).get("labels"))
             source = labels.get("source") or _obj(body.get("repository")).get("html_url")   # OCI source label
             images = [{**r.as_dict(), "source": source} for r in records]
-            rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None}, delivery=delivery))
+            rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None,
+                                             "received": job.enqueued_at}, delivery=delivery))
         return
     if installation is None or repo is None:
         log.info("event %s/%s ignored: no installation or repository", event, action)
@@ -301,11 +302,15 @@ def command(rt: Runtime, job: Job) -> None:
 @register("registry_push")
 def registry_push(rt: Runtime, job: Job) -> None:
     """Route each pushed image to the repositories whose `.prbot.yml` lists it; record the push and
-    queue one bump job per (repository, image repository)."""
+    queue one bump job per (repository, image repository), `BUMP_DELAY` ahead (a newer push of the
+    image supersedes it: the bump runs once the burst is over)."""
     index = RepoIndex(rt.store)
     if index.empty():
         _index_everything(rt)
     narrow = job.payload.get("repo") if isinstance(job.payload.get("repo"), str) else None
+    received = job.payload.get("received")          # when the webhook came: orders an image's pushes
+    if not isinstance(received, int | float) or isinstance(received, bool):
+        received = job.enqueued_at if job.enqueued_at is not None else time.time()
     for item in job.payload.get("images") or []:
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
             continue
@@ -319,18 +324,64 @@ def registry_push(rt: Runtime, job: Job) -> None:
             if not route.decision.accepted:
                 log.info("push of %s ignored for %s: %s", ref, route.entry.repo, route.decision.reason)
                 continue
-            seq = rt.store.incr(f"pushseq:{route.entry.repo}")
-            flows.record_push(rt.store, route.entry.repo, flows.Push(ref, source, at=float(seq)))
+            flows.record_push(rt.store, route.entry.repo, flows.Push(ref, source, at=received))
             rt.enqueue(Job("bump", {"installation": route.entry.installation_id, "repository": ref.repository},
                            repo=route.entry.repo, supersede=f"bump:{route.entry.repo}:{ref.repository}",
-                           delivery=job.delivery))
+                           delivery=job.delivery), BUMP_DELAY)
+
+
+BUMP_DELAY = 2.0
+"""Seconds a bump job waits after the last push of its image: the pushes of a burst (a CI
+pushing several tags, a multi-arch push, a backlog redelivered) end in one PR write, not one each."""
+
+
+MAX_RATE_WAITS = 120
+
+
+def _rate_gate(installation: int) -> str:
+    return f"ratelimit:{installation}"
 
 
 @register("bump")
 def bump(rt: Runtime, job: Job) -> None:
+    """The bump PR of one image.  GitHub's rate limits are waited out, not failed: the job is queued
+    again for when `Retry-After` ends (its pushes stay recorded), without counting as an attempt,
+    and the installation's other bump jobs hold back until then instead of asking GitHub again."""
     assert job.repo is not None
-    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
-    flows.bump_pending(repo, str(job.payload.get("repository", "")))
+    installation = _int(job.payload, "installation")
+    gate = _rate_gate(installation)
+    wait = _float(rt.store.get(gate)) - time.time()
+    if wait > 0:
+        _bump_later(rt, job, wait, "GitHub's rate limit")
+        return
+    repo = repo_context(rt, installation, job.repo)
+    try:
+        flows.bump_pending(repo, str(job.payload.get("repository", "")))
+    except TransientError as exc:
+        if exc.retry_after is None or "rate limit" not in str(exc):
+            raise
+        delay = min(exc.retry_after, rt.settings.retry_max * 6)       # as the worker caps a retry
+        until = time.time() + delay
+        if _float(rt.store.get(gate)) < until:
+            rt.store.put(gate, repr(until), ttl=delay + 60)
+        _bump_later(rt, job, delay, str(exc))
+
+
+def _bump_later(rt: Runtime, job: Job, delay: float, why: str) -> None:
+    waits = job.payload.get("rate_waits")
+    waits = waits + 1 if isinstance(waits, int) else 1
+    if waits > MAX_RATE_WAITS:
+        raise TransientError(f"still rate limited after {MAX_RATE_WAITS} waits: {why}", retry_after=delay)
+    log.info("bump of %s waits %.1fs for %s", job.payload.get("repository"), delay, why)
+    rt.enqueue(Job("bump", {**job.payload, "rate_waits": waits}, repo=job.repo, supersede=job.supersede,
+                   delivery=job.delivery), delay)
+
+
+def _float(raw: str | None) -> float:
+    try:
+        return float(raw) if raw is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 @register("deploy")

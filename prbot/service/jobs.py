@@ -44,6 +44,7 @@ class Job:
     supersede: str | None = None       # jobs sharing this key: only the newest enqueued one runs
     delivery: str | None = None        # for logs
     pr: int | None = None              # for logs
+    enqueued_at: float | None = None   # set by the queue: when the job was first queued (wall clock)
 
 
 @dataclass

@@ -4,8 +4,10 @@ Each `Worker` has an id and a heartbeat in the store (``worker:<id>``, a lease o
 `Settings.lease_seconds` renewed every `Settings.heartbeat_seconds`).  Around each job it keeps:
 
 - ``lock:<repo>``: who runs a job on that repository now.  Taken atomically; a lock whose
-  worker's heartbeat has lapsed is taken over.  A job that finds its repository busy goes back on
-  the queue with a growing delay (capped at `Settings.lock_wait_max`): no thread blocks on it.
+  worker's heartbeat has lapsed is taken over.  A job that finds its repository busy is parked
+  (``parked:<repo>:<n>:<job id>``, no thread blocks on it) and the worker releasing the lock puts
+  the longest-parked one back on the queue at once, so the jobs of a busy repository follow each
+  other without idling; at every heartbeat, jobs parked behind a free or dead lock are sent too.
 - ``run:<job id>``: the journal of jobs taken from the queue and not yet finished (or put back),
   with their worker.  At start and at every heartbeat each worker re-enqueues the journaled jobs of
   dead workers, and its own that no thread runs (huey deletes a task when it is dequeued, so this
@@ -163,7 +165,9 @@ class Worker:
         return worker_id == self.id or self.store.get(self._worker_key(worker_id)) is not None
 
     def recover(self) -> int:
-        """Re-enqueue the journaled jobs of dead workers; how many."""
+        """Re-enqueue the journaled jobs of dead workers (and hand on jobs parked behind a lock
+        nobody holds); how many journaled jobs."""
+        self._hand_on_free()
         count = 0
         for key, value in list(self.store.items("run:")):
             entry = _loads(value)
@@ -249,9 +253,10 @@ class Worker:
         repo = message.get("repo")
         lock = self._acquire(str(repo), message) if repo else None
         if repo and lock is None:
-            self._wait(message)
+            self._park(str(repo), message)
             self.store.delete(run_key)
             return True
+        finished = False
         try:
             if self._superseded(message):          # a newer job may have arrived while this one waited
                 self._finish(message, "superseded")
@@ -261,10 +266,13 @@ class Worker:
                     self._finish(message, outcome)
                 else:
                     metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
-            self.store.delete(run_key)
+            finished = True
         finally:
             if lock is not None:
                 self.store.compare_and_set(f"lock:{repo}", lock, None)
+                self._hand_on(str(repo))
+        if finished:
+            self.store.delete(run_key)             # after the hand-on: the queue never looks idle in between
         return True
 
     def _call(self, message: Message) -> tuple[str, bool]:
@@ -274,8 +282,10 @@ class Worker:
         if handler is None:
             log.error("no handler is registered for job kind %r", kind)
             return "unhandled", True
+        enqueued = message.get("enqueued_at")
         job = Job(kind=kind, payload=message["payload"], repo=message.get("repo"),
-                  supersede=message.get("supersede"), delivery=message.get("delivery"), pr=message.get("pr"))
+                  supersede=message.get("supersede"), delivery=message.get("delivery"), pr=message.get("pr"),
+                  enqueued_at=float(enqueued) if isinstance(enqueued, int | float) else None)
         attempt = int(message.get("attempt", 1))
         start = time.monotonic()
         try:
@@ -337,12 +347,42 @@ class Worker:
                 return mine
         return None
 
-    def _wait(self, message: Message) -> None:
+    def _park(self, repo: str, message: Message) -> None:
+        """The repository is busy: keep the job aside until the lock's holder hands it on."""
         waits = int(message.get("waits", 0)) + 1
-        delay = min(self.settings.lock_wait_max, 0.25 * 2 ** (waits - 1))
         metrics.JOBS.labels(kind=str(message["kind"]), outcome="waiting").inc()
-        log.debug("repository busy, job re-checked in %.2fs", delay)
-        self.queue.send({**message, "waits": waits}, delay)
+        key = f"parked:{repo}:{self.store.incr('parkseq'):012d}:{message['id']}"
+        self.store.put(key, json.dumps({**message, "waits": waits}))
+        log.debug("repository busy, job parked until it is free")
+        if self.store.get(f"lock:{repo}") is None:     # released meanwhile: nobody else will hand it on
+            self._hand_on(repo)
+
+    def _hand_on(self, repo: str) -> None:
+        """Put the longest-parked job of `repo` back on the queue now (each parked job is sent once:
+        taken from the store atomically).  A failure is logged: the heartbeat sends it later."""
+        try:
+            for key, value in self.store.items(f"parked:{repo}:"):
+                if not self.store.compare_and_set(key, value, None):
+                    continue                              # another worker handed it on
+                message = _loads(value)
+                if message is None or "id" not in message:
+                    log.error("dropping an unreadable parked job", extra={"key": key})
+                    continue
+                self.queue.send(message)
+                return
+        except Exception:  # noqa: BLE001 - the store or queue hiccuped: the maintenance sweep retries
+            log.exception("could not hand the repository on to a parked job", extra={"parked_repo": repo})
+
+    def _hand_on_free(self) -> None:
+        """Hand on parked jobs whose repository no live worker holds (its holder died, or a release
+        crossed a park)."""
+        repos = {key.removeprefix("parked:").rsplit(":", 2)[0] for key, _ in self.store.items("parked:")}
+        for repo in repos:
+            raw = self.store.get(f"lock:{repo}")
+            holder = (_loads(raw) if raw is not None else None) or {}
+            worker_id = holder.get("worker")
+            if not self.alive(worker_id if isinstance(worker_id, str) else None):
+                self._hand_on(repo)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None and retry_after > 0:
