@@ -79,17 +79,25 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
     tip = ws.resolve(f"refs/heads/{branch}")
     if tip is None or not _same_tree(ws, tip, commit) or ws.resolve(f"{tip}^") != base_sha:
         ws.push(branch, commit, force=True)
+    labels = [*LABELS, f"env:{to_env}"]
+    marker = f"promoted:{repo.name}#"
     if existing is not None:
         if existing.title != title or existing.body != body:
             forge.update_pull(existing.number, title=title, body=body)
-        log.info("updated promotion PR %s#%d: %s %s → %s", repo.name, existing.number, app, from_env, to_env)
-        return PromotionOutcome(app, "updated", existing)
-    pull = forge.create_pull(title=title, body=body, head=branch, base=forge.default_branch)
-    forge.add_labels(pull.number, [*LABELS, f"env:{to_env}"])
-    if config.env(to_env).auto_merge and not forge.enable_auto_merge(pull):
-        repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
-    log.info("opened promotion PR %s#%d: %s %s → %s", repo.name, pull.number, app, from_env, to_env)
-    return PromotionOutcome(app, "opened", pull)
+        missing = [name for name in labels if name not in existing.labels]
+        if missing:                                   # a run that opened the PR and failed before labelling it
+            forge.add_labels(existing.number, missing)
+        pull, status = existing, "updated"
+    else:
+        pull = forge.create_pull(title=title, body=body, head=branch, base=forge.default_branch)
+        forge.add_labels(pull.number, labels)
+        status = "opened"
+    if config.env(to_env).auto_merge and repo.store.get(f"{marker}{pull.number}") is None:   # once per PR
+        if not forge.enable_auto_merge(pull):
+            repo.store.put(f"automerge:{repo.name}#{pull.number}", pull.head_sha)
+        repo.store.put(f"{marker}{pull.number}", "auto-merge")
+    log.info("%s promotion PR %s#%d: %s %s → %s", status, repo.name, pull.number, app, from_env, to_env)
+    return PromotionOutcome(app, status, pull)
 
 
 def _same_tree(ws: Workspace, a: str, b: str) -> bool:
