@@ -36,5 +36,5 @@ def slow(rt: Runtime, job: Job) -> None:
 
 if __name__ == "__main__":
     setup_logging(sys.stderr)
-    settings = Settings.from_env(lease_seconds=2.0, heartbeat_seconds=0.25, lock_wait_max=0.3, poll_max_delay=0.1)
+    settings = Settings.from_env(lease_seconds=2.0, heartbeat_seconds=0.25, poll_max_delay=0.1)
     Worker(settings, registry).run()

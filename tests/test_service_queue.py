@@ -32,7 +32,7 @@ from prbot.service.settings import Settings
 from prbot.service.store import KeyValueStore, RedisStore, SqliteStore
 from prbot.service.worker import Worker
 
-FAST = {"retry_base": 0.05, "lease_seconds": 2.0, "heartbeat_seconds": 0.25, "lock_wait_max": 0.3,
+FAST = {"retry_base": 0.05, "lease_seconds": 2.0, "heartbeat_seconds": 0.25,
         "poll_max_delay": 0.1, "max_attempts": 4}
 
 
@@ -388,7 +388,7 @@ def test_a_job_behind_a_busy_repo_is_handed_on_when_it_frees(settings: Settings,
                                                             start_worker: Callable[..., Worker]) -> None:
     """The second job of a busy repository is parked once and sent on by the first job's worker as
     it releases the lock: no re-checking while the first one runs (a burst of bump jobs for one
-    repository would otherwise idle between jobs up to `lock_wait_max`)."""
+    repository would otherwise idle between re-checks)."""
     rec = Recorder()
     registry = Registry()
     kind = kind_name("handoff")

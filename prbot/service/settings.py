@@ -81,7 +81,6 @@ class Settings:
     retry_max: float = 600.0                     # cap of one backoff
     lease_seconds: float = 30.0                  # a worker whose heartbeat is older is dead
     heartbeat_seconds: float = 10.0              # heartbeat (and journal sweep) period
-    lock_wait_max: float = 5.0                   # cap of the re-check delay of a job whose repo is busy
     delivery_ttl: float = 7 * 24 * 3600.0        # how long a delivery id is remembered
     journal_ttl: float = 7 * 24 * 3600.0         # how long a finished job's id is remembered
     max_github_body: int = 25 * 1024 * 1024      # GitHub caps payloads at 25 MB

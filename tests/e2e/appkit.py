@@ -32,7 +32,7 @@ class Bot:
             {}, github_app_id=str(fake.app_id), github_private_key=Secret(fake.private_key),
             github_webhook_secret=Secret(WEBHOOK_SECRET), github_api_url=fake.api_url,
             registry_token=Secret(REGISTRY_TOKEN), data_dir=tmp_path / "prbot-data", poll_max_delay=0.05,
-            retry_base=0.05, retry_max=0.5, lock_wait_max=0.1, heartbeat_seconds=0.5, lease_seconds=2.0,
+            retry_base=0.05, retry_max=0.5, heartbeat_seconds=0.5, lease_seconds=2.0,
             **overrides)
         self.app = create_app(self.settings, configure_logging=False)
         self.client = self.app.test_client()
