@@ -44,7 +44,12 @@ class PreviewOutcome:
 
 
 def _key(repo: Repo, number: int) -> str:
-    return f"preview:{repo.name}#{number}"
+    return state_key(repo.name, number)
+
+
+def state_key(repo: str, number: int) -> str:
+    """Where a PR's preview is recorded while it is up (the handler asks before any GitHub call)."""
+    return f"preview:{repo}#{number}"
 
 
 def active(repo: Repo, number: int) -> Mapping[str, Any] | None:

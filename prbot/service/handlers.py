@@ -420,11 +420,12 @@ def deploy_poll(rt: Runtime, job: Job) -> None:
 @register("preview")
 def preview(rt: Runtime, job: Job) -> None:
     assert job.repo is not None
-    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
     number = _int(job.payload, "number")
+    if (job.payload.get("if_active") or job.payload.get("stop")) \
+            and rt.store.get(flows.preview.state_key(job.repo, number)) is None:
+        return                                        # no preview up: nothing to update or tear down
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
     if repo.deployer is None:
-        return
-    if job.payload.get("if_active") and flows.preview.active(repo, number) is None:
         return
     pr = repo.forge.get_pull(number)
     repo.workspace.fetch(repo.default_ref())
