@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import free_port, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-webhook-secret"
@@ -44,31 +46,19 @@ def _fixture(name: str) -> bytes:
     raise SystemExit(f"fixture {name} not found (shared/fixtures beside the checkout)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("server did not answer /healthz")
-
-
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def _app_key() -> str:
+    """A real RSA key: `prbot serve` refuses a private key the App could not sign its JWT with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
 
 
 def main() -> int:
@@ -79,11 +69,11 @@ def main() -> int:
     n = max(10, min(args.requests, 5000))
     body = _fixture("github-webhooks/pull_request.opened.json")
     acr = _fixture("registry/acr-aliyun.push.json")
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "bench-key", "GITHUB_WEBHOOK_SECRET": SECRET,
+        env = {**os.environ, "GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": _app_key(), "GITHUB_WEBHOOK_SECRET": SECRET,
                "PRBOT_REGISTRY_TOKEN": TOKEN, "PRBOT_DATA_DIR": tmp, "PORT": str(port),
-               "GITHUB_API_URL": f"http://127.0.0.1:{_free_port()}"}       # nothing listens there
+               "GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"}       # nothing listens there
         bindir = Path(sys.executable).parent
         if args.backend == "sqlite":
             argv = [str(bindir / "prbot"), "serve", "--port", str(port)]
@@ -92,7 +82,7 @@ def main() -> int:
             argv = [str(bindir / "gunicorn"), *shlex.split(web)[1:]]
         proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_up(port, proc)
+            wait_up(port, proc)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             timings: dict[str, list[float]] = {"github (new delivery)": [], "github (duplicate)": [],
                                                "registry (acr)": []}

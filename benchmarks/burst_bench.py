@@ -26,7 +26,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT), str(ROOT / "tests")]
 TOOLS = ROOT / ".tools" / "bin"
 
 from fakegithub import FakeGitHub  # noqa: E402
+from serving import free_port, wait_up  # noqa: E402
 
 from prbot.branches import bump_branch  # noqa: E402
 from prbot.images import parse_semver  # noqa: E402
@@ -128,28 +128,6 @@ def make_burst(n: int, pushes: int, rng: random.Random) -> tuple[list[tuple[str,
 # Running it
 # --------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"prbot serve exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("prbot serve did not answer /healthz")
-
-
 def _missing(fake: FakeGitHub, expected: dict[str, str]) -> list[str]:
     """The images whose PR is not (yet) open at the expected tag with its labels."""
     pulls = {p.head_ref: p for p in fake.pulls(REPO, state="open")}
@@ -181,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fake.create_repo(REPO, files=repo_files(args.images))
         fake.drain_events()
         fake.pace_writes(args.pace)
-        port = _free_port()
+        port = free_port()
         path = os.environ.get("PATH", "")
         env = {**os.environ, "GITHUB_APP_ID": str(fake.app_id), "GITHUB_PRIVATE_KEY": fake.private_key,
                "GITHUB_WEBHOOK_SECRET": SECRET, "PRBOT_REGISTRY_TOKEN": TOKEN, "GITHUB_API_URL": fake.api_url,
@@ -194,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers = [subprocess.Popen([prbot, "worker", "--threads", str(args.threads)], env=env, cwd=ROOT,
                                         stdout=log, stderr=log) for _ in range(args.workers)]
         try:
-            _wait_up(port, proc)
+            wait_up(port, proc)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             started = time.monotonic()
             for image, tag in sequence:
