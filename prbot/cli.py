@@ -217,7 +217,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from prbot.config import CONFIG_FILE, check_config
+    from prbot.config import CONFIG_FILE
+    from prbot.targets import check_config
 
     errors = check_config(args.repo, args.config)
     for err in errors:

@@ -20,20 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from prbot.errors import PrbotError
+from prbot.errors import ConfigError, ImageError, PrbotError
+from prbot.images import parse_image, same_repository
 
 CONFIG_FILE = ".prbot.yml"
 SCHEMA_FILE = "prbot.schema.json"
 SUPPORTED_VERSION = 1
-
-
-class ConfigError(PrbotError):
-    """`.prbot.yml` is invalid.  ``errors`` holds every problem as ``FILE:LINE: message``."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = list(errors)
-        super().__init__(self.errors[0] if len(self.errors) == 1 else
-                         f"{self.errors[0]} (and {len(self.errors) - 1} more)")
 
 
 @dataclass(frozen=True)
@@ -161,8 +153,6 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _URL = re.compile(r"https?://\S+")
 _REMOTE_PREFIX = re.compile(r"(?:https|oci)://[A-Za-z0-9.-]+(?::\d+)?(?:/\S*)?")
 # OCI distribution reference without tag or digest: [host[:port]/]component(/component)*
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*")
 _BOOL_WORDS = {"yes", "no", "on", "off", "true", "false", "y", "n"}
 
 
@@ -198,42 +188,33 @@ def load_config_file(path: Path) -> Config:
     return load_config(text, filename)
 
 
-def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
-    """Every problem of ``<repo>/.prbot.yml`` (or `config_file`) as ``FILE:LINE: message`` lines;
-    ``[]`` when valid.
+@dataclass(frozen=True)
+class CheckedFile:
+    """A configuration file read and validated.  `config` is None when `errors` holds problems;
+    `lines` maps a place in the file ("apps[0].helm.chart") to its line, for later checks."""
 
-    Besides the file itself this checks what only the repository can tell: that a configured
-    Helm chart directory exists and holds a ``Chart.yaml``, and that every `apps[].path` pattern
-    matches a directory in some environment (a typo would otherwise plan nothing, silently).
-    """
+    filename: str
+    config: Config | None
+    errors: list[str]
+    lines: dict[str, int]
+
+
+def check_file(repo: Path, config_file: Path | None = None) -> CheckedFile:
+    """``<repo>/.prbot.yml`` (or `config_file`) read and validated on its own; what only the
+    repository can tell (charts, path patterns) is `prbot.targets.check_config`'s."""
     repo = Path(repo)
     if not repo.is_dir():
-        return [f"{repo}: no such directory (--repo names the GitOps repository's working tree)"]
+        return CheckedFile(str(repo), None, [f"{repo}: no such directory (--repo names the GitOps "
+                                             "repository's working tree)"], {})
     path = Path(config_file) if config_file is not None else repo / CONFIG_FILE
     filename = _display_name(path) if config_file is None else str(path)
     text, error = _read(path, filename)
     if error:
         if not path.exists():           # name the file the user would look for
-            return [f"{path}: no such file (a GitOps repository needs a {CONFIG_FILE} at its root)"]
-        return [error]
+            error = f"{path}: no such file (a GitOps repository needs a {CONFIG_FILE} at its root)"
+        return CheckedFile(filename, None, [error], {})
     config, errors, lines = _check_text(text, filename)
-    if config is None or errors:
-        return errors
-    problems: list[tuple[int, str]] = []
-    for i, app in enumerate(config.apps):
-        if app.helm is None or not app.helm.chart:
-            continue
-        chart = app.helm.chart.strip("/")
-        where = f"apps[{i}].helm.chart"
-        if not (repo / chart).is_dir():
-            problems.append((lines.get(where, 1), f"{where}: {chart}: no such directory in the repository"))
-        elif not (repo / chart / "Chart.yaml").is_file():
-            problems.append((lines.get(where, 1), f"{where}: {chart}: no Chart.yaml in that directory"))
-    from prbot.targets import unmatched_paths  # targets builds on this module
-
-    for index, message in unmatched_paths(config, repo):
-        problems.append((config.apps[index].line or 1, message))
-    return [f"{filename}:{line}: {msg}" for line, msg in sorted(problems, key=lambda p: p[0])]
+    return CheckedFile(filename, None if errors else config, errors, lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -773,7 +754,7 @@ class _Checker:
             if repository is not _MISSING:
                 rloc = f"{where}.repository"
                 if self.repository(str(repository), rloc, self.lines[rloc]):
-                    other = next((w for r, w in seen if _same_repository(r, repository)), None)
+                    other = next((w for r, w in seen if same_repository(r, repository)), None)
                     if other is not None:
                         self.error(self.lines[rloc], rloc, f"{_q(repository)} is already listed ({other})")
                     seen.append((str(repository), where))
@@ -855,45 +836,10 @@ class _Checker:
         return True
 
 
-# --------------------------------------------------------------------------------------------
-# Image references: prbot.images when it is there, a strict local check otherwise.
-
-
 def _image_problem(text: str) -> str | None:
     """Why `text` is not a valid image repository, or None."""
-    try:
-        from prbot.images import ImageError, parse_image
-    except ImportError:
-        return None if _REPOSITORY.fullmatch(text) else \
-            f"{_q(text)}: expected [registry[:port]/]path of lowercase letters, digits, '.', '_' and '-'"
     try:
         parse_image(text)
     except ImageError as e:
         return str(e)
-    except Exception as e:  # noqa: BLE001 - never let a parser bug become a traceback
-        return f"{type(e).__name__}: {e}"
     return None
-
-
-def _normal_repository(text: str) -> str:
-    first, _, rest = text.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        host, path = "docker.io", text
-    else:
-        host, path = first.lower(), rest
-    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        host = "docker.io"
-        if "/" not in path:
-            path = f"library/{path}"
-    return f"{host}/{path}"
-
-
-def _same_repository(a: str, b: str) -> bool:
-    try:
-        from prbot.images import same_repository
-    except ImportError:
-        return _normal_repository(a) == _normal_repository(b)
-    try:
-        return bool(same_repository(a, b))
-    except Exception:  # noqa: BLE001 - fall back to the local rule
-        return _normal_repository(a) == _normal_repository(b)

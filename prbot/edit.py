@@ -36,15 +36,15 @@ from typing import Any
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from prbot.config import Config
-from prbot.errors import PrbotError
-from prbot.images import ImageError, ImageRef, parse_image, same_repository
+from prbot.errors import ImageError, PrbotError, YamlEditError
+from prbot.images import ImageRef, parse_image, same_repository
 from prbot.impact import ClosureCache
+from prbot.model import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target, kustomization_file
 from prbot.pushes import rule_for, tag_refusal, version_refusal
 from prbot.render import RenderPool, cache_extra, render_target
-from prbot.targets import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target, discover_targets, kustomization_file
+from prbot.targets import discover_targets
 from prbot.yamledit import (
     TextEdit,
-    YamlEditError,
     YamlFile,
     apply_edits,
     entries,

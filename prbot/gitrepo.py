@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prbot.errors import PrbotError
+from prbot.errors import GitError
 
 GIT_TIMEOUT = 300           # seconds; local operations only
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -42,10 +42,6 @@ _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 # Variables a calling git (e.g. a hook) may have set that would redirect our commands elsewhere.
 _LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR",
                   "GIT_NAMESPACE")
-
-
-class GitError(PrbotError):
-    """A git operation that failed: unknown revision, not a repository, git missing."""
 
 
 def resolve(repo: Path, rev: str) -> str:

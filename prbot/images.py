@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
-from prbot.errors import PrbotError
+from prbot.errors import ImageError
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io"})
@@ -38,10 +38,6 @@ _SEMVER = re.compile(
     r"(?:-((?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
     r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
-
-
-class ImageError(PrbotError):
-    """An image reference or repository that is not a valid OCI reference."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from prbot.cluster.health import Progress
 from prbot.config import SyncSpec
 from prbot.errors import PrbotError
-from prbot.targets import Target
+from prbot.model import Target
 
 
 class TransientError(Exception):

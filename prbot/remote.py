@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prbot.errors import PrbotError
+from prbot.errors import PrbotError, RemoteError
 from prbot.limits import Limits, format_size
+from prbot.paths import remote_cache_dir
 
 log = logging.getLogger("prbot.remote")
 
@@ -51,10 +52,6 @@ _PINNED = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|v?\d+(?:\.\d+)+(?:[-+][0-9A
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _CHART = re.compile(r"^(?P<repo>\S+)/(?P<name>[^/\s]+) \((?:version (?P<version>[^)]+)|chart)\)$")
 _GIT_TIMEOUT_FLOOR = 30.0
-
-
-class RemoteError(PrbotError):
-    """A remote input that may not or could not be fetched; the message says which and why."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +198,7 @@ class Remotes:
 
     def __post_init__(self) -> None:
         if self.cache_dir is None:
-            from prbot.render import default_cache_dir
-            self.cache_dir = default_cache_dir() / "remote"
+            self.cache_dir = remote_cache_dir()
         self._standins = standins()
 
     def close(self) -> None:
@@ -457,8 +453,8 @@ class Vendored:
 
 def vendor(remotes: Remotes, text: str, depth: int = 0) -> Vendored:
     """Fetch `text` and what its closure reads remotely; RemoteError when anything is refused."""
+    from prbot.model import Target
     from prbot.renderers.closure import ClosureCache
-    from prbot.targets import Target
 
     if depth >= MAX_NESTING:
         raise RemoteError(f"remote {text}: remote bases nested more than {MAX_NESTING} deep")

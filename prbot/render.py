@@ -32,18 +32,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prbot import sandbox
+from prbot.errors import RemoteError, RenderError
 from prbot.limits import Limits
-from prbot.remote import RemoteError, Remotes, Vendored, vendor
+from prbot.model import Target
+from prbot.paths import render_cache_dir
+from prbot.remote import Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
-from prbot.renderers.base import RenderError, RenderJob, parse_documents
+from prbot.renderers.base import RenderJob
 from prbot.renderers.closure import Closure, ClosureCache, input_closure
-from prbot.targets import Target
-from prbot.tools import find_tool, tool_dirs, which
+from prbot.tools import which
 from prbot.yamlio import YAML_LOADER
 
-__all__ = ["CACHE_FORMAT", "RenderError", "RenderPool", "RenderResult", "default_cache_dir", "find_tool",
-           "parse_documents", "render_target", "tool_dirs", "which"]
+__all__ = ["CACHE_FORMAT", "RenderPool", "RenderResult", "render_target"]
 
 DEFAULT_TIMEOUT = Limits.timeout
 CACHE_FORMAT = "prbot-render-v2"
@@ -99,20 +99,11 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
 RenderResult = list[dict[str, Any]] | RenderError
 
 
-def default_cache_dir() -> Path:
-    """`$PRBOT_CACHE_DIR`, else `$XDG_CACHE_HOME/prbot/render` (default ~/.cache/prbot/render)."""
-    explicit = os.environ.get("PRBOT_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "prbot" / "render"
-
-
 def _tool_fingerprint(renderer: str) -> str:
     """Which binaries render this kind of target, so a tool upgrade misses the disk cache."""
     parts = [renderer, YAML_LOADER]
     for name in get_renderer(renderer).fingerprint_tools():
-        path = sandbox.which(name)
+        path = which(name)
         if path is None:
             continue
         try:
@@ -220,7 +211,7 @@ class RenderPool:
         if timeout is not None:
             self.limits = dataclasses.replace(self.limits, timeout=timeout)
         self.timeout = self.limits.timeout
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else render_cache_dir()
         self.disk_cache = disk_cache
         self.kube_versions = dict(kube_versions or {})
         self.memo_size = memo_size

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from prbot.config import Config, ConfigError, load_config
-from prbot.errors import PrbotError
+from prbot.config import Config, load_config
+from prbot.errors import ConfigError, PrbotError
 from prbot.images import ImageRef, normalize_repository, same_repository
 from prbot.ports import Store
 from prbot.pushes import PushDecision, decide

@@ -39,7 +39,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prbot.errors import ToolError
 from prbot.limits import Limits, format_duration, format_size
+from prbot.tools import clean_output
 
 log = logging.getLogger("prbot.sandbox")
 
@@ -48,34 +50,6 @@ MAX_STDERR = 256 * 1024
 WATCH_INTERVAL = 0.2            # seconds between two looks at the session's memory
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _OOM_MARKERS = ("out of memory", "cannot allocate memory", "memoryerror", "std::bad_alloc")
-
-
-class ToolError(Exception):
-    """A tool run failed.  `limit` names the `Limits` field it ran into, if any; `transient` marks a
-    failure that is not the input's (a missing binary, the plan's budget running out)."""
-
-    def __init__(self, message: str, *, limit: str | None = None, transient: bool = False) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.transient = transient
-
-
-# --------------------------------------------------------------------------------------------
-# Tool lookup: the one place renderers reach it
-# --------------------------------------------------------------------------------------------
-
-def which(name: str) -> str | None:
-    """Absolute path of a renderer binary, else None (`prbot.tools`: PRBOT_TOOLS_DIR, pinned, PATH)."""
-    from prbot import tools
-
-    return tools.which(name)
-
-
-def find_tool(name: str) -> str:
-    """Absolute path of a renderer binary; RenderError (transient) telling how to get it."""
-    from prbot import tools
-
-    return tools.find_tool(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +212,6 @@ def kill_session(proc: subprocess.Popen[bytes]) -> None:
 def clean_message(label: str, raw: str, roots: Sequence[str]) -> str:
     """`label: message` on one line, the scratch directories and log prefixes (timestamps, PIDs)
     removed from it, so the same failure reads the same in every plan."""
-    from prbot.tools import clean_output
 
     for r in roots:                             # the tree's own paths first: repo-relative
         raw = raw.replace(r + os.sep, "").replace(r, ".")

@@ -45,6 +45,8 @@ from prbot.cluster.health import (
 )
 from prbot.cluster.sync import ObjectRef, argocd_sync, flux_sync, subject
 from prbot.config import SyncSpec
+from prbot.errors import RenderError
+from prbot.model import Target
 from prbot.ports import (
     CheckRun,
     CheckRunOutput,
@@ -57,8 +59,7 @@ from prbot.ports import (
     PullRequest,
     Reaction,
 )
-from prbot.render import RenderError, render_target
-from prbot.targets import Target
+from prbot.render import render_target
 
 Listener = Callable[[str, str], None]          # (what happened, text the bot posted)
 

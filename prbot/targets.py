@@ -8,128 +8,20 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
 
-from prbot.config import AppSpec, Config
+from prbot import renderers
+from prbot.config import AppSpec, Config, check_file
 from prbot.errors import PrbotError
+from prbot.model import DiskTree, Target, TreeReader, expand, list_dirs
 
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
 _PLACEHOLDER = re.compile(r"\{(app|env)\}")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One (app, environment) directory that renders to a list of Kubernetes objects."""
-
-    app: str
-    env: str
-    path: str                      # repo-relative POSIX directory
-    renderer: str                  # "kustomize" | "helm" | "plain"
-    app_index: int = 0             # index of the AppSpec in Config.apps
-    namespace: str | None = None   # expanded default namespace, if configured
-    chart: str | None = None       # helm: repo-relative chart directory
-    values: tuple[str, ...] = ()   # helm: repo-relative values files
-
-    @property
-    def key(self) -> str:
-        return f"{self.app}/{self.env}"
-
-
-def expand(pattern: str, app: str, env: str) -> str:
-    """Fill `{app}` and `{env}` in a config pattern."""
-    return pattern.replace("{app}", app).replace("{env}", env)
-
-
-def kustomization_file(directory: Path) -> Path | None:
-    for name in KUSTOMIZATION_FILES:
-        p = directory / name
-        if p.is_file():
-            return p
-    return None
 
 
 def detect_renderer(directory: Path, spec: AppSpec) -> str:
     """The renderer of a target directory on disk: each renderer module decides (`prbot.renderers`)."""
-    return _renderer(_Disk(Path(directory)), "", spec)
-
-
-class _Real:
-    """Real paths of directories below a root, symbolic links resolved, memoised per directory (one
-    lstat for each new directory): does a path lead out of the repository?"""
-
-    def __init__(self, root: Path) -> None:
-        self.root = os.path.realpath(root)
-        self._memo: dict[str, str] = {"": self.root}
-
-    def of(self, rel: str) -> str:
-        got = self._memo.get(rel)
-        if got is None:
-            parent, _, name = rel.rpartition("/")
-            full = os.path.join(self.of(parent), name)
-            got = os.path.realpath(full) if name in (".", "..") or os.path.islink(full) else full
-            self._memo[rel] = got
-        return got
-
-    def leaves(self, rel: str) -> bool:
-        real = self.of(rel)
-        return real != self.root and not real.startswith(self.root + os.sep)
-
-
-class TreeReader(Protocol):
-    """What discovery asks of a tree (repo-relative POSIX paths, "" for the top): by default the
-    directory on disk; `prbot.gitrepo.TreeView` answers from git without exporting anything."""
-
-    def list_dirs(self, rel: str) -> list[str]:
-        """Names of the sub-directories of `rel` (not symbolic links, not hidden), sorted."""
-        ...
-
-    def is_dir(self, rel: str) -> bool: ...          # following symbolic links, as Path.is_dir
-    def is_file(self, rel: str) -> bool: ...         # following symbolic links, as Path.is_file
-    def has_manifest(self, rel: str) -> bool:
-        """Whether `rel` directly holds a *.yaml / *.yml / *.json file (what a plain target renders)."""
-        ...
-
-    def leaves(self, rel: str) -> bool:
-        """Whether `rel`, symbolic links resolved, is outside the repository."""
-        ...
-
-
-class _Disk:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._real = _Real(root)
-
-    def leaves(self, rel: str) -> bool:
-        return self._real.leaves(rel)
-
-    def list_dirs(self, rel: str) -> list[str]:
-        return _list_dirs(self.root / rel if rel else self.root)
-
-    def is_dir(self, rel: str) -> bool:
-        return (self.root / rel).is_dir()
-
-    def is_file(self, rel: str) -> bool:
-        return (self.root / rel).is_file()
-
-    def has_manifest(self, rel: str) -> bool:
-        try:
-            with os.scandir(self.root / rel if rel else self.root) as it:
-                return any(e.name.endswith(PLAIN_SUFFIXES) and e.is_file() for e in it)
-        except OSError:
-            return False
-
-
-def _list_dirs(path: Path) -> list[str]:
-    try:
-        with os.scandir(path) as it:
-            return sorted(e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
+    return _renderer(DiskTree(Path(directory)), "", spec)
 
 
 def _match_segment(segment: str, name: str) -> dict[str, str] | None:
@@ -188,16 +80,14 @@ def _renders_something(tree: TreeReader, rel: str, renderer: str) -> bool:
 
 def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
     """The renderer of a target directory: each renderer module decides (`prbot.renderers`)."""
-    from prbot.renderers import detect_renderer as detect
-
-    return detect(tree, rel, spec)
+    return renderers.detect_renderer(tree, rel, spec)
 
 
 def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[Target]:
     """Every target of the repository checked out at `root` (or of `tree`, which then answers
     instead of the disk), in promotion order then by app."""
     root = Path(root)
-    reader = tree if tree is not None else _Disk(root)
+    reader = tree if tree is not None else DiskTree(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
     for index, spec in enumerate(config.apps):
@@ -229,6 +119,34 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
     return sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
 
 
+def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
+    """Every problem of ``<repo>/.prbot.yml`` (or `config_file`) as ``FILE:LINE: message`` lines;
+    ``[]`` when valid.
+
+    Besides the file itself this checks what only the repository can tell: that a configured
+    Helm chart directory exists and holds a ``Chart.yaml``, and that every `apps[].path` pattern
+    matches a directory in some environment (a typo would otherwise plan nothing, silently).
+    """
+    repo = Path(repo)
+    checked = check_file(repo, config_file)
+    config, lines = checked.config, checked.lines
+    if config is None:
+        return checked.errors
+    problems: list[tuple[int, str]] = []
+    for i, app in enumerate(config.apps):
+        if app.helm is None or not app.helm.chart:
+            continue
+        chart = app.helm.chart.strip("/")
+        where = f"apps[{i}].helm.chart"
+        if not (repo / chart).is_dir():
+            problems.append((lines.get(where, 1), f"{where}: {chart}: no such directory in the repository"))
+        elif not (repo / chart / "Chart.yaml").is_file():
+            problems.append((lines.get(where, 1), f"{where}: {chart}: no Chart.yaml in that directory"))
+    for index, message in unmatched_paths(config, repo):
+        problems.append((config.apps[index].line or 1, message))
+    return [f"{checked.filename}:{line}: {msg}" for line, msg in sorted(problems, key=lambda p: p[0])]
+
+
 def unmatched_indexes(config: Config, tree: TreeReader) -> list[int]:
     """Indexes in `config.apps` of the path patterns that match no directory in `tree`."""
     envs = config.env_names
@@ -242,7 +160,7 @@ def unmatched_paths(config: Config, root: Path) -> list[tuple[int, str]]:
     envs = config.env_names
     out: list[tuple[int, str]] = []
     for index, spec in enumerate(config.apps):
-        if _matches(_Disk(root), spec, envs):
+        if _matches(DiskTree(root), spec, envs):
             continue
         where = f"apps[{index}].path"
         scope = f" (environments: {', '.join(spec.environments)})" if spec.environments else ""
@@ -258,7 +176,7 @@ def _closest(root: Path, pattern: str, envs: list[str]) -> str:
         below: list[str] = []
         for rel in matched:
             base = root / rel if rel else root
-            for name in _list_dirs(base):
+            for name in list_dirs(base):
                 got = _match_segment(segment, name)
                 if got is not None and ("env" not in got or got["env"] in envs):
                     below.append(f"{rel}/{name}" if rel else name)
@@ -266,7 +184,7 @@ def _closest(root: Path, pattern: str, envs: list[str]) -> str:
             where = ", ".join(f"{m}/" for m in matched[:3] if m) or "the repository root"
             if len(matched) > 3:
                 where += f" and {len(matched) - 3} more"
-            names = sorted({n for rel in matched for n in _list_dirs(root / rel if rel else root)})
+            names = sorted({n for rel in matched for n in list_dirs(root / rel if rel else root)})
             hint = ""
             if not _PLACEHOLDER.search(segment):
                 close = difflib.get_close_matches(segment, names, n=1, cutoff=0.6)

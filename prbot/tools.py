@@ -45,9 +45,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prbot.errors import PrbotError
+from prbot.errors import ToolsError
+from prbot.paths import TOOLS_DIR_ENV, pinned_tools_dir
 
-TOOLS_DIR_ENV = "PRBOT_TOOLS_DIR"
 MARKER = ".prbot-tools.json"
 INSTALL_HINT = "run `prbot tools install`"
 
@@ -89,23 +89,13 @@ BINARIES: tuple[Binary, ...] = tuple(b for p in PINNED for b in p.binaries)
 TOOLSET = "-".join(f"{b.name}-{b.version}" for b in BINARIES)
 
 
-class ToolsError(PrbotError):
-    """`prbot tools install` could not install the pinned tools."""
-
-
 # --------------------------------------------------------------------------------------------
 # Lookup
 # --------------------------------------------------------------------------------------------
 
-def cache_home() -> Path:
-    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return Path(base) if base else Path(os.path.expanduser("~")) / ".cache"
-
-
 def pinned_dir() -> Path:
     """Where `prbot tools install` puts the pinned tools by default."""
-    return cache_home() / "prbot" / "tools" / TOOLSET / "bin"
+    return pinned_tools_dir(TOOLSET)
 
 
 def _installed(directory: Path) -> bool:
@@ -145,7 +135,7 @@ def find_tool(name: str) -> str:
     """Absolute path of the executable `name`, or a RenderError telling how to get it."""
     path = which(name)
     if path is None:
-        from prbot.render import RenderError  # the renderer's error: one target's (transient) failure
+        from prbot.errors import RenderError
 
         raise RenderError(f"{name} is not installed or not on PATH ({INSTALL_HINT})", transient=True)
     return path

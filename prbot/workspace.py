@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import git
 
 from prbot import gitrepo
-from prbot.errors import PrbotError
+from prbot.errors import GitError, PrbotError
 from prbot.ports import ForgeError, NotFound, TransientError
 
 log = logging.getLogger("prbot.workspace")
@@ -158,7 +158,7 @@ class Mirror:
             return None
         try:
             return gitrepo.resolve(self.git_dir, rev)
-        except gitrepo.GitError:
+        except GitError:
             return None
 
     def read_file(self, rev: str, path: str) -> bytes | None:
@@ -244,7 +244,7 @@ class Mirror:
         try:
             return self._execute(command, full_env, input)
         except git.GitCommandError as e:
-            raise gitrepo.GitError(f"git {args[0]} failed in the mirror of {self.full_name}: "
+            raise GitError(f"git {args[0]} failed in the mirror of {self.full_name}: "
                                    f"{_last_line(_stderr(e))}") from None
 
     def _network(self, command: str, *args: str, what: str | None = None) -> str:

@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from prbot.errors import PrbotError
+from prbot.errors import YamlEditError
 
 #: What a structural edit may write as a value: a scalar, a mapping or a list of those.
 Value = str | Mapping[str, "Value"] | Sequence["Value"]
@@ -37,10 +37,6 @@ Value = str | Mapping[str, "Value"] | Sequence["Value"]
 _ALIAS_NAME = re.compile(r"\*[^\s,\[\]{}]+")
 _PROPERTY = re.compile(r"[&!][^\s,\[\]{}]*")
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")
-
-
-class YamlEditError(PrbotError):
-    """A YAML file cannot be parsed, or the requested edit cannot be made without corrupting it."""
 
 
 @dataclass(frozen=True)

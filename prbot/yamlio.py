@@ -20,6 +20,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import YAMLError
 
+from prbot.errors import YamlLimitError
+
 try:                                    # libyaml through PyYAML (a dependency of `kubernetes`)
     import yaml as _pyyaml
     _CLoader: Any = getattr(_pyyaml, "CSafeLoader", None)
@@ -31,15 +33,6 @@ MAX_DEPTH = 128
 """Deepest nesting accepted in a document (Kubernetes objects, CRD schemas included, stay far below)."""
 MAX_NODES = 5_000_000
 """Default bound on the nodes of one text with aliases expanded (about what 50 MB of YAML holds)."""
-
-
-class YamlLimitError(ValueError):
-    """A document over a guard: too big, too deep, or aliases expanding too far."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.problem = message
-        self.problem_mark = None
 
 
 class _RuamelConstructor(SafeConstructor):

@@ -18,8 +18,8 @@ from prbot.cluster.deploy import Deployer, Ticket
 from prbot.cluster.health import Progress
 from prbot.cluster.sync import REFRESH_ANNOTATION, REQUESTED_AT_ANNOTATION, TARGET_LABEL
 from prbot.config import SyncSpec
+from prbot.model import Target
 from prbot.ports import TransientError
-from prbot.targets import Target
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"

@@ -34,10 +34,11 @@ from prbot.cluster.client import ClusterClient
 from prbot.cluster.clusters import ClusterMap, ClusterRef
 from prbot.cluster.dryrun import dry_run_objects, make_dry_runner
 from prbot.config import load_config, load_config_file
+from prbot.model import Target
 from prbot.plan import DryRun, DryRunError, make_plan
 from prbot.render import render_target
 from prbot.report import render_markdown
-from prbot.targets import Target, discover_targets
+from prbot.targets import discover_targets
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 from fakekube import FakeKube, label_matcher
 from kubehelp import FAST, configmap, deployment, namespace, widget, widget_crd
 
-from prbot.cluster.client import ApiError, ClusterClient, NotServed
+from prbot.cluster.client import ClusterClient
 from prbot.cluster.clusters import ClusterRef
+from prbot.errors import ApiError, NotServed
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from prbot.cluster.sync import (
     target_label,
 )
 from prbot.config import SyncSpec
-from prbot.targets import Target
+from prbot.model import Target
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"

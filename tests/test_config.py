@@ -19,18 +19,17 @@ from prbot.config import (
     KNOWN_KEYS,
     AppSpec,
     Config,
-    ConfigError,
     Environment,
     HelmSpec,
     ImageRule,
     PreviewSpec,
     SyncSpec,
-    check_config,
     config_schema,
     load_config,
     load_config_file,
 )
-from prbot.errors import PrbotError
+from prbot.errors import ConfigError, PrbotError
+from prbot.targets import check_config
 
 
 def doc(text: str) -> str:

@@ -22,7 +22,8 @@ from prbot.diff import (
     split_path,
     strip_noise,
 )
-from prbot.render import parse_documents, render_target
+from prbot.render import render_target
+from prbot.renderers.base import parse_documents
 from prbot.targets import discover_targets
 
 CONFIG = Config(

@@ -13,10 +13,11 @@ from support import commit_all, init_repo, snapshot_files, write
 
 from prbot.config import CONFIG_FILE, Config, load_config_file
 from prbot.edit import EditResult, FileEdit, bump, container_images, promote, rendered_images
-from prbot.errors import PrbotError
-from prbot.images import ImageError, parse_image
+from prbot.errors import ImageError, PrbotError
+from prbot.images import parse_image
+from prbot.model import Target
 from prbot.render import render_target
-from prbot.targets import Target, discover_targets
+from prbot.targets import discover_targets
 
 SHOP = "registry.cn-hangzhou.aliyuncs.com/demo/shop"
 DIGEST = "sha256:" + "0123456789abcdef" * 4

@@ -13,8 +13,7 @@ import pytest
 from support import GIT_ENV, commit_all, git, init_repo, snapshot_files, write
 
 from prbot import gitrepo
-from prbot.errors import PrbotError
-from prbot.gitrepo import GitError
+from prbot.errors import GitError, PrbotError
 
 
 @pytest.fixture

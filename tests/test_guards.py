@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from support import write
 
-from prbot import sandbox, secrets
-from prbot.errors import PrbotError
+from prbot import sandbox, secrets, tools
+from prbot.errors import PrbotError, ToolError, YamlLimitError
 from prbot.limits import GIB, MIB, Limits, format_duration, format_size, parse_duration, parse_size
+from prbot.model import Target
 from prbot.renderers.closure import ClosureCache, input_closure
-from prbot.targets import Target
-from prbot.yamlio import MAX_DEPTH, YamlLimitError, check_tree, load_yaml, load_yaml_all
+from prbot.yamlio import MAX_DEPTH, check_tree, load_yaml, load_yaml_all
 
 # ------------------------------------------------------------------------------------------ yamlio
 
@@ -107,7 +107,7 @@ def test_limits_come_from_the_operators_environment() -> None:
 def test_normal_renders_fit_the_default_memory_limit() -> None:
     """Go binaries reserve address space they never use: RLIMIT_DATA (what the sandbox sets) does not
     count it, so kubectl and helm run under the default limit (measured: they need ~80 MB)."""
-    kubectl = sandbox.which("kubectl")
+    kubectl = tools.which("kubectl")
     assert kubectl is not None and sandbox.data_limit(GIB) > 512 * MIB
     home = Path(os.environ.get("TMPDIR", "/tmp"))
     out = sandbox.run_tool([kubectl, "version", "--client"], cwd=home, home=home, label="kubectl",
@@ -194,7 +194,7 @@ def test_a_tool_that_closes_its_output_and_lingers_is_stopped_in_time(tmp_path: 
     script = write(tmp_path, "linger.sh", f"#!/bin/sh\nexec >/dev/null 2>&1\nsleep 60 &\necho $! > {pidfile}\nwait\n")
     script.chmod(0o755)
     start = time.monotonic()
-    with pytest.raises(sandbox.ToolError, match="timed out") as err:
+    with pytest.raises(ToolError, match="timed out") as err:
         sandbox.run_tool([str(script)], cwd=tmp_path, home=tmp_path, label="linger", limits=Limits(timeout=1.5))
     assert time.monotonic() - start < 10 and err.value.limit == "timeout"
     pid = int(pidfile.read_text())

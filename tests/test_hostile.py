@@ -588,9 +588,9 @@ def test_a_plan_too_big_for_its_comments_is_summarised_with_every_target_listed(
 
 def test_the_disk_render_cache_is_bounded_least_recently_used_first(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from prbot.model import Target
     from prbot.render import RenderPool
     from prbot.renderers.closure import ClosureCache, closure_digest
-    from prbot.targets import Target
 
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("PRBOT_CACHE_SIZE", "200K")

@@ -6,9 +6,8 @@ import random
 
 import pytest
 
-from prbot.errors import PrbotError
+from prbot.errors import ImageError, PrbotError
 from prbot.images import (
-    ImageError,
     ImageRef,
     is_newer,
     normalize_repository,

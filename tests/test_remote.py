@@ -16,7 +16,8 @@ from support import commit_all, git, init_repo, write
 
 from prbot.cli import main
 from prbot.config import load_config
-from prbot.remote import RemoteError, Remotes, allowed, parse_ref, public_address
+from prbot.errors import RemoteError
+from prbot.remote import Remotes, allowed, parse_ref, public_address
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
 ENVS = "version: 1\nenvironments: [{name: dev}, {name: prod}]\napps:\n  - path: 'apps/{app}/envs/{env}'\n" \
@@ -246,7 +247,7 @@ HELM = "helmCharts:\n  - name: web\n    repo: https://charts.example.com/charts\
 def test_an_allowed_chart_repository_is_fetched_and_checked(
         tmp_path: Path, standin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from prbot.sandbox import which
+    from prbot.tools import which
 
     url, served = standin
     monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://charts.example.com/={url}/")

@@ -14,9 +14,13 @@ import pytest
 from support import write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
+from prbot.errors import RenderError
 from prbot.impact import ClosureCache, closure_digest
-from prbot.render import RenderError, RenderPool, find_tool, parse_documents, render_target
-from prbot.targets import Target, discover_targets
+from prbot.model import Target
+from prbot.render import RenderPool, render_target
+from prbot.renderers.base import parse_documents
+from prbot.targets import discover_targets
+from prbot.tools import find_tool
 
 ENVS = ("dev", "staging", "prod")
 
@@ -444,16 +448,16 @@ def test_kube_version_is_part_of_the_cache_identity(example_repo: Path, tmp_path
     assert len(calls(log)) == 2 and "--kube-version 1.33" in calls(log)[1]
 
 
-def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prbot.render import default_cache_dir
+def test_render_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prbot.paths import render_cache_dir
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "x"))
-    assert default_cache_dir() == tmp_path / "x"
+    assert render_cache_dir() == tmp_path / "x"
     monkeypatch.delenv("PRBOT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "prbot" / "render"
+    assert render_cache_dir() == tmp_path / "xdg" / "prbot" / "render"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "prbot" / "render"
+    assert render_cache_dir() == tmp_path / "home" / ".cache" / "prbot" / "render"
 
 
 def test_renderers_get_no_network(example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

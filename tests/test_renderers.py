@@ -23,14 +23,17 @@ from support import EXAMPLE, write
 from test_hostile import HIDDEN
 
 from prbot.config import load_config_file
+from prbot.errors import RenderError, ToolError
 from prbot.limits import Limits
+from prbot.model import Target
 from prbot.render import render_target
 from prbot.renderers import RENDERERS, Renderer
-from prbot.renderers.base import RenderError, RenderJob, parse_documents
+from prbot.renderers.base import RenderJob, parse_documents
 from prbot.renderers.closure import EMPTY, ClosureCache
 from prbot.renderers.plain import PlainRenderer
-from prbot.sandbox import ToolError, run_tool, which
-from prbot.targets import Target, discover_targets
+from prbot.sandbox import run_tool
+from prbot.targets import discover_targets
+from prbot.tools import which
 
 # --------------------------------------------------------------------------------------------------
 # The tools, run directly on a tree (no closure, no staging): what the renderer binary reads there

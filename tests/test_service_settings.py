@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from prbot.errors import SettingsError
 from prbot.service.logs import JsonFormatter, add_secret, log_context, redact
-from prbot.service.settings import Secret, Settings, SettingsError, parse_acr_hosts
+from prbot.service.settings import Secret, Settings, parse_acr_hosts
 
 
 def _generated_key() -> str:

@@ -23,10 +23,11 @@ from service_support import (
     wait_for,
 )
 
+from prbot.errors import SettingsError
 from prbot.service import create_app
 from prbot.service.jobs import Job, Registry, Runtime
 from prbot.service.queue import Queue
-from prbot.service.settings import Secret, Settings, SettingsError
+from prbot.service.settings import Secret, Settings
 from prbot.service.worker import Worker
 
 

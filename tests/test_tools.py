@@ -16,8 +16,9 @@ from support import PROJECT, TOOLS, commit_all, write
 from prbot import tools
 from prbot.cli import main
 from prbot.config import load_config_file
+from prbot.errors import RenderError
 from prbot.plan import make_plan
-from prbot.render import RenderError, render_target
+from prbot.render import render_target
 from prbot.report import render_markdown
 from prbot.targets import discover_targets
 

@@ -12,7 +12,8 @@ import pytest
 from support import write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
-from prbot.render import parse_documents, render_target
+from prbot.render import render_target
+from prbot.renderers.base import parse_documents
 from prbot.targets import discover_targets
 from prbot.validate import ValidationIssue, known_versions, validate_objects
 

@@ -11,17 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from prbot.errors import PrbotError
-from prbot.yamledit import (
-    TextEdit,
-    YamlEditError,
-    YamlFile,
-    apply_edits,
-    format_scalar,
-    get_value,
-    items,
-    set_scalar,
-)
+from prbot.errors import PrbotError, YamlEditError
+from prbot.yamledit import TextEdit, YamlFile, apply_edits, format_scalar, get_value, items, set_scalar
 
 
 def load_all(text: str) -> list[Any]:

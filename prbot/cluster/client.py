@@ -40,12 +40,12 @@ from kubernetes.dynamic.resource import Resource, ResourceList
 from urllib3.util.retry import Retry
 
 from prbot.cluster.clusters import ClusterRef, kubeconfig_contexts
+from prbot.errors import TRANSIENT_STATUS, ApiError, ClusterError, NotServed
 
 __all__ = ["ApiError", "ClusterClient", "ClusterError", "DEFAULT_TIMEOUT", "FIELD_MANAGER", "NotServed",
            "PatchType", "ResourceInfo", "default_retry"]
 
 FIELD_MANAGER = "prbot"
-TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = (3.0, 30.0)           # (connect, read) seconds per request
 MAX_RETRY_AFTER = 30.0                  # never wait longer than this on a Retry-After header
 MESSAGE_LIMIT = 500
@@ -59,43 +59,6 @@ _CONTENT_TYPES: dict[str, str] = {"merge": "application/merge-patch+json",
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-
-class ClusterError(Exception):
-    """The cluster as a whole cannot be used.  `transient`: worth trying again later (a connection
-    failure, a 5xx during discovery) rather than a problem of the kubeconfig or credentials."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
-
-
-class ApiError(Exception):
-    """The API server refused a request.  `message` is the Status message, one line; `kind` and
-    `name` are the Status `details` (e.g. "namespaces", "demo" for a missing namespace)."""
-
-    def __init__(self, status: int, reason: str, message: str, *, kind: str | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.kind = kind
-        self.name = name
-
-    @property
-    def transient(self) -> bool:
-        return self.status in TRANSIENT_STATUS
-
-
-class NotServed(Exception):
-    """The cluster serves no resource for this apiVersion and kind (is its CRD installed?)."""
-
-    def __init__(self, api_version: str, kind: str) -> None:
-        super().__init__(f'no matches for kind "{kind}" in version "{api_version}"')
-        self.api_version = api_version
-        self.kind = kind
-
 
 @dataclass(frozen=True)
 class ResourceInfo:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from urllib3.util.retry import Retry
 
-from prbot.cluster.client import DEFAULT_TIMEOUT, ApiError, ClusterClient, ClusterError, NotServed
+from prbot.cluster.client import DEFAULT_TIMEOUT, ClusterClient
 from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.health import (
     WORKLOAD_KINDS,
@@ -58,8 +58,9 @@ from prbot.cluster.sync import (
     target_label,
 )
 from prbot.config import SyncSpec
+from prbot.errors import ApiError, ClusterError, NotServed
+from prbot.model import Target
 from prbot.ports import TransientError
-from prbot.targets import Target
 
 __all__ = ["Deployer", "Ticket"]
 

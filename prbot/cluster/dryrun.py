@@ -48,7 +48,7 @@ from typing import Any
 from urllib3.util.retry import Retry
 
 from prbot import secrets
-from prbot.cluster.client import DEFAULT_TIMEOUT, ApiError, ClusterClient, ClusterError, NotServed
+from prbot.cluster.client import DEFAULT_TIMEOUT, ClusterClient
 from prbot.cluster.clusters import ClusterRef, MissingCluster, cluster_for
 from prbot.config import Config
 from prbot.diff import (
@@ -63,9 +63,9 @@ from prbot.diff import (
     mask_secrets,
     sort_key,
 )
-from prbot.errors import PrbotError
+from prbot.errors import ApiError, ClusterError, NotServed, PrbotError
+from prbot.model import Target
 from prbot.plan import DryRun, DryRunError
-from prbot.targets import Target
 
 __all__ = ["DryRunner", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]
 

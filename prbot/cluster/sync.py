@@ -30,7 +30,7 @@ from typing import Any, Literal
 from prbot.cluster.health import operation_targets
 from prbot.config import SyncSpec
 from prbot.diff import api_group, sort_key
-from prbot.targets import Target, expand
+from prbot.model import Target, expand
 
 __all__ = ["APPLICATION", "FIELD_MANAGER", "MANAGED_BY", "RECORD_KINDS", "REFRESH_ANNOTATION",
            "REQUESTED_AT_ANNOTATION", "TARGET_LABEL", "ObjectRef", "Request", "SyncStep", "apply_record",

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prbot.config import CONFIG_FILE, Config, ConfigError, load_config
+from prbot.config import CONFIG_FILE, Config, load_config
+from prbot.errors import ConfigError
 from prbot.plan import DryRunner
 from prbot.ports import (
     Deployer,

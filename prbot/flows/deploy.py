@@ -27,16 +27,17 @@ from typing import Any
 
 from prbot import gitrepo
 from prbot.config import Config
-from prbot.errors import PrbotError
+from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo, config_at
 from prbot.flows.locks import get_lock
 from prbot.flows.sticky import sticky_comment
+from prbot.model import Target
 from prbot.plan import Plan, TargetPlan, make_plan
 from prbot.ports import Deployer, Progress, PullRequest, TransientError
-from prbot.render import RenderError, RenderPool, render_target
+from prbot.render import RenderPool, render_target
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
-from prbot.targets import Target, discover_targets
+from prbot.targets import discover_targets
 
 log = logging.getLogger("prbot.flows")
 

@@ -9,8 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from prbot.config import ConfigError
-from prbot.errors import PrbotError
+from prbot.errors import ConfigError, PrbotError
 from prbot.flows.context import Repo, default_config
 from prbot.flows.locks import Lock, locks
 from prbot.flows.sticky import sticky_comment

@@ -19,14 +19,15 @@ from typing import Any
 
 from prbot import gitrepo
 from prbot.config import Config, SyncSpec
-from prbot.errors import PrbotError
+from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo
 from prbot.flows.sticky import sticky_comment
+from prbot.model import Target
 from prbot.ports import Deployer, Progress, PullRequest
-from prbot.render import RenderError, render_target
+from prbot.render import render_target
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
-from prbot.targets import Target, discover_targets
+from prbot.targets import discover_targets
 
 log = logging.getLogger("prbot.flows")
 

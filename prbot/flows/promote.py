@@ -17,14 +17,14 @@ from prbot.branches import promote_branch
 from prbot.config import Config
 from prbot.edit import FileEdit, rendered_images
 from prbot.edit import promote as edit_promote
-from prbot.errors import PrbotError
+from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo, config_at
 from prbot.images import ImageRef
+from prbot.model import Target
 from prbot.ports import PullRequest, Workspace
-from prbot.render import RenderError
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
-from prbot.targets import Target, discover_targets
+from prbot.targets import discover_targets
 
 log = logging.getLogger("prbot.flows")
 

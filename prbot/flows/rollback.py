@@ -17,10 +17,9 @@ from prbot.branches import slug
 from prbot.config import Config
 from prbot.edit import FileEdit, rendered_images
 from prbot.edit import bump as edit_bump
-from prbot.errors import PrbotError
+from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo
 from prbot.ports import Deployment, PullRequest
-from prbot.render import RenderError
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
 from prbot.targets import discover_targets

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 
 from prbot import commands as cmds
-from prbot.config import CONFIG_FILE, Config, ConfigError
-from prbot.errors import PrbotError
+from prbot.config import CONFIG_FILE, Config
+from prbot.errors import ConfigError, PrbotError
 from prbot.flows.context import Repo, config_at, default_config
 from prbot.flows.deploy import pr_plan, pr_targets, record_pr_targets, start_deploy
 from prbot.flows.locks import clear_lock, get_lock, set_lock

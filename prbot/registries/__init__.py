@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from prbot.errors import NotAPush, PayloadError
 from prbot.registries import acr, azure, dockerhub, generic, harbor, quay
-from prbot.registries.records import Context, ImageRecord, NotAPush, PayloadError
+from prbot.registries.records import Context, ImageRecord
 
 Parser = Callable[[object, Context], list[ImageRecord]]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from prbot.registries.records import Context, ImageRecord, PayloadError, field_of, obj, record, text_field
+from prbot.errors import PayloadError
+from prbot.registries.records import Context, ImageRecord, field_of, obj, record, text_field
 
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _INSTANCE_FIELDS = ("repository.instance_id", "repository.instanceId", "instance_id", "instanceId")

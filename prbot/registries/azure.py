@@ -6,7 +6,8 @@ actions (``delete``, ``chart_push``, ``quarantine``, ``ping`` …) are not image
 
 from __future__ import annotations
 
-from prbot.registries.records import Context, ImageRecord, NotAPush, field_of, obj, record, text_field
+from prbot.errors import NotAPush
+from prbot.registries.records import Context, ImageRecord, field_of, obj, record, text_field
 
 
 def parse(payload: object, context: Context) -> list[ImageRecord]:

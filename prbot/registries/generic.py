@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prbot.images import ImageError, parse_image
+from prbot.errors import ImageError, PayloadError
+from prbot.images import parse_image
 from prbot.registries.records import (
     Context,
     ImageRecord,
-    PayloadError,
     check_digest,
     check_source,
     field_of,

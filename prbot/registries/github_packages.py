@@ -15,7 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from prbot.registries.records import DIGEST, ImageRecord, PayloadError, field_of, obj, record
+from prbot.errors import PayloadError
+from prbot.registries.records import DIGEST, ImageRecord, field_of, obj, record
 
 log = logging.getLogger(__name__)
 

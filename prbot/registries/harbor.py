@@ -6,17 +6,9 @@ which gives the host (Harbor's payload has no other).
 
 from __future__ import annotations
 
-from prbot.images import ImageError, parse_image
-from prbot.registries.records import (
-    Context,
-    ImageRecord,
-    NotAPush,
-    PayloadError,
-    field_of,
-    obj,
-    record,
-    text_field,
-)
+from prbot.errors import ImageError, NotAPush, PayloadError
+from prbot.images import parse_image
+from prbot.registries.records import Context, ImageRecord, field_of, obj, record, text_field
 
 MAX_RESOURCES = 100
 

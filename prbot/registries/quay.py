@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prbot.registries.records import Context, ImageRecord, PayloadError, field_of, obj, record, text_field
+from prbot.errors import PayloadError
+from prbot.registries.records import Context, ImageRecord, field_of, obj, record, text_field
 
 MAX_TAGS = 100
 

@@ -7,19 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prbot.errors import PrbotError
-from prbot.images import ImageError, parse_image
+from prbot.errors import ImageError, PayloadError
+from prbot.images import parse_image
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _MISSING = object()
-
-
-class PayloadError(PrbotError):
-    """The payload cannot be read: one line naming the field and what is wrong with it."""
-
-
-class NotAPush(Exception):
-    """A well-formed notification that reports no image push (a delete, a ping, a chart push)."""
 
 
 @dataclass(frozen=True)

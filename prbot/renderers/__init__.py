@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prbot.config import AppSpec
-from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents
+from prbot.errors import RenderError
+from prbot.renderers.base import Renderer, RenderJob, parse_documents
 from prbot.renderers.helm import HelmRenderer
 from prbot.renderers.kustomize import KustomizeRenderer
 from prbot.renderers.plain import PlainRenderer
 
 if TYPE_CHECKING:
-    from prbot.targets import TreeReader
+    from prbot.model import TreeReader
 
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (KustomizeRenderer(), HelmRenderer(), PlainRenderer())}
 """Every renderer, in detection order (the first whose `detect` says yes renders a directory)."""

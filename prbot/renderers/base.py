@@ -23,32 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prbot.config import AppSpec
-from prbot.errors import PrbotError
+from prbot.errors import RenderError, ToolError, YamlLimitError
 from prbot.limits import Limits
+from prbot.model import Target, TreeReader
 from prbot.renderers.closure import Closure, ClosureCache, stage
-from prbot.sandbox import ToolError, run_tool
-from prbot.targets import Target, TreeReader
-from prbot.yamlio import YAML_ERRORS, YamlLimitError, check_tree, load_yaml_all
-
-MAX_MESSAGE = 2000
-
-
-class RenderError(PrbotError):
-    """A target could not be rendered; the message is the renderer's, cleaned to one line.
-
-    ``transient`` marks failures that may go away on retry (a missing binary, the plan's time budget
-    running out); they are never memoised.  ``limit`` names the `Limits` field a render ran into
-    ("memory", "timeout", "output", "plan_budget"); a render over its own limit is remembered for its
-    inputs (see `prbot.render.RenderPool`).
-    """
-
-    def __init__(self, message: str, *, transient: bool = False, limit: str | None = None) -> None:
-        text = " ".join(str(message).split())
-        if len(text) > MAX_MESSAGE:
-            text = text[:MAX_MESSAGE - 1] + "…"
-        super().__init__(text)
-        self.transient = transient
-        self.limit = limit
+from prbot.sandbox import run_tool
+from prbot.yamlio import YAML_ERRORS, check_tree, load_yaml_all
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prbot.targets import PLAIN_SUFFIXES, Target
+from prbot.model import PLAIN_SUFFIXES, Target
 from prbot.yamlio import YAML_ERRORS, load_yaml, load_yaml_all
 
 DIGEST_VERSION = "prbot-closure-v2"

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from prbot.config import AppSpec
-from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents, run
+from prbot.errors import RenderError
+from prbot.model import Target, TreeReader
+from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
 from prbot.renderers.closure import Acc, Closure, ClosureCache, Invalid, items, join, norm
-from prbot.sandbox import find_tool
-from prbot.targets import Target, TreeReader
+from prbot.tools import find_tool
 
 
 class HelmRenderer(Renderer):

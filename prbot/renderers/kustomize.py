@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from prbot.config import AppSpec
-from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents, run
+from prbot.errors import RenderError
+from prbot.model import KUSTOMIZATION_FILES, Target, TreeReader
+from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
 from prbot.renderers.closure import (
     Acc,
     Closure,
@@ -42,8 +44,7 @@ from prbot.renderers.closure import (
     scalars,
     strings,
 )
-from prbot.sandbox import find_tool, which
-from prbot.targets import KUSTOMIZATION_FILES, Target, TreeReader
+from prbot.tools import find_tool, which
 
 # Fields of a plugin configuration whose values are never paths (left out of the broad scan).
 _INERT_CONFIG_FIELDS = frozenset({"literals", "metadata", "apiVersion", "kind", "options", "target",

@@ -13,9 +13,10 @@ import os
 from typing import Any
 
 from prbot.config import AppSpec
-from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_file
+from prbot.errors import RenderError
+from prbot.model import PLAIN_SUFFIXES, Target, TreeReader
+from prbot.renderers.base import Renderer, RenderJob, parse_file
 from prbot.renderers.closure import Acc, Closure, ClosureCache, join, norm
-from prbot.targets import PLAIN_SUFFIXES, Target, TreeReader
 
 
 class PlainRenderer(Renderer):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from prbot.errors import PrbotError
+from prbot.errors import SettingsError
 
 Role = Literal["web", "worker", "serve"]
 
@@ -24,10 +24,6 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_DATA_DIR = ".prbot-data"
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _KEY = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-class SettingsError(PrbotError):
-    """Missing or invalid settings (one line naming each of them)."""
 
 
 class Secret:

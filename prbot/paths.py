@@ -1,0 +1,36 @@
+"""Where prbot keeps files on the machine it runs on: the cache home, the render cache and the
+pinned renderer binaries.  Every module that needs one of these directories asks here, so the
+environment variables that move them are read in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_DIR_ENV = "PRBOT_CACHE_DIR"
+TOOLS_DIR_ENV = "PRBOT_TOOLS_DIR"
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return Path(base) if base else Path(os.path.expanduser("~")) / ".cache"
+
+
+def render_cache_dir() -> Path:
+    """The render cache: ``$PRBOT_CACHE_DIR``, else ``$XDG_CACHE_HOME/prbot/render``
+    (default ``~/.cache/prbot/render``)."""
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    return cache_home() / "prbot" / "render"
+
+
+def remote_cache_dir() -> Path:
+    """Remote inputs prbot fetched (git bases, files, charts), beside the render cache."""
+    return render_cache_dir() / "remote"
+
+
+def pinned_tools_dir(toolset: str) -> Path:
+    """Where `prbot tools install` puts the pinned tools of `toolset` by default."""
+    return cache_home() / "prbot" / "tools" / toolset / "bin"
