@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from prbot.config import AppSpec
 from prbot.errors import RenderError
 from prbot.renderers.base import Renderer, RenderJob, parse_documents
+from prbot.renderers.closure import CLOSURE_RULES
 from prbot.renderers.helm import HelmRenderer
 from prbot.renderers.kustomize import KustomizeRenderer
 from prbot.renderers.plain import PlainRenderer
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (KustomizeRenderer(), HelmRenderer(), PlainRenderer())}
 """Every renderer, in detection order (the first whose `detect` says yes renders a directory)."""
+CLOSURE_RULES.update({name: r.closure for name, r in RENDERERS.items()})
 
 
 def get_renderer(name: str) -> Renderer:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from prbot.errors import RenderError
 from prbot.model import PLAIN_SUFFIXES, Target
 from prbot.yamlio import YAML_ERRORS, load_yaml, load_yaml_all
 
@@ -161,6 +162,12 @@ class Invalid:
 _MISSING: Any = object()
 
 
+ClosureRule = Callable[["ClosureCache", str, Target], Closure]
+CLOSURE_RULES: dict[str, ClosureRule] = {}
+"""Each renderer's closure rule by renderer name, filled by `prbot.renderers` from its registry
+(importing this module imports that package first, so the rules are always there)."""
+
+
 class ClosureCache:
     """Memoises parsed files, sub-closures and file hashes for one set of calls.
 
@@ -181,15 +188,16 @@ class ClosureCache:
     # ---------------------------------------------------------------- public
     def closure(self, root: Path | str, target: Target) -> Closure:
         """The input closure of `target` in the tree at `root` (see `input_closure`)."""
-        from prbot.renderers import get_renderer
-
         root_s = os.fspath(root)
         path = norm(target.path)
         if self.kind(root_s, path) == "outside":
             got = Closure(frozenset(), outside=(f"{path}: the target directory is a symbolic link to a "
                                                 "directory outside the repository",))
         else:
-            got = get_renderer(target.renderer).closure(self, root_s, target)
+            rule = CLOSURE_RULES.get(target.renderer)
+            if rule is None:
+                raise RenderError(f"unknown renderer {target.renderer!r}")
+            got = rule(self, root_s, target)
         return replace(got, _cache=self)
 
     def file_hash(self, root: Path | str, rel: str) -> str | None:
