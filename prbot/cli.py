@@ -1,4 +1,4 @@
-"""The `prbot` command: argument handling and exit codes only (SPEC §9)."""
+"""The `prbot` command: argument handling and exit codes only."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bump", help="move an image to a new version in one environment (edits the working tree)",
                        description="Set IMAGE's version in every target of ENV that uses its repository, "
-                       "where a human would (SPEC §3). All or nothing: when one target cannot be edited, "
+                       "where a human would. All or nothing: when one target cannot be edited, "
                        "no file is written. Exit 0 changed or already current, 1 no target of ENV uses "
                        "the repository, 2 bad input or refused.")
     b.add_argument("image", metavar="IMAGE", help="image reference with a tag and/or digest, e.g. "
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--env", action="append", metavar="ENV",
                     help="only this environment (repeat for several; default: all)")
     pl.add_argument("--format", choices=("markdown", "json"), default="markdown",
-                    help="markdown: the PR comment (default); json: the plan as data (SPEC §4)")
+                    help="markdown: the PR comment (default); json: the plan as data")
     pl.add_argument("--no-cluster", action="store_true",
                     help="skip the server-side dry-run even when PRBOT_CLUSTERS is set")
 

@@ -87,7 +87,7 @@ class Config:
     images: tuple[ImageRule, ...] = ()
     preview: PreviewSpec | None = None
     diff_ignore: tuple[str, ...] = ()
-    render_remote: tuple[str, ...] = ()     # URL prefixes of remote bases/charts rendered (SPEC §4)
+    render_remote: tuple[str, ...] = ()     # URL prefixes of remote bases/charts rendered
 
     @property
     def env_names(self) -> list[str]:

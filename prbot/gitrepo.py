@@ -10,8 +10,8 @@ it out with ``git checkout-index`` into a temporary directory: nothing is writte
 ``git worktree add``), and files are written by git itself (several times faster than extracting
 ``git archive`` in Python, which also drops ``export-ignore`` files).
 
-A revision can also be exported in part (`materialize(..., paths=...)`, `PartialTree`,
-`materialize_more`): only the files a caller names — or that lie below the directories it names — are
+A revision can also be exported in part (`materialize(..., paths=...)`, `PartialTree`):
+only the files a caller names — or that lie below the directories it names — are
 written, so the cost follows what is needed rather than the size of the repository.  Symbolic links
 met on the way are followed (their targets are written too) so that paths resolve as they would in
 a full export.
@@ -119,8 +119,8 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
 
     A revision is exported into a fresh temporary directory, removed on exit whatever happens.  The
     user's working tree, index, HEAD and ``.git`` are left untouched.  With `paths` (repo-relative),
-    only those files and the files below those directories are written (see `PartialTree.add`);
-    `materialize_more` adds more later.  `paths` is ignored for the working tree.
+    only those files and the files below those directories are written (see `PartialTree.add`, which
+    adds more later).  `paths` is ignored for the working tree.
     """
     if rev is None:
         _git(repo, "rev-parse", "--git-dir")          # a clear error when repo is no repository
@@ -409,14 +409,6 @@ def partial_tree(repo: Path, rev: str) -> Iterator[PartialTree]:
         yield PartialTree(repo, rev, tree, scratch)
     finally:
         _remove_tree(scratch)
-
-
-def materialize_more(repo: Path, rev: str, root: Path, paths: Iterable[str]) -> list[str]:
-    """Write more of `repo` at `rev` into `root` (a directory from `materialize(..., paths=...)` or
-    any directory): the files `paths` name or hold, as `PartialTree.add` does.  Files already in
-    `root` are left as they are.  Returns the paths written, sorted."""
-    with tempfile.TemporaryDirectory(prefix="prbot-index-") as scratch:
-        return PartialTree(repo, rev, Path(root), Path(scratch)).add(paths, keep_existing=True)
 
 
 class TreeViewUnsure(Exception):

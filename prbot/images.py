@@ -119,14 +119,6 @@ def parse_image(text: str) -> ImageRef:
     return ImageRef(name, tag, digest)
 
 
-def parse_repository(text: str) -> ImageRef:
-    """Parse an image repository (``[registry/]path``); a tag or digest is refused."""
-    ref = parse_image(text)
-    if ref.tag is not None or ref.digest is not None:
-        raise ImageError(f"{_clip(text)!r} must be a repository without tag or digest (e.g. {ref.name!r})")
-    return ref
-
-
 def normalize_repository(name: str) -> str:
     """The full repository a reference names: ``nginx:1`` → ``docker.io/library/nginx``."""
     return parse_image(name).repository

@@ -1,4 +1,4 @@
-"""Operator limits on what one render and one plan may cost (SPEC §4 "Untrusted input").
+"""Operator limits on what one render and one plan may cost (a PR's files are untrusted input).
 
 Every limit is set by the operator through the environment, never by a pull request; the defaults
 fit a 2-core, 4 GB worker:

@@ -1,4 +1,4 @@
-"""Remote inputs (SPEC §4): which remote bases a plan may fetch, and fetching them safely.
+"""Remote inputs: which remote bases a plan may fetch, and fetching them safely.
 
 A target whose closure reads something remote (a kustomize remote base or file, a Helm chart from a
 repository) is rendered only when every such URL starts with a prefix in `render.remote` of

@@ -1,4 +1,4 @@
-"""The index of installed GitOps repositories (SPEC §7 "Routing a push").
+"""The index of installed GitOps repositories: which repository a registry push is routed to.
 
 For every repository an installation of the App can see, the index keeps its installation, clone
 URL, default branch and the `.prbot.yml` of its default branch (or why there is none).  A registry

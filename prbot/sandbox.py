@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prbot.errors import ToolError
-from prbot.limits import Limits, format_duration, format_size
+from prbot.limits import Limits, format_duration
 from prbot.tools import clean_output
 
 log = logging.getLogger("prbot.sandbox")
@@ -334,7 +334,3 @@ def _pump(proc: subprocess.Popen[bytes], end: float, limits: Limits) -> tuple[by
     return b"".join(out), b"".join(err), None
 
 
-def describe_limits(limits: Limits) -> str:
-    """One line for logs: the limits renders run under."""
-    return (f"memory {format_size(limits.memory)}, time {format_duration(limits.timeout)}, "
-            f"output {format_size(limits.output)}, plan budget {format_duration(limits.plan_budget)}")

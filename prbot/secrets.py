@@ -1,4 +1,4 @@
-"""What a secret value is, in one place (SPEC §4: Secrets are never shown).
+"""What a secret value is, in one place (Secret values are never shown).
 
 A *Secret* is any mapping with `kind: Secret` — at the top of an object or nested anywhere inside one
 (the items of a `List` inside a `List`, a template's objects, a custom resource carrying manifests),

@@ -196,5 +196,3 @@ def _closest(root: Path, pattern: str, envs: list[str]) -> str:
     return ""
 
 
-def targets_for_env(targets: list[Target], env: str, app: str | None = None) -> list[Target]:
-    return [t for t in targets if t.env == env and (app is None or t.app == app)]

@@ -169,18 +169,6 @@ def format_scalar(value: str, style: str | None = None, *, flow: bool = False) -
 
 # -- node helpers ---------------------------------------------------------------------------------------
 
-def is_mapping(node: object) -> bool:
-    return isinstance(node, MappingNode)
-
-
-def is_sequence(node: object) -> bool:
-    return isinstance(node, SequenceNode)
-
-
-def is_scalar(node: object) -> bool:
-    return isinstance(node, ScalarNode)
-
-
 def entries(node: Node | None) -> list[tuple[Node, Node]]:
     """The (key, value) pairs of a mapping node; [] for anything else."""
     return list(node.value) if isinstance(node, MappingNode) else []

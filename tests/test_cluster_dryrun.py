@@ -173,7 +173,7 @@ def test_namespaces_defaulted_and_dropped_as_discovery_says(fake_kube: FakeKube,
 
 
 # --------------------------------------------------------------------------------------------
-# Attacks: the dry-run reads only what the target owns (SPEC §4 "Untrusted input")
+# Attacks: the dry-run reads only what the target owns
 # --------------------------------------------------------------------------------------------
 
 def other_team(fake: FakeKube) -> None:

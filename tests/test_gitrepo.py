@@ -412,16 +412,6 @@ def test_materialize_only_the_paths_asked_for(repo: Path, private_tmp: Path) -> 
         assert root == repo                              # the working tree is used as it is
 
 
-def test_materialize_more_adds_to_an_exported_tree(repo: Path) -> None:
-    with gitrepo.materialize(repo, "HEAD", paths=["README.md"]) as root:
-        (root / "README.md").write_text("changed by a renderer\n")
-        assert gitrepo.materialize_more(repo, "HEAD", root, ["apps/shop/envs", "README.md", "missing/x"]) == [
-            "apps/shop/envs/dev/deploy.yaml", "apps/shop/envs/dev/kustomization.yaml",
-            "apps/shop/envs/prod/kustomization.yaml"]
-        assert (root / "README.md").read_text() == "changed by a renderer\n"     # left as it was
-        assert gitrepo.materialize_more(repo, "HEAD", root, ["apps"]) == []
-
-
 def test_partial_tree_grows_path_by_path_to_the_full_export(repo: Path) -> None:
     os.chmod(repo / "apps/shop/envs/dev/deploy.yaml", 0o755)
     write(repo, "shared/real/cm.yaml", "kind: ConfigMap\n")

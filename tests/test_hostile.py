@@ -34,7 +34,7 @@ APPS = {                      # an `apps[]` entry per top directory a test repos
 
 def config_for(files: Iterable[str]) -> str:
     """`.prbot.yml` with the apps whose directories the repository holds (a pattern matching nothing
-    is a configuration error, SPEC §2)."""
+    is a configuration error)."""
     names = list(files)
     blocks = [block for top, block in APPS.items() if any(n.startswith(top) for n in names)]
     return "version: 1\nenvironments:\n  - name: dev\n  - name: prod\napps:\n" + "".join(blocks or APPS.values())

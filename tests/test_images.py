@@ -12,7 +12,6 @@ from prbot.images import (
     is_newer,
     normalize_repository,
     parse_image,
-    parse_repository,
     parse_semver,
     same_repository,
 )
@@ -127,19 +126,6 @@ def test_invalid_references(text: str, fragment: str) -> None:
     assert "\n" not in message
     assert len(message) < 300
     assert isinstance(exc.value, PrbotError)
-
-
-@pytest.mark.parametrize("text", ["nginx:1", f"nginx@{D}", f"ghcr.io/a/b:1@{D}"])
-def test_parse_repository_refuses_versions(text: str) -> None:
-    with pytest.raises(ImageError, match="must be a repository without tag"):
-        parse_repository(text)
-
-
-def test_parse_repository_accepts_bare_names() -> None:
-    assert parse_repository("registry.cn-hangzhou.aliyuncs.com/demo/app").repository == \
-        "registry.cn-hangzhou.aliyuncs.com/demo/app"
-    with pytest.raises(ImageError, match="uppercase"):
-        parse_repository("Demo/app")
 
 
 @pytest.mark.parametrize(("text", "normalised"), [

@@ -1,4 +1,4 @@
-"""Remote inputs (SPEC §4, issue 9 item 1): skipped unless `render.remote` allows them; allowed ones
+"""Remote inputs: skipped unless `render.remote` allows them; allowed ones
 fetched by prbot through a guarded path — here from a local stand-in host that the operator maps in
 with PRBOT_REMOTE_STANDINS (never the pull request) — and never from a loopback or private address."""
 

@@ -551,7 +551,7 @@ def test_json_has_the_spec_shape() -> None:
                                      "name": "app", "message": "forbidden"}]}},
         ],
         "tools": {}}
-    # key order is the SPEC's, every time (then the renderer versions the plan used)
+    # key order is the documented one, every time (then the renderer versions the plan used)
     assert list(data) == ["base", "head", "targets", "tools"]
     assert list(data["targets"][0]) == ["app", "env", "path", "renderer", "status", "error", "changes",
                                         "validation", "dry_run"]

@@ -6,7 +6,7 @@ then a GET of the live object (404: it would be created), and a diff of the live
 the dry-run result with `LIVE_NOISE` dropped.  API refusals become `DryRunError`s carrying the
 API's own message; the other objects are still dry-run.
 
-**What is sent** (SPEC §4 "Untrusted input": a PR's objects are an attacker's).  The dry-run reads
+**What is sent** (a PR's objects are an attacker's).  The dry-run reads
 live objects and shows them in a public comment, so it only touches what the target owns:
 
 - *Owned namespaces*: the target's configured `namespace`, the namespaces of the namespaced objects

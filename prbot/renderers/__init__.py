@@ -35,7 +35,7 @@ def get_renderer(name: str) -> Renderer:
 
 
 def detect_renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
-    """Name of the renderer for the target directory `rel` of `tree` (SPEC §1)."""
+    """Name of the renderer for the target directory `rel` of `tree`."""
     return next(name for name, r in RENDERERS.items() if r.detect(tree, rel, spec))
 
 

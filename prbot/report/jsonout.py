@@ -1,4 +1,4 @@
-"""`prbot plan --format json` (SPEC §4): the plan as one JSON document, keys in a fixed order."""
+"""`prbot plan --format json`: the plan as one JSON document, keys in a fixed order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 def render_json(plan: Plan) -> str:
-    """The plan as indented JSON: `base`, `head`, `targets[]` exactly as SPEC §4 lays them out.
+    """The plan as indented JSON: `base`, `head`, `targets[]` in the documented order.
 
     Key order is the order of the data classes' `to_json` (never sorted), so the output is stable
     from run to run and diffs cleanly.  Non-ASCII text is escaped, so the output is plain ASCII

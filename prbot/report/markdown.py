@@ -1,4 +1,4 @@
-"""The sticky PR comment (SPEC §5): a verdict, a summary table, one `<details>` per target.
+"""The sticky PR comment: a verdict, a summary table, one `<details>` per target.
 
 The comment is built as a list of *atoms* (a few lines that must stay together), each tagged with the
 stack of containers (`<details>`, a code fence, the table) open after it, and grouped in *blocks*
