@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import html
 import re
-import string
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+from prbot.report.texts import templates
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
@@ -47,14 +45,8 @@ _MAX_GROUPED = 5            # objects named on one line of dry-run refusals or n
 # Templates and escaping
 # --------------------------------------------------------------------------------------------
 
-@cache
-def _templates() -> dict[str, string.Template]:
-    text = resources.files("prbot.report").joinpath("templates/comment.toml").read_text("utf-8")
-    return {key: string.Template(value) for key, value in tomllib.loads(text).items()}
-
-
 def _t(key: str, **values: object) -> str:
-    return _templates()[key].substitute(values)
+    return templates("comment")[key].substitute(values)
 
 
 def _n(key: str, count: int, **values: object) -> str:
@@ -336,7 +328,7 @@ def _issues(doc: _Doc, issues: Sequence[ValidationIssue]) -> None:
 
 
 def _object(doc: _Doc, c: ObjectChange) -> None:
-    values = {"icon": _t(f"icon_{c.action}") if f"icon_{c.action}" in _templates() else "•",
+    values = {"icon": _t(f"icon_{c.action}") if f"icon_{c.action}" in templates("comment") else "•",
               "action": md(c.action), "object": code(describe_object(c.group, c.kind, c.namespace, c.name))}
     renamed = getattr(c, "renamed_from", None)
     heading = (_t("object_renamed", old=code(renamed), **values) if renamed
