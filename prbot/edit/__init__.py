@@ -31,7 +31,8 @@ No file that another target also reads is ever edited.  Edits are byte-preservin
 
 from __future__ import annotations
 
-from prbot.edit.editors import EDITORS, Editor
+from prbot.edit.base import Editor
+from prbot.edit.editors import EDITORS
 from prbot.edit.rendered import CONTAINER_LISTS, container_images, declared_images, gitops_images, rendered_images
 from prbot.edit.run import EditResult, PolicyError, bump, promote
 from prbot.edit.transaction import FileEdit

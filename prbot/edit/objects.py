@@ -151,6 +151,7 @@ def release_name(doc: Node) -> str | None:
 
 
 def release_values(doc: Node) -> Node | None:
+    """A HelmRelease document's `spec.values`, if any."""
     return get_value(get_value(doc, "spec"), "values")
 
 
@@ -176,7 +177,7 @@ def object_places(f: YamlFile, release_defaults: dict[str, list[Node]] | None = 
 
 
 def edit_objects(ctx: EditContext, tx: TargetEdits, target: Target, rel: str, want: ImageRef,
-                  release_defaults: dict[str, list[Node]] | None = None) -> Outcome:
+                 release_defaults: dict[str, list[Node]] | None = None) -> Outcome:
     """Move every place of `rel` that sets the image's repository; the file must be the target's own."""
     out = Outcome()
     f = tx.parse(rel)

@@ -22,7 +22,7 @@ Defaults = Sequence["YamlFile | Node"]       # values files, or values mappings 
 
 @dataclass
 class ValuesImage:
-    """One place in a values file that sets an image."""
+    """One place in Helm values that sets an image."""
 
     kind: str                          # "map" | "string"
     path: tuple[str, ...]              # keys from the document root to the map / the string's key
@@ -48,7 +48,8 @@ def _map_repository(node: Node) -> str | None:
 
 
 def scan_values(node: MappingNode, path: tuple[str, ...], defaults: Defaults,
-                 found: list[ValuesImage]) -> None:
+                found: list[ValuesImage]) -> None:
+    """Append to `found` every image place at or below `node` (which sits at `path`)."""
     repo = _map_repository(node)
     if repo is not None and valid_repository(repo):
         found.append(ValuesImage("map", path, node, repo))
@@ -71,6 +72,7 @@ def scan_values(node: MappingNode, path: tuple[str, ...], defaults: Defaults,
 
 
 def valid_repository(repo: str) -> bool:
+    """Whether `repo` is an image repository alone (no tag, no digest)."""
     try:
         ref = parse_image(repo)
     except ImageError:
@@ -92,6 +94,7 @@ def defaults_at(defaults: Defaults, path: tuple[str, ...]) -> list[MappingNode]:
 
 
 def values_images(values: Node | None) -> list[ValuesImage]:
+    """Every image place in a values mapping (no defaults: tag-only maps are not places)."""
     found: list[ValuesImage] = []
     if isinstance(values, MappingNode):
         scan_values(values, (), (), found)
@@ -99,6 +102,8 @@ def values_images(values: Node | None) -> list[ValuesImage]:
 
 
 def version_fields(want: ImageRef, defaults: Sequence[Node]) -> dict[str, str]:
+    """The fields an override writes for `want`: ``tag`` and ``digest`` when the chart has a digest
+    field, else ``tag`` alone (with ``@digest`` appended when there is one)."""
     assert want.tag is not None
     if want.digest and any(get_entry(d, "digest") is not None for d in defaults):
         return {"tag": want.tag, "digest": want.digest}
@@ -126,7 +131,8 @@ def insert_path(f: YamlFile, path: tuple[str, ...], value: str, root: Node | Non
 
 
 def place_edits(f: YamlFile, place: ValuesImage, want: ImageRef,
-                      defaults: Defaults) -> tuple[list[TextEdit], str, str]:
+                defaults: Defaults) -> tuple[list[TextEdit], str, str]:
+    """The edits moving `place` to `want`'s version, with the old and new references they write."""
     if place.kind == "string":
         old = scalar_value(place.node) or ""
         new = str(parse_image(old).with_version(want.tag, want.digest))
@@ -162,6 +168,7 @@ def place_edits(f: YamlFile, place: ValuesImage, want: ImageRef,
 
 
 def root_mapping(f: YamlFile) -> MappingNode:
+    """The file's one document, a mapping (YamlEditError otherwise)."""
     docs = [d for d in f.documents if isinstance(d, MappingNode)]
     if len(docs) != 1:
         raise YamlEditError(f"{f.source}: expected one YAML mapping")
@@ -169,4 +176,5 @@ def root_mapping(f: YamlFile) -> MappingNode:
 
 
 def map_version(node: Node) -> tuple[str | None, str | None]:
+    """(tag, digest) of an image map."""
     return scalar_value(get_value(node, "tag")), scalar_value(get_value(node, "digest"))
