@@ -25,9 +25,9 @@ from typing import Any, TextIO
 from prbot import flows
 from prbot.config import CONFIG_FILE, load_config_file
 from prbot.errors import PrbotError
+from prbot.image_rules import decide
 from prbot.images import parse_image
 from prbot.ports import Permission
-from prbot.pushes import decide
 from prbot.standins import Listener, MemoryForge, MemoryStore, StandinClusters
 from prbot.workspace import Mirror
 

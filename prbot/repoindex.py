@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 from prbot.config import Config, load_config
 from prbot.errors import ConfigError, PrbotError
+from prbot.image_rules import PushDecision, decide
 from prbot.images import ImageRef, normalize_repository, same_repository
 from prbot.ports import Store
-from prbot.pushes import PushDecision, decide
 
 PREFIX = "repo:"
 

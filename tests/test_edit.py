@@ -12,7 +12,7 @@ import pytest
 from support import commit_all, init_repo, snapshot_files, write
 
 from prbot.config import CONFIG_FILE, Config, load_config_file
-from prbot.edit import EditResult, FileEdit, bump, container_images, promote, rendered_images
+from prbot.edit import EDITORS, EditResult, FileEdit, bump, container_images, promote, rendered_images
 from prbot.errors import ImageError, PrbotError
 from prbot.images import parse_image
 from prbot.model import Target
@@ -181,6 +181,18 @@ def test_broken_target_is_reported_and_nothing_is_written(example_repo: Path) ->
     assert [e.target for e in result.edits] == ["shop/dev"] and not result.written   # what it would do
     assert len(result.errors) == 1 and result.errors[0].startswith("apps/worker/envs/dev/worker.yaml:3: ")
     assert "invalid YAML" in result.errors[0] and result.errors[0].endswith(" (worker/dev)")
+    assert snapshot_files(example_repo) == snap, "all or nothing: shop/dev is not edited either"
+
+
+def test_renderer_without_an_editor_is_a_target_error_and_nothing_is_written(
+        example_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(example_repo)
+    monkeypatch.delitem(EDITORS, "plain")            # as if a renderer were added without its editor
+    snap = snapshot_files(example_repo)
+    result = bump(example_repo, config, f"{SHOP}:1.3.0", "dev")
+    assert result.errors == ["worker/dev: prbot cannot move images in plain targets "
+                             "(no image editor for the 'plain' renderer)"]
+    assert [e.target for e in result.edits] == ["shop/dev"] and not result.written   # what it would do
     assert snapshot_files(example_repo) == snap, "all or nothing: shop/dev is not edited either"
 
 

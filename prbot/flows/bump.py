@@ -15,6 +15,7 @@ from prbot.config import CONFIG_FILE, Config
 from prbot.edit import bump as edit_bump
 from prbot.errors import PrbotError
 from prbot.flows.context import Repo, default_config
+from prbot.image_rules import decide
 from prbot.images import ImageRef, is_newer
 from prbot.ports import (
     ForgeError,
@@ -22,7 +23,6 @@ from prbot.ports import (
     Store,
     Workspace,
 )
-from prbot.pushes import decide
 from prbot.render import RenderPool
 from prbot.report.markdown import code, md
 from prbot.report.texts import text

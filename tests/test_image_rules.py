@@ -1,7 +1,7 @@
 from prbot.branches import bump_branch, promote_branch, slug
 from prbot.config import Config, Environment, ImageRule
+from prbot.image_rules import decide
 from prbot.images import parse_image
-from prbot.pushes import decide
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -1,4 +1,4 @@
-"""Which image versions the configuration accepts: the `images[]` rules (SPEC §2, §3, §7).
+"""Which image versions the configuration accepts: the `images[]` rules.
 
 One place decides for every way an image moves: a registry push (`decide`), `prbot bump` and the
 service's bump flow (`tag_refusal`, `version_refusal` with the rule's policy) and `prbot promote`
