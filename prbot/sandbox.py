@@ -5,9 +5,12 @@ Every run (`run_tool`):
 - gets a scrubbed environment: `HOME`, the XDG and Helm directories point into the job's scratch
   directory (no user config, kubeconfig, registry or repository credentials), the caller's
   `KUBECONFIG` and proxies are not passed, HTTP(S) goes to a black-hole proxy;
-- has no network where the kernel allows an unprivileged network namespace (`unshare --net`).
-  Where it does not (or `PRBOT_RENDER_NETNS=0`), the log says so once; remote references are
-  refused before any run either way (the closures find them in every field that takes a URL);
+- runs in a jail (bubblewrap, `jail_argv`): an empty root holding only the staged closure, a
+  scratch home and the tool binary; no network, no host /etc, /home or /proc, as an unprivileged
+  user.  Where the jail cannot be made, nothing is rendered and the error says what the host lacks
+  (fail closed); `PRBOT_RENDER_ISOLATION=off` is the operator's explicit opt-out, which every plan
+  states.  Remote references are refused before any run either way (the closures find them in
+  every field that takes a URL);
 - is bounded by `prbot.limits.Limits`: memory (RLIMIT_DATA per process, below the limit by room
   for the binary's own resident text — Go binaries only reserve address space, which RLIMIT_DATA
   does not count — and a watch on the resident memory of the whole session, several times a
@@ -19,7 +22,6 @@ Every run (`run_tool`):
 Messages are one line: the tool's own message, with the scratch directories removed so users see
 repo-relative paths.
 
-Tool lookup (`find_tool`, `which`) is reached from here only.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -56,48 +59,118 @@ _OOM_MARKERS = ("out of memory", "cannot allocate memory", "memoryerror", "std::
 # Isolation
 # --------------------------------------------------------------------------------------------
 
-_NETNS_LOCK = threading.Lock()
+ISOLATION_ENV = "PRBOT_RENDER_ISOLATION"
+JAIL_UID = 65534                # "nobody" inside the jail's user namespace
+_ISOLATION_LOCK = threading.Lock()
+_SYSTEM_LIBRARIES = ("/usr", "/lib", "/lib64", "/lib32", "/bin")   # what a dynamically linked tool needs
 
 
-def netns_prefix() -> tuple[str, ...]:
-    """`unshare --net` when this kernel lets us create a network namespace; else nothing (said once
-    in the log, however many renders ask at the same time)."""
-    with _NETNS_LOCK:
-        return _netns_prefix()
-
-
-def reset_netns() -> None:
-    """Forget whether a network namespace can be made (asked again, and said again, next time)."""
-    with _NETNS_LOCK:
-        _netns_prefix.cache_clear()
+def isolation() -> str:
+    """``jail`` (the default: every renderer run in a bubblewrap jail, see `jail_argv`) or ``off``
+    (`PRBOT_RENDER_ISOLATION=off`: the operator's explicit choice, said in every plan)."""
+    value = os.environ.get(ISOLATION_ENV, "jail").strip().lower()
+    if value in ("off", "0", "none", "false", "no"):
+        _say_unisolated()
+        return "off"
+    return "jail"
 
 
 @functools.lru_cache(maxsize=1)
-def _netns_prefix() -> tuple[str, ...]:
-    if os.environ.get("PRBOT_RENDER_NETNS", "1") == "0":
-        log.warning("renderers run without a network namespace: disabled by PRBOT_RENDER_NETNS=0; "
-                    "remote references are still refused before rendering")
-        return ()
-    reason = ""
-    unshare = shutil.which("unshare")
+def _say_unisolated() -> None:
+    log.warning("renderers run unisolated (%s=off): they can read the host's files and reach its "
+                "network; every plan says so", ISOLATION_ENV)
+
+
+def jail_problem() -> str | None:
+    """Why a jail cannot be made on this host (what it lacks, and the way out), None when it can.
+    Asked once per process, however many renders ask at the same time."""
+    with _ISOLATION_LOCK:
+        return _jail_problem()
+
+
+def reset_isolation() -> None:
+    """Forget whether a jail can be made, and that running unisolated was said (both asked and said
+    again next time)."""
+    with _ISOLATION_LOCK:
+        _jail_problem.cache_clear()
+        _say_unisolated.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _jail_problem() -> str | None:
+    way_out = f"install bubblewrap and allow user namespaces, or set {ISOLATION_ENV}=off to render unisolated"
     if not sys.platform.startswith("linux"):
-        reason = f"not available on {sys.platform}"
-    elif unshare is None:
-        reason = "unshare (util-linux) is not installed"
-    else:
-        argv = [unshare, "--net"] if os.geteuid() == 0 else [unshare, "--net", "--map-root-user"]
-        true = shutil.which("true") or "/bin/true"
+        return f"renders cannot be jailed on {sys.platform} ({way_out})"
+    if shutil.which("bwrap") is None:
+        return f"renders cannot be jailed: bubblewrap (bwrap) is not installed ({way_out})"
+    true = shutil.which("true") or "/bin/true"
+    with tempfile.TemporaryDirectory(prefix="prbot-jail-") as scratch:
         try:
-            proc = subprocess.run([*argv, true], stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-            if proc.returncode == 0:
-                log.debug("renderers run in a private network namespace")
-                return tuple(argv)
-            reason = " ".join(proc.stderr.decode("utf-8", "replace").split())[:200] or f"exit {proc.returncode}"
+            proc = subprocess.run(jail_argv([true], cwd=Path(scratch), home=Path(scratch)),
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
         except (OSError, subprocess.SubprocessError) as exc:
-            reason = str(exc)
-    log.warning("renderers run without a network namespace (%s); remote references are still refused "
-                "before rendering", reason)
-    return ()
+            return f"renders cannot be jailed: bwrap did not run: {exc} ({way_out})"
+    if proc.returncode != 0:
+        said = " ".join(proc.stderr.decode("utf-8", "replace").split())[:300] or f"exit {proc.returncode}"
+        return f"renders cannot be jailed: bwrap said: {said} ({way_out})"
+    log.debug("renderers run in a bubblewrap jail")
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _statically_linked(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether `path` is an ELF executable with no program interpreter (needs no shared library)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:     # 64-bit little-endian only
+                return False
+            phoff = int.from_bytes(head[32:40], "little")
+            phentsize = int.from_bytes(head[54:56], "little")
+            phnum = int.from_bytes(head[56:58], "little")
+            fh.seek(phoff)
+            table = fh.read(phentsize * phnum)
+    except OSError:
+        return False
+    return not any(int.from_bytes(table[i:i + 4], "little") == 3         # PT_INTERP
+                   for i in range(0, len(table), phentsize))
+
+
+TOOL_OPTIONS = ("--helm-command",)     # options whose value is another binary the tool runs
+
+
+def _executables(argv: Sequence[str]) -> list[str]:
+    """The binaries the jail must hold: the tool itself and the ones it is told to run (kustomize's
+    ``--helm-command``).  Only these: another absolute path in `argv` is an argument, not a binary."""
+    found = [argv[0]]
+    for option, value in zip(argv, argv[1:], strict=False):
+        if option in TOOL_OPTIONS and value not in found:
+            found.append(value)
+    return [os.path.abspath(f) for f in found if os.path.isfile(f)]
+
+
+def jail_argv(argv: Sequence[str], *, cwd: Path, home: Path) -> list[str]:
+    """`argv` inside a bubblewrap jail: an empty root holding only `cwd` (the staged closure) and
+    `home` (scratch), both at their own paths, the tool binaries read-only (and the system's
+    libraries for a tool that is not statically linked), a private /dev; no /etc, /home, /proc,
+    data directory or cache of the host; its own user, PID, IPC, UTS, cgroup and network
+    namespaces, running as an unprivileged user with no capabilities."""
+    dirs = [os.fspath(cwd), os.fspath(home)]
+    prefix = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(JAIL_UID), "--gid", str(JAIL_UID),
+              "--die-with-parent", "--cap-drop", "ALL", "--dev", "/dev"]
+    tools = _executables(argv)
+    dynamic = False
+    for tool in tools:
+        st = os.stat(tool)
+        dynamic = dynamic or not _statically_linked(tool, st.st_size, st.st_mtime_ns)
+        prefix += ["--ro-bind", tool, tool]
+    if dynamic:
+        for lib in _SYSTEM_LIBRARIES:
+            if os.path.isdir(lib):
+                prefix += ["--ro-bind", lib, lib]
+    for d in dict.fromkeys(dirs):
+        prefix += ["--bind", d, d]
+    return [shutil.which("bwrap") or "bwrap", *prefix[1:], "--chdir", os.fspath(cwd), "--", *argv]
 
 
 def scrubbed_env(home: str, limits: Limits) -> dict[str, str]:
@@ -242,8 +315,14 @@ def run_tool(argv: Sequence[str], *, cwd: Path, home: Path, label: str, limits: 
                    key=len, reverse=True)
     rlimits = _rlimits(limits, timeout)
     prefix = _prlimit_prefix(rlimits)
+    command = list(argv)
+    if isolation() == "jail":
+        problem = jail_problem()
+        if problem is not None:
+            raise ToolError(f"{label} was not run: {problem}", transient=True)
+        command = jail_argv(argv, cwd=cwd, home=home)
     try:
-        proc = subprocess.Popen([*prefix, *netns_prefix(), *argv], cwd=cwd,
+        proc = subprocess.Popen([*prefix, *command], cwd=cwd,
                                 env=scrubbed_env(os.fspath(home), limits), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:

@@ -115,17 +115,16 @@ def test_normal_renders_fit_the_default_memory_limit() -> None:
     assert "Client Version" in out
 
 
-def test_the_network_namespace_fallback_is_said_once(monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("PRBOT_RENDER_NETNS", "0")
-    sandbox.reset_netns()
+def test_running_unisolated_is_said_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", "off")
+    sandbox.reset_isolation()
     caplog.set_level(logging.WARNING, logger="prbot.sandbox")
     try:                                      # renders ask at once from the pool's threads
         with ThreadPoolExecutor(max_workers=8) as pool:
-            assert set(pool.map(lambda _: sandbox.netns_prefix(), range(32))) == {()}
+            assert set(pool.map(lambda _: sandbox.isolation(), range(32))) == {"off"}
     finally:
-        sandbox.reset_netns()
-    assert len([r for r in caplog.records if "without a network namespace" in r.getMessage()]) == 1
+        sandbox.reset_isolation()
+    assert len([r for r in caplog.records if "renderers run unisolated" in r.getMessage()]) == 1
 
 
 # ------------------------------------------------------------------------------------------ closures

@@ -256,14 +256,14 @@ def url_layouts(url: str) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("netns", ["1", "0"])
-def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopback: str, netns: str,
+@pytest.mark.parametrize("isolation", ["jail", "off"])
+def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopback: str, isolation: str,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str],
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("PRBOT_RENDER_NETNS", netns)
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", isolation)
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path / "cache"))     # renders that really run
-    sandbox.reset_netns()
+    sandbox.reset_isolation()
     layouts = url_layouts(loopback)
     files = {}
     for i, _ in enumerate(layouts):
@@ -283,7 +283,7 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
     try:
         code, data, md, err = plan(repo, base, head, capsys)
     finally:
-        sandbox.reset_netns()
+        sandbox.reset_isolation()
     assert _Recorder.hits == []                           # nothing reached the server
     assert "FETCHED-FROM-LOOPBACK" not in json.dumps(data) + md + err
     for i, name in enumerate(layouts):
@@ -291,20 +291,17 @@ def test_urls_in_any_field_are_refused_and_never_fetched(tmp_path: Path, loopbac
         assert t["status"] == "skipped" and "render.remote" in t["error"] and loopback in t["error"], (
             name, t["error"])
     assert code == 0 and all(target(data, f"fine{i}", "dev")["status"] == "changed" for i in range(3))
-    said = [r.getMessage() for r in caplog.records if "without a network namespace" in r.getMessage()]
-    if netns == "0":
-        assert len(said) == 1 and "PRBOT_RENDER_NETNS=0" in said[0]      # said once, not per render
-    else:
-        assert len(said) <= 1
+    said = [r.getMessage() for r in caplog.records if "renderers run unisolated" in r.getMessage()]
+    assert len(said) == (1 if isolation == "off" else 0)                   # said once, not per render
 
 
-@pytest.mark.parametrize("netns", ["1", "0"])
+@pytest.mark.parametrize("isolation", ["jail", "off"])
 def test_what_kustomize_would_clone_is_remote_whatever_exists_locally(
-        tmp_path: Path, netns: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, isolation: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """kustomize clones `github.com/...`, `file://…` and `user@host:…` bases even when a local
     directory of that name exists: they are remote inputs (skipped), never cloned by kustomize."""
-    monkeypatch.setenv("PRBOT_RENDER_NETNS", netns)
-    sandbox.reset_netns()
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", isolation)
+    sandbox.reset_isolation()
     outside = init_repo(tmp_path / "outside-repo")
     write(outside, "kustomization.yaml", "resources: [token.yaml]\n")
     write(outside, "token.yaml", CM.format(name="token", value=CANARY))
@@ -322,19 +319,19 @@ def test_what_kustomize_would_clone_is_remote_whatever_exists_locally(
     try:
         code, data, md, err = plan(repo, base, head, capsys)
     finally:
-        sandbox.reset_netns()
+        sandbox.reset_isolation()
     assert CANARY not in json.dumps(data) + md + err
     for app, ref in (("a", "github.com/acme/lib"), ("b", f"file://{outside}")):
         t = target(data, app, "dev")
         assert t["status"] == "skipped" and ref in t["error"], t
 
 
-def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Path, loopback: str,
+def test_unisolated_a_missed_url_could_be_fetched(tmp_path: Path, loopback: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the closure check guards: with no namespace, kustomize itself does reach a loopback URL
+    """What the closure check guards: unisolated, kustomize itself does reach a loopback URL
     (so the test above, which sees no request, can fail)."""
-    monkeypatch.setenv("PRBOT_RENDER_NETNS", "0")
-    sandbox.reset_netns()
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", "off")
+    sandbox.reset_isolation()
     write(tmp_path, "app/kustomization.yaml", f"resources: [{loopback}/resource.yaml]\n")
     kubectl = shutil.which("kubectl")
     assert kubectl is not None
@@ -345,7 +342,7 @@ def test_without_a_network_namespace_a_missed_url_could_be_fetched(tmp_path: Pat
         out = sandbox.run_tool([kubectl, "kustomize", "app"], cwd=tmp_path, home=home, label="kubectl",
                                limits=Limits())
     finally:
-        sandbox.reset_netns()
+        sandbox.reset_isolation()
     assert "FETCHED-FROM-LOOPBACK" in out and _Recorder.hits
 
 

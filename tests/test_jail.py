@@ -1,0 +1,224 @@
+"""The render jail: every renderer process sees only its staged closure, a scratch home and the
+tool binary, has no network, runs as an unprivileged user, and nothing renders where the jail
+cannot be made (unless the operator turns isolation off, which the log says).
+
+Attacks are PR content a renderer evaluates (a chart's values schema with `$ref`s, kustomize
+helmCharts) and, for the class as a whole, any process run in the jail looking around the host.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prbot import sandbox, tools
+from prbot.errors import ToolError
+from prbot.limits import Limits
+
+CANARY = "prbot-canary-7f3a9c"
+
+
+@pytest.fixture(autouse=True)
+def _jailed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("PRBOT_RENDER_ISOLATION", raising=False)
+    sandbox.reset_isolation()
+    yield
+    sandbox.reset_isolation()
+
+
+@pytest.fixture
+def host_secret(tmp_path: Path) -> Path:
+    """A file on the host, outside any render, holding a JSON value a schema `$ref` could show."""
+    secret = tmp_path / "host" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text(json.dumps({"type": "object", "properties": {CANARY: {"type": "string"}},
+                                  "required": [CANARY]}))
+    return secret
+
+
+class _Hits(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        _Hits.hits.append(self.path)
+        body = json.dumps({"type": "object", "required": [CANARY]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Hits.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hits)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _dirs(tmp_path: Path) -> tuple[Path, Path]:
+    tree, home = tmp_path / "render" / "tree", tmp_path / "render" / "home"
+    tree.mkdir(parents=True)
+    home.mkdir(parents=True)
+    return tree, home
+
+
+def _chart(directory: Path, schema: dict[str, object]) -> None:
+    (directory / "templates").mkdir(parents=True)
+    (directory / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    (directory / "values.yaml").write_text("replicas: 1\n")
+    (directory / "values.schema.json").write_text(json.dumps(schema))
+    (directory / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n")
+
+
+def _run(argv: list[str], tree: Path, home: Path) -> str:
+    try:
+        return sandbox.run_tool(argv, cwd=tree, home=home, label="tool", limits=Limits())
+    except ToolError as exc:
+        return f"ERROR {exc}"
+
+
+# ------------------------------------------------------------------ what a jailed process sees
+
+def test_a_jailed_process_sees_only_its_tree_home_and_binary(tmp_path: Path) -> None:
+    """The class: whatever runs in the jail, the host's files are not there to be read."""
+    tree, home = _dirs(tmp_path)
+    (tree / "mine.yaml").write_text("kind: mine\n")
+    ls = shutil.which("ls")
+    assert ls is not None
+    root = _run([ls, "-a", "/"], tree, home).split()
+    assert "etc" not in root and "home" not in root and "proc" not in root and "root" not in root
+    assert "mine.yaml" in _run([ls, os.fspath(tree)], tree, home)
+    cat = shutil.which("cat")
+    assert cat is not None
+    for host_path in ("/etc/passwd", "/etc/hostname", "/proc/1/environ", os.path.expanduser("~/.gitconfig"),
+                      os.fspath(Path(__file__).resolve())):
+        out = _run([cat, host_path], tree, home)
+        assert out.startswith("ERROR") and "No such file" in out, (host_path, out)
+
+
+def test_the_jail_runs_as_an_unprivileged_user_without_a_network(tmp_path: Path, server: str) -> None:
+    tree, home = _dirs(tmp_path)
+    ident = shutil.which("id")
+    assert ident is not None
+    assert _run([ident, "-u"], tree, home).strip() == str(sandbox.JAIL_UID)
+    kubectl = tools.which("kubectl")
+    assert kubectl is not None
+    (tree / "kustomization.yaml").write_text(f"resources:\n- {server}/remote.yaml\n")
+    out = _run([kubectl, "kustomize", "."], tree, home)
+    assert out.startswith("ERROR") and _Hits.hits == []
+
+
+def test_the_process_cannot_reach_the_cache_or_data_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A variant: prbot's own directories (render cache, data dir) are host files like any other."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "entry.json").write_text(CANARY)
+    monkeypatch.setenv("PRBOT_CACHE_DIR", os.fspath(cache))
+    tree, home = _dirs(tmp_path)
+    cat = shutil.which("cat")
+    assert cat is not None
+    out = _run([cat, os.fspath(cache / "entry.json")], tree, home)
+    assert CANARY not in out and "No such file" in out
+
+
+# ------------------------------------------------------------------ the renderers' own vectors
+
+def test_a_chart_schema_ref_to_a_host_file_reads_nothing(tmp_path: Path, host_secret: Path) -> None:
+    """helm (Helm 4 targets) resolves `$ref` in values.schema.json: in the jail the file is not
+    there, so its existence, first byte and fields stay unknown."""
+    tree, home = _dirs(tmp_path)
+    _chart(tree, {"$ref": f"file://{host_secret}"})
+    helm = tools.which("helm")
+    assert helm is not None
+    out = _run([helm, "template", "r", "."], tree, home)
+    assert out.startswith("ERROR") and CANARY not in out and "no such file" in out.lower()
+    # and the same chart unjailed does read it: the attack is real
+    os.environ["PRBOT_RENDER_ISOLATION"] = "off"
+    try:
+        sandbox.reset_isolation()
+        unjailed = _run([helm, "template", "r", "."], tree, home)
+    finally:
+        del os.environ["PRBOT_RENDER_ISOLATION"]
+        sandbox.reset_isolation()
+    assert CANARY in unjailed
+
+
+def test_kustomize_helm_charts_resolve_schema_refs_inside_the_jail(tmp_path: Path, host_secret: Path,
+                                                                   server: str) -> None:
+    """kustomize's helmCharts run Helm 3 (`--helm-command`): a schema `$ref` to a host file or to a
+    loopback URL reaches neither."""
+    tree, home = _dirs(tmp_path)
+    for name, ref in (("filechart", f"file://{host_secret}"), ("netchart", f"{server}/schema.json")):
+        _chart(tree / "charts" / name, {"$ref": ref})
+    (tree / "kustomization.yaml").write_text(
+        "helmCharts:\n- name: filechart\n  releaseName: a\n- name: netchart\n  releaseName: b\n")
+    kubectl, helm3 = tools.which("kubectl"), tools.which("helm3") or tools.which("helm")
+    assert kubectl is not None and helm3 is not None
+    out = _run([kubectl, "kustomize", "--enable-helm", "--helm-command", helm3, "."], tree, home)
+    assert out.startswith("ERROR") and CANARY not in out
+    assert _Hits.hits == []
+
+
+# ------------------------------------------------------------------ fail closed
+
+def test_without_bubblewrap_nothing_renders_and_the_error_says_what_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubectl = tools.which("kubectl")
+    assert kubectl is not None
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", os.fspath(empty))        # no bwrap on PATH
+    sandbox.reset_isolation()
+    tree, home = _dirs(tmp_path)
+    (tree / "kustomization.yaml").write_text("resources: []\n")
+    with pytest.raises(ToolError) as err:
+        sandbox.run_tool([kubectl, "kustomize", "."], cwd=tree, home=home, label="kubectl kustomize",
+                         limits=Limits())
+    message = str(err.value)
+    assert "bubblewrap (bwrap) is not installed" in message and "PRBOT_RENDER_ISOLATION=off" in message
+    assert "\n" not in message and err.value.transient
+
+
+def test_a_jail_the_kernel_refuses_is_named_with_bwraps_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A variant: bwrap is there but cannot make the jail (a container's seccomp profile, user
+    namespaces off): its own message is passed on, and nothing renders."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    bwrap = fake / "bwrap"
+    bwrap.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    bwrap.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    sandbox.reset_isolation()
+    problem = sandbox.jail_problem()
+    assert problem is not None and "No permissions to create new namespace" in problem
+
+
+def test_isolation_off_is_the_operators_explicit_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", "off")
+    monkeypatch.setenv("PATH", os.fspath(tmp_path))      # no bwrap needed
+    sandbox.reset_isolation()
+    assert sandbox.isolation() == "off"
+    tree, home = _dirs(tmp_path)
+    cat = shutil.which("cat", path="/usr/bin:/bin")
+    assert cat is not None
+    (tmp_path / "host.txt").write_text(CANARY)
+    assert CANARY in _run([cat, os.fspath(tmp_path / "host.txt")], tree, home)
