@@ -37,7 +37,6 @@ from typing import Any, Literal
 from prbot import gitrepo
 from prbot.cluster.health import (
     WORKLOAD_KINDS,
-    Progress,
     argocd_progress,
     flux_progress,
     rollout_progress,
@@ -57,6 +56,7 @@ from prbot.ports import (
     PullRequest,
     Reaction,
 )
+from prbot.progress import Progress
 from prbot.render import RenderError, render_target
 from prbot.targets import Target
 

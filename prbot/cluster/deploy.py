@@ -35,7 +35,6 @@ from prbot.cluster.client import DEFAULT_TIMEOUT, ApiError, ClusterClient, Clust
 from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.health import (
     WORKLOAD_KINDS,
-    Progress,
     argocd_progress,
     flux_progress,
     rollout_progress,
@@ -59,6 +58,7 @@ from prbot.cluster.sync import (
 )
 from prbot.config import SyncSpec
 from prbot.ports import TransientError
+from prbot.progress import Progress
 from prbot.targets import Target
 
 __all__ = ["Deployer", "Ticket"]
