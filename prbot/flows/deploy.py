@@ -29,6 +29,7 @@ from prbot.config import Config
 from prbot.errors import PrbotError
 from prbot.flows.context import Repo, config_at
 from prbot.flows.locks import get_lock
+from prbot.flows.promote import Provenance, promote_healthy
 from prbot.flows.sticky import sticky_comment
 from prbot.plan import Plan, TargetPlan
 from prbot.ports import Deployer, Progress, PullRequest, TransientError
@@ -274,9 +275,19 @@ def _start_target(repo: Repo, deployer: Deployer, config: Config, root: Any, tar
 Promoter = Callable[[Repo, DeployState, EnvDeploy], str | None]
 
 
-def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *, promote: Promoter | None = None) -> float | None:
+def promote_next(repo: Repo, state: DeployState, entry: EnvDeploy) -> str | None:
+    """An environment turned healthy at a merge that changed images: open (or update) its apps'
+    promotion PRs into the next environment, citing the merged PR, its author and the Deployment
+    that proved the environment healthy.  What the result comment says about it, or None."""
+    provenance = Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
+    return promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)
+
+
+def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
+                promote: Promoter | None = promote_next) -> float | None:
     """One poll of every environment still deploying at `sha`: read the cluster once per target,
-    update the Deployments and the result comment, promote what turned healthy.
+    update the Deployments and the result comment, promote what turned healthy (`promote_next`;
+    `promote=None` promotes nothing).
 
     Returns the delay before the next poll, or None when every environment is done.
     """
