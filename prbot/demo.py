@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from prbot import flows
 from prbot.config import CONFIG_FILE, load_config_file
@@ -260,7 +260,7 @@ class Story:
             if self.pause:
                 time.sleep(self.pause)
             say(f"\n· poll {polls}, {delay:.0f}s later:")
-            delay = flows.poll_deploy(self.repo, clusters, state.sha, promote=promote)
+            delay = flows.poll_deploy(self.repo, clusters, state.sha)
         final = flows.load_state(self.repo, state.sha)
         if final is None or not final.done:
             say(f"the rollout did not finish in {polls} polls")
@@ -295,10 +295,3 @@ class Story:
 
     def _labels(self, number: int) -> str:
         return ", ".join(self.forge.pulls[number].labels) or "none"
-
-
-def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
-    """What the worker's `deploy_poll` job does when an environment turns healthy
-    (`prbot.service.handlers.deploy_poll`): promote its apps into the next environment."""
-    provenance = flows.Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
-    return flows.promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)

@@ -3,8 +3,10 @@
 A *forge* is one repository as one installation of the GitHub App sees it (`prbot.github`
 implements it with PyGithub); a *workspace* is the bare git mirror of that repository
 (`prbot.workspace`); a *store* is the durable key-value store beside the job queue
-(`prbot.service.store`).  Flows import only this module and the core; they never import an
-adapter, so every flow runs the same against GitHub, the test fakes and the demo's stand-ins.
+(`prbot.service.store`); a *deployer* syncs targets on their clusters (`prbot.cluster.deploy`) and
+reads back a `Progress` (`prbot.progress`).  Flows import only this module and the core; they
+never import an adapter (nor `prbot.gitrepo`: git goes through the workspace), so every flow runs
+the same against GitHub, the test fakes and the demo's stand-ins.
 
 Errors adapters raise:
 - `TransientError`: worth retrying later (5xx, connection errors, GitHub's secondary rate limit);
@@ -19,12 +21,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from prbot.cluster.health import Progress
-from prbot.config import SyncSpec
+from prbot.config import Config, SyncSpec
 from prbot.errors import PrbotError
 from prbot.model import Target
+from prbot.progress import Progress
+
+if TYPE_CHECKING:                          # the core's planning types, named in `Workspace.plan`
+    from prbot.plan import DryRunner, Plan
+    from prbot.render import RenderPool
 
 
 class TransientError(Exception):
@@ -198,9 +204,8 @@ class Forge(Protocol):
 
 class Workspace(Protocol):
     """The bare mirror of one repository: fetched incrementally, never a fresh clone per job, with
-    the token passed per git command (never stored in `.git/config`)."""
-
-    git_dir: Path                          # a bare repository that `prbot.gitrepo` / `make_plan` read
+    the token passed per git command (never stored in `.git/config`).  Flows read git only through
+    it: they never see where the mirror lives."""
 
     def fetch(self, *refs: str) -> None:
         """Bring these refs up to date (e.g. "refs/heads/main", "refs/pull/7/head"); a missing ref is
@@ -212,6 +217,20 @@ class Workspace(Protocol):
     def read_file(self, rev: str, path: str) -> bytes | None: ...
     def checkout(self, rev: str) -> AbstractContextManager[Path]:
         """A full working tree of `rev` in a temporary directory (for edits), removed on exit."""
+        ...
+    def materialize(self, rev: str) -> AbstractContextManager[Path]:
+        """A directory tree of `rev` in a temporary directory (for reading), removed on exit."""
+        ...
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of `a` and `b` (where a PR forked); None when either is unknown
+        or they share no history."""
+        ...
+    def same_tree(self, a: str, b: str) -> bool:
+        """Whether commits `a` and `b` hold the same files (equal trees)."""
+        ...
+    def plan(self, config: Config, base: str, head: str, *, pool: RenderPool | None = None,
+             dry_runner: DryRunner | None = None) -> Plan:
+        """The plan of base...head (`prbot.plan.make_plan`), read from the mirror."""
         ...
     def commit(self, *, parent: str, files: Mapping[str, bytes], message: str) -> str:
         """A new commit whose tree is `parent`'s with `files` (repo-relative) written; its sha."""

@@ -37,7 +37,6 @@ from typing import Any, Literal
 from prbot import gitrepo
 from prbot.cluster.health import (
     WORKLOAD_KINDS,
-    Progress,
     argocd_progress,
     flux_progress,
     rollout_progress,
@@ -59,6 +58,7 @@ from prbot.ports import (
     PullRequest,
     Reaction,
 )
+from prbot.progress import Progress
 from prbot.render import render_target
 
 Listener = Callable[[str, str], None]          # (what happened, text the bot posted)

@@ -2,7 +2,7 @@
 
 Each repository is kept once under ``<data dir>/mirrors/<owner>/<name>.git``: created on first use
 and fetched incrementally from the `clone_url` the API gives (never a fresh clone per job).  Plans
-read base and head from it without a working tree (`prbot.plan.make_plan` takes `git_dir`); edits
+read base and head from it without a working tree (`plan`, through `prbot.plan.make_plan`); edits
 get a full tree in a temporary directory (`checkout`) and come back as one commit written with
 plumbing on a private index (`commit`), pushed by `push`.
 
@@ -37,8 +37,11 @@ from typing import Any, Protocol
 import git
 
 from prbot import gitrepo
+from prbot.config import Config
 from prbot.errors import GitError, PrbotError
+from prbot.plan import DryRunner, Plan, make_plan
 from prbot.ports import ForgeError, NotFound, TransientError
+from prbot.render import RenderPool
 
 log = logging.getLogger("prbot.workspace")
 
@@ -174,6 +177,28 @@ class Mirror:
             raise PrbotError(f"unknown revision {rev!r} in the mirror of {self.full_name}")
         with gitrepo.materialize(self.git_dir, sha) as tree:
             yield tree
+
+    @contextmanager
+    def materialize(self, rev: str) -> Iterator[Path]:
+        """A directory tree of `rev` (a sha or a ref of the mirror), removed on exit; for reading."""
+        with gitrepo.materialize(self.git_dir, rev) as tree:
+            yield tree
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of `a` and `b`; None when either is unknown or they share no history."""
+        try:
+            return gitrepo.merge_base(self.git_dir, a, b)
+        except gitrepo.GitError:
+            return None
+
+    def same_tree(self, a: str, b: str) -> bool:
+        """Whether commits `a` and `b` hold the same tree (the same contents)."""
+        return gitrepo.tree_of(self.git_dir, a) == gitrepo.tree_of(self.git_dir, b)
+
+    def plan(self, config: Config, base: str, head: str, *, pool: RenderPool | None = None,
+             dry_runner: DryRunner | None = None) -> Plan:
+        """The plan of base...head (`prbot.plan.make_plan`), read from the mirror without a working tree."""
+        return make_plan(self.git_dir, config, base, head, pool=pool, dry_runner=dry_runner)
 
     # ------------------------------------------------------------------ writing
     def commit(self, *, parent: str, files: Mapping[str, bytes], message: str) -> str:

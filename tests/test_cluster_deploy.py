@@ -15,11 +15,11 @@ from kubehelp import FAST, closed_port, configmap, deployment, namespace, widget
 
 from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.deploy import Deployer, Ticket
-from prbot.cluster.health import Progress
 from prbot.cluster.sync import REFRESH_ANNOTATION, REQUESTED_AT_ANNOTATION, TARGET_LABEL
 from prbot.config import SyncSpec
 from prbot.model import Target
 from prbot.ports import TransientError
+from prbot.progress import Progress
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"

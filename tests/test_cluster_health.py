@@ -9,13 +9,13 @@ import pytest
 from kubehelp import deployment
 
 from prbot.cluster.health import (
-    Progress,
     argocd_progress,
     at_revision,
     flux_progress,
     rollout_progress,
     workload_state,
 )
+from prbot.progress import Progress
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"

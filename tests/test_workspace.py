@@ -131,6 +131,26 @@ def test_checkout_is_a_full_tree_in_a_temporary_directory(mirror: Mirror) -> Non
             pass
 
 
+def test_merge_base_equal_trees_and_a_tree_of_a_revision_come_from_the_mirror(fake: FakeGitHub,
+                                                                               mirror: Mirror) -> None:
+    fork_point = fake.branch_sha(REPO, "main")
+    feature = fake.commit(REPO, "feature", {"apps/web/dev/kustomization.yaml": "resources: [x]\n"})
+    main = fake.commit(REPO, "main", {"README.md": "moved on\n"})
+    mirror.fetch("main", "feature")
+    assert mirror.merge_base(main, feature) == fork_point
+    assert mirror.merge_base("refs/heads/main", "refs/heads/feature") == fork_point
+    assert mirror.merge_base("nope", feature) is None
+    again = mirror.commit(parent=feature, files={"README.md": b"hello\n"}, message="same files")
+    assert again != feature and mirror.same_tree(feature, again)
+    assert not mirror.same_tree(main, feature)
+    with mirror.materialize(feature) as tree:
+        assert (tree / "apps/web/dev/kustomization.yaml").read_text() == "resources: [x]\n"
+        assert (tree / "README.md").read_text() == "hello\n"
+        kept = tree
+    assert not kept.exists()
+    assert not (mirror.git_dir / "index").exists()
+
+
 def test_commit_writes_objects_only(fake: FakeGitHub, mirror: Mirror, tmp_path: Path) -> None:
     mirror.fetch("main")
     parent = mirror.resolve("main")

@@ -35,7 +35,6 @@ from prbot.cluster.client import DEFAULT_TIMEOUT, ClusterClient
 from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.health import (
     WORKLOAD_KINDS,
-    Progress,
     argocd_progress,
     flux_progress,
     rollout_progress,
@@ -61,6 +60,7 @@ from prbot.config import SyncSpec
 from prbot.errors import ApiError, ClusterError, NotServed
 from prbot.model import Target
 from prbot.ports import TransientError
+from prbot.progress import Progress
 
 __all__ = ["Deployer", "Ticket"]
 

@@ -213,7 +213,7 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
     body = _bump_body(config, env, image, result.edits, push)
     writes = 0
     head = ws.resolve(f"refs/heads/{branch}")
-    if head is None or not _same_tree(ws, head, commit) or ws.resolve(f"{head}^") != base_sha:
+    if head is None or not ws.same_tree(head, commit) or ws.resolve(f"{head}^") != base_sha:
         ws.push(branch, commit, force=True)
         head = commit
     labels = [*LABELS, f"env:{env}"]
@@ -266,12 +266,6 @@ def _older_than_pull(ws: Workspace, config: Config, env: str, policy: str, image
     with ws.checkout(head) as root:
         refused = edit_bump(root, config, str(image), env, pool=pool).refused
     return f"PR #{pull.number} carries a higher version: {refused[0]}" if refused else None
-
-
-def _same_tree(ws: Workspace, a: str, b: str) -> bool:
-    from prbot import gitrepo
-
-    return gitrepo.tree_of(ws.git_dir, a) == gitrepo.tree_of(ws.git_dir, b)
 
 
 _SHA_TAG = re.compile(r"[0-9a-f]{7,40}")

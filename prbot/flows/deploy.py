@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prbot import gitrepo
 from prbot.config import Config
 from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo, config_at
 from prbot.flows.locks import get_lock
+from prbot.flows.promote import Provenance, promote_healthy
 from prbot.flows.sticky import sticky_comment
 from prbot.model import Target
-from prbot.plan import Plan, TargetPlan, make_plan
+from prbot.plan import Plan, TargetPlan
 from prbot.ports import Deployer, Progress, PullRequest, TransientError
 from prbot.render import RenderPool, render_target
 from prbot.report.markdown import code, md, short_sha
@@ -145,13 +145,10 @@ def pr_plan(repo: Repo, config: Config, pr: PullRequest, at: str) -> Plan:
     ws.fetch(f"refs/pull/{pr.number}/head")
     head = ws.resolve(f"refs/pull/{pr.number}/head") or pr.head_sha
     before = ws.resolve(f"{at}^1") or pr.base_sha
-    try:
-        base = gitrepo.merge_base(ws.git_dir, before, head)
-    except PrbotError:
-        base = pr.base_sha
+    base = ws.merge_base(before, head) or pr.base_sha
     pool = RenderPool(cache_dir=repo.render_cache,
                       kube_versions={e.name: e.kubernetes_version for e in config.environments if e.kubernetes_version})
-    return make_plan(ws.git_dir, config, base, head, pool=pool)
+    return ws.plan(config, base, head, pool=pool)
 
 
 def record_pr_targets(repo: Repo, number: int, plan: Plan) -> None:
@@ -211,7 +208,7 @@ def start_deploy(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest
         chosen.setdefault(env, []).append((app, images))
     if not chosen:
         return None
-    with gitrepo.materialize(repo.workspace.git_dir, sha) as root:
+    with repo.workspace.materialize(sha) as root:
         targets = {(t.app, t.env): t for t in discover_targets(config, root)}
         for env in config.env_names:                          # promotion order
             if env not in chosen:
@@ -279,9 +276,19 @@ def _start_target(repo: Repo, deployer: Deployer, config: Config, root: Any, tar
 Promoter = Callable[[Repo, DeployState, EnvDeploy], str | None]
 
 
-def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *, promote: Promoter | None = None) -> float | None:
+def promote_next(repo: Repo, state: DeployState, entry: EnvDeploy) -> str | None:
+    """An environment turned healthy at a merge that changed images: open (or update) its apps'
+    promotion PRs into the next environment, citing the merged PR, its author and the Deployment
+    that proved the environment healthy.  What the result comment says about it, or None."""
+    provenance = Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
+    return promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)
+
+
+def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
+                promote: Promoter | None = promote_next) -> float | None:
     """One poll of every environment still deploying at `sha`: read the cluster once per target,
-    update the Deployments and the result comment, promote what turned healthy.
+    update the Deployments and the result comment, promote what turned healthy (`promote_next`;
+    `promote=None` promotes nothing).
 
     Returns the delay before the next poll, or None when every environment is done.
     """

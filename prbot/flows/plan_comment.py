@@ -9,11 +9,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from prbot.errors import ConfigError, PrbotError
+from prbot.errors import ConfigError
 from prbot.flows.context import Repo, default_config
 from prbot.flows.locks import Lock, locks
 from prbot.flows.sticky import sticky_comment
-from prbot.plan import Plan, TargetPlan, make_plan
+from prbot.plan import Plan, TargetPlan
 from prbot.ports import (
     Annotation,
     CheckRunOutput,
@@ -85,7 +85,7 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
                       kube_versions={e.name: e.kubernetes_version for e in config.environments
                                      if e.kubernetes_version})
     try:
-        plan = make_plan(ws.git_dir, config, base, head, pool=pool, dry_runner=runner)
+        plan = ws.plan(config, base, head, pool=pool, dry_runner=runner)
     finally:
         close = getattr(runner, "close", None)
         if callable(close):
@@ -111,16 +111,12 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
 
 
 def _merge_base(ws: Workspace, base_ref: str, head: str) -> str | None:
-    """The fork point of the PR (what GitHub's three-dot diff compares), via the core's git helper."""
-    from prbot import gitrepo
-
+    """The fork point of the PR (what GitHub's three-dot diff compares); the base itself when they
+    share no history."""
     base = ws.resolve(base_ref)
     if base is None:
         return None
-    try:
-        return gitrepo.merge_base(ws.git_dir, base, head)
-    except PrbotError:
-        return base
+    return ws.merge_base(base, head) or base
 
 
 def _with_banners(parts: list[str], banners: Sequence[str]) -> list[str]:

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prbot import gitrepo
 from prbot.config import Config, SyncSpec
 from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo
@@ -117,7 +116,7 @@ def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest) 
     ws = repo.workspace
     ws.fetch(f"refs/pull/{pr.number}/head")
     head = ws.resolve(f"refs/pull/{pr.number}/head") or pr.head_sha
-    with gitrepo.materialize(ws.git_dir, head) as root:
+    with ws.materialize(head) as root:
         objects = preview_objects(config, root, env, pr.number)
     was = active(repo, pr.number)
     ticket, progress = deployer.start(cluster, _synthetic(pr.number, env), SyncSpec("apply", {"prune": True}), head,

@@ -21,7 +21,7 @@ from prbot.errors import PrbotError, RenderError
 from prbot.flows.context import Repo, config_at
 from prbot.images import ImageRef
 from prbot.model import Target
-from prbot.ports import PullRequest, Workspace
+from prbot.ports import PullRequest
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text
 from prbot.targets import discover_targets
@@ -77,7 +77,7 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
     body = _body(repo, app, from_env, to_env, result.edits, provenance, picture, digests)
     commit = ws.commit(parent=base_sha, files=files, message=title)
     tip = ws.resolve(f"refs/heads/{branch}")
-    if tip is None or not _same_tree(ws, tip, commit) or ws.resolve(f"{tip}^") != base_sha:
+    if tip is None or not ws.same_tree(tip, commit) or ws.resolve(f"{tip}^") != base_sha:
         ws.push(branch, commit, force=True)
     labels = [*LABELS, f"env:{to_env}"]
     marker = f"promoted:{repo.name}#"
@@ -98,12 +98,6 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
         repo.store.put(f"{marker}{pull.number}", "auto-merge")
     log.info("%s promotion PR %s#%d: %s %s → %s", status, repo.name, pull.number, app, from_env, to_env)
     return PromotionOutcome(app, status, pull)
-
-
-def _same_tree(ws: Workspace, a: str, b: str) -> bool:
-    from prbot import gitrepo
-
-    return gitrepo.tree_of(ws.git_dir, a) == gitrepo.tree_of(ws.git_dir, b)
 
 
 def promote_healthy(repo: Repo, sha: str, env: str, apps: Sequence[str], provenance: Provenance) -> str | None:
@@ -214,7 +208,5 @@ def _mermaid(label: str) -> str:
 
 
 def picture_for(repo: Repo, config: Config, sha: str, app: str) -> str:
-    from prbot import gitrepo
-
-    with gitrepo.materialize(repo.workspace.git_dir, sha) as root:
+    with repo.workspace.materialize(sha) as root:
         return versions_picture(repo, config, root, app)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from prbot import gitrepo
 from prbot.branches import slug
 from prbot.config import Config
 from prbot.edit import FileEdit, rendered_images
@@ -63,7 +62,7 @@ def open_rollback(repo: Repo, config: Config, env: str, *, requested_by: str) ->
         raise PrbotError(f"the commit of deployment {previous.id} ({short_sha(previous.sha)}) is not on "
                          f"{forge.default_branch}")
     wanted: list[tuple[str, str]] = []                   # (app, image reference)
-    with gitrepo.materialize(ws.git_dir, old_sha) as old_root:
+    with ws.materialize(old_sha) as old_root:
         for target in discover_targets(config, old_root):
             if target.env != env:
                 continue

@@ -407,12 +407,7 @@ def deploy_poll(rt: Runtime, job: Job) -> None:
     repo = repo_context(rt, installation, job.repo)
     if repo.deployer is None:
         return
-
-    def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
-        provenance = flows.Provenance(pr=state.pr, author=state.author, deployment=entry.deployment, sha=state.sha)
-        return flows.promote_healthy(repo, state.sha, entry.env, [t.app for t in entry.targets], provenance)
-
-    delay = flows.poll_deploy(repo, repo.deployer, sha, promote=promote)
+    delay = flows.poll_deploy(repo, repo.deployer, sha)
     if delay is not None:
         _enqueue_poll(rt, installation, job.repo, sha, delay, job.pr)
 
