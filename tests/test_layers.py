@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: what a change does: the plan, the edits, the report
     ("prbot.plan", "prbot.edit", "prbot.report"),
     # 5: the interfaces use cases are written against
-    ("prbot.ports",),
+    ("prbot.ports", "prbot.progress"),
     # 6: the use cases
     ("prbot.flows", "prbot.commands", "prbot.repoindex"),
     # 7: adapters to the outside world
