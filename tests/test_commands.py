@@ -1,12 +1,21 @@
-"""Slash-command parsing and permission rules (prbot/commands.py): pure, no GitHub."""
+"""Slash-command parsing and permission rules (prbot/commands.py over the commands' table in
+prbot/flows/slash_commands.py): pure, no GitHub."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from prbot.commands import Command, CommandError, command_lines, help_text, is_deployer, parse_commands, refusal
+from prbot import commands
+from prbot.commands import Command, CommandError, Parsed, command_lines, help_text, is_deployer, refusal
+from prbot.flows.slash_commands import GRAMMAR
 
 ENVS = ["dev", "staging", "prod"]
+
+
+def parse_commands(body: str, env_names: Sequence[str]) -> list[Parsed]:
+    return commands.parse_commands(body, env_names, GRAMMAR)
 
 
 def test_every_command_parses() -> None:
@@ -67,16 +76,16 @@ def test_user_text_is_clipped_and_cannot_break_out_of_code_spans() -> None:
 
 
 def test_write_permission_and_deployers() -> None:
-    lock = Command("lock", env="prod")
+    lock = Command(GRAMMAR["lock"], env="prod")
     members = {("acme", "sre"): {"bob"}}
 
     def member(user: str):  # type: ignore[no-untyped-def]
         return lambda org, team: user in members.get((org, team), set())
 
-    assert refusal(Command("help"), "anyone", "none", (), member("anyone")) is None
-    why = refusal(Command("plan"), "reader", "read", (), member("reader"))
+    assert refusal(Command(GRAMMAR["help"]), "anyone", "none", (), member("anyone")) is None
+    why = refusal(Command(GRAMMAR["plan"]), "reader", "read", (), member("reader"))
     assert why is not None and "needs write permission" in why and "`reader`" in why and "@reader" not in why
-    assert refusal(Command("plan"), "writer", "write", (), member("writer")) is None
+    assert refusal(Command(GRAMMAR["plan"]), "writer", "write", (), member("writer")) is None
     deployers = ("@acme/sre", "alice")
     why = refusal(lock, "writer", "write", deployers, member("writer"))
     assert why is not None and "`@acme/sre`" in why                 # a code span: the team is not pinged
@@ -84,12 +93,32 @@ def test_write_permission_and_deployers() -> None:
     assert refusal(lock, "Alice", "admin", deployers, member("Alice")) is None   # logins are case-insensitive
     assert refusal(lock, "bob", "maintain", deployers, member("bob")) is None
     assert refusal(lock, "bob", "read", deployers, member("bob")) is not None   # deployers still need write
-    assert refusal(Command("preview"), "carol", "write", deployers, member("carol")) is None   # no deployers rule
+    preview = Command(GRAMMAR["preview"])
+    assert refusal(preview, "carol", "write", deployers, member("carol")) is None   # no deployers rule
     assert is_deployer("bob", ["@acme/sre"], member("bob")) and not is_deployer("eve", ["@acme/sre"], member("eve"))
 
 
 def test_help_lists_every_command() -> None:
-    text = help_text()
+    text = help_text(GRAMMAR)
     for usage in ("/prbot plan", "/prbot promote [ENV]", "/prbot sync [ENV]", "/prbot rollback [ENV]",
                   "/prbot lock ENV [reason]", "/prbot unlock ENV", "/prbot preview [stop]", "/prbot help"):
         assert f"`{usage}`" in text
+
+
+def test_the_grammar_comes_from_the_entries_given() -> None:
+    """A command added to the table parses, shows in help with its permission, and is refused below it."""
+    table = commands.grammar([commands.Spec("freeze", "stop everything", env="required", rest="why",
+                                            permission="deployers"),
+                              commands.Spec("ping", "answer", permission="anyone")])
+    [cmd] = commands.parse_commands("/prbot freeze prod now please", ENVS, table)
+    assert isinstance(cmd, Command) and (cmd.name, cmd.env, cmd.reason) == ("freeze", "prod", "now please")
+    [err] = commands.parse_commands("/prbot plan", ENVS, table)
+    assert isinstance(err, CommandError) and "unknown command `plan`" in err.message
+    text = help_text(table)
+    assert "| `/prbot freeze ENV [why]` | stop everything |" in text and "| `/prbot ping` | answer |" in text
+    assert "Everything but `ping` needs write permission" in text
+    assert "`freeze` also needs the environment's `deployers`" in text
+    assert refusal(cmd, "eve", "write", ["alice"], lambda org, team: False) == \
+        "only the deployers of this environment (`alice`) may run `/prbot freeze`"
+    with pytest.raises(ValueError, match="declared twice"):
+        commands.grammar([commands.Spec("ping", "a"), commands.Spec("ping", "b")])

@@ -347,3 +347,7 @@ def test_layers_keep_to_their_side() -> None:
             " or m.startswith('prbot.service') or m.startswith('prbot.registries')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    # the blueprints reach shared state through prbot.service.context, never through the app factory
+    code = "import sys, prbot.service.webhooks; print('prbot.service.app' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

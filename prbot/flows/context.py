@@ -4,11 +4,13 @@ read from the default branch so that a pull request cannot loosen its own gate.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prbot.config import CONFIG_FILE, Config, load_config
 from prbot.errors import ConfigError
@@ -73,3 +75,21 @@ def config_at(repo: Repo, rev: str) -> Config | None:
         return load_config(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{CONFIG_FILE}: not UTF-8 text"]) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# The last deployment outcome of each environment (written by the deploy flow)
+# --------------------------------------------------------------------------------------------
+
+def env_state_key(repo: Repo, env: str) -> str:
+    return f"envstate:{repo.name}:{env}"
+
+
+def env_state(repo: Repo, env: str) -> Mapping[str, Any] | None:
+    """What the deploy flow last recorded for `env`: sha, state, PR, deployment id, time."""
+    raw = repo.store.get(env_state_key(repo, env))
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prbot.config import Config
 from prbot.errors import PrbotError, RenderError
-from prbot.flows.context import Repo, config_at
+from prbot.flows.context import Repo, config_at, env_state_key
 from prbot.flows.locks import get_lock
 from prbot.flows.promote import Provenance, promote_healthy
 from prbot.flows.sticky import sticky_comment
@@ -349,18 +349,9 @@ def _settle(repo: Repo, state: DeployState, entry: EnvDeploy) -> None:
 
 def _remember_env(repo: Repo, state: DeployState, entry: EnvDeploy) -> None:
     """The last deployment outcome of an environment (the promotion picture shows it)."""
-    repo.store.put(f"envstate:{repo.name}:{entry.env}",
+    repo.store.put(env_state_key(repo, entry.env),
                    json.dumps({"sha": state.sha, "state": entry.state, "pr": state.pr,
                                "deployment": entry.deployment, "at": entry.finished}))
-
-
-def env_state(repo: Repo, env: str) -> Mapping[str, Any] | None:
-    raw = repo.store.get(f"envstate:{repo.name}:{env}")
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from prbot.config import Config
 from prbot.edit import FileEdit, rendered_images
 from prbot.edit import promote as edit_promote
 from prbot.errors import PrbotError, RenderError
-from prbot.flows.context import Repo, config_at
+from prbot.flows.context import Repo, config_at, env_state
 from prbot.images import ImageRef
 from prbot.model import Target
 from prbot.ports import PullRequest
@@ -186,8 +186,6 @@ def _known_digests(repo: Repo) -> dict[tuple[str, str], str]:
 def versions_picture(repo: Repo, config: Config, root: Path, app: str) -> str:
     """A Mermaid flowchart of the environments in promotion order, each with the version(s) `app`
     runs there (on the default branch) and the health of its last deployment."""
-    from prbot.flows.deploy import env_state
-
     targets = _env_targets(config, root, app)
     nodes = []
     for index, env in enumerate(config.env_names):

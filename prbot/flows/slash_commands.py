@@ -1,18 +1,23 @@
-"""`/prbot …` comments → their commands (SPEC §6): 👀 when taken, 🚀 when every command ran, 😕
-otherwise, and one reply for refusals, typos and answers.
+"""`/prbot …` comments → their commands: 👀 when taken, 🚀 when every command ran, 😕 otherwise,
+and one reply for refusals, typos and answers.
 
-Who may: everything but `help` needs write permission; `promote`, `sync`, `rollback`, `lock` and
-`unlock` also need the deployers of the environment they act on (the one named, or the one the
-PR's change implies: `promote` → the next environment, `sync` → the PR's environments, `rollback`
-→ the PR's environment).
+Every command is declared once, in `COMMANDS`: its grammar, the permission it needs and its help
+line (a `prbot.commands.Spec`), the handler that runs it and, for commands acting on environments
+they do not name, how to find them.  Adding a command is one handler and one entry there.
+
+Who may: see `prbot.commands.refusal`; a `deployers` command needs the deployers of the
+environment it acts on (the one named, or the one the PR's change implies: `promote` → the next
+environment, `sync` → the PR's environments, `rollback` → the PR's environment).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from prbot import commands as cmds
+from prbot.commands import Spec
 from prbot.config import CONFIG_FILE, Config
 from prbot.errors import ConfigError, PrbotError
 from prbot.flows.context import Repo, config_at, default_config
@@ -22,7 +27,7 @@ from prbot.flows.plan_comment import PlanOutcome, plan_pull_request
 from prbot.flows.preview import preview_down, preview_up
 from prbot.flows.promote import Provenance, open_promotion
 from prbot.flows.rollback import open_rollback
-from prbot.ports import PullRequest, TransientError
+from prbot.ports import Deployer, PullRequest, TransientError
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -42,6 +47,51 @@ class NotAvailable(PrbotError):
     """A command this deployment of prbot cannot run; its message is the whole reply line."""
 
 
+@dataclass
+class Call:
+    """One command to run: what its handler gets."""
+
+    repo: Repo
+    pr: PullRequest
+    command: cmds.Command
+    user: str
+    config_or_none: Config | None          # None only for a command declared with needs_config=False
+    outcome: CommandOutcome
+
+    @property
+    def config(self) -> Config:
+        """The default branch's `.prbot.yml` (`run_commands` runs no command needing it without one)."""
+        assert self.config_or_none is not None
+        return self.config_or_none
+
+    @property
+    def line(self) -> str:
+        """The command line as written, as a code span for the reply."""
+        return code(self.command.line, 120)
+
+    def deployer(self) -> Deployer:
+        """The server's clusters, or `NotAvailable` when it has none."""
+        if self.repo.deployer is None:
+            raise NotAvailable(text("reply_no_cluster", line=self.line))
+        return self.repo.deployer
+
+
+Handler = Callable[[Call], str | None]
+"""Runs one command; returns its reply line (None: nothing to say).  A `PrbotError` is the reply."""
+ActingEnvs = Callable[[Repo, PullRequest, Config], list[str]]
+"""The environments a command acts on when it names none (their deployers may run it)."""
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    """One entry of `COMMANDS`."""
+
+    spec: cmds.Spec                        # name, arguments, permission, help line
+    run: Handler
+    acting_envs: ActingEnvs | None = None  # when ENV is not given; None: the named one only
+    needs_config: bool = True              # False: runs without a valid `.prbot.yml` (help)
+
+
 def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: str) -> CommandOutcome:
     """Run the `/prbot` lines of a PR comment by `user`."""
     forge = repo.forge
@@ -51,7 +101,7 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
         config = default_config(repo)
     except ConfigError:
         config = None
-    parsed = cmds.parse_commands(body, config.env_names if config else [])
+    parsed = cmds.parse_commands(body, config.env_names if config else [], GRAMMAR)
     if not parsed:
         return outcome
     forge.react(comment_id, "eyes")
@@ -64,13 +114,15 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
             outcome.replies.append(text("reply_error", line=line, message=item.message))
             failed = True
             continue
-        if config is None and item.name != "help":
+        entry = COMMANDS[item.name]
+        if config is None and entry.needs_config:
             outcome.replies.append(text("reply_failed", line=line,
                                         message=f"this repository has no valid {CONFIG_FILE} on its default branch"))
             failed = True
             continue
         try:
-            if item.name != "help" and permission is None:
+            needs_permission = item.spec.permission != "anyone"
+            if needs_permission and permission is None:
                 permission = forge.permission(user)
             why = None
             for env in _acting_envs(repo, pr, item, config) if config else []:
@@ -78,14 +130,14 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
                                    lambda org, team: forge.is_team_member(org, team, user))
                 if why:
                     break
-            if item.name != "help" and why is None:
+            if needs_permission and why is None:
                 why = cmds.refusal(item, user, permission or "none", (), lambda org, team: False)
             if why is not None:
                 outcome.refused.append(item.name)
                 outcome.replies.append(text("reply_refused", line=line, message=why))
                 failed = True
                 continue
-            reply = _execute(repo, pr, item, user, config, outcome)
+            reply = entry.run(Call(repo, pr, item, user, config, outcome))
         except NotAvailable as exc:
             outcome.replies.append(str(exc))
             failed = True
@@ -134,72 +186,83 @@ def _source_env(repo: Repo, pr: PullRequest, config: Config) -> str:
     return envs[-1]                                   # the furthest along the promotion order
 
 
+def _next_env(repo: Repo, pr: PullRequest, config: Config) -> list[str]:
+    nxt = config.next_env(_source_env(repo, pr, config))
+    if nxt is None:
+        raise PrbotError(f"{_source_env(repo, pr, config)} is the last environment: nothing to promote into")
+    return [nxt.name]
+
+
+def _pr_env_names(repo: Repo, pr: PullRequest, config: Config) -> list[str]:
+    return list(dict.fromkeys(e for _, e, _ in _pr_envs(repo, pr, config)))
+
+
+def _own_env(repo: Repo, pr: PullRequest, config: Config) -> list[str]:
+    return [_source_env(repo, pr, config)]
+
+
 def _acting_envs(repo: Repo, pr: PullRequest, command: cmds.Command, config: Config) -> list[str]:
     if command.env is not None:
         return [command.env]
-    if command.name == "promote":
-        nxt = config.next_env(_source_env(repo, pr, config))
-        if nxt is None:
-            raise PrbotError(f"{_source_env(repo, pr, config)} is the last environment: nothing to promote into")
-        return [nxt.name]
-    if command.name == "sync":
-        return list(dict.fromkeys(e for _, e, _ in _pr_envs(repo, pr, config)))
-    if command.name == "rollback":
-        return [_source_env(repo, pr, config)]
-    return []
+    implied = COMMANDS[command.name].acting_envs
+    return implied(repo, pr, config) if implied else []
 
 
 # --------------------------------------------------------------------------------------------
-# Running one command
+# The handlers, one per command
 # --------------------------------------------------------------------------------------------
 
-def _execute(repo: Repo, pr: PullRequest, command: cmds.Command, user: str, config: Config | None,
-             outcome: CommandOutcome) -> str | None:
-    name = command.name
-    if name == "help":
-        return text("reply_help", table=cmds.help_text())
-    assert config is not None
-    if name == "plan":
-        outcome.plan = plan_pull_request(repo, pr.number, with_cluster=True)
-        return None
-    if name == "lock":
-        assert command.env is not None
-        reason = f" ({md(command.reason)})" if command.reason else ""
-        if set_lock(repo.store, repo.name, command.env, user, command.reason, repo.clock()):
-            return text("reply_locked", env=md(command.env), reason=reason)
-        held = get_lock(repo.store, repo.name, command.env)
-        by, why = held.describe() if held else ("?", "")
-        return text("reply_already_locked", env=md(command.env), by=by, reason=why)
-    if name == "unlock":
-        assert command.env is not None
-        if clear_lock(repo.store, repo.name, command.env):
-            return text("reply_unlocked", env=md(command.env))
-        return text("reply_not_locked", env=md(command.env))
-    if name == "promote":
-        return _promote(repo, pr, command, user, config)
-    if name == "rollback":
-        env = _acting_envs(repo, pr, command, config)[0]
-        result = open_rollback(repo, config, env, requested_by=user)
-        if result.pull is None:
-            return text("reply_nothing", line=code(command.line, 120), reason=md(result.reason))
-        return text("reply_rollback", env=md(env), pr=f"#{result.pull.number}",
-                    deployment=str(result.to.id if result.to else "?"))
-    if repo.deployer is None:
-        raise NotAvailable(text("reply_no_cluster", line=code(command.line, 120)))
-    if name == "sync":
-        return _sync(repo, pr, command, config, outcome)
-    if name == "preview":
-        if command.stop:
-            down = preview_down(repo, repo.deployer, config, pr)
-            return text("reply_preview_stopped" if down.status == "stopped" else "reply_preview_off")
-        preview_up(repo, repo.deployer, config, pr)
-        return None                                   # the preview comment says it all
-    raise NotAvailable(text("reply_not_yet", line=code(command.line, 120)))
+def _help(call: Call) -> str:
+    return text("reply_help", table=cmds.help_text(GRAMMAR))
 
 
-def _promote(repo: Repo, pr: PullRequest, command: cmds.Command, user: str, config: Config) -> str:
+def _plan(call: Call) -> None:
+    call.outcome.plan = plan_pull_request(call.repo, call.pr.number, with_cluster=True)
+    return None
+
+
+def _lock(call: Call) -> str:
+    repo, command = call.repo, call.command
+    assert command.env is not None
+    reason = f" ({md(command.reason)})" if command.reason else ""
+    if set_lock(repo.store, repo.name, command.env, call.user, command.reason, repo.clock()):
+        return text("reply_locked", env=md(command.env), reason=reason)
+    held = get_lock(repo.store, repo.name, command.env)
+    by, why = held.describe() if held else ("?", "")
+    return text("reply_already_locked", env=md(command.env), by=by, reason=why)
+
+
+def _unlock(call: Call) -> str:
+    env = call.command.env
+    assert env is not None
+    if clear_lock(call.repo.store, call.repo.name, env):
+        return text("reply_unlocked", env=md(env))
+    return text("reply_not_locked", env=md(env))
+
+
+def _rollback(call: Call) -> str:
+    repo, pr, config = call.repo, call.pr, call.config
+    env = _acting_envs(repo, pr, call.command, config)[0]
+    result = open_rollback(repo, config, env, requested_by=call.user)
+    if result.pull is None:
+        return text("reply_nothing", line=call.line, reason=md(result.reason))
+    return text("reply_rollback", env=md(env), pr=f"#{result.pull.number}",
+                deployment=str(result.to.id if result.to else "?"))
+
+
+def _preview(call: Call) -> str | None:
+    deployer = call.deployer()
+    if call.command.stop:
+        down = preview_down(call.repo, deployer, call.config, call.pr)
+        return text("reply_preview_stopped" if down.status == "stopped" else "reply_preview_off")
+    preview_up(call.repo, deployer, call.config, call.pr)
+    return None                                   # the preview comment says it all
+
+
+def _promote(call: Call) -> str:
+    repo, pr, config, user = call.repo, call.pr, call.config, call.user
     source = _source_env(repo, pr, config)
-    dest = _acting_envs(repo, pr, command, config)[0]
+    dest = _acting_envs(repo, pr, call.command, config)[0]
     if dest == source:
         raise PrbotError(f"this pull request's environment is {source}: promote it into another one")
     apps = sorted({a for a, e, _ in _pr_envs(repo, pr, config) if e == source})
@@ -217,18 +280,42 @@ def _promote(repo: Repo, pr: PullRequest, command: cmds.Command, user: str, conf
     return "\n".join(said)
 
 
-def _sync(repo: Repo, pr: PullRequest, command: cmds.Command, config: Config, outcome: CommandOutcome) -> str:
+def _sync(call: Call) -> str:
+    deployer = call.deployer()
+    repo, pr, config = call.repo, call.pr, call.config
     if not pr.merged:
         raise PrbotError("`/prbot sync` re-syncs a merged pull request; this one is not merged")
-    assert repo.deployer is not None
     tip = repo.workspace.resolve(repo.default_ref())
     if tip is None:
         raise PrbotError(f"default branch {repo.forge.default_branch} not found")
     at_tip = config_at(repo, tip) or config
-    envs = _acting_envs(repo, pr, command, config)
+    envs = _acting_envs(repo, pr, call.command, config)
     wanted = [(a, e, i) for a, e, i in _pr_envs(repo, pr, config) if e in envs]
-    state = start_deploy(repo, repo.deployer, at_tip, pr, tip, wanted, envs=envs)
+    state = start_deploy(repo, deployer, at_tip, pr, tip, wanted, envs=envs)
     if state is None:
         raise PrbotError(f"nothing to sync: no target of {', '.join(envs) or 'this PR'} has a cluster and a sync")
-    outcome.deploys.append(tip)
+    call.outcome.deploys.append(tip)
     return text("reply_sync", envs=", ".join(md(e.env) for e in state.envs), sha=code(tip[:7]))
+
+
+# --------------------------------------------------------------------------------------------
+# The commands: one entry each, in the order `/prbot help` lists them
+# --------------------------------------------------------------------------------------------
+
+_ENTRIES = (
+    SlashCommand(Spec("plan", "re-run the plan for the current head"), _plan),
+    SlashCommand(Spec("promote", "open the promotion PR from this PR's environment to ENV (default: the next)",
+                      env="optional", permission="deployers"), _promote, acting_envs=_next_env),
+    SlashCommand(Spec("sync", "re-trigger the sync of a merged PR's environments",
+                      env="optional", permission="deployers"), _sync, acting_envs=_pr_env_names),
+    SlashCommand(Spec("rollback", "open a PR restoring ENV's images to the previously deployed versions",
+                      env="optional", permission="deployers"), _rollback, acting_envs=_own_env),
+    SlashCommand(Spec("lock", "freeze deployments to ENV", env="required", rest="reason", permission="deployers"),
+                 _lock),
+    SlashCommand(Spec("unlock", "unfreeze deployments to ENV", env="required", permission="deployers"), _unlock),
+    SlashCommand(Spec("preview", "deploy (or tear down) this PR's preview environment", words=("stop",)), _preview),
+    SlashCommand(Spec("help", "list the commands", permission="anyone"), _help, needs_config=False),
+)
+
+GRAMMAR: cmds.Grammar = cmds.grammar(c.spec for c in _ENTRIES)    # refuses a name declared twice
+COMMANDS: Mapping[str, SlashCommand] = {c.spec.name: c for c in _ENTRIES}

@@ -1,41 +1,25 @@
-"""The Flask app: verify, enqueue, answer.  No GitHub call, no plan, no routing here."""
+"""The Flask app factory: verify, enqueue, answer.  No GitHub call, no plan, no routing here.
+
+The blueprints (`prbot.service.webhooks`) reach the shared settings and queue through
+`prbot.service.context`, never through this module.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from prbot.service import metrics
-from prbot.service.jobs import Job
+import prbot.service.metrics as metrics
+from prbot.service.context import Service, install, service
 from prbot.service.logs import add_secret, setup_logging
 from prbot.service.queue import Queue
 from prbot.service.settings import Settings
+from prbot.service.webhooks import github_blueprint, registry_blueprint
 
 log = logging.getLogger("prbot.web")
-EXTENSION = "prbot"
-
-
-class Service:
-    """What the views share: settings and the queue (with its store)."""
-
-    def __init__(self, settings: Settings, queue: Queue) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.store = queue.store
-        self.started = time.time()
-
-    def enqueue(self, job: Job) -> str:
-        return self.queue.enqueue(job)
-
-
-def service() -> Service:
-    from flask import current_app
-
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None, *, queue: Queue | None = None, configure_logging: bool = True,
@@ -55,10 +39,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None, 
     app = Flask("prbot")
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_github_body, settings.max_registry_body)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = Service(settings, queue or Queue(settings))
-
-    from prbot.service.webhooks import github_blueprint, registry_blueprint
-
+    install(app, Service(settings, queue or Queue(settings)))
     app.register_blueprint(github_blueprint)
     app.register_blueprint(registry_blueprint)
 

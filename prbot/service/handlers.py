@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prbot import flows
@@ -34,9 +35,6 @@ from prbot.service.jobs import Job, Runtime, register
 from prbot.service.logs import add_secret
 
 log = logging.getLogger("prbot.handlers")
-
-PLAN_ACTIONS = flows.PLAN_ACTIONS
-INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,86 +143,171 @@ def _sender_is_bot(body: Mapping[str, Any]) -> bool:
     return isinstance(sender, dict) and sender.get("type") == "Bot"
 
 
+@dataclass(frozen=True)
+class Event:
+    """One GitHub event as its handler gets it."""
+
+    name: str                                 # X-GitHub-Event
+    body: dict[str, Any]                      # the payload (untrusted)
+    action: object                            # body["action"], any JSON value
+    delivery: str | None
+    installation: int | None
+    received: float | None                    # when the job was queued
+
+
+@dataclass(frozen=True)
+class RepoEvent(Event):
+    """An event about one repository of one installation."""
+
+    installation: int
+    repo: str
+
+
 @register("github_event")
 def github_event(rt: Runtime, job: Job) -> None:
-    """Turn one GitHub event into the jobs it calls for (no GitHub call here)."""
-    event = str(job.payload.get("event", ""))
+    """Turn one GitHub event into the jobs it calls for (no GitHub call here): `APP_EVENTS` take any
+    event, `REPO_EVENTS` those naming an installation and a repository; other events are ignored."""
+    name = str(job.payload.get("event", ""))
     body = job.payload.get("body")
     if not isinstance(body, dict):
         raise PrbotError("github_event job without a body")
-    delivery = job.delivery
     installation = _installation(body)
+    event = Event(name, body, body.get("action"), job.delivery, installation, job.enqueued_at)
+    app_handler = APP_EVENTS.get(name)
+    if app_handler is not None:
+        app_handler(rt, event)
+        return
     repo = _repo_name(body)
-    action = body.get("action")
-    if event in INSTALLATION_EVENTS:
-        if installation is not None:
-            rt.enqueue(Job("index_installation", {"installation": installation, "event": event, "action": action,
-                                                  "body": _installation_body(body)}, delivery=delivery))
-        return
-    if event in ("package", "registry_package"):
-        records = parse_package_event(event, body)
-        if records:
-            version = _obj(_obj(body.get(event)).get("package_version"))
-            labels = _obj(_obj(version.get("container_metadata")).get("labels"))
-            source = labels.get("source") or _obj(body.get("repository")).get("html_url")   # OCI source label
-            images = [{**r.as_dict(), "source": source} for r in records]
-            rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None,
-                                             "received": job.enqueued_at}, delivery=delivery))
-        return
     if installation is None or repo is None:
-        log.info("event %s/%s ignored: no installation or repository", event, action)
+        log.info("event %s/%s ignored: no installation or repository", name, event.action)
         return
-    if event == "pull_request":
-        pr = _obj(body.get("pull_request"))
-        number = pr.get("number") or body.get("number")
-        if not isinstance(number, int):
-            return
-        if action in PLAN_ACTIONS and not pr.get("draft"):
-            _enqueue_plan(rt, installation, repo, number, delivery, with_cluster=None)
-        pr_labels = [str(_obj(label).get("name")) for label in pr.get("labels") or []]
-        if action == "labeled" and _obj(body.get("label")).get("name") == flows.preview.LABEL:
-            _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
-        elif action in ("synchronize", "reopened") and flows.preview.LABEL in pr_labels:
-            _enqueue_preview(rt, installation, repo, number, delivery, stop=False)
-        elif action == "synchronize":
-            rt.enqueue(Job("preview", {"installation": installation, "number": number, "if_active": True},
-                           repo=repo, supersede=f"preview:{repo}#{number}", delivery=delivery, pr=number))
-        if action == "closed":
-            _enqueue_preview(rt, installation, repo, number, delivery, stop=True)
-            if pr.get("merged"):
-                rt.enqueue(Job("deploy", {"installation": installation, "number": number}, repo=repo,
-                               delivery=delivery, pr=number))
+    repo_handler = REPO_EVENTS.get(name)
+    if repo_handler is None:
+        log.debug("event %s/%s: nothing to do", name, event.action)
         return
-    if event == "issue_comment":
-        if action != "created" or _sender_is_bot(body):       # edited comments are not re-run (SPEC §6)
-            return
-        issue = _obj(body.get("issue"))
-        comment = _obj(body.get("comment"))
-        text = comment.get("body") if isinstance(comment.get("body"), str) else ""
-        user = _obj(comment.get("user")).get("login")
-        if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
-                or not isinstance(user, str):
-            return
-        if "pull_request" not in issue:
-            log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
-            return
-        rt.enqueue(Job("command", {"installation": installation, "number": issue["number"], "user": user,
-                                   "comment_id": comment.get("id"), "body": text[:20_000]},
-                       repo=repo, delivery=delivery, pr=issue["number"]))
+    repo_handler(rt, RepoEvent(name, body, event.action, job.delivery, installation, job.enqueued_at, repo))
+
+
+def _on_installation(rt: Runtime, ev: Event) -> None:
+    """The app was installed, removed or given other repositories: refresh the routing index."""
+    if ev.installation is not None:
+        rt.enqueue(Job("index_installation", {"installation": ev.installation, "event": ev.name, "action": ev.action,
+                                              "body": _installation_body(ev.body)}, delivery=ev.delivery))
+
+
+def _on_package(rt: Runtime, ev: Event) -> None:
+    """A push to GitHub's container registry: routed like any registry push."""
+    records = parse_package_event(ev.name, ev.body)
+    if records:
+        version = _obj(_obj(ev.body.get(ev.name)).get("package_version"))
+        labels = _obj(_obj(version.get("container_metadata")).get("labels"))
+        source = labels.get("source") or _obj(ev.body.get("repository")).get("html_url")   # OCI source label
+        images = [{**r.as_dict(), "source": source} for r in records]
+        rt.enqueue(Job("registry_push", {"provider": "ghcr", "images": images, "repo": None,
+                                         "received": ev.received}, delivery=ev.delivery))
+
+
+def _on_pull_request(rt: Runtime, ev: RepoEvent) -> None:
+    """Plan a PR when its head moves (not drafts), then what its action means for its preview
+    and, once merged, its deployment (`PULL_REQUEST_ACTIONS`)."""
+    pr = _obj(ev.body.get("pull_request"))
+    number = pr.get("number") or ev.body.get("number")
+    if not isinstance(number, int):
         return
-    if event == "push":
-        default = _obj(body.get("repository")).get("default_branch")
-        if body.get("ref") == f"refs/heads/{default}" and _touches_config(body):
-            rt.enqueue(Job("index_repo", {"installation": installation}, repo=repo, delivery=delivery))
+    if ev.action in flows.PLAN_ACTIONS and not pr.get("draft"):
+        _enqueue_plan(rt, ev.installation, ev.repo, number, ev.delivery, with_cluster=None)
+    then = PULL_REQUEST_ACTIONS.get(ev.action) if isinstance(ev.action, str) else None
+    if then is not None:
+        then(rt, ev, pr, number)
+
+
+def _has_preview_label(pr: Mapping[str, Any]) -> bool:
+    return flows.preview.LABEL in [str(_obj(label).get("name")) for label in pr.get("labels") or []]
+
+
+def _pr_labeled(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
+    if _obj(ev.body.get("label")).get("name") == flows.preview.LABEL:
+        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
+
+
+def _pr_reopened(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
+    if _has_preview_label(pr):
+        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
+
+
+def _pr_synchronize(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
+    if _has_preview_label(pr):
+        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
+    else:                                                  # a preview still up follows the new head
+        rt.enqueue(Job("preview", {"installation": ev.installation, "number": number, "if_active": True},
+                       repo=ev.repo, supersede=f"preview:{ev.repo}#{number}", delivery=ev.delivery, pr=number))
+
+
+def _pr_closed(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
+    _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=True)
+    if pr.get("merged"):
+        rt.enqueue(Job("deploy", {"installation": ev.installation, "number": number}, repo=ev.repo,
+                       delivery=ev.delivery, pr=number))
+
+
+def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
+    """A new comment with `/prbot` on a PR: a `command` job (edited comments are not run again)."""
+    if ev.action != "created" or _sender_is_bot(ev.body):
         return
-    if event == "check_run":
-        run = _obj(body.get("check_run"))
-        if action == "rerequested" and run.get("name") == flows.CHECK_NAME:
-            for pr in run.get("pull_requests") or []:
-                if isinstance(pr, dict) and isinstance(pr.get("number"), int):
-                    _enqueue_plan(rt, installation, repo, pr["number"], delivery, with_cluster=None)
+    issue = _obj(ev.body.get("issue"))
+    comment = _obj(ev.body.get("comment"))
+    text = comment.get("body") if isinstance(comment.get("body"), str) else ""
+    user = _obj(comment.get("user")).get("login")
+    if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
+            or not isinstance(user, str):
         return
-    log.debug("event %s/%s: nothing to do", event, action)
+    if "pull_request" not in issue:
+        log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
+        return
+    rt.enqueue(Job("command", {"installation": ev.installation, "number": issue["number"], "user": user,
+                               "comment_id": comment.get("id"), "body": text[:20_000]},
+                   repo=ev.repo, delivery=ev.delivery, pr=issue["number"]))
+
+
+def _on_push(rt: Runtime, ev: RepoEvent) -> None:
+    """A push to the default branch that may change `.prbot.yml`: re-index the repository."""
+    default = _obj(ev.body.get("repository")).get("default_branch")
+    if ev.body.get("ref") == f"refs/heads/{default}" and _touches_config(ev.body):
+        rt.enqueue(Job("index_repo", {"installation": ev.installation}, repo=ev.repo, delivery=ev.delivery))
+
+
+def _on_check_run(rt: Runtime, ev: RepoEvent) -> None:
+    """Someone asked to re-run prbot's check run: plan its PRs again."""
+    run = _obj(ev.body.get("check_run"))
+    if ev.action == "rerequested" and run.get("name") == flows.CHECK_NAME:
+        for pr in run.get("pull_requests") or []:
+            if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+                _enqueue_plan(rt, ev.installation, ev.repo, pr["number"], ev.delivery, with_cluster=None)
+
+
+APP_EVENTS: Mapping[str, Callable[[Runtime, Event], None]] = {
+    "installation": _on_installation,
+    "installation_repositories": _on_installation,
+    "package": _on_package,
+    "registry_package": _on_package,
+}
+"""Events handled whether or not they name a repository."""
+
+REPO_EVENTS: Mapping[str, Callable[[Runtime, RepoEvent], None]] = {
+    "pull_request": _on_pull_request,
+    "issue_comment": _on_issue_comment,
+    "push": _on_push,
+    "check_run": _on_check_run,
+}
+"""Events about one repository (ignored without an installation and a repository)."""
+
+PULL_REQUEST_ACTIONS: Mapping[str, Callable[[Runtime, RepoEvent, Mapping[str, Any], int], None]] = {
+    "labeled": _pr_labeled,
+    "reopened": _pr_reopened,
+    "synchronize": _pr_synchronize,
+    "closed": _pr_closed,
+}
+"""What a pull_request action means for the PR's preview and deployment (after its plan)."""
 
 
 def _installation_body(body: Mapping[str, Any]) -> dict[str, Any]:

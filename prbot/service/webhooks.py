@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+import prbot.service.metrics as metrics
 from prbot.registries import PARSERS, Context, PayloadError, parse_push
-from prbot.service import metrics
-from prbot.service.app import service
+from prbot.service.context import service
 from prbot.service.jobs import Job
 from prbot.service.logs import log_context
 
