@@ -38,9 +38,9 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from prbot.config import Config
 from prbot.errors import PrbotError
 from prbot.images import ImageError, ImageRef, parse_image, same_repository
-from prbot.impact import ClosureCache
 from prbot.pushes import rule_for, tag_refusal, version_refusal
 from prbot.render import RenderPool, cache_extra, render_target
+from prbot.renderers.closure import ClosureCache
 from prbot.targets import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target, discover_targets, kustomization_file
 from prbot.yamledit import (
     TextEdit,

@@ -19,8 +19,8 @@ from prbot import gitrepo, remote
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import ObjectChange, diff_objects, duplicate_identities
 from prbot.errors import PrbotError
-from prbot.impact import Closure, ClosureCache, is_remote_reference
 from prbot.render import RenderPool, cache_extra
+from prbot.renderers.closure import Closure, ClosureCache, is_remote_reference
 from prbot.targets import KUSTOMIZATION_FILES, Target, discover_targets, unmatched_indexes, unmatched_paths
 from prbot.tools import used_versions
 from prbot.validate import ValidationIssue, validate_objects

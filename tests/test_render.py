@@ -14,8 +14,8 @@ import pytest
 from support import write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
-from prbot.impact import ClosureCache, closure_digest
 from prbot.render import RenderError, RenderPool, find_tool, parse_documents, render_target
+from prbot.renderers.closure import ClosureCache, closure_digest
 from prbot.targets import Target, discover_targets
 
 ENVS = ("dev", "staging", "prod")

@@ -14,7 +14,7 @@ from typing import Any
 
 from prbot.config import AppSpec
 from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents, run
-from prbot.renderers.closure import Acc, Closure, ClosureCache, Invalid, items, join, norm
+from prbot.renderers.closure import Closure, ClosureBuilder, ClosureCache, Invalid, items, join, norm
 from prbot.sandbox import find_tool
 from prbot.targets import Target, TreeReader
 
@@ -29,7 +29,7 @@ class HelmRenderer(Renderer):
         return ("helm",)
 
     def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
-        acc = Acc()
+        acc = ClosureBuilder()
         chart_ref = target.chart or target.path
         where = f"{target.path}: chart"
         rel = cache.local_or_remote(root, "", chart_ref, where, acc)

@@ -31,8 +31,8 @@ from typing import Any
 from prbot.config import AppSpec
 from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_documents, run
 from prbot.renderers.closure import (
-    Acc,
     Closure,
+    ClosureBuilder,
     ClosureCache,
     Invalid,
     items,
@@ -167,7 +167,7 @@ def kustomization_closure(cache: ClosureCache, root: str, kdir: str, stack: tupl
 
 
 def _kustomization(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, ...]) -> Closure:
-    acc = Acc()
+    acc = ClosureBuilder()
     listing = cache.listing(root, kdir)     # exact names, also on case-insensitive file systems
     names = [n for n in KUSTOMIZATION_FILES if n in listing and cache.kind(root, join(kdir, n)) == "file"]
     acc.missing.update(join(kdir, n) for n in KUSTOMIZATION_FILES if n not in names)
@@ -197,13 +197,13 @@ def kustomize_clones(ref: str) -> bool:
     return bool(_REPO_SPEC.match(ref.strip()))
 
 
-def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: Acc,
+def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: ClosureBuilder,
                  stack: tuple[str, ...]) -> tuple[str, str] | None:
     """resources / bases / components / generators …: a file, or a directory holding a kustomization.
     Returns (kind, repo-relative path) of what was found locally.  As kustomize does: a local file
     first, then a repository to clone, then a local directory."""
     if isinstance(ref, str) and kustomize_clones(ref):
-        local = cache.local_or_remote(root, kdir, ref, where, Acc()) if "://" not in ref else None
+        local = cache.local_or_remote(root, kdir, ref, where, ClosureBuilder()) if "://" not in ref else None
         if local is None or cache.kind(root, local) != "file":
             acc.remote.append(ref.strip())
             return None
@@ -235,7 +235,7 @@ def inline_documents(entry: str) -> list[dict[str, Any]] | None:
     return maps if maps and len(maps) == len([d for d in docs if d is not None]) else None
 
 
-def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str, Any], acc: Acc,
+def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str, Any], acc: ClosureBuilder,
             stack: tuple[str, ...]) -> None:
     for section in ("resources", "bases", "components"):
         for ref in strings(doc.get(section)):
@@ -282,7 +282,7 @@ def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str
         _helm_charts(cache, root, kdir, f"{kfile}: helmCharts", helm_globals, charts, acc)
 
 
-def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], where: str, acc: Acc) -> None:
+def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], where: str, acc: ClosureBuilder) -> None:
     """`files` (`[key=]path`), `envs` and `env` of a ConfigMap/Secret generator."""
     for entry in strings(gen.get("files")):
         path = entry.split("=", 1)[1] if "=" in entry else entry
@@ -293,7 +293,7 @@ def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], whe
         cache.add_file(root, kdir, gen["env"], f"{where} env", acc)
 
 
-def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, acc: Acc,
+def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, acc: ClosureBuilder,
              stack: tuple[str, ...]) -> None:
     """One entry of `generators` / `transformers` / `validators`: inline configurations, a file of
     configurations, or a kustomization directory building them."""
@@ -323,7 +323,7 @@ def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, ac
 
 
 def plugin_config(cache: ClosureCache, root: str, kdir: str, config: dict[str, Any], where: str,
-                  acc: Acc) -> None:
+                  acc: ClosureBuilder) -> None:
     """The inputs a builtin plugin configuration names; its paths are relative to `kdir`, the
     kustomization listing it."""
     kind = config.get("kind")
@@ -349,7 +349,7 @@ def plugin_config(cache: ClosureCache, root: str, kdir: str, config: dict[str, A
 
 
 def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_globals: dict[str, Any],
-                 charts: list[dict[str, Any]], acc: Acc) -> None:
+                 charts: list[dict[str, Any]], acc: ClosureBuilder) -> None:
     """Charts kustomize inflates: `<chartHome>/<name>` (or `<chartHome>/<name>-<version>/<name>` when
     pulled from `repo`), values files, and the chart's own values.yaml."""
     acc.helm_charts = True

@@ -14,7 +14,7 @@ from typing import Any
 
 from prbot.config import AppSpec
 from prbot.renderers.base import Renderer, RenderError, RenderJob, parse_file
-from prbot.renderers.closure import Acc, Closure, ClosureCache, join, norm
+from prbot.renderers.closure import Closure, ClosureBuilder, ClosureCache, join, norm
 from prbot.targets import PLAIN_SUFFIXES, Target, TreeReader
 
 
@@ -26,7 +26,7 @@ class PlainRenderer(Renderer):
 
     def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
         rel = norm(target.path)
-        acc = Acc()
+        acc = ClosureBuilder()
         acc.globs.update(join(rel, f"*{suffix}") for suffix in PLAIN_SUFFIXES)
         if cache.kind(root, rel) != "dir":
             acc.missing.add(rel)
