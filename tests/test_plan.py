@@ -16,7 +16,8 @@ from support import EXAMPLE, commit_all, git, init_repo, write
 from prbot.cli import main
 from prbot.config import Config, load_config_file
 from prbot.errors import PrbotError
-from prbot.plan import _plan, _sides, make_plan
+from prbot.plan import make_plan
+from prbot.plan.build import _plan, _sides
 from prbot.render import RenderPool
 
 SECRET = "example-dev-password"

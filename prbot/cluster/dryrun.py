@@ -64,7 +64,7 @@ from prbot.diff import (
     sort_key,
 )
 from prbot.errors import PrbotError
-from prbot.plan import DryRun, DryRunError
+from prbot.plan.model import DryRun, DryRunError
 from prbot.targets import Target
 
 __all__ = ["DryRunner", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]

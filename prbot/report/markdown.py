@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
-    from prbot.plan import DryRun, DryRunError, Plan, TargetPlan
+    from prbot.plan.model import DryRun, DryRunError, Plan, TargetPlan
     from prbot.validate import ValidationIssue
 
 MARKER = "<!-- prbot:plan -->"
