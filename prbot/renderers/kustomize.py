@@ -12,7 +12,9 @@ flow style), in a file, or built by a kustomization directory: their `files`/`en
 `valuesFile`, `additionalValuesFiles`, `repo` (HelmChartInflationGenerator).  kustomize resolves a
 configuration's paths against the kustomization that lists it, so do we.  Every other string in a
 configuration that names a file there counts too (a kustomization directory can patch its
-configurations, and more inputs only make the digest more sensitive).
+configurations, and more inputs only make the digest more sensitive).  Which top-level field holds
+what is said once, in `INPUT_FIELDS` and `INERT_FIELDS` below: the closure rule follows the first,
+the plan's cheap scan of a kustomization (`scan_references`) reads every field but the inert ones.
 
 The render then runs on a copy of the closure alone: a file the rule above missed fails the render
 (a clear error) instead of changing it unseen.  `helmGlobals.configHome` is refused: prbot gives Helm
