@@ -16,7 +16,8 @@ from support import EXAMPLE, commit_all, git, init_repo, write
 from prbot.cli import main
 from prbot.config import Config, load_config_file
 from prbot.errors import PrbotError
-from prbot.plan import _plan, _sides, make_plan
+from prbot.plan import make_plan
+from prbot.plan.build import _plan, _sides
 from prbot.render import RenderPool
 
 SECRET = "example-dev-password"
@@ -717,3 +718,22 @@ def test_target_behind_a_linked_pattern_directory(example_repo: Path, caplog) ->
     git(r, "rm", "-q", "-r", "worker-envs/prod")
     plan = plan_both_ways(r, base, None, caplog, expect_sparse=False)
     assert [(t["app"], t["env"], t["status"]) for t in plan["targets"]] == [("worker", "prod", "removed")]
+
+
+def test_the_plan_types_load_without_the_engine() -> None:
+    """The reports read a plan's data types (`prbot.plan.model`) without loading what builds plans:
+    no renderer, git, render pool or validation module comes with them; `make_plan` still imports
+    from `prbot.plan` and loads the engine when asked for."""
+    import subprocess
+    import sys
+
+    engine = ("prbot.plan.build", "prbot.plan.sparse", "prbot.render", "prbot.renderers", "prbot.gitrepo",
+              "prbot.validate", "prbot.diff")
+    code = ("import sys, prbot.plan.model, prbot.report.markdown, prbot.report.jsonout;"
+            f"print(sorted(m for m in sys.modules if m in {engine!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = ("import sys; from prbot.plan import make_plan;"
+            f"print(make_plan.__name__, sorted(m for m in sys.modules if m in {engine!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"make_plan {sorted(engine)!r}"

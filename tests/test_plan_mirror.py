@@ -15,7 +15,7 @@ from test_plan import EXPECTED, SCENARIOS, _mutate, _pool, _random_repo, _summar
 
 from prbot import gitrepo
 from prbot.config import Config, load_config
-from prbot.plan import _plan
+from prbot.plan.build import _plan
 
 SPARSE_HEAD = re.compile(r"sparse plan: (\d+) candidate.*; (\d+) head file\(s\) exported")
 

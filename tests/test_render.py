@@ -15,10 +15,10 @@ from support import write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
 from prbot.errors import RenderError
-from prbot.impact import ClosureCache, closure_digest
 from prbot.model import Target
 from prbot.render import RenderPool, render_target
 from prbot.renderers.base import parse_documents
+from prbot.renderers.closure import ClosureCache, closure_digest
 from prbot.targets import discover_targets
 from prbot.tools import find_tool
 

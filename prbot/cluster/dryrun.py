@@ -65,7 +65,7 @@ from prbot.diff import (
 )
 from prbot.errors import ApiError, ClusterError, NotServed, PrbotError
 from prbot.model import Target
-from prbot.plan import DryRun, DryRunError
+from prbot.plan.model import DryRun, DryRunError
 
 __all__ = ["DryRunner", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]
 

@@ -20,9 +20,9 @@ from prbot.edit.rendered import container_images, declared_images
 from prbot.edit.transaction import PendingFiles, TargetEdits
 from prbot.errors import YamlEditError
 from prbot.images import ImageRef
-from prbot.impact import ClosureCache
 from prbot.model import Target
 from prbot.render import RenderPool, cache_extra, render_target
+from prbot.renderers.closure import ClosureCache
 from prbot.targets import discover_targets
 
 

@@ -127,7 +127,7 @@ def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @dataclass
-class Acc:
+class ClosureBuilder:
     """A closure being built."""
 
     files: set[str] = field(default_factory=set)
@@ -333,7 +333,7 @@ class ClosureCache:
         return value
 
     # ---------------------------------------------------------------- references
-    def resolve(self, root: str, base_dir: str, ref: str, where: str, acc: Acc) -> str | None:
+    def resolve(self, root: str, base_dir: str, ref: str, where: str, acc: ClosureBuilder) -> str | None:
         """Repo-relative path of a local reference, or None (recorded as outside)."""
         if "\0" in ref:
             acc.errors.append(f"{where}: {ref!r} is not a path")
@@ -352,7 +352,7 @@ class ClosureCache:
             return None
         return rel
 
-    def local_or_remote(self, root: str, base_dir: str, ref: Any, where: str, acc: Acc) -> str | None:
+    def local_or_remote(self, root: str, base_dir: str, ref: Any, where: str, acc: ClosureBuilder) -> str | None:
         """Resolve a reference that may be remote (a path or URL field)."""
         if not isinstance(ref, str) or not ref.strip():
             if ref is not None and ref != "":
@@ -369,7 +369,7 @@ class ClosureCache:
                 return None
         return self.resolve(root, base_dir, ref, where, acc)
 
-    def add_file(self, root: str, base_dir: str, ref: Any, where: str, acc: Acc) -> str | None:
+    def add_file(self, root: str, base_dir: str, ref: Any, where: str, acc: ClosureBuilder) -> str | None:
         """A reference to a file (or URL); returns its repo-relative path when it is a local file."""
         rel = self.local_or_remote(root, base_dir, ref, where, acc)
         if rel is None:
@@ -381,7 +381,7 @@ class ClosureCache:
         acc.errors.append(f"{where}: {rel or '.'} does not exist")
         return None
 
-    def add_existing(self, root: str, base_dir: str, ref: str, acc: Acc) -> None:
+    def add_existing(self, root: str, base_dir: str, ref: str, acc: ClosureBuilder) -> None:
         """Count `ref` as an input when it names a file inside the repository (a scalar that may be
         a path: more inputs only make the digest more sensitive, never wrong)."""
         ref = ref.strip()
@@ -400,7 +400,7 @@ class ClosureCache:
         return self.memo("tree", root, rel, lambda: self._tree(root, rel))
 
     def _tree(self, root: str, rel: str) -> Closure:
-        acc = Acc()
+        acc = ClosureBuilder()
         acc.globs.add(join(rel, "**"))
         seen: set[str] = set()
         pending = [rel]

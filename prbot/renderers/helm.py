@@ -16,7 +16,7 @@ from prbot.config import AppSpec
 from prbot.errors import RenderError
 from prbot.model import Target, TreeReader
 from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
-from prbot.renderers.closure import Acc, Closure, ClosureCache, Invalid, items, join, norm
+from prbot.renderers.closure import Closure, ClosureBuilder, ClosureCache, Invalid, items, join, norm
 from prbot.tools import find_tool
 
 
@@ -30,7 +30,7 @@ class HelmRenderer(Renderer):
         return ("helm",)
 
     def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
-        acc = Acc()
+        acc = ClosureBuilder()
         chart_ref = target.chart or target.path
         where = f"{target.path}: chart"
         rel = cache.local_or_remote(root, "", chart_ref, where, acc)

@@ -12,7 +12,9 @@ flow style), in a file, or built by a kustomization directory: their `files`/`en
 `valuesFile`, `additionalValuesFiles`, `repo` (HelmChartInflationGenerator).  kustomize resolves a
 configuration's paths against the kustomization that lists it, so do we.  Every other string in a
 configuration that names a file there counts too (a kustomization directory can patch its
-configurations, and more inputs only make the digest more sensitive).
+configurations, and more inputs only make the digest more sensitive).  Which top-level field holds
+what is said once, in `INPUT_FIELDS` and `INERT_FIELDS` below: the closure rule follows the first,
+the plan's cheap scan of a kustomization (`scan_references`) reads every field but the inert ones.
 
 The render then runs on a copy of the closure alone: a file the rule above missed fails the render
 (a clear error) instead of changing it unseen.  `helmGlobals.configHome` is refused: prbot gives Helm
@@ -24,17 +26,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from prbot.config import AppSpec
 from prbot.errors import RenderError
 from prbot.model import KUSTOMIZATION_FILES, Target, TreeReader
 from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
 from prbot.renderers.closure import (
-    Acc,
     Closure,
+    ClosureBuilder,
     ClosureCache,
     Invalid,
     items,
@@ -46,7 +50,48 @@ from prbot.renderers.closure import (
 )
 from prbot.tools import find_tool, which
 
-# Fields of a plugin configuration whose values are never paths (left out of the broad scan).
+# libyaml (None when PyYAML is built without it): the plan's cheap scan (`scan_references`) composes with it
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+
+# --------------------------------------------------------------------------------------------
+# Which kustomization field holds what: the one place that says it.  The closure rule follows the
+# fields in INPUT_FIELDS (`_follow`); the plan's cheap scan (`scan_references`) reads every field
+# but the inert ones and leaves a kustomization holding a field in SCAN_REFUSED to its closure.
+# --------------------------------------------------------------------------------------------
+
+FILE_OR_DIR = "a file, or a directory holding a kustomization"
+PLUGIN_CONFIGS = "builtin plugin configurations: inline, in a file, or built by a kustomization directory"
+PATH_ITEMS = "items naming a file in `path`"
+PATCH_FILES = "patch files (inline patches name none)"
+GENERATOR_SOURCES = "generators naming files in `files` ([key=]path), `envs` and `env`"
+FILES = "files"
+PATH_MAPPING = "a mapping naming a file in `path`"
+HELM = "helm charts, their values files and `chartHome` (followed together, after every other field)"
+
+# The top-level fields naming inputs, in the order the closure rule follows them.
+INPUT_FIELDS: dict[str, str] = {
+    "resources": FILE_OR_DIR, "bases": FILE_OR_DIR, "components": FILE_OR_DIR,
+    "generators": PLUGIN_CONFIGS, "transformers": PLUGIN_CONFIGS, "validators": PLUGIN_CONFIGS,
+    "patches": PATH_ITEMS, "patchesStrategicMerge": PATCH_FILES, "patchesJson6902": PATH_ITEMS,
+    "configMapGenerator": GENERATOR_SOURCES, "secretGenerator": GENERATOR_SOURCES,
+    "crds": FILES, "configurations": FILES,
+    "openapi": PATH_MAPPING,
+    "replacements": PATH_ITEMS,
+    "helmCharts": HELM, "helmGlobals": HELM, "helmChartInflationGenerator": HELM,
+}
+# Top-level fields that never name a file.  The scan reads every other field, known or not (so a
+# field the closure rule learns to follow later is covered without a change there).
+INERT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "namespace", "namePrefix", "nameSuffix",
+                          "commonLabels", "labels", "commonAnnotations", "images", "replicas",
+                          "buildMetadata", "sortOptions", "vars"})
+# Fields inside the scanned ones whose values are never paths: generator literals and options,
+# patch selectors and inline patches.
+INERT_SUBFIELDS = frozenset({"literals", "options", "target", "patch"})
+# Fields whose inputs a scan of scalars cannot see (files named inside plugin configurations,
+# charts): a kustomization holding one is left to its closure.
+SCAN_REFUSED = frozenset(name for name, holds in INPUT_FIELDS.items() if holds in (PLUGIN_CONFIGS, HELM))
+# Fields of a plugin configuration whose values are never paths (left out of the closure's broad
+# scan of a configuration, `plugin_config`).
 _INERT_CONFIG_FIELDS = frozenset({"literals", "metadata", "apiVersion", "kind", "options", "target",
                                   "patch", "patches", "jsonOp", "fieldSpecs", "valuesInline"})
 
@@ -168,7 +213,7 @@ def kustomization_closure(cache: ClosureCache, root: str, kdir: str, stack: tupl
 
 
 def _kustomization(cache: ClosureCache, root: str, kdir: str, stack: tuple[str, ...]) -> Closure:
-    acc = Acc()
+    acc = ClosureBuilder()
     listing = cache.listing(root, kdir)     # exact names, also on case-insensitive file systems
     names = [n for n in KUSTOMIZATION_FILES if n in listing and cache.kind(root, join(kdir, n)) == "file"]
     acc.missing.update(join(kdir, n) for n in KUSTOMIZATION_FILES if n not in names)
@@ -198,13 +243,13 @@ def kustomize_clones(ref: str) -> bool:
     return bool(_REPO_SPEC.match(ref.strip()))
 
 
-def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: Acc,
+def _file_or_dir(cache: ClosureCache, root: str, kdir: str, ref: Any, where: str, acc: ClosureBuilder,
                  stack: tuple[str, ...]) -> tuple[str, str] | None:
     """resources / bases / components / generators …: a file, or a directory holding a kustomization.
     Returns (kind, repo-relative path) of what was found locally.  As kustomize does: a local file
     first, then a repository to clone, then a local directory."""
     if isinstance(ref, str) and kustomize_clones(ref):
-        local = cache.local_or_remote(root, kdir, ref, where, Acc()) if "://" not in ref else None
+        local = cache.local_or_remote(root, kdir, ref, where, ClosureBuilder()) if "://" not in ref else None
         if local is None or cache.kind(root, local) != "file":
             acc.remote.append(ref.strip())
             return None
@@ -236,36 +281,37 @@ def inline_documents(entry: str) -> list[dict[str, Any]] | None:
     return maps if maps and len(maps) == len([d for d in docs if d is not None]) else None
 
 
-def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str, Any], acc: Acc,
+def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str, Any], acc: ClosureBuilder,
             stack: tuple[str, ...]) -> None:
-    for section in ("resources", "bases", "components"):
-        for ref in strings(doc.get(section)):
-            _file_or_dir(cache, root, kdir, ref, f"{kfile}: {section}", acc, stack)
-    for section in ("generators", "transformers", "validators"):
-        for ref in strings(doc.get(section)):
-            _plugins(cache, root, kdir, ref, f"{kfile}: {section}", acc, stack)
-    for item in items(doc.get("patches")):
-        if isinstance(item, dict) and item.get("path") is not None:
-            cache.add_file(root, kdir, item["path"], f"{kfile}: patches", acc)
-    for item in strings(doc.get("patchesStrategicMerge")):
-        if inline_documents(item) is None:
-            cache.add_file(root, kdir, item, f"{kfile}: patchesStrategicMerge", acc)
-    for item in items(doc.get("patchesJson6902")):
-        if isinstance(item, dict) and item.get("path") is not None:
-            cache.add_file(root, kdir, item["path"], f"{kfile}: patchesJson6902", acc)
-    for section in ("configMapGenerator", "secretGenerator"):
-        for gen in items(doc.get(section)):
-            if isinstance(gen, dict):
-                _sources(cache, root, kdir, gen, f"{kfile}: {section}", acc)
-    for section in ("crds", "configurations"):
-        for ref in strings(doc.get(section)):
-            cache.add_file(root, kdir, ref, f"{kfile}: {section}", acc)
-    openapi = doc.get("openapi")
-    if isinstance(openapi, dict) and openapi.get("path") is not None:
-        cache.add_file(root, kdir, openapi["path"], f"{kfile}: openapi", acc)
-    for item in items(doc.get("replacements")):
-        if isinstance(item, dict) and item.get("path") is not None:
-            cache.add_file(root, kdir, item["path"], f"{kfile}: replacements", acc)
+    """Every input the fields of a kustomization (`doc`, read from `kfile`) name (`INPUT_FIELDS`)."""
+    for section, holds in INPUT_FIELDS.items():
+        where = f"{kfile}: {section}"
+        value = doc.get(section)
+        if holds == FILE_OR_DIR:
+            for ref in strings(value):
+                _file_or_dir(cache, root, kdir, ref, where, acc, stack)
+        elif holds == PLUGIN_CONFIGS:
+            for ref in strings(value):
+                _plugins(cache, root, kdir, ref, where, acc, stack)
+        elif holds == PATH_ITEMS:
+            for item in items(value):
+                if isinstance(item, dict) and item.get("path") is not None:
+                    cache.add_file(root, kdir, item["path"], where, acc)
+        elif holds == PATCH_FILES:
+            for item in strings(value):
+                if inline_documents(item) is None:
+                    cache.add_file(root, kdir, item, where, acc)
+        elif holds == GENERATOR_SOURCES:
+            for gen in items(value):
+                if isinstance(gen, dict):
+                    _sources(cache, root, kdir, gen, where, acc)
+        elif holds == FILES:
+            for ref in strings(value):
+                cache.add_file(root, kdir, ref, where, acc)
+        elif holds == PATH_MAPPING:
+            if isinstance(value, dict) and value.get("path") is not None:
+                cache.add_file(root, kdir, value["path"], where, acc)
+    # HELM: the chart fields together (the deprecated generator is turned into the other two)
     raw_globals = doc.get("helmGlobals")
     helm_globals: dict[str, Any] = raw_globals if isinstance(raw_globals, dict) else {}
     charts = [c for c in items(doc.get("helmCharts")) if isinstance(c, dict)]
@@ -283,7 +329,7 @@ def _follow(cache: ClosureCache, root: str, kdir: str, kfile: str, doc: dict[str
         _helm_charts(cache, root, kdir, f"{kfile}: helmCharts", helm_globals, charts, acc)
 
 
-def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], where: str, acc: Acc) -> None:
+def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], where: str, acc: ClosureBuilder) -> None:
     """`files` (`[key=]path`), `envs` and `env` of a ConfigMap/Secret generator."""
     for entry in strings(gen.get("files")):
         path = entry.split("=", 1)[1] if "=" in entry else entry
@@ -294,7 +340,7 @@ def _sources(cache: ClosureCache, root: str, kdir: str, gen: dict[str, Any], whe
         cache.add_file(root, kdir, gen["env"], f"{where} env", acc)
 
 
-def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, acc: Acc,
+def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, acc: ClosureBuilder,
              stack: tuple[str, ...]) -> None:
     """One entry of `generators` / `transformers` / `validators`: inline configurations, a file of
     configurations, or a kustomization directory building them."""
@@ -324,7 +370,7 @@ def _plugins(cache: ClosureCache, root: str, kdir: str, ref: str, where: str, ac
 
 
 def plugin_config(cache: ClosureCache, root: str, kdir: str, config: dict[str, Any], where: str,
-                  acc: Acc) -> None:
+                  acc: ClosureBuilder) -> None:
     """The inputs a builtin plugin configuration names; its paths are relative to `kdir`, the
     kustomization listing it."""
     kind = config.get("kind")
@@ -350,7 +396,7 @@ def plugin_config(cache: ClosureCache, root: str, kdir: str, config: dict[str, A
 
 
 def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_globals: dict[str, Any],
-                 charts: list[dict[str, Any]], acc: Acc) -> None:
+                 charts: list[dict[str, Any]], acc: ClosureBuilder) -> None:
     """Charts kustomize inflates: `<chartHome>/<name>` (or `<chartHome>/<name>-<version>/<name>` when
     pulled from `repo`), values files, and the chart's own values.yaml."""
     acc.helm_charts = True
@@ -383,3 +429,71 @@ def _helm_charts(cache: ClosureCache, root: str, kdir: str, where: str, helm_glo
         for ref in (chart.get("valuesFile"), *strings(chart.get("additionalValuesFiles"))):
             if ref:
                 cache.add_file(root, kdir, ref, f"{where} values", acc)
+
+
+# --------------------------------------------------------------------------------------------
+# The plan's cheap scan: what a kustomization may name, without building its closure
+# --------------------------------------------------------------------------------------------
+
+CAN_SCAN = _CSafeLoader is not None
+
+if _CSafeLoader is not None:
+    class _Composer(_CSafeLoader):  # type: ignore[misc,valid-type]
+        """libyaml composing nodes without resolving implicit tags (the scan wants strings only)."""
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            return ""
+
+
+def scan_references(text: bytes) -> list[str] | None:
+    """Every string the kustomization `text` may name a file or directory with, for a scan cheaper
+    than its closure (`prbot.plan.probe.TreeProbe`).  A superset: every scalar of every field but
+    `INERT_FIELDS` (keys included, `INERT_SUBFIELDS` left out), as itself and after a ``key=``,
+    stripped; empty ones left out.  None when such a scan cannot vouch for the kustomization: no
+    libyaml, not UTF-8, invalid YAML or several documents, not a mapping, a merge key, or a field
+    in `SCAN_REFUSED`."""
+    if not CAN_SCAN:
+        return None
+    try:
+        loader = _Composer(text.decode("utf-8"))
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except Exception:  # noqa: BLE001 - any failure (invalid YAML, several documents): the closure decides
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    refs: list[str] = []
+    for key, value in root.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value == "<<":      # a merge key
+            return None
+        if key.value in SCAN_REFUSED:
+            return None
+        if key.value in INERT_FIELDS:
+            continue
+        for scalar in _scalar_nodes(value):
+            candidates = (scalar.strip(), scalar.split("=", 1)[1].strip()) if "=" in scalar else (scalar.strip(),)
+            refs.extend(ref for ref in candidates if ref)
+    return refs
+
+
+def _scalar_nodes(node: Any) -> Iterator[str]:
+    """Every scalar value below a composed YAML node, keys included, inert sub-fields left out."""
+    seen: set[int] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.ScalarNode):
+            yield str(current.value)
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode) and key.value in INERT_SUBFIELDS:
+                    continue
+                pending.append(key)
+                pending.append(value)

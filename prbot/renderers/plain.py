@@ -16,7 +16,7 @@ from prbot.config import AppSpec
 from prbot.errors import RenderError
 from prbot.model import PLAIN_SUFFIXES, Target, TreeReader
 from prbot.renderers.base import Renderer, RenderJob, parse_file
-from prbot.renderers.closure import Acc, Closure, ClosureCache, join, norm
+from prbot.renderers.closure import Closure, ClosureBuilder, ClosureCache, join, norm
 
 
 class PlainRenderer(Renderer):
@@ -27,7 +27,7 @@ class PlainRenderer(Renderer):
 
     def closure(self, cache: ClosureCache, root: str, target: Target) -> Closure:
         rel = norm(target.path)
-        acc = Acc()
+        acc = ClosureBuilder()
         acc.globs.update(join(rel, f"*{suffix}") for suffix in PLAIN_SUFFIXES)
         if cache.kind(root, rel) != "dir":
             acc.missing.add(rel)

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prbot.plan import Plan
+    from prbot.plan.model import Plan
 
 
 def render_json(plan: Plan) -> str:

@@ -22,7 +22,7 @@ from prbot.report.texts import templates
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
-    from prbot.plan import DryRun, DryRunError, Plan, TargetPlan
+    from prbot.plan.model import DryRun, DryRunError, Plan, TargetPlan
     from prbot.validate import ValidationIssue
 
 MARKER = "<!-- prbot:plan -->"

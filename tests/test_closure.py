@@ -11,8 +11,8 @@ import pytest
 from support import git, write
 
 from prbot.config import AppSpec, Config, Environment, HelmSpec
-from prbot.impact import Closure, ClosureCache, closure_digest, input_closure, is_remote_reference
 from prbot.model import Target
+from prbot.renderers.closure import Closure, ClosureCache, closure_digest, input_closure, is_remote_reference
 from prbot.targets import discover_targets
 
 ENVS = ("dev", "staging", "prod")

@@ -1,0 +1,211 @@
+"""Building the plan for base...head: which targets are affected, their renderings at both sides
+compared, validated and (with a cluster) dry-run.  The sides come from full exports of both
+revisions (`prbot.plan.sides.full_sides`) or from partial ones (`prbot.plan.sparse`); `_sides`
+picks the way, `_finish` renders and compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prbot import gitrepo, remote
+from prbot.config import CONFIG_FILE, Config
+from prbot.diff import diff_objects, duplicate_identities
+from prbot.errors import PrbotError
+from prbot.model import Target
+from prbot.plan.model import DryRunner, Key, Plan, TargetPlan
+from prbot.plan.probe import TreeProbe
+from prbot.plan.sides import PlanSide, discover, full_sides, order
+from prbot.plan.sparse import sparse_head_sides, sparse_sides
+from prbot.render import RenderPool
+from prbot.renderers.closure import ClosureCache
+from prbot.targets import unmatched_paths
+from prbot.tools import used_versions
+from prbot.validate import validate_objects
+
+log = logging.getLogger("prbot.plan")
+
+
+def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
+              envs: Sequence[str] | None = None, pool: RenderPool | None = None,
+              dry_runner: DryRunner | None = None) -> Plan:
+    """Plan base...head (head None: the working tree) for every affected target.
+
+    A target is affected when the digest of its input closure differs between base and head, when it
+    appears or disappears, or when `.prbot.yml` changed.  Only affected targets are rendered.
+
+    The work follows the change, not the repository: the head closures (or, for kustomize targets, a
+    cheaper scan of what they can read) pick the candidate targets a change can reach, and only the
+    files those candidates need are exported at base (`prbot.plan.sparse`).  Both revisions are used in
+    full (`full_sides`) when `.prbot.yml` changed, when git may convert file contents (attributes,
+    ``core.autocrlf``), or when target discovery passes a symbolic link; both ways give the same plan.
+    The pool made here (when `pool` is None) renders with each environment's Kubernetes version.
+    """
+    return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True)
+
+
+def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequence[str] | None,
+          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool) -> Plan:
+    """`make_plan`; `sparse` False: always the full way (the reference the sparse way must equal)."""
+    repo = Path(repo)
+    for env in envs or ():
+        config.env(env)                       # unknown environment -> PrbotError
+    base_sha = gitrepo.resolve(repo, base)
+    head_rev = gitrepo.resolve(repo, head) if head else None
+    head_sha = head_rev or gitrepo.resolve(repo, "HEAD")
+    pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
+                                             if e.kubernetes_version})
+    deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
+    with contextlib.ExitStack() as stack:
+        dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
+        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner,
+                       deadline=deadline)
+
+
+def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
+           envs: Sequence[str] | None, sparse: bool) -> tuple[str, tuple[PlanSide, PlanSide, list[Key]]]:
+    """("-dirty" or "", (base side, head side, affected keys)); the trees stay until `stack` closes."""
+    git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
+    # git works on its own while this thread looks at the head tree
+    if head_rev is None:
+        worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
+    else:
+        changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+        if sparse:
+            got = sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
+            if got is not None:
+                return "", got
+    btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
+    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
+    _refuse_unmatched(stack, repo, config, hroot, base_sha)
+    closures = ClosureCache()
+    probe = TreeProbe(hroot)
+    try:
+        h_all: dict[Key, Target] | None = discover(hroot, config, envs)
+    except PrbotError:
+        h_all = None                          # raised again by full_sides, after any error at base
+    if sparse and h_all is not None:
+        for target in h_all.values():
+            if target.renderer == "kustomize":
+                probe.prefetch(target.path)
+    dirty = ""
+    uncertain: set[str] | None = set()
+    if head_rev is None:
+        worktree = worktree_job.result()
+        changed, uncertain = worktree.changed, worktree.uncertain
+        dirty = "-dirty" if worktree.dirty else ""
+    else:
+        changed = changed_job.result()
+    if (sparse and h_all is not None and CONFIG_FILE not in changed and uncertain is not None
+            and not any(posixpath.basename(p) == ".gitattributes" for p in changed)
+            and not probe.discovery_meets_links(spec.path for spec in config.apps)):
+        sides = sparse_sides(btree, config, envs, hroot, h_all, changed, changed | uncertain, closures, probe)
+        if sides is not None:
+            return dirty, sides
+    log.debug("full plan: both revisions exported in full")
+    broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
+    b, h = full_sides(broot, hroot, config, envs, closures)
+    affected = [k for k in order(b, h)
+                if CONFIG_FILE in changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
+    return dirty, (b, h, affected)
+
+
+def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, hroot: Path, base_sha: str) -> None:
+    """A path pattern that matches no directory at head nor at base is a typo in `.prbot.yml`
+    (an `apps[].path` must match): refuse to plan rather than report an empty, green plan.  (Matching at base only is
+    a PR removing the app's last directory: its targets are planned as removed.)"""
+    missing = unmatched_paths(config, hroot)
+    if not missing:
+        return
+    broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
+    at_base = {index for index, _ in unmatched_paths(config, broot)}
+    for index, message in missing:
+        if index in at_base:
+            raise PrbotError(f"{CONFIG_FILE}:{config.apps[index].line or 1}: {message}")
+
+
+def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSide, affected: list[Key],
+            *, pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None) -> Plan:
+    """Render the affected targets at both sides (within the plan's deadline) and compare them."""
+    for side in (b, h):                 # remote inputs: rendered when `render.remote` allows them
+        for k, refs in side.remote.items():
+            blocked = [r for r in refs if not remote.allowed(r, config.render_remote)]
+            if blocked:
+                side.skipped[k] = (f"not rendered: it reads {blocked[0]}, a remote input that render.remote "
+                                   "in .prbot.yml does not allow")
+    requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
+                if k in side.targets and k not in side.closure_errors and k not in side.skipped]
+    with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
+        rendered = pool.render_many(requests, deadline=deadline,
+                                    remotes=remotes if config.render_remote else None)
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
+    env_order = config.env_names
+    targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
+    kinds = {target.renderer for _, target, _ in requests}
+    if any(k in side.helm_charts for k in affected for side in (b, h)):
+        kinds.add("helmCharts")
+    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds))
+
+
+def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
+                 rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+    """One target's part of the plan; whatever goes wrong with it stays in it."""
+    target = h.targets.get(key) or b.targets[key]
+    try:
+        return _compare(config, key, target, b, h, rendered, dry_runner)
+    except RecursionError:
+        log.warning("planning %s: objects nested too deeply", target.key)
+        return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                          status="error", error="the rendered objects are nested too deeply to compare")
+
+
+def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, h: PlanSide,
+             rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+    tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                    status="changed")
+    if key in h.closure_errors:
+        tp.status, tp.error = "error", h.closure_errors[key]
+        return tp
+    if key in h.skipped:
+        tp.status, tp.error = "skipped", h.skipped[key]
+        return tp
+    before: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
+    if key in b.targets:
+        got = rendered.get(b.keys[key]) if key not in b.closure_errors and key not in b.skipped else None
+        if isinstance(got, Exception) or got is None:
+            reason = got if got is not None else b.closure_errors.get(key) or b.skipped[key]
+            tp.error = f"the base revision did not render ({reason}); every object is shown as added"
+        else:
+            before = got
+    if key in h.targets:
+        got = rendered[h.keys[key]]
+        if isinstance(got, Exception):
+            tp.status, tp.error = "error", str(got)
+            return tp
+        after = got
+        duplicates = duplicate_identities(after, target.namespace)
+        if duplicates:
+            tp.status = "error"
+            tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
+            return tp
+    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
+    if key not in b.targets:
+        tp.status = "added"
+    elif key not in h.targets:
+        tp.status = "removed"
+    elif not tp.changes:
+        tp.status = "unchanged"
+    if key in h.targets:
+        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version)
+        if dry_runner is not None:
+            tp.dry_run = dry_runner(target, after, before)
+    log.info("planned %s: %s", target.key, tp.status)
+    return tp
