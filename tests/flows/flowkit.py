@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,9 +186,10 @@ class GitOps:
 
 
 def make_gitops(base: Path, files: Mapping[str, str] = GITOPS_FILES, *, fail: frozenset[str] = frozenset(),
-                required_checks: tuple[str, ...] = ()) -> GitOps:
+                required_checks: tuple[str, ...] = (), render_cache: Path | None = None) -> GitOps:
     """`files` as the one commit of main of `acme/gitops` on a stand-in GitHub, with the mirror,
-    store and stand-in clusters a flow takes."""
+    store and stand-in clusters a flow takes.  `render_cache`: the render pool's disk cache (the
+    tests share one: a render depends only on the files rendered)."""
     seed = base / "seed"
     seed.mkdir(parents=True)
     for path, content in files.items():
@@ -206,5 +207,10 @@ def make_gitops(base: Path, files: Mapping[str, str] = GITOPS_FILES, *, fail: fr
     clusters = StandinClusters(source=origin, fail=fail, busy=False)
     clock = Clock()
     repo = flows.Repo(forge=forge, workspace=Mirror.for_forge(base / "prbot-data", forge), store=MemoryStore(),
-                      bot_login=forge.bot_login, render_cache=base / "render-cache", deployer=clusters, clock=clock)
+                      bot_login=forge.bot_login, render_cache=render_cache or base / "render-cache",
+                      deployer=clusters, clock=clock)
     return GitOps(work, forge, clusters, clock, repo)
+
+
+Make = Callable[..., GitOps]
+"""The `make` fixture: `make(files, fail=..., required_checks=...)` builds another repository."""
