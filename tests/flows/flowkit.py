@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prbot import flows
 from prbot.ports import Comment, Permission, PullRequest
@@ -210,6 +211,26 @@ def make_gitops(base: Path, files: Mapping[str, str] = GITOPS_FILES, *, fail: fr
                       bot_login=forge.bot_login, render_cache=render_cache or base / "render-cache",
                       deployer=clusters, clock=clock)
     return GitOps(work, forge, clusters, clock, repo)
+
+
+Promoter = Callable[[flows.Repo, flows.DeployState, Any], str | None]
+
+
+def follow(gitops: GitOps, sha: str, promote: Promoter | None = None) -> int:
+    """Poll the deployment at `sha` until it is done, moving the clock by each delay; the polls made."""
+    for polls in range(1, 41):
+        delay = flows.poll_deploy(gitops.repo, gitops.clusters, sha, promote=promote)
+        if delay is None:
+            return polls
+        assert delay > 0
+        gitops.clock.advance(delay)
+    raise AssertionError("the deployment was not done after 40 polls")
+
+
+def result_comment(gitops: GitOps, number: int) -> str:
+    """The deployment result comment on a merged PR (there is exactly one)."""
+    [body] = [b for b in gitops.bot_comments(number) if b.startswith("<!-- prbot:deploy -->")]
+    return body
 
 
 Make = Callable[..., GitOps]

@@ -3,35 +3,14 @@ environment the merge changed, polled to success or failure, and one result comm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from flowkit import GitOps, Make, overlay, overlay_path
+from flowkit import GitOps, Make, follow, overlay, overlay_path, result_comment
 
 from prbot import flows
-
-Promoter = Callable[[flows.Repo, flows.DeployState, Any], str | None]
-
-
-def follow(gitops: GitOps, sha: str, promote: Promoter | None = None) -> int:
-    """Poll the deployment at `sha` until it is done, moving the clock by each delay; the polls made."""
-    for polls in range(1, 41):
-        delay = flows.poll_deploy(gitops.repo, gitops.clusters, sha, promote=promote)
-        if delay is None:
-            return polls
-        assert delay > 0
-        gitops.clock.advance(delay)
-    raise AssertionError("the deployment was not done after 40 polls")
 
 
 def merged_change(gitops: GitOps, env: str = "staging", tag: str = "1.1.0") -> tuple[int, str]:
     pr = gitops.open_pr("feature", {overlay_path(env): overlay(env, tag)}, title=f"shop {tag} in {env}")
     return pr.number, gitops.merge(pr.number)
-
-
-def result_comment(gitops: GitOps, number: int) -> str:
-    [body] = [b for b in gitops.bot_comments(number) if b.startswith("<!-- prbot:deploy -->")]
-    return body
 
 
 def test_a_merge_creates_a_deployment_that_goes_success_with_a_result_comment(gitops: GitOps) -> None:
