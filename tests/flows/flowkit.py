@@ -138,7 +138,7 @@ class GitOps:
     repo: flows.Repo
 
     # -- git, as a person ----------------------------------------------------------------------------
-    def push_branch(self, branch: str, files: Mapping[str, str | None], *, start: str = "main",
+    def push_branch(self, branch: str, files: Mapping[str, str | bytes | None], *, start: str = "main",
                     message: str = "change") -> str:
         """Commit `files` (None: delete) on `branch`, started from `start` of the forge, and push it."""
         _git(self.work, "fetch", "-q", "origin")
@@ -149,13 +149,14 @@ class GitOps:
                 target.unlink()
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content)
+                target.write_bytes(content.encode() if isinstance(content, str) else content)
         _git(self.work, "add", "-A")
         _git(self.work, "commit", "-q", "-m", message)
         _git(self.work, "push", "-q", "-f", "origin", f"{branch}:{branch}")
         return _git(self.work, "rev-parse", "HEAD")
 
-    def open_pr(self, branch: str, files: Mapping[str, str | None], *, title: str = "A change") -> PullRequest:
+    def open_pr(self, branch: str, files: Mapping[str, str | bytes | None], *,
+                title: str = "A change") -> PullRequest:
         """Push `files` on `branch` from main and open a PR of it into main."""
         self.push_branch(branch, files, message=title)
         return self.forge.create_pull(title=title, body="", head=branch, base="main")
