@@ -27,18 +27,27 @@ def test_default_config_reads_the_default_branchs_prbot_yml(gitops: GitOps) -> N
 
 def test_a_pr_cannot_change_the_configuration_it_is_judged_by(gitops: GitOps) -> None:
     pr = gitops.open_pr("loosen", {".prbot.yml": LOOSER, overlay_path("prod"): overlay("prod", "1.1.0")})
-    config = flows.default_config(fetched(gitops).repo)
+    assert flows.plan_pull_request(gitops.repo, pr.number).status == "posted"    # the mirror has the PR's head
+    config = flows.default_config(gitops.repo)
     assert config is not None and config.env("prod").deployers == ("alice",)
     comment = gitops.comment(pr.number, "carol", "/prbot lock prod")
     outcome = flows.run_commands(gitops.repo, number=pr.number, comment_id=comment.id, user="carol",
                                  body=comment.body)
     assert outcome.refused == ["lock"]                       # still only alice, whatever the PR says
-    gitops.repo.workspace.fetch(f"refs/pull/{pr.number}/head")
     at_head = flows.config_at(gitops.repo, f"refs/pull/{pr.number}/head")
     assert at_head is not None and at_head.env("prod").deployers == ()
     gitops.merge(pr.number)                                  # once merged, it is the configuration
     merged = flows.default_config(fetched(gitops).repo)
     assert merged is not None and merged.env("prod").deployers == ()
+
+
+def test_a_pr_breaking_the_configuration_is_planned_with_the_default_branchs(gitops: GitOps) -> None:
+    pr = gitops.open_pr("break", {".prbot.yml": "version: 1\nenvironments: nope\n",
+                                  overlay_path("dev"): overlay("dev", "1.1.0")})
+    outcome = flows.plan_pull_request(gitops.repo, pr.number)
+    assert (outcome.status, outcome.conclusion) == ("posted", "success")
+    [comment] = gitops.bot_comments(pr.number)
+    assert "+      - image: ghcr.io/acme/shop:1.1.0" in comment
 
 
 def test_config_at_reads_a_commit_and_none_without_a_file(gitops: GitOps) -> None:
