@@ -3,6 +3,8 @@ environment the merge changed, polled to success or failure, and one result comm
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowkit import GitOps, Make, follow, overlay, overlay_path, result_comment
 
 from prbot import flows
@@ -41,7 +43,12 @@ def test_a_failing_target_fails_its_deployment_and_says_nothing_is_promoted(make
     number, sha = merged_change(gitops, "dev")
     assert flows.deploy_merged(gitops.repo, gitops.clusters, number) is not None
     promoted: list[str] = []
-    follow(gitops, sha, promote=lambda repo, state, entry: promoted.append(entry.env) or None)
+
+    def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
+        promoted.append(entry.env)
+        return None
+
+    follow(gitops, sha, promote=promote)
     [deployment] = gitops.forge.deployments.values()
     states = gitops.forge.statuses[deployment.id]
     assert [s for s, _ in states] == ["in_progress", "failure"]
