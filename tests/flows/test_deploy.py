@@ -1,0 +1,100 @@
+"""Merge → deploy (`prbot.flows.deploy`) over the stand-in clusters: one GitHub Deployment per
+environment the merge changed, polled to success or failure, and one result comment on the PR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowkit import GitOps, Make, follow, overlay, overlay_path, result_comment
+
+from prbot import flows
+
+
+def merged_change(gitops: GitOps, env: str = "staging", tag: str = "1.1.0") -> tuple[int, str]:
+    pr = gitops.open_pr("feature", {overlay_path(env): overlay(env, tag)}, title=f"shop {tag} in {env}")
+    return pr.number, gitops.merge(pr.number)
+
+
+def test_a_merge_creates_a_deployment_that_goes_success_with_a_result_comment(gitops: GitOps) -> None:
+    number, sha = merged_change(gitops)
+    state = flows.deploy_merged(gitops.repo, gitops.clusters, number)
+    assert state is not None and state.sha == sha and not state.done
+    [deployment] = gitops.forge.deployments.values()
+    assert (deployment.environment, deployment.sha, deployment.payload["pr"]) == ("staging", sha, number)
+    assert gitops.forge.statuses[deployment.id] == [("in_progress", f"syncing {sha[:7]}")]
+    running = result_comment(gitops, number)
+    assert running.startswith(f"<!-- prbot:deploy -->\n## prbot deploy `{sha[:7]}`")
+    assert "Deploying the merge: this comment follows the rollout." in running
+    assert "| staging | shop | 🔄 syncing |" in running
+    follow(gitops, sha)
+    assert gitops.forge.statuses[deployment.id][-1] == ("success", f"healthy at {sha[:7]}")
+    assert [s for s, _ in gitops.forge.statuses[deployment.id]] == ["in_progress", "success"]
+    done = result_comment(gitops, number)                        # the same comment, edited
+    assert "✅ **Deployed**: every environment is healthy." in done
+    assert "| staging | shop | ✅ healthy | Synced and Healthy at" in done
+    final = flows.load_state(gitops.repo, sha)
+    assert final is not None and final.done and [(e.env, e.state) for e in final.envs] == [("staging", "healthy")]
+    app = gitops.clusters.live["staging|argoproj.io/v1alpha1|Application|argocd|shop-staging"]
+    assert app["status"]["sync"] == {"status": "Synced", "revision": sha}
+
+
+def test_a_failing_target_fails_its_deployment_and_says_nothing_is_promoted(make: Make) -> None:
+    gitops = make(fail=frozenset({"shop/dev"}))
+    number, sha = merged_change(gitops, "dev")
+    assert flows.deploy_merged(gitops.repo, gitops.clusters, number) is not None
+    promoted: list[str] = []
+
+    def promote(repo: flows.Repo, state: flows.DeployState, entry: Any) -> str | None:
+        promoted.append(entry.env)
+        return None
+
+    follow(gitops, sha, promote=promote)
+    [deployment] = gitops.forge.deployments.values()
+    states = gitops.forge.statuses[deployment.id]
+    assert [s for s, _ in states] == ["in_progress", "failure"]
+    assert "Deployment shop: Degraded" in states[-1][1]
+    body = result_comment(gitops, number)
+    assert "❌ **Not every environment became healthy** (or some were held)." in body
+    assert "| dev | shop | ❌ failed |" in body and "⛔ dev failed: nothing is promoted from it." in body
+    assert promoted == []
+
+
+def test_an_environment_not_healthy_by_its_deadline_fails(gitops: GitOps) -> None:
+    number, sha = merged_change(gitops)
+    flows.deploy_merged(gitops.repo, gitops.clusters, number, timeout=60.0)
+    gitops.clock.advance(61.0)
+    assert flows.poll_deploy(gitops.repo, gitops.clusters, sha) is None
+    [deployment] = gitops.forge.deployments.values()
+    state, description = gitops.forge.statuses[deployment.id][-1]
+    assert state == "failure" and description.startswith("shop: not healthy after 1 min: ")
+    assert "| staging | shop | ❌ failed | not healthy after 1 min: " in result_comment(gitops, number)
+
+
+def test_a_locked_environment_is_held_without_a_deployment(gitops: GitOps) -> None:
+    assert flows.set_lock(gitops.repo.store, gitops.repo.name, "staging", "carol", "freeze", 0.0)
+    number, sha = merged_change(gitops)
+    state = flows.deploy_merged(gitops.repo, gitops.clusters, number)
+    assert state is not None and state.done and [e.state for e in state.envs] == ["held"]
+    assert gitops.forge.deployments == {}
+    assert flows.poll_deploy(gitops.repo, gitops.clusters, sha) is None
+    body = result_comment(gitops, number)
+    assert ("| staging | shop | 🔒 held | 🔒 staging is locked by `carol` (freeze): no sync until "
+            "`/prbot unlock staging` and `/prbot sync staging` |") in body
+
+
+def test_a_redelivered_merge_deploys_once(gitops: GitOps) -> None:
+    number, sha = merged_change(gitops)
+    first = flows.deploy_merged(gitops.repo, gitops.clusters, number)
+    again = flows.deploy_merged(gitops.repo, gitops.clusters, number)
+    assert first is not None and again is not None and again.sha == first.sha == sha
+    assert len(gitops.forge.deployments) == 1
+    assert len([b for b in gitops.bot_comments(number) if b.startswith("<!-- prbot:deploy -->")]) == 1
+
+
+def test_an_open_pr_or_a_change_outside_the_targets_deploys_nothing(gitops: GitOps) -> None:
+    pr = gitops.open_pr("feature", {overlay_path("dev"): overlay("dev", "1.1.0")})
+    assert flows.deploy_merged(gitops.repo, gitops.clusters, pr.number) is None
+    docs = gitops.open_pr("docs", {"README.md": "hello\n"})
+    gitops.merge(docs.number)
+    assert flows.deploy_merged(gitops.repo, gitops.clusters, docs.number) is None
+    assert gitops.forge.deployments == {} and gitops.bot_comments(docs.number) == []
