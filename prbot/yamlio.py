@@ -7,7 +7,8 @@ Every YAML text prbot reads from a repository or a renderer goes through `load_y
   documents are measured once (shared alias targets counted once per use without being expanded):
   more than `max_nodes` nodes once aliases are expanded (a "billion laughs" alias bomb), nesting
   deeper than `MAX_DEPTH` (deeper objects break diffing and schema validation), or a recursive
-  alias raise `YamlLimitError`, whose message names the limit.  libyaml itself refuses nesting
+  alias raise `YamlLimitError`, whose message names the limit, and so does an integer longer than
+  `MAX_INT_DIGITS`.  libyaml itself refuses nesting
   deeper than 1000 levels while parsing, so nothing here recurses without bound.
 `check_tree` applies the same node and depth guard to data parsed otherwise (JSON).
 """
@@ -33,13 +34,24 @@ MAX_DEPTH = 128
 """Deepest nesting accepted in a document (Kubernetes objects, CRD schemas included, stay far below)."""
 MAX_NODES = 5_000_000
 """Default bound on the nodes of one text with aliases expanded (about what 50 MB of YAML holds)."""
+MAX_INT_DIGITS = 100
+"""Longest integer accepted (Kubernetes integers have at most 19 digits; Python refuses to convert
+more than 4,300, which would otherwise fail the whole document with an internal error)."""
+
+
+def _check_int(text: str) -> None:
+    if len(text) > MAX_INT_DIGITS:
+        raise YamlLimitError(f"an integer of {len(text):,} characters (the limit is {MAX_INT_DIGITS} digits)")
 
 
 class _RuamelConstructor(SafeConstructor):
-    pass
+    def construct_yaml_int(self, node: Any) -> Any:
+        _check_int(str(node.value))
+        return super().construct_yaml_int(node)
 
 
 _RuamelConstructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+_RuamelConstructor.add_constructor("tag:yaml.org,2002:int", _RuamelConstructor.construct_yaml_int)
 
 if _CLoader is not None:
     class _FastLoader(_CLoader):  # type: ignore[misc,valid-type]
@@ -47,6 +59,12 @@ if _CLoader is not None:
 
     _FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _pyyaml.SafeLoader.construct_yaml_str)
     _FastLoader.add_constructor("tag:yaml.org,2002:value", _pyyaml.SafeLoader.construct_yaml_str)
+
+    def _fast_int(loader: Any, node: Any) -> Any:
+        _check_int(str(node.value))
+        return _pyyaml.SafeLoader.construct_yaml_int(loader, node)
+
+    _FastLoader.add_constructor("tag:yaml.org,2002:int", _fast_int)
     YAML_ERRORS: tuple[type[Exception], ...] = (YAMLError, _pyyaml.YAMLError, YamlLimitError)
     YAML_LOADER = f"libyaml-{_pyyaml.__version__}"
 else:                                   # pragma: no cover - depends on the installation

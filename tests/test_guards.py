@@ -209,3 +209,12 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "1" * 4301, "0x" + "f" * 200, "1_000" * 60])
+def test_an_integer_too_long_is_refused_naming_the_limit(number: str) -> None:
+    """Python refuses to convert integers of more than 4,300 digits with an internal error that used
+    to fail a whole plan; the loader refuses far shorter ones (Kubernetes integers have 19 digits)."""
+    with pytest.raises(YamlLimitError, match="the limit is 100 digits"):
+        load_yaml_all(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\nspec: {{n: {number}}}\n")
+    assert load_yaml_all("n: 12345678901234567890\n") == [{"n": 12345678901234567890}]
