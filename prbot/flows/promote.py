@@ -102,7 +102,12 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
 
 def promote_healthy(repo: Repo, sha: str, env: str, apps: Sequence[str], provenance: Provenance) -> str | None:
     """An environment turned healthy at `sha`: promote its apps into the next environment.  Returns
-    what the result comment says about it ("#12, #13"), or None when there is no next environment."""
+    what the result comment says about it ("#12, #13"), or None when there is no next environment.
+
+    The mirror is brought up to date first: this runs on whichever worker polled the deploy, whose
+    mirror may not hold the merge commit yet (it would read no configuration and promote nothing)."""
+    if repo.workspace.resolve(sha) is None:
+        repo.workspace.fetch(repo.default_ref())
     config = config_at(repo, sha)
     if config is None:
         return None
