@@ -15,10 +15,13 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import commit_all, init_repo, write
 
 from prbot import sandbox, tools
+from prbot.cli import main
 from prbot.errors import ToolError
 from prbot.limits import Limits
 
@@ -84,7 +87,8 @@ def _chart(directory: Path, schema: dict[str, object]) -> None:
     (directory / "values.yaml").write_text("replicas: 1\n")
     (directory / "values.schema.json").write_text(json.dumps(schema))
     (directory / "templates" / "cm.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n")
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n"
+        "data:\n  replicas: {{ .Values.replicas | quote }}\n")
 
 
 def _run(argv: list[str], tree: Path, home: Path) -> str:
@@ -222,3 +226,41 @@ def test_isolation_off_is_the_operators_explicit_choice(tmp_path: Path, monkeypa
     assert cat is not None
     (tmp_path / "host.txt").write_text(CANARY)
     assert CANARY in _run([cat, os.fspath(tmp_path / "host.txt")], tree, home)
+
+
+# ------------------------------------------------------------------ defence in depth: the closure
+
+def _plan_json(repo: Path, base: str, head: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    code = main(["plan", "--repo", str(repo), "--base", base, "--head", head, "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("ref", ["file:///etc/passwd", "http://127.0.0.1:9/x.json", "/etc/passwd",
+                                 "other.json#/x", "https://json-schema.org/draft-07/schema#/definitions/x"])
+def test_schema_references_outside_the_schema_are_refused_before_rendering(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], ref: str) -> None:
+    """A chart's values schema may refer only inside itself: a `$ref` to a file, a URL or another
+    schema file is refused by the closure, for Helm targets and kustomize helmCharts alike — nothing
+    runs; an inert `#/definitions/…` reference and the standard `$schema` URI render."""
+    repo = init_repo(tmp_path / "gitops")
+    write(repo, ".prbot.yml", "version: 1\nenvironments: [{name: dev}]\napps:\n"
+                              "- path: charts/{app}/envs/{env}\n- path: kust/{app}/envs/{env}\n")
+    for where in ("charts/h/envs/dev", "charts/ok/envs/dev", "kust/k/envs/dev/charts/c"):
+        _chart(repo / where, {"$schema": "https://json-schema.org/draft-07/schema#",
+                              "definitions": {"r": {"type": "integer"}},
+                              "properties": {"replicas": {"$ref": "#/definitions/r"}}})
+    write(repo, "kust/k/envs/dev/kustomization.yaml", "helmCharts:\n- name: c\n  releaseName: c\n")
+    base = commit_all(repo, "base")
+    bad = {"properties": {"replicas": {"$ref": ref}}}
+    (repo / "charts/h/envs/dev/values.schema.json").write_text(json.dumps(bad))
+    (repo / "kust/k/envs/dev/charts/c/values.schema.json").write_text(json.dumps({"allOf": [bad]}))
+    (repo / "charts/ok/envs/dev/values.yaml").write_text("replicas: 2\n")
+    head = commit_all(repo, "head")
+    data = _plan_json(repo, base, head, capsys)
+    by = {t["app"]: t for t in data["targets"]}
+    for app in ("h", "k"):
+        assert by[app]["status"] == "error" and "refers outside the schema" in by[app]["error"], by[app]
+        assert ref[:40] in by[app]["error"]
+    assert by["ok"]["status"] == "changed"
