@@ -264,3 +264,22 @@ def test_schema_references_outside_the_schema_are_refused_before_rendering(
         assert by[app]["status"] == "error" and "refers outside the schema" in by[app]["error"], by[app]
         assert ref[:40] in by[app]["error"]
     assert by["ok"]["status"] == "changed"
+
+
+def test_a_plan_rendered_unisolated_says_so_in_its_footer_and_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = init_repo(tmp_path / "gitops")
+    write(repo, ".prbot.yml", "version: 1\nenvironments: [{name: dev}]\napps:\n- path: apps/{app}/envs/{env}\n")
+    write(repo, "apps/a/envs/dev/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: '1'}\n")
+    base = commit_all(repo, "base")
+    write(repo, "apps/a/envs/dev/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: '2'}\n")
+    head = commit_all(repo, "head")
+    jailed = _plan_json(repo, base, head, capsys)
+    assert "isolation" not in jailed
+    assert main(["plan", "--repo", str(repo), "--base", base, "--head", head]) == 0
+    assert "without isolation" not in capsys.readouterr().out
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", "off")
+    sandbox.reset_isolation()
+    assert _plan_json(repo, base, head, capsys)["isolation"] == "off"
+    assert main(["plan", "--repo", str(repo), "--base", base, "--head", head]) == 0
+    assert "Rendered without isolation" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prbot import gitrepo, remote
+from prbot import gitrepo, remote, sandbox
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import diff_objects, duplicate_identities
 from prbot.errors import PrbotError
@@ -151,7 +151,8 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
     kinds = {target.renderer for _, target, _ in requests}
     if any(k in side.helm_charts for k in affected for side in (b, h)):
         kinds.add("helmCharts")
-    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds))
+    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds),
+                isolation=sandbox.isolation())
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,

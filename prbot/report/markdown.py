@@ -407,9 +407,10 @@ def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
 def _tools(plan: Plan) -> str:
     """The renderer versions the plan used, for the footer (empty when it rendered with none)."""
     tools = getattr(plan, "tools", None) or {}
+    said = _t("footer_unisolated") if getattr(plan, "isolation", "jail") == "off" else ""
     if not tools:
-        return ""
-    return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items()))
+        return said
+    return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items())) + said
 
 
 @dataclass(frozen=True)
