@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--base", required=True, metavar="REV",
                     help="base revision: a branch, tag or commit (e.g. main, HEAD, origin/main)")
     pl.add_argument("--head", metavar="REV",
-                    help="head revision (default: the working tree, uncommitted changes included)")
+                    help="head revision (default: the working tree: tracked files, uncommitted changes "
+                         "included; never .git or ignored files)")
+    pl.add_argument("--untracked", action="store_true",
+                    help="with the working tree as head, also plan untracked files that .gitignore does not exclude")
     pl.add_argument("--repo", default=".", type=Path, metavar="DIR",
                     help="the GitOps repository (default: the current directory)")
     pl.add_argument("--config", type=Path, metavar="FILE",
@@ -206,7 +209,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         clusters = clusters_from_env()
         runner = make_dry_runner(config, clusters) if clusters.source is not None else None
     try:
-        plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner)
+        plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner,
+                         untracked=args.untracked)
     finally:
         if runner is not None:
             runner.close()

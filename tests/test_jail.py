@@ -283,3 +283,75 @@ def test_a_plan_rendered_unisolated_says_so_in_its_footer_and_json(
     assert _plan_json(repo, base, head, capsys)["isolation"] == "off"
     assert main(["plan", "--repo", str(repo), "--base", base, "--head", head]) == 0
     assert "Rendered without isolation" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ working-tree plans
+
+def _worktree_repo(tmp_path: Path) -> tuple[Path, str]:
+    repo = init_repo(tmp_path / "checkout")
+    write(repo, ".prbot.yml", "version: 1\nenvironments: [{name: dev}]\napps:\n- path: apps/{app}/envs/{env}\n")
+    write(repo, ".gitignore", ".env\n")
+    for app in ("a", "b"):
+        write(repo, f"apps/{app}/envs/dev/kustomization.yaml", "resources: [cm.yaml]\n")
+        write(repo, f"apps/{app}/envs/dev/cm.yaml",
+              f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {app}}}\ndata: {{x: '1'}}\n")
+    base = commit_all(repo, "base")
+    # where CI checkouts keep their credentials, and a developer's ignored secrets
+    with open(repo / ".git" / "config", "a") as fh:
+        fh.write(f'[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {CANARY}\n')
+    write(repo, ".env", f"TOKEN={CANARY}\n")
+    return repo, base
+
+
+def _worktree_plan(repo: Path, base: str, capsys: pytest.CaptureFixture[str],
+                   *extra: str) -> tuple[dict[str, Any], str]:
+    code = main(["plan", "--repo", str(repo), "--base", base, "--format", "json", *extra])
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    main(["plan", "--repo", str(repo), "--base", base, *extra])
+    md = capsys.readouterr()
+    return json.loads(out), out + md.out + md.err + err
+
+
+@pytest.mark.parametrize("leak", [".git/config", ".env", ".git/../.git/config"])
+def test_a_working_tree_plan_never_reads_git_or_ignored_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], leak: str) -> None:
+    """`prbot plan --base REV` on a PR checkout: a link the PR adds to `.git/config` (the CI token)
+    or to an ignored `.env` renders nothing of them, with or without --untracked."""
+    repo, base = _worktree_repo(tmp_path)
+    (repo / "apps/a/envs/dev/leak.txt").symlink_to(Path("../../../..") / leak)
+    write(repo, "apps/a/envs/dev/kustomization.yaml",
+          "resources: [cm.yaml]\nconfigMapGenerator:\n- name: leak\n  files: [leak.txt]\n")
+    write(repo, "apps/b/envs/dev/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\ndata: {x: '2'}\n")
+    commit_all(repo, "the PR's link")       # tracked, as a PR's files are
+    for extra in ((), ("--untracked",)):
+        data, text = _worktree_plan(repo, base, capsys, *extra)
+        assert CANARY not in text
+        by = {t["app"]: t for t in data["targets"]}
+        assert by["a"]["status"] == "error" and by["b"]["status"] == "changed"
+
+
+def test_untracked_files_are_planned_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo, base = _worktree_repo(tmp_path)
+    write(repo, "apps/a/envs/dev/kustomization.yaml", "resources: [cm.yaml, new.yaml]\n")   # tracked change
+    write(repo, "apps/a/envs/dev/new.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\n")  # untracked
+    data, _ = _worktree_plan(repo, base, capsys)
+    [a] = [t for t in data["targets"] if t["app"] == "a"]
+    assert a["status"] == "error" and "new.yaml" in a["error"]
+    data, _ = _worktree_plan(repo, base, capsys, "--untracked")
+    [a] = [t for t in data["targets"] if t["app"] == "a"]
+    assert a["status"] == "changed" and any(c["name"] == "new" for c in a["changes"])
+
+
+def test_a_tracked_directory_replaced_by_a_link_out_of_the_checkout_is_not_exported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A variant: on disk, a tracked directory became a link to a directory outside the checkout
+    holding files of the same names; the plan reads none of them."""
+    repo, base = _worktree_repo(tmp_path)
+    outside = tmp_path / "outside"
+    write(outside, "kustomization.yaml", "resources: [cm.yaml]\n")
+    write(outside, "cm.yaml", f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: b}}\ndata: {{x: {CANARY}}}\n")
+    shutil.rmtree(repo / "apps/b/envs/dev")
+    (repo / "apps/b/envs/dev").symlink_to(outside)
+    data, text = _worktree_plan(repo, base, capsys)
+    assert CANARY not in text
