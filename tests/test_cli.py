@@ -248,7 +248,8 @@ def test_a_closed_pipe_keeps_the_plans_exit_code(example_repo: Path, fail: bool)
     if fail:
         write(example_repo, "apps/worker/envs/dev/broken.yaml", "kind: ConfigMap\nmetadata: [\n")
     proc = subprocess.Popen([sys.executable, "-m", "prbot.cli", "plan", "--base", "HEAD", "--no-cluster",
-                             "--untracked", "--repo", str(example_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--untracked", "--repo", str(example_repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()                            # as `head -1` does
