@@ -355,3 +355,44 @@ def test_a_tracked_directory_replaced_by_a_link_out_of_the_checkout_is_not_expor
     (repo / "apps/b/envs/dev").symlink_to(outside)
     data, text = _worktree_plan(repo, base, capsys)
     assert CANARY not in text
+
+
+# ------------------------------------------------------------------ as the container image runs it
+
+def test_an_unprivileged_service_user_renders_in_the_jail(tmp_path: Path) -> None:
+    """The image runs prbot as user 65534: the jail is made without root (an unprivileged user
+    namespace), and a render in it works.  Run here as that user (through setpriv when the tests
+    run as root), with the system's Python and prbot's sandbox module alone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="prbot-uid-", dir="/tmp"))
+    try:
+        work.chmod(0o755)
+        tree, home = work / "tree", work / "home"
+        for d in (tree, home):
+            d.mkdir()
+        kubectl = tools.which("kubectl")
+        assert kubectl is not None
+        shutil.copy(kubectl, work / "kubectl")
+        (tree / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+        (tree / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jailed}\n")
+        project = Path(__file__).resolve().parent.parent
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+                "from prbot import sandbox; from prbot.limits import Limits; "
+                "print(sandbox.isolation(), sandbox.jail_problem()); "
+                "print(sandbox.run_tool([sys.argv[2], 'kustomize', '.'], cwd=Path(sys.argv[3]), "
+                "home=Path(sys.argv[4]), label='kubectl', limits=Limits()))")
+        argv = ["/usr/bin/python3", "-c", code, str(project), str(work / "kubectl"), str(tree), str(home)]
+        if os.geteuid() == 0:
+            for d in (tree, home):
+                os.chown(d, 65534, 65534)
+            argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *argv]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.startswith("jail None\n") and "name: jailed" in proc.stdout
+        assert sys.platform.startswith("linux")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
