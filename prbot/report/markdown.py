@@ -58,14 +58,35 @@ _SPACE = re.compile(r"\s+")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
 _ZWSP = "\u200b"
 # GitHub turns these into pings, cross-references and links in text (not in code): a zero-width
-# space after `@`/`#`, inside `://` and after `www` leaves them readable and inert.
+# space after `@`/`#`, inside `://`, after `www`, after the dash of `GH-12` (and of any `KEY-12`
+# a repository's custom autolinks may know) and every 6 digits of a hex run (a commit id is 7 or
+# more) leaves them readable and inert.
 _WWW = re.compile(r"(?i)\b(www)\.")
+_KEY_NUMBER = re.compile(r"(?<=[A-Za-z])-(?=[0-9])")
+_HEX_RUN = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{7,}(?![0-9A-Za-z_])")
+# Unicode bidirectional controls: they make text display in another order than it reads (a value
+# that looks harmless in a table cell or a diff is not); shown as `<U+202E>`, never applied.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each Unicode bidirectional control (U+202A–U+202E, U+2066–U+2069, U+200E,
+    U+200F, U+061C) written out as `<U+XXXX>`: for every place PR text lands, code blocks included."""
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+
+
+def _hex_pieces(m: re.Match[str]) -> str:
+    run = m.group()
+    return _ZWSP.join(run[i:i + 6] for i in range(0, len(run), 6))
 
 
 def inert(text: str) -> str:
-    """`text` with mentions (`@user`, `@org/team`), references (`#12`, `owner/repo#12`) and
-    autolinks (`https://…`, `www.…`) broken by a zero-width space, as GitHub renders them inert."""
+    """`text` with mentions (`@user`, `@org/team`), references (`#12`, `owner/repo#12`, `GH-12`,
+    `KEY-12`), commit ids (7 or more hex digits) and autolinks (`https://…`, `www.…`) broken by a
+    zero-width space, as GitHub renders them inert; bidirectional controls made `visible`."""
+    text = visible(text)
     text = text.replace("@", "@" + _ZWSP).replace("#", "#" + _ZWSP).replace("://", ":" + _ZWSP + "//")
+    text = _KEY_NUMBER.sub("-" + _ZWSP, _HEX_RUN.sub(_hex_pieces, text))
     return _WWW.sub(lambda m: m.group(1) + _ZWSP + ".", text)
 
 
@@ -110,7 +131,7 @@ def code(text: object, limit: int = _INLINE_MAX) -> str:
     """User data as an inline code span, with a delimiter longer than any backtick run inside.
 
     Not for table cells (a `|` inside a code span would still end the cell)."""
-    flat = _oneline(text, limit)
+    flat = _oneline(visible(str(text)), limit)
     if not flat:
         return '`""`'
     tick = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
@@ -202,6 +223,7 @@ def _details(summary: str, is_open: bool) -> _Box:
 
 def _code_block(doc: _Doc, text: str, lang: str, lead: tuple[str, ...] = (),
                 relead: tuple[str, ...] = ()) -> None:
+    text = visible(text)
     fence = fence_for(text)
     box = _Box(open=(fence + lang,), close=(fence, ""), cut=(fence, ""), reopen=relead + (fence + lang,))
     doc.push(box, *lead)
@@ -385,7 +407,7 @@ def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
                  renderer=html_text(t.renderer), changes=_counts(t, "summary"))
     doc.push(_details(summary, t.failed))
     if t.error:
-        intro = (_t("render_failed", renderer=_oneline(t.renderer, _INLINE_MAX).replace("`", "'"))
+        intro = (_t("render_failed", renderer=_oneline(visible(t.renderer), _INLINE_MAX).replace("`", "'"))
                  if t.status == "error" else _t("render_note"))
         _code_block(doc, t.error if full else _oneline(t.error, _MESSAGE_MAX), "text", lead=(intro, ""))
     if not full:
