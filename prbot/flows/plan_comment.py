@@ -211,7 +211,8 @@ def check_annotations(plan: Plan, ws: Workspace, head: str) -> list[Annotation]:
             messages += [f"{e.kind} {e.name}: {e.message}" for e in t.dry_run.errors]
         if not messages:
             continue
-        path, line = _locate(t, messages[0], present)
+        # a blind spot's message names `.prbot.yml`; the file that reads the remote is the target's own
+        path, line = _locate(t, "" if t.status == "skipped" else messages[0], present)
         out.append(Annotation(path=path, start_line=line, end_line=line, level="failure",
                               title=visible(f"{t.env} · {t.app}")[:255],
                               message=visible("\n".join(messages[:20]))[:4000]))
