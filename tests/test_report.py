@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from prbot.diff import ObjectChange
 from prbot.plan import DryRun, DryRunError, Plan, TargetPlan
-from prbot.report import MARKER, is_plan_comment, part_of, render_json, render_markdown
+from prbot.report import (
+    MARKER,
+    blind_spots,
+    is_plan_comment,
+    part_of,
+    render_comment,
+    render_json,
+    render_markdown,
+)
 from prbot.report.markdown import html_text, md
 from prbot.validate import ValidationIssue
 
@@ -411,6 +419,51 @@ def test_big_plan_splits_into_balanced_parts(limit: int) -> None:
     # the summary is in the first part only, the footer in the last only
     assert "| Environment |" in parts[0] and all("| Environment |" not in p for p in parts[1:])
     assert "`/prbot help`" in parts[-1] and all("`/prbot help`" not in p for p in parts[:-1])
+
+
+def small_target(env: str, app: str) -> TargetPlan:
+    return TargetPlan(app=app, env=env, path=f"apps/{app}/envs/{env}", renderer="plain", status="changed",
+                      changes=[ObjectChange("", "ConfigMap", env, app, "changed", f"-v: 1\n+v: {app}-{env}\n")])
+
+
+def test_a_noisy_target_cannot_push_the_others_out_of_the_comment() -> None:
+    """Attack: a 20,000-line diff listed first; the comment shows the others in full and names the
+    noisy one as hidden (the check run fails on it)."""
+    noisy = TargetPlan(app="aaa-noisy", env="dev", path="apps/aaa-noisy/envs/dev", renderer="plain",
+                       status="changed", changes=[ObjectChange("", "ConfigMap", "dev", "noise", "changed",
+                                                               long_diff(0, 20_000))])
+    others = [small_target("dev", "shop"), small_target("staging", "shop"), small_target("prod", "shop")]
+    plan = Plan(base=BASE, head=HEAD, targets=[noisy, *others])
+    comment = render_comment(plan, max_parts=2)
+    assert len(comment.parts) <= 2
+    assert comment.hidden == [noisy]
+    shown = diff_lines(comment.parts)
+    assert [line for line in shown if line.startswith("+v: ")] == ["+v: shop-dev", "+v: shop-staging", "+v: shop-prod"]
+    assert "1 target is summarised without its diffs" in comment.parts[0]
+    assert render_comment(plan, max_parts=None).hidden == []        # room for everything: nothing hidden
+
+
+def test_when_not_even_sections_fit_every_target_is_hidden() -> None:
+    plan = Plan(base=BASE, head=HEAD, targets=[small_target("dev", f"app{i:04d}" + "x" * 150) for i in range(900)])
+    comment = render_comment(plan, limit=4_000, max_parts=2)
+    assert len(comment.parts) == 2 and len(comment.hidden) == 900
+
+
+def test_a_target_prbot_could_not_render_reads_as_a_failure_with_the_way_out() -> None:
+    reason = ("not rendered: it reads https://github.com/acme/infra//base?ref=v1, a remote input that "
+              "render.remote in .prbot.yml does not allow")
+    plan = Plan(base=BASE, head=HEAD, targets=[
+        TargetPlan(app="web", env="dev", path="apps/web/envs/dev", renderer="kustomize", status="skipped",
+                   error=reason),
+        small_target("staging", "web")])
+    assert blind_spots(plan) == [plan.targets[0]]
+    [body] = render_markdown(plan)
+    assert "**1 environment changes** · dev ❌ 1 target not rendered · staging ✅" in body
+    assert cells(table_rows(body)[2])[2] == "❌ not rendered (remote input)"
+    assert "<details open>\n<summary>❌ <b>dev</b> · web · <code>apps/web/envs/dev</code> · kustomize · " \
+           "not rendered</summary>" in body
+    assert "`render.remote` of `.prbot.yml` on the default branch, or vendor the input" in body
+    assert [lines for info, lines in blocks_of(body) if info == "text"] == [[reason]]
 
 
 def test_cut_inside_a_diff_reopens_details_and_fence() -> None:
