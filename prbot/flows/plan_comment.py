@@ -149,13 +149,19 @@ def _verdict_line(parts: Sequence[str]) -> str:
     return "prbot plan"
 
 
-_MAX_NAMED = 300                    # targets named in one gate section of the check run
+_NAMED_TEXT = 25_000                # characters of one gate section: both fit the check run's summary
 
 
 def _named(targets: Sequence[TargetPlan], line: Callable[[TargetPlan], str]) -> str:
-    lines = [line(t) for t in targets[:_MAX_NAMED]]
-    if len(targets) > _MAX_NAMED:
-        lines.append(text("check_more", count=len(targets) - _MAX_NAMED))
+    lines: list[str] = []
+    used = 0
+    for i, t in enumerate(targets):
+        got = line(t)
+        if used + len(got) > _NAMED_TEXT:
+            lines.append(text("check_more", count=len(targets) - i))
+            break
+        lines.append(got)
+        used += len(got) + 1
     return "\n".join(lines)
 
 
@@ -163,19 +169,17 @@ def _gate(plan: Plan, comment: Comment) -> tuple[str, str]:
     """(title suffix, summary head) saying what the comment does not show: targets not rendered,
     each with its reason and the way out, and targets left out for room, each by name."""
     blind = blind_spots(plan)
-    titles, sections = [], []
-    if blind:
-        titles.append(text("check_not_rendered_title_one" if len(blind) == 1 else "check_not_rendered_title_other",
-                           count=len(blind)))
+    suffix, sections = "", []
+    if blind:                       # the verdict (the title) already counts them per environment
         sections.append(text("check_not_rendered", way_out=text("check_not_rendered_way_out"),
                              targets=_named(blind, lambda t: text(
                                  "check_not_rendered_target", target=md(f"{t.env}/{t.app}", 100),
                                  path=code(t.path, 200), reason=md(t.error or "", 600)))))
     if comment.hidden:
-        titles.append(text("check_hidden_title", count=len(comment.hidden)))
+        suffix = " · " + text("check_hidden_title", count=len(comment.hidden))
         sections.append(text("check_hidden", parts=len(comment.parts), targets=_named(comment.hidden, lambda t: text(
             "check_hidden_target", target=md(f"{t.env}/{t.app}", 100), path=code(t.path, 200)))))
-    return "".join(f" · {t}" for t in titles), "".join(f"{s}\n\n" for s in sections)
+    return suffix, "".join(f"{s}\n\n" for s in sections)
 
 
 def _check_output(plan: Plan, comment: Comment, parts: Sequence[str], repo: Repo, head: str) -> CheckRunOutput:
