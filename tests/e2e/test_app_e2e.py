@@ -209,3 +209,24 @@ def test_a_noisy_target_cannot_hide_the_others_behind_a_green_check(
     hidden = run.output["summary"].split("<!-- prbot:plan -->")[0]
     assert hidden.startswith("### ❌ Not shown in the comment") and "**dev/app** at `apps/app/envs/dev`" in hidden
     assert "staging/app" not in hidden and "prod/app" not in hidden
+
+
+def test_vendoring_the_remote_input_is_a_way_out_that_turns_the_check_green(
+        bot: Bot, fake_github: FakeGitHub) -> None:
+    """The default branch already reads the remote base; the PR vendors it: the head renders, the
+    base did not (every object shown as added, with a note), and nothing is hidden — green."""
+    fake = fake_github
+    fake.commit(REPO, "main", {DEV: overlay().replace("  - ../../base\n", f"  - ../../base\n  - {REMOTE}\n")})
+    fake.drain_events()
+    fake.commit(REPO, "vendor", {
+        DEV: overlay().replace("  - ../../base\n", "  - ../../base\n  - infra\n"),
+        "apps/app/envs/dev/infra/kustomization.yaml": "resources:\n  - cm.yaml\n",
+        "apps/app/envs/dev/infra/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: infra\n"
+                                           "data:\n  k: v\n"}, user="writer")
+    number = fake.open_pull(REPO, head="vendor", user="writer")
+    bot.deliver_events()
+    [comment] = plan_comments(fake, number)
+    assert "the base revision did not render" in comment and "`ConfigMap app-dev/infra`" in comment
+    run = plan_check(fake, number)
+    assert (run.status, run.conclusion) == ("completed", "success"), run.output["summary"][:2000]
+    assert "<!-- prbot:plan -->" in run.output["summary"].split("\n", 1)[0]    # no gate section before it
