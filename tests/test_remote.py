@@ -103,11 +103,11 @@ def test_a_remote_base_not_allowed_is_skipped_and_affected_only_by_local_inputs(
     write(repo, "apps/web/envs/dev/cm.yaml", CM.format(name="local", value="two"))        # its own input
     code, data = plan(repo, base, capsys)
     got, note = status(data)["web/dev"]
-    assert code == 0 and got == "skipped"                            # neutral, not a failure
+    assert code == 1 and got == "skipped"                            # a blind spot fails the plan
     assert note is not None and REF in note and "render.remote" in note
-    main(["plan", "--repo", str(repo), "--base", base])
+    assert main(["plan", "--repo", str(repo), "--base", base]) == 1
     md = capsys.readouterr().out
-    assert "⏭️ skipped (remote input)" in md and "render.remote" in md
+    assert "❌ not rendered (remote input)" in md and "render.remote" in md and "vendor the input" in md
     assert _Served.requests == []
 
 
