@@ -14,7 +14,10 @@ before the comment was, provided GitHub's clocks agree:
   receipt is not the order of pushes then).
 
 Anything else is unsure, and unsure is None: the command is refused with "the head moved; comment
-again" instead of guessing.  A redelivered old `pull_request` event cannot move the answer
+again" instead of guessing.  So that commenting again settles it even when no webhook named the
+head (a PR opened before prbot was installed, a lost delivery), a bound command also records the
+head GitHub reports when it runs, received then, at the PR's `updated_at` (GitHub moves it with
+every push, so it is never before the head was pushed).  A redelivered old `pull_request` event cannot move the answer
 backwards: a head keeps the time it was first received.
 """
 

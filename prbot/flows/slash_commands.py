@@ -29,7 +29,7 @@ from prbot.config import CONFIG_FILE, Config
 from prbot.errors import ConfigError, HeadMoved, PrbotError
 from prbot.flows.context import Repo, config_at, default_config
 from prbot.flows.deploy import pr_plan, pr_targets, record_pr_targets, start_deploy
-from prbot.flows.heads import MOVED, Seen, head_at
+from prbot.flows.heads import MOVED, Seen, head_at, record_head
 from prbot.flows.locks import clear_lock, get_lock, set_lock
 from prbot.flows.plan_comment import PlanOutcome, plan_pull_request
 from prbot.flows.preview import preview_down, preview_up
@@ -85,6 +85,8 @@ class Call:
         if self.seen is None:
             return None
         head = head_at(self.repo.store, self.repo.name, self.pr.number, self.seen)
+        record_head(self.repo.store, self.repo.name, self.pr.number, self.pr.head_sha,   # for the next comment
+                    received=self.repo.clock(), updated_at=self.pr.updated_at)
         if head is None or head != self.pr.head_sha:
             log.info("/prbot %s on %s#%d by %s: the head moved (saw %s, now %s)", self.command.name,
                      self.repo.name, self.pr.number, self.user, (head or "?")[:7], self.pr.head_sha[:7])

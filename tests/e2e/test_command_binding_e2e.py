@@ -137,6 +137,23 @@ def test_a_comment_edited_after_a_push_runs_nothing(world: World) -> None:
     assert world.replies(number) == [] and world.reactions(number, said) == []
 
 
+def test_a_pr_whose_webhooks_never_came_is_planned_at_the_second_comment(world: World) -> None:
+    """No webhook ever named the head (lost deliveries, a PR older than the installation): the
+    first `/prbot plan` cannot know what the writer saw and says so; commenting again works."""
+    world.fake.fork_repo(REPO, "mallory")
+    world.push_fork("ddddddd")
+    number = world.fake.open_pull(REPO, head="evil", head_repo=FORK, user="mallory")
+    world.fake.drain_events()                                     # never delivered
+    first = world.fake.comment(REPO, number, "/prbot plan", user="writer")
+    world.bot.deliver_events()
+    assert world.replies(number) == [f"- `/prbot plan`: {MOVED}"] and world.kube.touching("app-dev") == []
+    assert world.reactions(number, first) == ["eyes", "confused"]
+    again = world.fake.comment(REPO, number, "/prbot plan", user="writer")
+    world.bot.deliver_events()
+    assert world.reactions(number, again) == ["eyes", "rocket"] and world.kube.touching("app-dev")
+    assert "ddddddd" in world.plan_comment(number)
+
+
 # --------------------------------------------------------------------------------------------
 # Previews need someone with write permission, and stay on the head they saw
 # --------------------------------------------------------------------------------------------
