@@ -11,10 +11,10 @@ environment, `sync` → the PR's environments, `rollback` → the PR's environme
 write permission gets a reply to `/prbot help` only; anything else they write (a typo, a command
 they may not run) gets reactions and no comment, so prbot relays nobody's text.
 
-What a command acts on: a `bound` command (`plan` with its cluster dry-run, `preview`) runs only
-for the head the commenter saw (`prbot.flows.heads`); when the PR's head moved since, or prbot
-cannot tell, it replies "the head moved; comment again".  Commands that change state (`changes_state`)
-are logged with who asked and from which comment.
+What a command acts on: `plan` (with its cluster dry-run) and `preview` run only for the head the
+commenter saw (`Call.bound_head`, `prbot.flows.heads`); when the PR's head moved since, or prbot
+cannot tell, the reply is "the head moved; comment again".  Commands that change state
+(`changes_state`) are logged with who asked and from which comment.
 """
 
 from __future__ import annotations

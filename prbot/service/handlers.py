@@ -7,7 +7,7 @@ The web layer enqueues two kinds, which route cheaply and enqueue the real work:
 The real work, one repository at a time (`Job.repo`):
 - ``plan``: the plan comment and check run of a PR (superseded per PR: only the newest runs);
 - ``bump``: the bump PR of (repository, image repository) from the pushes recorded for it;
-- ``command``: the slash commands of one comment;
+- ``command``: the slash commands of one comment (queued once per comment id, ever);
 - ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`);
 - ``deploy``: a merged PR's sync (`prbot.flows.deploy`), then ``deploy_poll`` jobs re-enqueued with
   a delay until every environment is healthy or failed (a restarted worker resumes them);
