@@ -9,6 +9,7 @@
     ├── RenderError            a target could not be rendered (transient / over a limit)
     ├── ToolsError             the pinned renderer binaries could not be installed
     ├── PayloadError           a registry payload that cannot be read
+    ├── HeadMoved              a command bound to a PR head that is no longer its head
     └── SettingsError          the service's settings are missing or invalid
     YamlLimitError (ValueError) a document over a guard (size, depth, alias expansion)
     ToolError                  a renderer process failed or ran into a limit
@@ -147,6 +148,11 @@ class NotServed(Exception):
         super().__init__(f'no matches for kind "{kind}" in version "{api_version}"')
         self.api_version = api_version
         self.kind = kind
+
+
+class HeadMoved(PrbotError):
+    """A command (or label) asked for one head of a pull request and the PR's head is another one
+    now, or prbot cannot tell which head its author saw: nothing runs; they ask again."""
 
 
 class SettingsError(PrbotError):

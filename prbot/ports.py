@@ -76,6 +76,7 @@ class PullRequest:
     html_url: str = ""
     repo: str = ""                        # full name of the base repository
     node_id: str = ""                     # GraphQL id (auto-merge); "" when unknown
+    updated_at: str = ""                  # GitHub's ISO 8601 time of its last change; "" when unknown
 
     @property
     def from_fork(self) -> bool:

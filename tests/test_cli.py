@@ -156,9 +156,8 @@ def test_demo_tells_the_whole_story(capsys) -> None:
         "**1 environment changes** · staging ✅",
         "▶ 6. People talk to prbot on PR #2",
         "dave (read) comments: /prbot lock staging release freeze",
-        "- `/prbot lock staging release freeze`: refused — `dave` needs write permission on this repository to run "
-        "`/prbot lock` (has `read`)",
-        "  → reacted confused to dave's comment on PR #2",
+        "  → reacted eyes to dave's comment on PR #2",
+        "  → reacted confused to dave's comment on PR #2",             # no reply: dave may not write
         "carol (write) comments: /prbot promote prod",
         "- `/prbot promote prod`: refused — only the deployers of this environment (`@acme/sre`, `alice`) may run "
         "`/prbot promote`",

@@ -53,9 +53,11 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
     """Plan the PR's base…head with the default branch's `.prbot.yml`; keep ONE sticky comment and
     the `prbot/plan` check run on the head.
 
-    `head_sha`: the head the event was about — when the PR has moved on, the plan is dropped (a
-    newer job plans the newer head).  `with_cluster`: dry-run on the environments' clusters; None
-    means "unless the PR comes from a fork" (a writer's `/prbot plan` passes True).
+    `head_sha`: the head the event or command was about — when the PR has moved on (GitHub's answer
+    or the fetched head ref), nothing is planned nor sent to a cluster and the outcome is
+    "superseded" (a newer job plans the newer head; a bound command says so).
+    `with_cluster`: dry-run on the environments' clusters; None means "unless the PR comes from a
+    fork" (a writer's `/prbot plan` passes True, with the head the writer saw as `head_sha`).
     """
     forge, ws = repo.forge, repo.workspace
     pr = forge.get_pull(number)
@@ -66,6 +68,9 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
         return PlanOutcome("superseded")
     head_ref = f"refs/pull/{number}/head"
     ws.fetch(repo.default_ref(), f"refs/heads/{pr.base_ref}", head_ref)
+    if head_sha is not None and ws.resolve(head_ref) != head_sha:   # pushed between the two reads
+        log.info("plan of %s#%d at %s superseded by a push", repo.name, number, head_sha[:7])
+        return PlanOutcome("superseded")
     try:
         config = default_config(repo)
     except ConfigError as exc:
