@@ -384,7 +384,8 @@ _RBAC = "rbac.authorization.k8s.io"
 KIND_RULES = {("", "Namespace"): "label", ("", "Service"): "dns1035", (_RBAC, "Role"): "segment",
               (_RBAC, "ClusterRole"): "segment", (_RBAC, "RoleBinding"): "segment",
               (_RBAC, "ClusterRoleBinding"): "segment"}
-SUBRESOURCES = ("proxy", "exec", "attach", "portforward")
+SUBRESOURCES = {"proxy": ("services", "pods", "nodes"), "exec": ("pods",), "attach": ("pods",),
+                "portforward": ("pods",)}
 
 
 def name_error(rule: str, value: str) -> str | None:
@@ -1049,7 +1050,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) >= 4:
             rest = rest[2:]
-        if len(rest) < 3 or rest[2] not in SUBRESOURCES:
+        if len(rest) < 3 or rest[2] not in SUBRESOURCES or rest[0] not in SUBRESOURCES[rest[2]]:
             return False
         with self.kube._lock:
             self.kube._state.subresource_calls.append(recorded)

@@ -106,7 +106,7 @@ def check_namespace(namespace: str) -> None:
     """Raise `InvalidName` unless `namespace` is a valid namespace name (an RFC 1123 label)."""
     why = _broken(namespace, DNS1123_LABEL)
     if why is not None:
-        raise InvalidName(f"namespace {_shown(namespace)} is not a valid namespace name ({DNS1123_LABEL}): "
+        raise InvalidName(f"namespace {_shown(namespace)} is not valid (a namespace name is an {DNS1123_LABEL}): "
                           f"{why}: not sent to the cluster")
 
 
