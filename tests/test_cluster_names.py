@@ -390,3 +390,19 @@ def test_the_fake_serves_proxy_and_fails_the_test_that_calls_it(tmp_path: Path) 
         "/api/v1/namespaces/default/services/admin:8080/proxy/api/reset", "/api/v1/namespaces/default/pods/web/exec"]
     with pytest.raises(AssertionError, match="subresource requests prbot must never make"):
         fake.__exit__(None, None, None)
+
+
+def test_a_sync_subject_named_by_a_hostile_app_directory_is_not_requested(fake_kube: FakeKube,
+                                                                          cluster: ClusterRef) -> None:
+    """A PR can add an app directory, and its name fills `{app}` in the Argo CD Application's name."""
+    hostile = Target(app="x/proxy/api", env="dev", path="apps/x/envs/dev", renderer="plain", namespace="x-dev")
+    deployer = Deployer({"dev": cluster}, retry=FAST)
+    try:
+        _, progress = deployer.start("dev", hostile, SyncSpec("argocd", {"application": "{app}-{env}",
+                                                                         "namespace": "argocd"}), SHA)
+    finally:
+        deployer.close()
+    assert progress.state == "failed"
+    assert progress.reason.startswith('Application name "x/proxy/api-dev" is not valid')
+    assert [r for r in fake_kube.requests if r.method != "GET"] == []
+    assert fake_kube.strays() == [] and fake_kube.subresource_calls == []
