@@ -141,6 +141,15 @@ class ApiError(Exception):
         return self.status in TRANSIENT_STATUS
 
 
+class InvalidName(ApiError):
+    """A name, namespace, apiVersion or kind that breaks Kubernetes' rules for it (it would name
+    another path, a subresource or a query): refused by prbot itself before any request, so nothing
+    was sent.  An `ApiError` (status 0, reason "Invalid") so that it fails its object as a refusal does."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Invalid", message)
+
+
 class NotServed(Exception):
     """The cluster serves no resource for this apiVersion and kind (is its CRD installed?)."""
 
