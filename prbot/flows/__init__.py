@@ -1,4 +1,4 @@
-"""The use cases of the bot, written against `prbot.ports` only (SPEC §5–§7), one module each:
+"""The use cases of the bot, written against `prbot.ports` only, one module each:
 
 - `bump`: a registry push → the image-bump PR into the first environment;
 - `plan_comment`: a pull request → the sticky plan comment and the `prbot/plan` check run;

@@ -1,4 +1,4 @@
-"""A registry push → the image-bump PR (SPEC §7): one PR per (environment, image repository),
+"""A registry push → the image-bump PR: one PR per (environment, image repository),
 rewritten in place by newer pushes (as Renovate does), never downgraded under `policy: semver`.
 """
 

@@ -1,4 +1,4 @@
-"""Promotion PRs (SPEC §7 "Promotion"): once an environment is healthy at a merge that changed
+"""Promotion PRs: once an environment is healthy at a merge that changed
 images, the bot opens — or updates — `prbot/promote/<next-env>/<app>`, carrying the versions the
 environment runs into the next one with the edit engine's `promote`, with provenance (the source
 PR and its author, the image digests, the Deployment that proved it healthy) and a picture of

@@ -211,7 +211,7 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
 
 
 def _routes(store: Any, images: list[dict[str, Any]], narrow: str | None) -> list[dict[str, Any]]:
-    """What the index of installed repositories says each image does there (SPEC §7: a tag an
+    """What the index of installed repositories says each image does there (a tag an
     `images[]` rule refuses is reported).  Read from the store only: no GitHub call on this path.
     Empty before the first index; the worker routes again with a fresh index anyway."""
     from prbot.images import parse_image
