@@ -16,7 +16,6 @@
     NotAPush                   a well-formed registry notification that reports no push
     ClusterError · ApiError · NotServed   what the Kubernetes client's failures become
 
-Only the adapters' own failures stay beside them (the forge's errors in `prbot.ports`).
 This module imports nothing from prbot.
 """
 
@@ -166,3 +165,31 @@ class HeadMoved(PrbotError):
 
 class SettingsError(PrbotError):
     """Missing or invalid settings (one line naming each of them)."""
+
+
+class TransientError(Exception):
+    """A failure that may go away: retry the job later.  The message never holds a token."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ForgeError(PrbotError):
+    """The forge refused a request (the message says what and why, one line, no token)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(ForgeError):
+    """The object asked for does not exist (or the installation cannot see it)."""
+
+
+class PolicyError(PrbotError):
+    """The image's `images[]` rule refuses the move (``--force`` overrides)."""
+
+
+class NotAvailable(PrbotError):
+    """A command this deployment of prbot cannot run; its message is the whole reply line."""

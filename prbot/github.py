@@ -40,19 +40,17 @@ from github.Repository import Repository as GhRepository
 from github.Requester import Requester
 from urllib3.util import Retry
 
+from prbot.errors import ForgeError, NotFound, TransientError
 from prbot.ports import (
     Annotation,
     CheckRun,
     CheckRunOutput,
     Comment,
     Deployment,
-    ForgeError,
     MergeMethod,
-    NotFound,
     Permission,
     PullRequest,
     Reaction,
-    TransientError,
 )
 
 log = logging.getLogger("prbot.github")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from prbot import commands as cmds
 from prbot.commands import Spec
 from prbot.config import CONFIG_FILE, Config
-from prbot.errors import ConfigError, HeadMoved, PrbotError
+from prbot.errors import ConfigError, HeadMoved, NotAvailable, PrbotError, TransientError
 from prbot.flows.context import Repo, config_at, default_config
 from prbot.flows.deploy import pr_plan, pr_targets, record_pr_targets, start_deploy
 from prbot.flows.heads import MOVED, Seen, head_at, record_head
@@ -35,7 +35,7 @@ from prbot.flows.plan_comment import PlanOutcome, plan_pull_request
 from prbot.flows.preview import preview_down, preview_up
 from prbot.flows.promote import Provenance, open_promotion
 from prbot.flows.rollback import open_rollback
-from prbot.ports import WRITE_PERMISSIONS, Deployer, PullRequest, TransientError
+from prbot.ports import WRITE_PERMISSIONS, Deployer, PullRequest
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -49,10 +49,6 @@ class CommandOutcome:
     replies: list[str] = field(default_factory=list)
     plan: PlanOutcome | None = None
     deploys: list[str] = field(default_factory=list)     # SHAs whose deployment polls must be scheduled
-
-
-class NotAvailable(PrbotError):
-    """A command this deployment of prbot cannot run; its message is the whole reply line."""
 
 
 @dataclass

@@ -28,10 +28,10 @@ from typing import Any
 
 from prbot import flows
 from prbot.config import CONFIG_FILE, Config
-from prbot.errors import HeadMoved, PrbotError
+from prbot.errors import HeadMoved, NotFound, PrbotError, TransientError
 from prbot.flows.heads import Seen, record_head
 from prbot.images import parse_image
-from prbot.ports import WRITE_PERMISSIONS, NotFound, TransientError
+from prbot.ports import WRITE_PERMISSIONS
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
 from prbot.service.jobs import Job, Runtime, register
