@@ -226,7 +226,7 @@ class Remotes:
     cache_dir: Path | None = None
     _memo: dict[str, Fetched | RemoteError] = field(default_factory=dict)
     _scratch: Path | None = None
-    _scratch_bytes: int = 0
+    _plan_bytes: int = 0
     _held: set[Path] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -294,15 +294,14 @@ class Remotes:
             return quarter, f"a quarter of {self.limits.describe('cache_size')}"
         return self.limits.remote_size, self.limits.describe("remote_size")
 
-    def _check_tree(self, what: str, root: Path) -> int:
-        """Bytes under `root`; RemoteError when it holds more bytes or files than a remote may."""
+    def _check_tree(self, what: str, root: Path) -> None:
+        """RemoteError when `root` holds more bytes or files than a remote may."""
         size, count = tree_stats(root)
         most, named = self._max_bytes()
         if size > most:
             raise RemoteError(f"{what}: holds {format_size(size)}, more than {named}")
         if count > self.limits.remote_files:
             raise RemoteError(f"{what}: holds more than {self.limits.describe('remote_files')}")
-        return size
 
     # ---------------------------------------------------------------- where and how to connect
     def _target(self, url: str) -> tuple[str, bool]:
@@ -339,27 +338,37 @@ class Remotes:
             self._scratch = Path(tempfile.mkdtemp(prefix="prbot-remote-"))
         return self._scratch / digest
 
-    def _cached(self, store: Path, inside: Path) -> str | None:
+    def _account(self, ref: RemoteRef, size: int) -> None:
+        """Count `size` bytes to what this plan's remote inputs hold — in the cache, where they are
+        held until the plan ends, or in its scratch directory: no more than the cache may hold."""
+        if self._plan_bytes + size > self.limits.cache_size:
+            raise RemoteError(f"{ref.url}: not kept: the remote inputs of this plan would hold more than "
+                              f"{self.limits.describe('cache_size')}")
+        self._plan_bytes += size
+
+    def _cached(self, ref: RemoteRef, store: Path, inside: Path) -> str | None:
         """The ident of a finished fetch at `store` (its use refreshed), or None."""
         done = store / IDENT_FILE
         if not (done.is_file() and inside.exists()):
             return None
+        try:
+            size = int((store / SIZE_FILE).read_text().strip())
+        except (OSError, ValueError):
+            size = tree_stats(store)[0]
+        self._account(ref, size)
         try:
             os.utime(done)                         # least recently used eviction goes by this time
         except OSError:
             pass
         return done.read_text().strip()
 
-    def _keep(self, ref: RemoteRef, tmp: Path, store: Path, ident: str, size: int) -> None:
-        """Install a finished fetch at `store`, counted against the cache (pinned) or this plan's
-        share of it (scratch)."""
-        if not ref.pinned:
-            if self._scratch_bytes + size > self.limits.cache_size:
-                raise RemoteError(f"{ref.url}: not kept: the remote inputs of this plan would hold more than "
-                                  f"{self.limits.describe('cache_size')}")
-            self._scratch_bytes += size
-        (tmp / SIZE_FILE).write_text(str(size))
+    def _keep(self, ref: RemoteRef, tmp: Path, store: Path, ident: str) -> None:
+        """Install a finished fetch at `store`, counted against the cache (pinned) and this plan's
+        share of it."""
         (tmp / IDENT_FILE).write_text(ident)
+        size = tree_stats(tmp)[0] + 20                     # and the SIZE file itself
+        self._account(ref, size)
+        (tmp / SIZE_FILE).write_text(str(size))
         _install(tmp, store)
         if ref.pinned:
             self._usage.added(size, self.limits.cache_size)
@@ -368,7 +377,7 @@ class Remotes:
     def _fetch_file(self, ref: RemoteRef, clock: _Clock) -> Fetched:
         store = self._store(ref, f"file\0{ref.url}")
         name = posixpath.basename(urllib.parse.urlsplit(ref.url).path) or "resource.yaml"
-        ident = self._cached(store, store / "content" / name)
+        ident = self._cached(ref, store, store / "content" / name)
         if ident is not None:
             return Fetched(ref, store / "content", ident, name)
         body = self._get(ref.url, clock)
@@ -377,7 +386,7 @@ class Remotes:
             (tmp / "content").mkdir()
             (tmp / "content" / name).write_bytes(body)
             ident = "sha256:" + hashlib.sha256(body).hexdigest()
-            self._keep(ref, tmp, store, ident, len(body))
+            self._keep(ref, tmp, store, ident)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetched %s (%s)", ref.url, format_size(len(body)))
@@ -454,7 +463,7 @@ class Remotes:
         if any(c in ref.repo for c in "?#"):
             raise RemoteError(f"chart repository {ref.repo}: a query or fragment is not fetched")
         store = self._store(ref, f"chart\0{ref.repo}\0{ref.path}\0{ref.ref}")
-        ident = self._cached(store, store / "tree" / ref.path)
+        ident = self._cached(ref, store, store / "tree" / ref.path)
         if ident is not None:
             return Fetched(ref, store / "tree" / ref.path, ident)
         index_url = ref.repo.rstrip("/") + "/index.yaml"
@@ -479,8 +488,8 @@ class Remotes:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
         try:
             self._unpack(archive_url, data, ref.path, tmp / "tree", clock)
-            size = self._check_tree(archive_url, tmp / "tree")
-            self._keep(ref, tmp, store, f"chart:sha256:{digest}", size)
+            self._check_tree(archive_url, tmp / "tree")
+            self._keep(ref, tmp, store, f"chart:sha256:{digest}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise RemoteError(f"{archive_url}: cannot be unpacked ({type(exc).__name__})") from exc
         finally:
@@ -517,7 +526,7 @@ class Remotes:
     # ---------------------------------------------------------------- git repositories
     def _fetch_git(self, ref: RemoteRef, clock: _Clock) -> Fetched:
         store = self._store(ref, f"git\0{ref.repo}\0{ref.ref}")
-        ident = self._cached(store, store / "tree")
+        ident = self._cached(ref, store, store / "tree")
         if ident is not None:
             return Fetched(ref, store / "tree", ident)
         parts, address, standin = self._connect(ref.repo)
@@ -548,8 +557,8 @@ class Remotes:
             git(["checkout", "-q", "--detach", "FETCH_HEAD"])
             commit = git(["rev-parse", "HEAD"]).strip()
             shutil.rmtree(tree / ".git")
-            size = self._check_tree(f"{ref.repo}: the checkout", tree)
-            self._keep(ref, tmp, store, f"git:{commit}", size)
+            self._check_tree(f"{ref.repo}: the checkout", tree)
+            self._keep(ref, tmp, store, f"git:{commit}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetched %s at %s%s", ref.repo, ref.ref or "its default branch",
