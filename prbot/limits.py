@@ -10,7 +10,10 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_RENDER_OUTPUT`   | 50M     | bytes one render may print (plain targets: bytes read)    |
 | `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan's rendering                   |
 | `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
-| `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
+| `PRBOT_CACHE_SIZE`      | 1Gi     | disk cache (renders and fetched remotes), least recently used entries evicted |
+| `PRBOT_REMOTE_TIMEOUT`  | 60s     | wall-clock time of one remote fetch (inside the plan budget) |
+| `PRBOT_REMOTE_SIZE`     | 50M     | bytes one remote input may download or unpack to          |
+| `PRBOT_REMOTE_FILES`    | 10000   | files and directories one remote input may unpack to      |
 
 Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
 `s`/`m`/`h` (`90`, `90s`, `10m`).  A value that cannot be read is a `PrbotError` naming the variable.
@@ -80,11 +83,16 @@ class Limits:
     output: int = 50 * 1000 ** 2      # bytes, one render's output
     plan_budget: float = 600.0        # seconds, one plan's rendering
     comment_parts: int = 10           # comments per plan
-    cache_size: int = GIB             # bytes of the disk render cache
+    cache_size: int = GIB             # bytes of the disk cache (renders and fetched remotes)
+    remote_timeout: float = 60.0      # seconds, one remote fetch in all
+    remote_size: int = 50 * 1000 ** 2  # bytes one remote input downloads or unpacks to
+    remote_files: int = 10_000        # files and directories one remote input unpacks to
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
                  "output": "PRBOT_RENDER_OUTPUT", "plan_budget": "PRBOT_PLAN_BUDGET",
-                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE"}
+                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE",
+                 "remote_timeout": "PRBOT_REMOTE_TIMEOUT", "remote_size": "PRBOT_REMOTE_SIZE",
+                 "remote_files": "PRBOT_REMOTE_FILES"}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -95,9 +103,9 @@ class Limits:
             if not raw:
                 continue
             try:
-                if field in ("timeout", "plan_budget"):
+                if field in ("timeout", "plan_budget", "remote_timeout"):
                     value: int | float = parse_duration(raw)
-                elif field == "comment_parts":
+                elif field in ("comment_parts", "remote_files"):
                     value = int(raw)
                 else:
                     value = parse_size(raw)
@@ -117,6 +125,9 @@ class Limits:
                  "output": lambda: f"{format_size(value)} output",
                  "plan_budget": lambda: f"{format_duration(value)} plan time budget",
                  "comment_parts": lambda: f"{value}-comment",
-                 "cache_size": lambda: f"{format_size(value)} cache size"}[field]()
+                 "cache_size": lambda: f"{format_size(value)} cache size",
+                 "remote_timeout": lambda: f"{format_duration(value)} remote fetch time",
+                 "remote_size": lambda: f"{format_size(value)} remote size",
+                 "remote_files": lambda: f"{value}-file remote"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"

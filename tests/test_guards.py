@@ -93,6 +93,11 @@ def test_limits_come_from_the_operators_environment() -> None:
                          comment_parts=4, cache_size=2_000_000_000)
     assert got.describe("memory") == "the 512 MiB memory limit (PRBOT_RENDER_MEMORY)"
     assert got.describe("plan_budget") == "the 15m plan time budget (PRBOT_PLAN_BUDGET)"
+    remote = Limits.from_env({"PRBOT_REMOTE_TIMEOUT": "2m", "PRBOT_REMOTE_SIZE": "1Mi", "PRBOT_REMOTE_FILES": "500"})
+    assert (remote.remote_timeout, remote.remote_size, remote.remote_files) == (120, MIB, 500)
+    assert remote.describe("remote_files") == "the 500-file remote limit (PRBOT_REMOTE_FILES)"
+    with pytest.raises(PrbotError, match="^PRBOT_REMOTE_FILES: must be more than zero"):
+        Limits.from_env({"PRBOT_REMOTE_FILES": "0"})
     with pytest.raises(PrbotError, match="^PRBOT_RENDER_MEMORY: 'lots' is not a size"):
         Limits.from_env({"PRBOT_RENDER_MEMORY": "lots"})
     with pytest.raises(PrbotError, match="^PRBOT_COMMENT_PARTS: must be more than zero"):
