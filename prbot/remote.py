@@ -3,7 +3,8 @@
 A target whose closure reads something remote (a kustomize remote base or file, a Helm chart from a
 repository) is rendered only when every such URL starts with a prefix in `render.remote` of
 `.prbot.yml` — read from the default branch, never from the pull request (`allowed`).  Otherwise it
-is *skipped*: neutral, with a note, and affected only when its local inputs change.
+is *skipped* — not rendered, which fails the check with the way out (allow the prefix, or vendor the
+input) — and affected only when its local inputs change.
 
 Allowed remotes are fetched by `Remotes`, never by kustomize or Helm (they run without a network):
 - only the host of the URL, only `https` (the URL may carry no credentials, `..` or `%`-escapes);
