@@ -277,7 +277,7 @@ def _start_target(repo: Repo, deployer: Deployer, config: Config, root: Any, tar
         td.progress = Progress("failed", str(exc)).to_json()
         return
     except TransientError as exc:                 # the Deployment exists: end it, never leave it in_progress
-        td.progress = Progress("failed", f"{exc}: the sync was not started; `/prbot sync {target.env}` "
+        td.progress = Progress("failed", f"{exc}: the sync was not started; /prbot sync {target.env} "
                                          "tries again").to_json()
         td.error = True
         return
