@@ -770,4 +770,4 @@ class StandinClusters:
                                  "message": message}]
 
 
-__all__ = ["Listener", "MemoryForge", "MemoryStore", "StandinClusters"]
+__all__ = ["SERVED", "Listener", "MemoryForge", "MemoryStore", "StandinClusters"]

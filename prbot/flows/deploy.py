@@ -1,4 +1,4 @@
-"""Merge → deploy (SPEC §7 "Merge", issue: merge is the deployment gate).
+"""Merge → deploy (merge is the deployment gate).
 
 When a PR is merged into the default branch, each target it changed whose environment has a
 cluster and whose app has a `sync` is deployed at the merge SHA:
