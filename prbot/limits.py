@@ -11,6 +11,7 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan's rendering                   |
 | `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
 | `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
+| `PRBOT_DRYRUN_REQUESTS` | 1000    | API requests one plan's server-side dry-run may send      |
 
 Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
 `s`/`m`/`h` (`90`, `90s`, `10m`).  A value that cannot be read is a `PrbotError` naming the variable.
@@ -81,10 +82,12 @@ class Limits:
     plan_budget: float = 600.0        # seconds, one plan's rendering
     comment_parts: int = 10           # comments per plan
     cache_size: int = GIB             # bytes of the disk render cache
+    dryrun_requests: int = 1000       # API requests of one plan's dry-run (all targets, all clusters)
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
                  "output": "PRBOT_RENDER_OUTPUT", "plan_budget": "PRBOT_PLAN_BUDGET",
-                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE"}
+                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE",
+                 "dryrun_requests": "PRBOT_DRYRUN_REQUESTS"}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -97,7 +100,7 @@ class Limits:
             try:
                 if field in ("timeout", "plan_budget"):
                     value: int | float = parse_duration(raw)
-                elif field == "comment_parts":
+                elif field in ("comment_parts", "dryrun_requests"):
                     value = int(raw)
                 else:
                     value = parse_size(raw)
@@ -117,6 +120,7 @@ class Limits:
                  "output": lambda: f"{format_size(value)} output",
                  "plan_budget": lambda: f"{format_duration(value)} plan time budget",
                  "comment_parts": lambda: f"{value}-comment",
-                 "cache_size": lambda: f"{format_size(value)} cache size"}[field]()
+                 "cache_size": lambda: f"{format_size(value)} cache size",
+                 "dryrun_requests": lambda: f"{value}-request dry-run"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"

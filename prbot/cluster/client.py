@@ -30,7 +30,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -115,13 +115,17 @@ class _MemoryDiscoverer(LazyDiscoverer):
 
 class _Dynamic(DynamicClient):
     """The dynamic client with a timeout on every request, discovery's included (the client
-    sends discovery requests with no timeout at all)."""
+    sends discovery requests with no timeout at all), and the `gate` asked before each one."""
 
-    def __init__(self, client: ApiClient, timeout: tuple[float, float], **kwargs: Any) -> None:
+    def __init__(self, client: ApiClient, timeout: tuple[float, float], gate: Callable[[], None] | None,
+                 **kwargs: Any) -> None:
         self._prbot_timeout = timeout
+        self._prbot_gate = gate
         super().__init__(client, **kwargs)
 
     def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        if self._prbot_gate is not None:
+            self._prbot_gate()
         params.setdefault("_request_timeout", self._prbot_timeout)
         return super().request(method, path, body, **params)
 
@@ -134,12 +138,15 @@ class ClusterClient:
     """The kubernetes client for one cluster of the map, created on first use and then reused.
 
     Thread-safe.  `retry` configures urllib3 on the client's connection pool (default:
-    `default_retry()`); `timeout` is (connect, read) seconds per request.
+    `default_retry()`); `timeout` is (connect, read) seconds per request.  `gate`, when given, is
+    called before every request (discovery's included) and may raise to stop it being sent (the
+    dry-run's request budget raises `RequestBudgetSpent`).
     """
 
     def __init__(self, ref: ClusterRef, *, retry: Retry | None = None,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, gate: Callable[[], None] | None = None) -> None:
         self.ref = ref
+        self.gate = gate
         self.retry = retry if retry is not None else default_retry()
         self.timeout = timeout
         self._lock = threading.RLock()
@@ -192,7 +199,7 @@ class ClusterClient:
             self._tmp = tempfile.TemporaryDirectory(prefix="prbot-discovery-")
         cache = os.path.join(self._tmp.name, "discovery.json")     # never written
         try:
-            return _Dynamic(self._api, self.timeout, cache_file=cache, discoverer=_MemoryDiscoverer)
+            return _Dynamic(self._api, self.timeout, self.gate, cache_file=cache, discoverer=_MemoryDiscoverer)
         except ApiException as e:
             status = getattr(e, "status", 0) or 0
             raise ClusterError(f"discovery failed: {api_message(e)}",
