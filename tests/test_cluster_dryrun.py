@@ -832,6 +832,23 @@ def test_the_budget_is_shared_by_every_target_of_the_plan(fake_kube: FakeKube, c
     assert counts[2] == counts[3] == counts[4] == 100
 
 
+def test_retries_count_against_the_budget(fake_kube: FakeKube, cluster: ClusterRef) -> None:
+    """A cluster answering 503 (an admission webhook failing on what the PR renders) makes every
+    request be sent again: each retry is a request of the budget too."""
+    fake_kube.seed(namespace("web-dev"))
+    fake_kube.fail("ConfigMap", 10_000)
+    runner = make_dry_runner(load_config(CONFIG), {"dev": cluster}, retry=FAST, requests=30)
+    try:
+        dry = runner(target("dev"), [configmap(f"cfg-{i}", {"i": str(i)}) for i in range(20)], [])
+    finally:
+        runner.close()
+    assert dry is not None and dry.changes == []
+    assert len(fake_kube.requests) <= 30                   # 4 attempts each: 90 requests without the gate on retries
+    assert dry.errors and all("503" in e.message or "navailable" in e.message for e in dry.errors)
+    assert {e.message for e in dry.skipped} == {BUDGET_SPENT.format(cap=30)}
+    assert len(dry.errors) + len(dry.skipped) == 20
+
+
 def test_the_budget_is_in_proportion_to_the_objects_with_a_cap() -> None:
     """3 requests per object handed to the dry-run, plus 20, never beyond the cap: a plan of a
     few objects cannot send a thousand requests, however high PRBOT_DRYRUN_REQUESTS is."""

@@ -25,6 +25,7 @@ the job that asked retries later.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -106,6 +107,24 @@ def default_retry(attempts: int = 4, backoff_factor: float = 0.5, backoff_max: f
                   respect_retry_after_header=True, raise_on_status=False, redirect=0)
 
 
+def _gated(retry: Retry, gate: Callable[[], None] | None) -> Retry:
+    """`retry`, asking `gate` before each retry too (a retried request is sent again).  urllib3
+    builds each next Retry with ``type(self)(...)``, so the class carries the gate along."""
+    if gate is None:
+        return retry
+    ask: Callable[[], None] = gate
+    base: type[Retry] = type(retry)
+
+    class _GatedRetry(base):  # type: ignore[valid-type,misc]
+        def increment(self, *args: Any, **kwargs: Any) -> Retry:
+            ask()
+            return super().increment(*args, **kwargs)
+
+    gated = copy.copy(retry)
+    gated.__class__ = _GatedRetry
+    return gated
+
+
 class _MemoryDiscoverer(LazyDiscoverer):
     """Lazy discovery kept in memory: never a predictable cache file in the shared temp dir."""
 
@@ -139,8 +158,8 @@ class ClusterClient:
 
     Thread-safe.  `retry` configures urllib3 on the client's connection pool (default:
     `default_retry()`); `timeout` is (connect, read) seconds per request.  `gate`, when given, is
-    called before every request (discovery's included) and may raise to stop it being sent (the
-    dry-run's request budget raises `RequestBudgetSpent`).
+    called before every request (discovery's included) and before each retry of one, and may raise
+    to stop it being sent (the dry-run's request budget raises `RequestBudgetSpent`).
     """
 
     def __init__(self, ref: ClusterRef, *, retry: Retry | None = None,
@@ -186,7 +205,7 @@ class ClusterClient:
             namespace = ctx.get("namespace")
             self._namespace = namespace if isinstance(namespace, str) and namespace else "default"
             configuration = Configuration()
-            configuration.retries = self.retry
+            configuration.retries = _gated(self.retry, self.gate)
             try:
                 self._api = kube_config.new_client_from_config(
                     config_file=str(self.ref.kubeconfig), context=self.ref.context,

@@ -43,7 +43,7 @@ guessed value shows the same whether the guess is right or wrong), diffs are mas
 texts of the client are never logged or shown.
 
 *Budget*: one plan's dry-run sends at most `RequestBudget` requests over all its targets and
-clusters (discovery's included): 3 per object handed to it, plus 20, never more than
+clusters (discovery's and retries included): 3 per object handed to it, plus 20, never more than
 `PRBOT_DRYRUN_REQUESTS`.  The gate is asked before each request, so none is sent beyond it; the
 objects left are listed as not sent with the reason, as are those left when the plan's time budget
 (`deadline`) runs out.
