@@ -807,6 +807,7 @@ def test_two_thousand_objects_send_at_most_the_budget(fake_kube: FakeKube, clust
     assert [c.name for c in dry.changes] == [f"cfg-{i:04}" for i in range(sent)]
     comment = "\n".join(render_markdown(_plan_with(dry)))
     assert "the plan's dry-run request budget is spent" in comment and f"and {len(dry.skipped) - 5} more" in comment
+    assert f"| ✅ {sent} changes · ⏭️ {len(dry.skipped)} not sent |" in comment      # the table says so too
 
 
 def test_the_budget_is_shared_by_every_target_of_the_plan(fake_kube: FakeKube, cluster: ClusterRef) -> None:
