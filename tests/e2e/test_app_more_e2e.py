@@ -104,6 +104,31 @@ def test_a_pr_adding_a_directory_owns_nothing_on_the_cluster_until_merged(
     assert "hunter2" not in comment and "czNjcmV0" not in comment and "s3cret" not in comment
 
 
+def test_a_pr_into_another_branch_is_planned_without_the_cluster(
+        make_bot: Callable[..., Bot], fake_github: FakeGitHub, fake_kube: FakeKube, tmp_path: Path) -> None:
+    """The variant: a writer pushes (unreviewed) a branch holding apps/payments/envs/dev/, then opens
+    a PR into that branch.  The target exists at the PR's base, but not on the default branch, where
+    ownership comes from: nothing reaches the cluster, even when a writer asks with /prbot plan."""
+    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kube" / "config")
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({env: {"kubeconfig": str(kubeconfig)} for env in ("dev", "staging", "prod")}))
+    fake_kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments-dev"}})
+    fake_kube.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db", "namespace": "payments-dev"},
+                    "data": {"password": "hunter2-payments"}})
+    bot = make_bot(files=repo_files(clusters=True), clusters_file=clusters)
+    db = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: db}\ndata: {password: %s}\n"
+    release = fake_github.commit(REPO, "release", {"apps/payments/envs/dev/db.yaml": db % "one"}, user="writer")
+    fake_github.commit(REPO, "payments", {"apps/payments/envs/dev/db.yaml": db % "two"}, user="writer",
+                       parent=release)
+    number = fake_github.open_pull(REPO, head="payments", base="release", user="writer")
+    bot.deliver_events()
+    fake_github.comment(REPO, number, "/prbot plan", user="writer")
+    bot.deliver_events()
+    [comment] = plan_comments(fake_github, number)
+    assert "| dev | payments | `+0 ~1 -0` | ✅ passed | — |" in comment     # planned, not dry-run
+    assert fake_kube.touching("payments-dev") == [] and "hunter2" not in comment
+
+
 # --------------------------------------------------------------------------------------------
 # The check run and the comment's parts
 # --------------------------------------------------------------------------------------------
