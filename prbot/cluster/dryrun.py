@@ -121,8 +121,8 @@ TIME_SPENT = "not sent to the cluster: the plan's time budget (PRBOT_PLAN_BUDGET
 
 
 def _budget_spent(cap: int) -> str:
-    return (f"not sent to the cluster: the plan's dry-run request budget is spent (3 requests per object "
-            f"rendered, at most {cap} in all: PRBOT_DRYRUN_REQUESTS)")
+    return (f"not sent to the cluster: the plan's dry-run request budget is spent ({RequestBudget.PER_OBJECT} "
+            f"requests per object rendered, at most {cap} in all: PRBOT_DRYRUN_REQUESTS)")
 
 
 def _crd_added(crd: str) -> str:
