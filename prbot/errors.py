@@ -15,6 +15,7 @@
     ToolError                  a renderer process failed or ran into a limit
     NotAPush                   a well-formed registry notification that reports no push
     ClusterError · ApiError · NotServed   what the Kubernetes client's failures become
+    RequestBudgetSpent         the plan's dry-run sent all the requests it may send
 
 This module imports nothing from prbot.
 """
@@ -156,6 +157,11 @@ class NotServed(Exception):
         super().__init__(f'no matches for kind "{kind}" in version "{api_version}"')
         self.api_version = api_version
         self.kind = kind
+
+
+class RequestBudgetSpent(Exception):
+    """The plan's dry-run sent every request its budget allows (`PRBOT_DRYRUN_REQUESTS`): raised
+    before a request, never after, so nothing beyond the budget reaches the cluster."""
 
 
 class HeadMoved(PrbotError):

@@ -14,6 +14,7 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_REMOTE_TIMEOUT`  | 60s     | wall-clock time of one remote fetch (inside the plan budget) |
 | `PRBOT_REMOTE_SIZE`     | 50M     | bytes one remote input may download or unpack to          |
 | `PRBOT_REMOTE_FILES`    | 10000   | files and directories one remote input may unpack to      |
+| `PRBOT_DRYRUN_REQUESTS` | 1000    | API requests one plan's server-side dry-run may send      |
 
 Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
 `s`/`m`/`h` (`90`, `90s`, `10m`).  A value that cannot be read is a `PrbotError` naming the variable.
@@ -87,12 +88,14 @@ class Limits:
     remote_timeout: float = 60.0      # seconds, one remote fetch in all
     remote_size: int = 50 * 1000 ** 2  # bytes one remote input downloads or unpacks to
     remote_files: int = 10_000        # files and directories one remote input unpacks to
+    dryrun_requests: int = 1000       # API requests of one plan's dry-run (all targets, all clusters)
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
                  "output": "PRBOT_RENDER_OUTPUT", "plan_budget": "PRBOT_PLAN_BUDGET",
                  "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE",
                  "remote_timeout": "PRBOT_REMOTE_TIMEOUT", "remote_size": "PRBOT_REMOTE_SIZE",
-                 "remote_files": "PRBOT_REMOTE_FILES"}
+                 "remote_files": "PRBOT_REMOTE_FILES",
+                 "dryrun_requests": "PRBOT_DRYRUN_REQUESTS"}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -105,7 +108,7 @@ class Limits:
             try:
                 if field in ("timeout", "plan_budget", "remote_timeout"):
                     value: int | float = parse_duration(raw)
-                elif field in ("comment_parts", "remote_files"):
+                elif field in ("comment_parts", "remote_files", "dryrun_requests"):
                     value = int(raw)
                 else:
                     value = parse_size(raw)
@@ -128,6 +131,7 @@ class Limits:
                  "cache_size": lambda: f"{format_size(value)} cache size",
                  "remote_timeout": lambda: f"{format_duration(value)} remote fetch time",
                  "remote_size": lambda: f"{format_size(value)} remote size",
-                 "remote_files": lambda: f"{value}-file remote"}[field]()
+                 "remote_files": lambda: f"{value}-file remote",
+                 "dryrun_requests": lambda: f"{value}-request dry-run"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"

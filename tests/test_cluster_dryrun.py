@@ -29,11 +29,13 @@ from kubehelp import (
     widget,
     widget_crd,
 )
+from support import commit_all, git
 
 from prbot.cluster.client import ClusterClient
 from prbot.cluster.clusters import ClusterMap, ClusterRef
-from prbot.cluster.dryrun import dry_run_objects, make_dry_runner
+from prbot.cluster.dryrun import RequestBudget, dry_run_objects, make_dry_runner
 from prbot.config import load_config, load_config_file
+from prbot.errors import RequestBudgetSpent
 from prbot.model import Target
 from prbot.plan import DryRun, DryRunError, make_plan
 from prbot.render import render_target
@@ -643,3 +645,254 @@ def test_cli_plan_with_an_unreachable_cluster_says_so_once(example_repo: Path, t
     for t in targets:
         [error] = t["dry_run"]["errors"]
         assert error["kind"] == "" and error["message"] == line.removeprefix("prbot: dry-run: ")
+
+
+# --------------------------------------------------------------------------------------------
+# Ownership comes from the default branch: a target the PR adds owns nothing until merged
+# --------------------------------------------------------------------------------------------
+
+PAYMENTS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: db
+data:
+  host: guess
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+stringData:
+  password: guess
+"""
+
+
+def payments_team(fake: FakeKube, ns: str) -> None:
+    """Another team's namespace `ns`, with values that must never reach a comment."""
+    fake.seed(namespace(ns))
+    fake.seed(configmap("db", {"host": "db.payments.internal", "password": "hunter2-payments"}, namespace=ns))
+    fake.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": ns},
+               "data": {"password": base64.b64encode(b"s3cret-payments").decode()}})
+
+
+def _pr(repo: Path, files: dict[str, str | None], *, config: str | None = None) -> None:
+    """Commit `config` (as .prbot.yml) on main, then `files` (None: removed) on branch "pr"."""
+    if config is not None:
+        (repo / ".prbot.yml").write_text(config)
+        commit_all(repo, "config")
+    git(repo, "checkout", "-q", "-b", "pr")
+    for rel, text in files.items():
+        path = repo / rel
+        if text is None:
+            git(repo, "rm", "-q", "-r", rel)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    commit_all(repo, "the PR")
+
+
+def _plan_pr(repo: Path, cluster: ClusterRef, **kwargs: Any) -> tuple[Any, str]:
+    config = load_config_file(repo / ".prbot.yml")        # main's (the PR does not change it)
+    runner = make_dry_runner(config, {"dev": cluster}, retry=FAST, **kwargs)
+    try:
+        plan = make_plan(repo, config, "main", "pr", dry_runner=runner)
+    finally:
+        runner.close()
+    return plan, "\n".join(render_markdown(plan))
+
+
+def _assert_owns_nothing(t: Any, comment: str) -> None:
+    assert t.status == "added"
+    dry = t.dry_run
+    assert isinstance(dry, DryRun) and dry.status == "ok" and dry.changes == [] and dry.errors == []
+    assert sorted((e.kind, e.name) for e in dry.skipped) == [("ConfigMap", "db"), ("Secret", "db")]
+    assert {e.message for e in dry.skipped} == {
+        "not sent to the cluster: this target is new in this change, and a target owns nothing on the "
+        "cluster until it is merged (what a target owns comes from the default branch)"}
+    assert "a target owns nothing on the cluster until it is merged" in comment
+    assert "⏭️ 2 not sent" in comment and "the live objects already match" not in comment
+    for value in ("hunter2", "db.payments.internal", "s3cret", base64.b64encode(b"s3cret-payments").decode()):
+        assert value not in comment
+
+
+def test_a_new_directory_does_not_make_another_teams_namespace_owned(example_repo: Path, fake_kube: FakeKube,
+                                                                     cluster: ClusterRef) -> None:
+    """Issue 15: with namespace "{app}-{env}", a PR adding apps/payments/envs/dev/ read payments-dev."""
+    payments_team(fake_kube, "payments-dev")
+    _pr(example_repo, {"apps/payments/envs/dev/app.yaml": PAYMENTS})
+    plan, comment = _plan_pr(example_repo, cluster)
+    [t] = plan.targets
+    assert (t.app, t.env) == ("payments", "dev")
+    _assert_owns_nothing(t, comment)
+    assert fake_kube.touching("payments-dev") == []
+    assert fake_kube.requests == []                     # nothing at all was sent for the new target
+
+
+def test_a_namespace_pattern_of_the_app_alone_reaches_no_namespace(example_repo: Path, fake_kube: FakeKube,
+                                                                   cluster: ClusterRef) -> None:
+    """With namespace "{app}", a directory's name is any namespace: kube-system is one PR away."""
+    payments_team(fake_kube, "kube-system")
+    config = (example_repo / ".prbot.yml").read_text().replace('namespace: "{app}-{env}"', 'namespace: "{app}"')
+    _pr(example_repo, {"apps/kube-system/envs/dev/app.yaml": PAYMENTS}, config=config)
+    plan, comment = _plan_pr(example_repo, cluster)
+    [t] = plan.targets
+    assert (t.app, t.env) == ("kube-system", "dev")
+    _assert_owns_nothing(t, comment)
+    assert fake_kube.touching("kube-system") == [] and fake_kube.requests == []
+
+
+def test_a_target_renamed_in_the_pr_owns_nothing_under_its_new_name(example_repo: Path, fake_kube: FakeKube,
+                                                                     cluster: ClusterRef) -> None:
+    """A target moved to a new directory is a new target (another app key): the old name's namespace
+    is not carried over, and the new one is not owned until merged."""
+    payments_team(fake_kube, "payments-dev")
+    fake_kube.seed(namespace("worker-dev"))
+    worker = (example_repo / "apps/worker/envs/dev/worker.yaml").read_text()
+    _pr(example_repo, {"apps/worker/envs/dev": None, "apps/payments/envs/dev/worker.yaml": worker,
+                       "apps/payments/envs/dev/app.yaml": PAYMENTS})
+    plan, comment = _plan_pr(example_repo, cluster)
+    by_key = {(t.app, t.env): t for t in plan.targets}
+    assert by_key[("worker", "dev")].status == "removed" and by_key[("worker", "dev")].dry_run is None
+    payments = by_key[("payments", "dev")]
+    assert payments.status == "added" and payments.dry_run is not None
+    assert payments.dry_run.changes == [] and payments.dry_run.errors == []
+    assert len(payments.dry_run.skipped) >= 3 and all("owns nothing on the cluster until it is merged" in e.message
+                                                      for e in payments.dry_run.skipped)
+    assert fake_kube.touching("payments-dev") == [] and fake_kube.touching("worker-dev") == []
+    assert "hunter2" not in comment and "s3cret" not in comment
+
+
+def test_an_existing_target_still_owns_its_configured_namespace(example_repo: Path, fake_kube: FakeKube,
+                                                                cluster: ClusterRef) -> None:
+    """The other side of the rule: a target on the default branch that rendered nothing there still
+    owns its configured namespace, so the objects a PR adds to it are dry-run."""
+    fake_kube.seed(namespace("payments-dev"))
+    (example_repo / "apps/payments/envs/dev").mkdir(parents=True)
+    (example_repo / "apps/payments/envs/dev/empty.yaml").write_text("# nothing yet\n")
+    commit_all(example_repo, "payments, empty")
+    _pr(example_repo, {"apps/payments/envs/dev/empty.yaml": "# nothing yet\n---\n" + PAYMENTS})
+    plan, _ = _plan_pr(example_repo, cluster)
+    [t] = plan.targets
+    assert t.status == "changed" and t.dry_run is not None and t.dry_run.skipped == []
+    assert summary(t.dry_run) == [("", "ConfigMap", "payments-dev", "db", "added"),
+                                  ("", "Secret", "payments-dev", "db", "added")]
+
+
+# --------------------------------------------------------------------------------------------
+# The request budget: one per plan, shared by every target
+# --------------------------------------------------------------------------------------------
+
+BUDGET_SPENT = ("not sent to the cluster: the plan's dry-run request budget is spent (3 requests per object "
+                "rendered, at most {cap} in all: PRBOT_DRYRUN_REQUESTS)")
+
+
+def test_two_thousand_objects_send_at_most_the_budget(fake_kube: FakeKube, cluster: ClusterRef,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: 2,000 rendered objects made 4,012 API requests in one plan."""
+    monkeypatch.setenv("PRBOT_DRYRUN_REQUESTS", "300")
+    fake_kube.seed(namespace("web-dev"))
+    objects = [configmap(f"cfg-{i:04}", {"i": str(i)}) for i in range(2000)]
+    runner = make_dry_runner(load_config(CONFIG), {"dev": cluster}, retry=FAST)
+    try:
+        dry = runner(target("dev"), objects, [])
+    finally:
+        runner.close()
+    assert dry is not None and dry.status == "ok" and dry.errors == []
+    assert len(fake_kube.requests) == 300                 # every request the budget allows, no more
+    sent = len(dry.changes)
+    assert 140 <= sent <= 150 and sent + len(dry.skipped) == 2000
+    assert {e.message for e in dry.skipped} == {BUDGET_SPENT.format(cap=300)}
+    # the objects sent are the first ones in order; the comment says why the rest were not
+    assert [c.name for c in dry.changes] == [f"cfg-{i:04}" for i in range(sent)]
+    comment = "\n".join(render_markdown(_plan_with(dry)))
+    assert "the plan's dry-run request budget is spent" in comment and f"and {len(dry.skipped) - 5} more" in comment
+    assert f"| ✅ {sent} changes · ⏭️ {len(dry.skipped)} not sent |" in comment      # the table says so too
+
+
+def test_the_budget_is_shared_by_every_target_of_the_plan(fake_kube: FakeKube, cluster: ClusterRef) -> None:
+    fake_kube.seed(namespace("web-dev"))
+    runner = make_dry_runner(load_config(CONFIG), {"dev": cluster}, retry=FAST, requests=100)
+    results: list[DryRun] = []
+    counts: list[int] = []
+    try:
+        for app in ("a", "b", "c", "d", "e"):
+            fake_kube.seed(namespace(f"{app}-dev"))
+            got = runner(target("dev", app), [configmap(f"cfg-{i}", {"i": str(i)}) for i in range(30)], [])
+            assert got is not None
+            results.append(got)
+            counts.append(len(fake_kube.requests))
+    finally:
+        runner.close()
+    assert counts[-1] == 100                                    # one budget for the plan, not one per target
+    first, second, *rest = results
+    assert len(first.changes) == 30 and first.skipped == []     # the first fits
+    assert 0 < len(second.changes) < 30 and {e.message for e in second.skipped} == {BUDGET_SPENT.format(cap=100)}
+    for dry in rest:                                            # the budget is spent: nothing more is sent
+        assert dry.changes == [] and len(dry.skipped) == 30 and dry.status == "ok"
+    assert counts[2] == counts[3] == counts[4] == 100
+
+
+def test_retries_count_against_the_budget(fake_kube: FakeKube, cluster: ClusterRef) -> None:
+    """A cluster answering 503 (an admission webhook failing on what the PR renders) makes every
+    request be sent again: each retry is a request of the budget too."""
+    fake_kube.seed(namespace("web-dev"))
+    fake_kube.fail("ConfigMap", 10_000)
+    runner = make_dry_runner(load_config(CONFIG), {"dev": cluster}, retry=FAST, requests=30)
+    try:
+        dry = runner(target("dev"), [configmap(f"cfg-{i}", {"i": str(i)}) for i in range(20)], [])
+    finally:
+        runner.close()
+    assert dry is not None and dry.changes == []
+    assert len(fake_kube.requests) <= 30                   # 4 attempts each: 90 requests without the gate on retries
+    assert dry.errors and all("503" in e.message or "navailable" in e.message for e in dry.errors)
+    assert {e.message for e in dry.skipped} == {BUDGET_SPENT.format(cap=30)}
+    assert len(dry.errors) + len(dry.skipped) == 20
+
+
+def test_the_budget_is_in_proportion_to_the_objects_with_a_cap() -> None:
+    """3 requests per object handed to the dry-run, plus 20, never beyond the cap: a plan of a
+    few objects cannot send a thousand requests, however high PRBOT_DRYRUN_REQUESTS is."""
+    budget = RequestBudget(10_000)
+    budget.grant(10)
+    for _ in range(50):
+        budget.take()
+    with pytest.raises(RequestBudgetSpent, match="PRBOT_DRYRUN_REQUESTS"):
+        budget.take()
+    assert budget.used == 50 and budget.spent
+    budget.grant(1)                          # another target's object: 3 more
+    for _ in range(3):
+        budget.take()
+    with pytest.raises(RequestBudgetSpent):
+        budget.take()
+    capped = RequestBudget(100)
+    capped.grant(2000)
+    for _ in range(100):
+        capped.take()
+    with pytest.raises(RequestBudgetSpent):
+        capped.take()
+
+
+def test_the_plan_deadline_stops_the_dry_run(fake_kube: FakeKube, cluster: ClusterRef) -> None:
+    fake_kube.seed(namespace("web-dev"))
+    runner = make_dry_runner(load_config(CONFIG), {"dev": cluster}, retry=FAST)
+    try:
+        dry = runner(target("dev"), [configmap("cfg", {"a": "b"})], [], deadline=time.monotonic() - 1)
+    finally:
+        runner.close()
+    assert dry is not None and dry.changes == [] and fake_kube.requests == []
+    assert [e.message for e in dry.skipped] == [
+        "not sent to the cluster: the plan's time budget (PRBOT_PLAN_BUDGET) ran out"]
+
+
+def test_dryrun_requests_setting_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prbot.errors import PrbotError
+    from prbot.limits import Limits
+
+    assert Limits.from_env({}).dryrun_requests == 1000
+    assert Limits.from_env({"PRBOT_DRYRUN_REQUESTS": "250"}).dryrun_requests == 250
+    with pytest.raises(PrbotError, match="PRBOT_DRYRUN_REQUESTS"):
+        Limits.from_env({"PRBOT_DRYRUN_REQUESTS": "0"})
+    monkeypatch.setenv("PRBOT_DRYRUN_REQUESTS", "lots")
+    with pytest.raises(PrbotError, match="PRBOT_DRYRUN_REQUESTS"):
+        make_dry_runner(load_config(CONFIG), {})

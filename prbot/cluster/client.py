@@ -25,12 +25,13 @@ the job that asked retries later.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -106,6 +107,24 @@ def default_retry(attempts: int = 4, backoff_factor: float = 0.5, backoff_max: f
                   respect_retry_after_header=True, raise_on_status=False, redirect=0)
 
 
+def _gated(retry: Retry, gate: Callable[[], None] | None) -> Retry:
+    """`retry`, asking `gate` before each retry too (a retried request is sent again).  urllib3
+    builds each next Retry with ``type(self)(...)``, so the class carries the gate along."""
+    if gate is None:
+        return retry
+    ask: Callable[[], None] = gate
+    base: type[Retry] = type(retry)
+
+    class _GatedRetry(base):  # type: ignore[valid-type,misc]
+        def increment(self, *args: Any, **kwargs: Any) -> Retry:
+            ask()
+            return super().increment(*args, **kwargs)
+
+    gated = copy.copy(retry)
+    gated.__class__ = _GatedRetry
+    return gated
+
+
 class _MemoryDiscoverer(LazyDiscoverer):
     """Lazy discovery kept in memory: never a predictable cache file in the shared temp dir."""
 
@@ -115,13 +134,17 @@ class _MemoryDiscoverer(LazyDiscoverer):
 
 class _Dynamic(DynamicClient):
     """The dynamic client with a timeout on every request, discovery's included (the client
-    sends discovery requests with no timeout at all)."""
+    sends discovery requests with no timeout at all), and the `gate` asked before each one."""
 
-    def __init__(self, client: ApiClient, timeout: tuple[float, float], **kwargs: Any) -> None:
+    def __init__(self, client: ApiClient, timeout: tuple[float, float], gate: Callable[[], None] | None,
+                 **kwargs: Any) -> None:
         self._prbot_timeout = timeout
+        self._prbot_gate = gate
         super().__init__(client, **kwargs)
 
     def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        if self._prbot_gate is not None:
+            self._prbot_gate()
         params.setdefault("_request_timeout", self._prbot_timeout)
         return super().request(method, path, body, **params)
 
@@ -134,12 +157,15 @@ class ClusterClient:
     """The kubernetes client for one cluster of the map, created on first use and then reused.
 
     Thread-safe.  `retry` configures urllib3 on the client's connection pool (default:
-    `default_retry()`); `timeout` is (connect, read) seconds per request.
+    `default_retry()`); `timeout` is (connect, read) seconds per request.  `gate`, when given, is
+    called before every request (discovery's included) and before each retry of one, and may raise
+    to stop it being sent (the dry-run's request budget raises `RequestBudgetSpent`).
     """
 
     def __init__(self, ref: ClusterRef, *, retry: Retry | None = None,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, gate: Callable[[], None] | None = None) -> None:
         self.ref = ref
+        self.gate = gate
         self.retry = retry if retry is not None else default_retry()
         self.timeout = timeout
         self._lock = threading.RLock()
@@ -179,7 +205,7 @@ class ClusterClient:
             namespace = ctx.get("namespace")
             self._namespace = namespace if isinstance(namespace, str) and namespace else "default"
             configuration = Configuration()
-            configuration.retries = self.retry
+            configuration.retries = _gated(self.retry, self.gate)
             try:
                 self._api = kube_config.new_client_from_config(
                     config_file=str(self.ref.kubeconfig), context=self.ref.context,
@@ -192,7 +218,7 @@ class ClusterClient:
             self._tmp = tempfile.TemporaryDirectory(prefix="prbot-discovery-")
         cache = os.path.join(self._tmp.name, "discovery.json")     # never written
         try:
-            return _Dynamic(self._api, self.timeout, cache_file=cache, discoverer=_MemoryDiscoverer)
+            return _Dynamic(self._api, self.timeout, self.gate, cache_file=cache, discoverer=_MemoryDiscoverer)
         except ApiException as e:
             status = getattr(e, "status", 0) or 0
             raise ClusterError(f"discovery failed: {api_message(e)}",

@@ -15,9 +15,13 @@ live objects and shows them in a public comment, so it only touches what the tar
   target's other objects are still dry-run.  The client builds each path from the checked parts,
   so a name can never reach another object, a subresource (proxy, exec, …) or the query.
 
-- *Owned namespaces*: the target's configured `namespace`, the namespaces of the namespaced objects
-  it rendered at **base**, and the names of the `Namespace` objects it rendered at base.  The head
-  (the PR) cannot widen this set.
+- *Ownership comes from the base* (the default branch, reviewed): a target the PR adds (no target
+  of that app and environment at base) owns **nothing** until it is merged — none of its objects is
+  sent, each is listed as not sent with the reason.  Otherwise its owned namespaces are its
+  configured `namespace`, the namespaces of the namespaced objects it rendered at base, and the
+  names of the `Namespace` objects it rendered at base.  The head (the PR) cannot widen this set: a
+  new directory is a new target, and `.prbot.yml` (the `namespace` patterns) is read from the
+  default branch.
 - A namespaced object in an owned namespace is dry-run.  If that namespace is rendered as a
   `Namespace` object but does not exist yet, the object is reported as *would be created* (skipped,
   with a note) rather than refused by the API with NotFound.
@@ -38,6 +42,12 @@ guessed value shows the same whether the guess is right or wrong), diffs are mas
 `prbot.diff`, error messages are scrubbed of the values of the Secret they concern, and exception
 texts of the client are never logged or shown.
 
+*Budget*: one plan's dry-run sends at most `RequestBudget` requests over all its targets and
+clusters (discovery's and retries included): 3 per object handed to it, plus 20, never more than
+`PRBOT_DRYRUN_REQUESTS`.  The gate is asked before each request, so none is sent beyond it; the
+objects left are listed as not sent with the reason, as are those left when the plan's time budget
+(`deadline`) runs out.
+
 An unreachable cluster is one line — `DryRunError` with no object identity — per target, and one
 warning in the log per cluster; the runner does not try the cluster again for other targets.
 """
@@ -47,6 +57,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,13 +79,15 @@ from prbot.diff import (
     diff_objects,
     is_secret,
     mask_secrets,
+    object_key,
     sort_key,
 )
-from prbot.errors import ApiError, ClusterError, InvalidName, NotServed, PrbotError
+from prbot.errors import ApiError, ClusterError, InvalidName, NotServed, PrbotError, RequestBudgetSpent
+from prbot.limits import Limits
 from prbot.model import Target
 from prbot.plan.model import DryRun, DryRunError
 
-__all__ = ["DryRunner", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]
+__all__ = ["DryRunner", "RequestBudget", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]
 
 log = logging.getLogger("prbot.cluster.dryrun")
 _KEY_LIMIT = 253
@@ -101,6 +114,17 @@ _NEW_CLUSTER_SCOPED = ("cluster-scoped and new in this target: not sent to the c
                        "(only cluster-scoped objects the target rendered at base are dry-run)")
 
 
+NEW_TARGET = ("not sent to the cluster: this target is new in this change, and a target owns nothing on "
+              "the cluster until it is merged (what a target owns comes from the default branch)")
+
+TIME_SPENT = "not sent to the cluster: the plan's time budget (PRBOT_PLAN_BUDGET) ran out"
+
+
+def _budget_spent(cap: int) -> str:
+    return (f"not sent to the cluster: the plan's dry-run request budget is spent ({RequestBudget.PER_OBJECT} "
+            f"requests per object rendered, at most {cap} in all: PRBOT_DRYRUN_REQUESTS)")
+
+
 def _crd_added(crd: str) -> str:
     return f"would be created with the CustomResourceDefinition {crd}, which the cluster does not serve yet"
 
@@ -115,6 +139,41 @@ class Scope:
 
     namespaces: frozenset[str] = frozenset()
     cluster_objects: frozenset[tuple[str, str, str]] = frozenset()
+
+
+class RequestBudget:
+    """The API requests one plan's dry-run may send, shared by all its targets and clusters.
+
+    Every object handed to the dry-run adds `PER_OBJECT` requests (its apply, its read, and the
+    discovery its kind may need) to an allowance that starts at `SLACK`; `cap`
+    (`PRBOT_DRYRUN_REQUESTS`) bounds it.  `take()` is the clients' gate: it counts one request, or
+    raises `RequestBudgetSpent` (and sends nothing) once `used` reached the allowance.  Thread-safe.
+    """
+
+    PER_OBJECT = 3
+    SLACK = 20
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self._allowed = min(cap, self.SLACK)
+        self._lock = threading.Lock()
+
+    def grant(self, objects: int) -> None:
+        """Allow the requests of `objects` more objects (never beyond the cap)."""
+        with self._lock:
+            self._allowed = min(self.cap, self._allowed + self.PER_OBJECT * max(objects, 0))
+
+    @property
+    def spent(self) -> bool:
+        with self._lock:
+            return self.used >= self._allowed
+
+    def take(self) -> None:
+        with self._lock:
+            if self.used >= self._allowed:
+                raise RequestBudgetSpent(_budget_spent(self.cap))
+            self.used += 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +221,7 @@ class _Kinds:
     def namespaced(self, api_version: str, kind: str) -> bool:
         try:
             return self.client.resource(api_version, kind).namespaced
-        except (NotServed, ApiError):
+        except (NotServed, ApiError, RequestBudgetSpent):     # spent: the object is not sent anyway
             pass
         crd = self.crds.get((api_group(api_version), kind))
         if crd is not None:
@@ -268,29 +327,47 @@ def cluster_failure(message: str) -> DryRun:
                                                        message=" ".join(message.split()))])
 
 
+def _not_sent(objects: Sequence[dict[str, Any]], namespace: str | None, message: str) -> DryRun:
+    """Every object of `objects` listed as not sent, for `message`; no request is made."""
+    result = _Result()
+    for obj in objects:
+        result.skip(_cut(object_key(obj, namespace)), message)
+    return result.finish()
+
+
 def dry_run_objects(client: ClusterClient, objects: Iterable[dict[str, Any]], *, namespace: str | None,
-                    base: Iterable[dict[str, Any]], ignore: Sequence[str] = ()) -> DryRun:
+                    base: Iterable[dict[str, Any]] | None, ignore: Sequence[str] = (),
+                    deadline: float | None = None) -> DryRun:
     """Server-side dry-run of a target's objects against the live cluster, within what it owns.
 
     `namespace`: the target's configured namespace (also the namespace of objects naming none;
     else the kubeconfig context's, else "default").  `base`: the objects the target rendered at
-    base ([] for a new target, or when the base did not render): they decide, with `namespace`,
-    what the target owns (see the module's docstring).  `ignore` holds `diff.ignore` paths;
-    `LIVE_NOISE` is always ignored too.  Status "failed" when any object was refused, else "ok".
-    Never raises for the cluster's sake: an unusable cluster is one error line.
+    base ([] when it rendered nothing there, or did not render): they decide, with `namespace`,
+    what the target owns (see the module's docstring); None when the target does not exist at base
+    — it owns nothing, and nothing is sent.  `ignore` holds `diff.ignore` paths; `LIVE_NOISE` is
+    always ignored too.  `deadline` (`time.monotonic()`): objects not reached by then are not sent.
+    Status "failed" when any object was refused, else "ok".  Never raises for the cluster's sake:
+    an unusable cluster is one error line.
     """
     ignore = tuple(dict.fromkeys((*ignore, *LIVE_NOISE)))
     objects = [o for o in objects if isinstance(o, dict)]
+    if base is None:
+        log.info("dry-run on cluster %s: a new target owns nothing, %d objects not sent", client.name, len(objects))
+        return _not_sent(objects, namespace, NEW_TARGET)
+    if deadline is not None and time.monotonic() >= deadline:
+        return _not_sent(objects, namespace, TIME_SPENT)
     base = [o for o in base if isinstance(o, dict)]
     try:
         fallback = namespace or client.default_namespace
-        return _dry_run(client, objects, base, namespace, fallback, ignore)
+        return _dry_run(client, objects, base, namespace, fallback, ignore, deadline)
     except ClusterError as e:
         return cluster_failure(f"cluster {client.name}: {e.message}")
+    except RequestBudgetSpent as e:     # before any object was reached (discovery)
+        return _not_sent(objects, namespace, str(e))
 
 
 def _dry_run(client: ClusterClient, objects: list[dict[str, Any]], base: list[dict[str, Any]],
-             namespace: str | None, fallback: str, ignore: Sequence[str]) -> DryRun:
+             namespace: str | None, fallback: str, ignore: Sequence[str], deadline: float | None) -> DryRun:
     result = _Result()
     crds = _crds(objects)
     kinds = _Kinds(client, {**_crds(base), **crds})
@@ -330,8 +407,14 @@ def _dry_run(client: ClusterClient, objects: list[dict[str, Any]], base: list[di
     items.sort(key=lambda i: sort_key(i.key))                 # Namespaces and CRDs first
 
     created: set[str] = set()           # owned namespaces that do not exist yet
+    stop: str | None = None             # why the objects left are not sent (budget, time)
     for item in items:
         group, kind, ns, name = item.key
+        if stop is None and deadline is not None and time.monotonic() >= deadline:
+            stop = TIME_SPENT
+        if stop is not None:
+            result.skip(item.key, stop)
+            continue
         if ns is not None:
             if ns in created:
                 result.skip(item.key, _created_namespace(ns))
@@ -351,6 +434,10 @@ def _dry_run(client: ClusterClient, objects: list[dict[str, Any]], base: list[di
             continue
         try:
             client.resource(item.api_version, kind)
+        except RequestBudgetSpent as e:
+            stop = str(e)
+            result.skip(item.key, stop)
+            continue
         except NotServed:
             crd = crds.get((group, kind))
             if crd is not None:
@@ -364,6 +451,10 @@ def _dry_run(client: ClusterClient, objects: list[dict[str, Any]], base: list[di
             continue
         try:
             live, change = _dry_run_one(client, item, ignore)
+        except RequestBudgetSpent as e:      # the apply may have been sent, its read not: not shown
+            stop = str(e)
+            result.skip(item.key, stop)
+            continue
         except ApiError as e:
             if e.status == 404 and e.kind == "namespaces" and ns is not None and ns in rendered_namespaces:
                 created.add(ns)
@@ -406,16 +497,19 @@ def _dry_run_one(client: ClusterClient, item: _Item,
 class DryRunner:
     """The plan's `dry_runner`: dry-runs a target's objects on its environment's cluster.
 
-    Call it as ``runner(target, objects_at_head, objects_at_base)``; it answers None for a target
-    whose environment names no cluster.  An environment naming a cluster the map does not hold
+    Call it as ``runner(target, objects_at_head, objects_at_base, deadline=…)`` (objects at base:
+    None when the target does not exist there, see `prbot.plan.model.DryRunner`); it answers None
+    for a target whose environment names no cluster.  An environment naming a cluster the map does not hold
     gets a failed dry-run with one line naming the environment, the cluster and the PRBOT_CLUSTERS
     file; `missing` collects those errors (the CLI exits 2 on them).  One `ClusterClient` per
     cluster, created on first use and reused; a cluster that cannot be reached is tried once and
-    logged once.  Call `close()` when done.
+    logged once.  One runner per plan: its `budget` bounds the requests of all the plan's targets
+    (`requests`: the cap, default `PRBOT_DRYRUN_REQUESTS`).  Call `close()` when done.
     """
 
     def __init__(self, config: Config, clusters: Mapping[str, ClusterRef], *, retry: Retry | None = None,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, requests: int | None = None) -> None:
+        self.budget = RequestBudget(requests if requests is not None else Limits.from_env().dryrun_requests)
         self._config = config
         self._ignore = tuple(config.diff_ignore)
         self._clusters = clusters
@@ -435,11 +529,12 @@ class DryRunner:
         with self._lock:
             client = self._clients.get(ref.name)
             if client is None:
-                client = self._clients[ref.name] = ClusterClient(ref, retry=self._retry, timeout=self._timeout)
+                client = self._clients[ref.name] = ClusterClient(ref, retry=self._retry, timeout=self._timeout,
+                                                                 gate=self.budget.take)
             return client
 
-    def __call__(self, target: Target, objects: list[dict[str, Any]],
-                 base: list[dict[str, Any]] | None = None) -> DryRun | None:
+    def __call__(self, target: Target, objects: list[dict[str, Any]], base: list[dict[str, Any]] | None, *,
+                 deadline: float | None = None) -> DryRun | None:
         try:
             ref = self.cluster_for(target)
         except MissingCluster as e:
@@ -453,7 +548,10 @@ class DryRunner:
         if ref is None:
             return None
         client = self.client(ref)
-        dry = dry_run_objects(client, objects, namespace=target.namespace, base=base or [], ignore=self._ignore)
+        if base is not None:
+            self.budget.grant(len(objects))
+        dry = dry_run_objects(client, objects, namespace=target.namespace, base=base, ignore=self._ignore,
+                              deadline=deadline)
         if dry.errors and not dry.errors[0].kind:
             with self._lock:
                 if ref.name not in self._warned:
@@ -469,7 +567,8 @@ class DryRunner:
 
 
 def make_dry_runner(config: Config, clusters: Mapping[str, ClusterRef], *, retry: Retry | None = None,
-                    timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> DryRunner:
-    """A `DryRunner` for `make_plan` (see `DryRunner`)."""
-    return DryRunner(config, clusters, retry=retry, timeout=timeout)
+                    timeout: tuple[float, float] = DEFAULT_TIMEOUT, requests: int | None = None) -> DryRunner:
+    """A `DryRunner` for one `make_plan` (see `DryRunner`): make one per plan, its request budget
+    is the plan's."""
+    return DryRunner(config, clusters, retry=retry, timeout=timeout, requests=requests)
 

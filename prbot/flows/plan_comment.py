@@ -88,6 +88,12 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
     head = ws.resolve(head_ref) or pr.head_sha
     base = _merge_base(ws, f"refs/heads/{pr.base_ref}", head) or pr.base_sha
     cluster = with_cluster if with_cluster is not None else not pr.from_fork
+    if cluster and pr.base_ref != forge.default_branch:
+        # what a target owns on a cluster comes from the default branch; another base branch may
+        # hold targets nobody reviewed, so a PR into it is planned without the cluster
+        log.info("plan of %s#%d without the cluster: its base %s is not the default branch",
+                 repo.name, number, pr.base_ref)
+        cluster = False
     runner = repo.dry_runner(config) if (cluster and repo.dry_runner is not None) else None
     pool = RenderPool(cache_dir=repo.render_cache,
                       kube_versions={e.name: e.kubernetes_version for e in config.environments

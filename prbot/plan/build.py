@@ -148,7 +148,7 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
     with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
         rendered = pool.render_many(requests, deadline=deadline,
                                     remotes=remotes if config.render_remote else None)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     kinds = {target.renderer for _, target, _ in requests}
@@ -159,11 +159,12 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
-                 rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+                 rendered: dict[str, Any], dry_runner: DryRunner | None,
+                 deadline: float | None = None) -> TargetPlan:
     """One target's part of the plan; whatever goes wrong with it stays in it."""
     target = h.targets.get(key) or b.targets[key]
     try:
-        return _compare(config, key, target, b, h, rendered, dry_runner)
+        return _compare(config, key, target, b, h, rendered, dry_runner, deadline)
     except RecursionError:
         log.warning("planning %s: objects nested too deeply", target.key)
         return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
@@ -171,7 +172,7 @@ def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
 
 
 def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, h: PlanSide,
-             rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+             rendered: dict[str, Any], dry_runner: DryRunner | None, deadline: float | None = None) -> TargetPlan:
     tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
                     status="changed")
     if key in h.closure_errors:
@@ -210,6 +211,7 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     if key in h.targets:
         tp.validation = validate_objects(after, config.env(target.env).kubernetes_version)
         if dry_runner is not None:
-            tp.dry_run = dry_runner(target, after, before)
+            # what the target owns comes from the base only: None when the PR adds the target
+            tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)
     log.info("planned %s: %s", target.key, tp.status)
     return tp

@@ -4,9 +4,8 @@ comment and the cluster dry run read these; nothing here imports the engine that
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from prbot.diff import ObjectChange
@@ -89,8 +88,20 @@ class Plan:
         return out
 
 
-# dry_runner(target, objects rendered at head, objects rendered at base ([] when none)): the base
-# objects say what the target owns; None: no cluster for the target
-DryRunner = Callable[["Target", list[dict[str, Any]], list[dict[str, Any]]], "DryRun | None"]
+class DryRunner(Protocol):
+    """``dry_runner(target, objects at head, objects at base, deadline=…)``: the target's server-side
+    dry-run, or None when its environment has no cluster.
+
+    `base` says what the target owns, and it comes from the base revision only (the default branch,
+    reviewed): the objects the target rendered there ([] when it rendered nothing or did not render),
+    or **None when the target does not exist at base** — a target the PR adds owns nothing until it is
+    merged, so none of its objects is sent.  `deadline` (`time.monotonic()`): the plan's time budget;
+    objects not dry-run by then are listed as not sent.
+    """
+
+    def __call__(self, target: Target, objects: list[dict[str, Any]], base: list[dict[str, Any]] | None, *,
+                 deadline: float | None = None) -> DryRun | None: ...
+
+
 # a target's identity in a plan: (app, env)
 Key = tuple[str, str]

@@ -323,7 +323,11 @@ def _dry_run_cell(dry: DryRun | None) -> str:
         if not dry.errors or any(not e.kind for e in dry.errors):
             return _t("cell_dry_run_failed")
         return _n("cell_dry_run_refused", len(dry.errors))
-    return _n("cell_dry_run_changes", len(dry.changes)) if dry.changes else _t("cell_dry_run_clean")
+    not_sent = _n("cell_dry_run_not_sent", len(dry.skipped)) if dry.skipped else ""
+    if not dry.changes:
+        return not_sent or _t("cell_dry_run_clean")
+    changes = _n("cell_dry_run_changes", len(dry.changes))
+    return f"{changes} · {not_sent}" if not_sent else changes
 
 
 def _table(doc: _Doc, targets: Sequence[TargetPlan], rows: int | None = None) -> None:
@@ -404,6 +408,8 @@ def _dry_run(doc: _Doc, dry: DryRun) -> None:
         doc.add(_t("dry_run_failed"), "")
     elif dry.changes:
         doc.add(_n("dry_run_changes", len(dry.changes)), "")
+    elif dry.skipped:
+        doc.add(_t("dry_run_not_sent"), "")
     else:
         doc.add(_t("dry_run_clean"), "")
     for message, names in _grouped(dry.errors):

@@ -76,6 +76,59 @@ def test_fork_pr_is_planned_without_the_cluster_until_a_writer_asks(make_bot: Ca
     assert len(comments) == 1 and "Server-side dry-run" in comments[0]
 
 
+def test_a_pr_adding_a_directory_owns_nothing_on_the_cluster_until_merged(
+        make_bot: Callable[..., Bot], fake_github: FakeGitHub, fake_kube: FakeKube, tmp_path: Path) -> None:
+    """Issue 15: a PR adding apps/payments/envs/dev/ made payments-dev (another team's) owned, and the
+    comment showed its live values.  The new target owns nothing until merged; nothing is sent."""
+    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kube" / "config")
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({env: {"kubeconfig": str(kubeconfig)} for env in ("dev", "staging", "prod")}))
+    fake_kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments-dev"}})
+    fake_kube.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db", "namespace": "payments-dev"},
+                    "data": {"password": "hunter2-payments"}})
+    fake_kube.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "payments-dev"},
+                    "data": {"password": "czNjcmV0LXBheW1lbnRz"}})
+    bot = make_bot(files=repo_files(clusters=True), clusters_file=clusters)
+    fake_github.commit(REPO, "payments", {
+        "apps/payments/envs/dev/db.yaml": ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: db}\n"
+                                           "data: {password: guess}\n---\n"
+                                           "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\n"
+                                           "stringData: {password: guess}\n")}, user="writer")
+    number = fake_github.open_pull(REPO, head="payments", user="writer")
+    bot.deliver_events()
+    [comment] = plan_comments(fake_github, number)
+    assert fake_kube.touching("payments-dev") == []               # no request named payments-dev
+    assert "| dev | payments | `+2 ~0 -0` new target | ✅ passed | ⏭️ 2 not sent |" in comment
+    assert "this target is new in this change, and a target owns nothing on the cluster until it is merged" \
+        in comment
+    assert "hunter2" not in comment and "czNjcmV0" not in comment and "s3cret" not in comment
+
+
+def test_a_pr_into_another_branch_is_planned_without_the_cluster(
+        make_bot: Callable[..., Bot], fake_github: FakeGitHub, fake_kube: FakeKube, tmp_path: Path) -> None:
+    """The variant: a writer pushes (unreviewed) a branch holding apps/payments/envs/dev/, then opens
+    a PR into that branch.  The target exists at the PR's base, but not on the default branch, where
+    ownership comes from: nothing reaches the cluster, even when a writer asks with /prbot plan."""
+    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kube" / "config")
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({env: {"kubeconfig": str(kubeconfig)} for env in ("dev", "staging", "prod")}))
+    fake_kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments-dev"}})
+    fake_kube.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db", "namespace": "payments-dev"},
+                    "data": {"password": "hunter2-payments"}})
+    bot = make_bot(files=repo_files(clusters=True), clusters_file=clusters)
+    db = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: db}\ndata: {password: %s}\n"
+    release = fake_github.commit(REPO, "release", {"apps/payments/envs/dev/db.yaml": db % "one"}, user="writer")
+    fake_github.commit(REPO, "payments", {"apps/payments/envs/dev/db.yaml": db % "two"}, user="writer",
+                       parent=release)
+    number = fake_github.open_pull(REPO, head="payments", base="release", user="writer")
+    bot.deliver_events()
+    fake_github.comment(REPO, number, "/prbot plan", user="writer")
+    bot.deliver_events()
+    [comment] = plan_comments(fake_github, number)
+    assert "| dev | payments | `+0 ~1 -0` | ✅ passed | — |" in comment     # planned, not dry-run
+    assert fake_kube.touching("payments-dev") == [] and "hunter2" not in comment
+
+
 # --------------------------------------------------------------------------------------------
 # The check run and the comment's parts
 # --------------------------------------------------------------------------------------------
