@@ -131,4 +131,8 @@ def _adopt_fifo(huey: Huey) -> None:
         return
     storage.conn.delete(storage.queue_key)
     for data in reversed(pending):                  # LPUSH-ed: the oldest is last
-        storage.enqueue(data, huey.deserialize_task(data).priority)
+        try:
+            priority = huey.serializer.deserialize(data).priority
+        except Exception:  # noqa: BLE001 - unreadable here: the consumer reports it when it comes up
+            priority = None
+        storage.enqueue(data, priority)
