@@ -539,3 +539,17 @@ def test_a_fifo_queue_left_by_an_earlier_version_is_adopted(tmp_path: Path, redi
               "delivery": None, "pr": None, "seq": 0, "attempt": 1, "waits": 0, "enqueued_at": time.time()})
     queue = Queue(settings)
     assert [t.args[0]["id"] for t in queue.huey.pending()] == ["old-0", "old-1", "old-2"]
+
+
+def test_finished_routing_jobs_are_forgotten_sooner_than_work(settings: Settings,
+                                                              start_worker: Callable[..., Worker]) -> None:
+    rec = Recorder()
+    registry = Registry()
+    for kind in ("registry_push", "plan"):
+        registry.register(kind, lambda rt, job: rec.add("ran", job.kind))
+    worker = start_worker(registry, routing_ttl=0.5)
+    queue = Queue(settings)
+    push, plan = queue.enqueue(Job("registry_push", {})), queue.enqueue(Job("plan", {"number": 7}))
+    wait_for(lambda: rec.count("ran") == 2, 30, "both jobs to run")
+    wait_for(lambda: worker.store.get(f"done:{push}") is None, 10, "the routing job's record to expire")
+    assert worker.store.get(f"done:{plan}") == "success", "a work job's record is kept for the journal's time"

@@ -1,8 +1,8 @@
 """Prometheus metrics of the web app and the workers (prometheus-client).
 
 - ``prbot_webhooks_total{event, outcome}``: GitHub events by name, registry calls as
-  ``registry/<provider>``; outcome queued, duplicate, ignored, unauthorized, bad_request, too_large,
-  unavailable.
+  ``registry/<provider>``; outcome queued, duplicate, ignored, unrouted (no repository uses the
+  image: answered, not queued), rate_limited, unauthorized, bad_request, too_large, unavailable.
 - ``prbot_jobs_total{kind, outcome}``: success, retried, failed (permanent error or retries spent),
   error (a bug: an unexpected exception), superseded, duplicate, waiting (repo busy, re-checked later),
   recovered (re-enqueued after its worker died), unhandled (no handler for the kind).
