@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,23 +25,29 @@ log = logging.getLogger("prbot.worker")
 OWNER = ".owner"
 
 
-class Scratch:
-    """A claimed temporary directory; `release()` removes it and gives `tempfile` back its old default."""
+_claims: list[Scratch] = []            # this process's live claims, oldest first (several in-process workers)
+_original: tuple[str | None, str | None] = (None, None)    # tempfile's default and TMPDIR before the first claim
+_claims_lock = threading.Lock()
 
-    def __init__(self, path: Path, fd: int, previous: str | None, previous_env: str | None) -> None:
+
+class Scratch:
+    """A claimed temporary directory; `release()` removes it and gives `tempfile` back the default of
+    this process's newest remaining claim, or the one it had before any."""
+
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
-        self._previous = previous
-        self._previous_env = previous_env
 
     def release(self) -> None:
-        if tempfile.tempdir == str(self.path):
-            tempfile.tempdir = self._previous
-        if os.environ.get("TMPDIR") == str(self.path):
-            if self._previous_env is None:
+        with _claims_lock:
+            if self in _claims:
+                _claims.remove(self)
+            tempdir, env = (str(_claims[-1].path),) * 2 if _claims else _original
+            tempfile.tempdir = tempdir
+            if env is None:
                 os.environ.pop("TMPDIR", None)
             else:
-                os.environ["TMPDIR"] = self._previous_env
+                os.environ["TMPDIR"] = env
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._fd)
 
@@ -86,7 +93,12 @@ def claim(root: Path) -> Scratch:
     path.mkdir(mode=0o700)
     fd = os.open(path / OWNER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    scratch = Scratch(path, fd, tempfile.tempdir, os.environ.get("TMPDIR"))
-    tempfile.tempdir = str(path)
-    os.environ["TMPDIR"] = str(path)
+    scratch = Scratch(path, fd)
+    global _original
+    with _claims_lock:
+        if not _claims:
+            _original = (tempfile.tempdir, os.environ.get("TMPDIR"))
+        _claims.append(scratch)
+        tempfile.tempdir = str(path)
+        os.environ["TMPDIR"] = str(path)
     return scratch
