@@ -487,3 +487,17 @@ def test_registry_calls_that_route_nowhere_queue_nothing_and_a_flood_is_rate_lim
     assert limited.status_code == 429 and "retry after" in js(limited)["error"]
     assert 1 <= int(limited.headers["Retry-After"]) <= 3600
     assert len(queued_messages(settings)) == 1
+
+
+def test_wrong_tokens_spend_nothing_of_the_real_tokens_budget_and_the_store_never_holds_it(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, registry_rate_limit=2)
+    client = create_app(settings, configure_logging=False).test_client()
+    for n in range(20):                                      # someone guessing tokens
+        assert client.post(f"/webhooks/registry/generic?token=guess{n}", json={"image": "a/b:1"}).status_code == 401
+    for _ in range(2):
+        assert client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}",
+                           json={"image": "ghcr.io/acme/shop:1.0.0"}).status_code == 202
+    over = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}", json={"image": "ghcr.io/acme/shop:1"})
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
+    keys = [key for key, _ in Queue(settings).store.items("")]
+    assert keys and not any(REGISTRY_TOKEN in key for key in keys)
