@@ -121,16 +121,19 @@ class Queue:
 
 def _adopt_fifo(huey: Huey) -> None:
     """Move the messages a FIFO (list) queue of an earlier prbot left in Redis into the priority
-    queue (a sorted set under the same key), oldest first, so an upgrade loses none."""
+    queue (a sorted set under the same key), oldest first, so an upgrade loses none.  The list is
+    renamed aside first (atomic: of several processes starting at once, one adopts it; one killed
+    midway leaves the aside list, adopted at the next start)."""
     storage = huey.storage
+    aside = storage.queue_key + ":adopting"
     try:
-        if storage.conn.type(storage.queue_key) not in (b"list", "list"):
+        if storage.conn.type(storage.queue_key) in (b"list", "list"):
+            storage.conn.rename(storage.queue_key, aside)
+        if storage.conn.type(aside) not in (b"list", "list"):
             return
-        pending = storage.conn.lrange(storage.queue_key, 0, -1)
-    except Exception:  # noqa: BLE001 - Redis unreachable now: the queue's own calls report it
+    except Exception:  # noqa: BLE001 - Redis unreachable, or another process renamed it first
         return
-    storage.conn.delete(storage.queue_key)
-    for data in reversed(pending):                  # LPUSH-ed: the oldest is last
+    while (data := storage.conn.rpop(aside)) is not None:     # LPUSH-ed: the oldest is at the right
         try:
             priority = huey.serializer.deserialize(data).priority
         except Exception:  # noqa: BLE001 - unreadable here: the consumer reports it when it comes up
