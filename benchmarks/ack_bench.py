@@ -72,7 +72,8 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": _app_key(), "GITHUB_WEBHOOK_SECRET": SECRET,
-               "PRBOT_REGISTRY_TOKEN": TOKEN, "PRBOT_DATA_DIR": tmp, "PORT": str(port),
+               "PRBOT_REGISTRY_TOKEN": TOKEN, "PRBOT_REGISTRY_RATE_LIMIT": "0",
+               "PRBOT_DATA_DIR": tmp, "PORT": str(port),
                "GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"}       # nothing listens there
         bindir = Path(sys.executable).parent
         if args.backend == "sqlite":

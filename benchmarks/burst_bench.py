@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         path = os.environ.get("PATH", "")
         env = {**os.environ, "GITHUB_APP_ID": str(fake.app_id), "GITHUB_PRIVATE_KEY": fake.private_key,
-               "GITHUB_WEBHOOK_SECRET": SECRET, "PRBOT_REGISTRY_TOKEN": TOKEN, "GITHUB_API_URL": fake.api_url,
+               "GITHUB_WEBHOOK_SECRET": SECRET, "PRBOT_REGISTRY_TOKEN": TOKEN, "PRBOT_REGISTRY_RATE_LIMIT": "0",
+               "GITHUB_API_URL": fake.api_url,
                "PRBOT_DATA_DIR": str(Path(tmp) / "data"), "PORT": str(port),
                "PATH": f"{TOOLS}{os.pathsep}{path}" if TOOLS.is_dir() else path}
         log_path = Path(args.log) if args.log else Path(tmp) / "serve.log"

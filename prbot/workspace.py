@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import errno
 import fcntl
+import json
 import logging
 import os
 import posixpath
@@ -52,6 +53,14 @@ _TRANSIENT = re.compile(
     r"could not resolve host|failed to connect|connection (refused|reset|timed out)|timed out|early eof|"
     r"rpc failed|remote end hung up|the requested url returned error: (5\d\d|429)|empty reply|"
     r"gnutls|ssl|unexpected disconnect|operation too slow|transfer closed|timeout", re.I)
+PULL_REF_TTL = 14 * 24 * 3600.0
+"""A ``refs/pull/*`` ref of a mirror no job fetched for this long is deleted (its pull request is
+most likely closed); the next job that needs it fetches it again."""
+_ENVIRONMENT = re.compile(
+    r"no space left on device|disk quota exceeded|cannot allocate memory|out of memory|too many open files|"
+    r"read-only file system|unable to create temporary file|resource temporarily unavailable", re.I)
+"""Failures of this machine, not of the repository: the job is retried once space or memory is back."""
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EROFS, errno.EAGAIN}
 _AUTH = re.compile(r"authentication failed|could not read (username|password)|"
                    r"the requested url returned error: 40[13]|terminal prompts disabled|invalid credentials", re.I)
 _MISSING_REPO = re.compile(r"repository ('.*' )?not found|the requested url returned error: 404", re.I)
@@ -80,7 +89,8 @@ class Mirror:
 
     def __init__(self, data_dir: Path, full_name: str, clone_url: str, token: Callable[[], str], *,
                  author: Identity = BOT, committer: Identity | None = None, lock_timeout: float = LOCK_TIMEOUT,
-                 git_timeout: float = GIT_TIMEOUT, on_auth_failure: Callable[[], None] | None = None) -> None:
+                 git_timeout: float = GIT_TIMEOUT, on_auth_failure: Callable[[], None] | None = None,
+                 pull_ref_ttl: float = PULL_REF_TTL) -> None:
         owner, _, name = full_name.partition("/")
         if not all(_SAFE_NAME.fullmatch(p) and p not in (".", "..") for p in (owner, name)):
             raise PrbotError(f"not a repository name: {full_name!r}")
@@ -93,6 +103,7 @@ class Mirror:
         self.committer = committer or author
         self.lock_timeout = lock_timeout
         self.git_timeout = git_timeout
+        self.pull_ref_ttl = pull_ref_ttl
         self._lock = _MirrorLock.at(self.git_dir.with_name(f"{name}.git.lock"))
 
     @classmethod
@@ -129,6 +140,37 @@ class Mirror:
                 if specs:
                     self._network("fetch", "--no-tags", "--no-write-fetch-head", "--quiet",
                                   self.clone_url, *specs)
+            self._prune_pull_refs([r for r in wanted if r.startswith("refs/pull/")])
+
+    def _prune_pull_refs(self, fetched: Sequence[str]) -> list[str]:
+        """Delete the ``refs/pull/*`` refs no fetch asked for in `pull_ref_ttl` seconds (closed pull
+        requests keep their objects alive otherwise); the last fetch of each is kept in
+        ``<mirror>/prbot-pull-refs.json``.  A pruned ref of an open pull request is fetched again."""
+        record = self.git_dir / "prbot-pull-refs.json"
+        try:
+            seen = json.loads(record.read_text()) if record.is_file() else {}
+        except ValueError:
+            seen = {}
+        if not isinstance(seen, dict):
+            seen = {}
+        now = time.time()
+        for ref in fetched:
+            seen[ref] = now
+        present = self._local("for-each-ref", "--format=%(refname)", "refs/pull/").split()
+        pruned = []
+        for ref in present:
+            last = seen.setdefault(ref, now)            # first seen now: an older mirror's refs age from here
+            if isinstance(last, int | float) and now - last > self.pull_ref_ttl:
+                self._local("update-ref", "-d", ref)
+                pruned.append(ref)
+        kept = {ref: seen[ref] for ref in present if ref not in pruned}
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, record)
+        if pruned:
+            log.info("pruned %d pull request refs of %s not fetched for %ds", len(pruned), self.full_name,
+                     int(self.pull_ref_ttl))
+        return pruned
 
     def _remote_refs(self, refs: Sequence[str]) -> set[str]:
         out = self._network("ls-remote", "--refs", self.clone_url, *refs)
@@ -268,6 +310,9 @@ class Mirror:
         try:
             return self._execute(command, full_env, input)
         except git.GitCommandError as e:
+            if _ENVIRONMENT.search(_stderr(e)):
+                raise TransientError(f"git {args[0]} in the mirror of {self.full_name}: "
+                                     f"{_last_line(_stderr(e))}", retry_after=60.0) from None
             raise GitError(f"git {args[0]} failed in the mirror of {self.full_name}: "
                                    f"{_last_line(_stderr(e))}") from None
 
@@ -293,6 +338,8 @@ class Mirror:
                                      retry_after=5.0) from None
             if _MISSING_REPO.search(stderr):
                 raise NotFound(f"git {what}: repository not found at {_scrub(self.clone_url, token)}") from None
+            if _ENVIRONMENT.search(stderr):
+                raise TransientError(f"git {what}: {line}", retry_after=60.0) from None
             if _TRANSIENT.search(stderr) or e.status in (-9, -15):
                 raise TransientError(f"git {what}: {line}") from None
             if command == "push":
@@ -300,6 +347,16 @@ class Mirror:
             raise ForgeError(f"git {what}: {line}") from None
 
     def _execute(self, argv: list[str], env: Mapping[str, str], input: bytes | None,
+                 timeout: float | None = None) -> str:
+        try:
+            return self._run_git(argv, env, input, timeout)
+        except OSError as exc:                         # git could not even start, or stdin not be written
+            if exc.errno in _ENVIRONMENT_ERRNOS:
+                raise TransientError(f"git could not run for the mirror of {self.full_name}: "
+                                     f"{exc.strerror or exc}", retry_after=60.0) from None
+            raise
+
+    def _run_git(self, argv: list[str], env: Mapping[str, str], input: bytes | None,
                  timeout: float | None = None) -> str:
         runner = git.Git(str(self.git_dir.parent if not self.git_dir.exists() else self.git_dir))
         if input is None:

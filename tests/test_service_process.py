@@ -157,12 +157,17 @@ def test_procfile_web_and_worker(tmp_path: Path) -> None:
             assert status == 202
         metrics = http("GET", f"{base}/metrics")[1].decode()
         assert 'prbot_webhooks_total{event="push",outcome="queued"} 4.0' in metrics, "added up across processes"
+        assert 'prbot_queue_depth{kind="github_event"} 4.0' in metrics and "prbot_workers_live 0.0" in metrics
+        status, idle = http_json("GET", f"{base}/readyz")
+        assert status == 503 and set(idle["failed"]) == {"workers"}, "queued work and nobody to run it"
         worker_argv = shlex.split(procs["worker"])
         assert worker_argv == ["prbot", "worker"]
         wlog = tmp_path / "worker.log"
         with running([PRBOT, *worker_argv[1:]], env, wlog) as worker:
             wait_for(lambda: sum(r["msg"] == "job done" and r.get("kind") == "github_event"
                                  for r in json_lines(wlog)) >= 4, 60, "the worker to run the four queued jobs")
+            assert http_json("GET", f"{base}/readyz")[0] == 200
+            assert "prbot_workers_live 1.0" in http("GET", f"{base}/metrics")[1].decode()
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(40) == 0
         web.send_signal(signal.SIGTERM)
@@ -257,3 +262,27 @@ def test_app_manifest_matches_the_spec() -> None:
         "contents": "write", "pull_requests": "write", "issues": "write", "checks": "write", "deployments": "write",
         "metadata": "read", "packages": "read", "actions": "read", "members": "read"}
     assert manifest["hook_attributes"]["url"].endswith("/webhooks/github")
+
+
+def test_a_worker_start_sweeps_the_temp_dirs_of_dead_workers_only(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**service_env(tmp_path, free_port()), "MARKS": str(marks), "PYTHONPATH": str(PROJECT)}
+    root = tmp_path / "data" / "tmp"
+    script = str(PROJECT / "tests" / "service_worker_main.py")
+
+    def scratch_of(proc: subprocess.Popen[bytes]) -> Path:
+        return wait_for(lambda: next(iter(root.glob(f"w-{proc.pid}-*")), None), 60, f"the temp dir of {proc.pid}")
+
+    with running([sys.executable, script], env, tmp_path / "a.log") as killed, \
+            running([sys.executable, script], env, tmp_path / "b.log") as live:
+        dead_dir, live_dir = scratch_of(killed), scratch_of(live)
+        (dead_dir / "prbot-partial-x1y2" / "tree").mkdir(parents=True)        # a render cut short
+        (dead_dir / "prbot-partial-x1y2" / "tree" / "values.yaml").write_text("a: 1\n")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        assert dead_dir.exists(), "nothing removes it while no worker starts"
+        with running([sys.executable, script], env, tmp_path / "c.log") as started:
+            own = scratch_of(started)
+            assert not dead_dir.exists(), "the killed worker's temp dir is swept"
+            assert live_dir.is_dir() and own.is_dir(), "a live worker's temp dir is left alone"

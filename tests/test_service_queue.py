@@ -502,3 +502,54 @@ def test_a_journaled_job_no_thread_runs_is_run_again(settings: Settings, start_w
     wait_for(lambda: rec.count("ran") == 1, 30, "the orphaned job to run")
     assert rec.values("ran") == [{"n": 1}]
     assert jobs_metric(kind, "recovered") == 1
+
+
+def test_a_plan_queued_behind_many_routing_jobs_runs_first(settings: Settings,
+                                                           start_worker: Callable[..., Worker]) -> None:
+    rec = Recorder()
+    registry = Registry()
+    for kind in ("registry_push", "index_repo", "github_event", "plan"):
+        registry.register(kind, lambda rt, job: rec.add("ran", job.kind))
+    queue = Queue(settings)
+    for n in range(40):                                   # a flood of routing work, queued first
+        queue.enqueue(Job("registry_push" if n % 2 else "index_repo", {"n": n}))
+    queue.enqueue(Job("github_event", {"n": 0}))
+    queue.enqueue(Job("plan", {"number": 7}, repo="acme/gitops"))
+    start_worker(registry)
+    wait_for(lambda: rec.count("ran") == 42, 60, "every job to run")
+    order = rec.values("ran")
+    assert order[:2] == ["plan", "github_event"], order[:5]
+    assert order[2:] == ["index_repo", "registry_push"] * 20, "routing jobs keep their order among themselves"
+
+
+def test_a_fifo_queue_left_by_an_earlier_version_is_adopted(tmp_path: Path, redis_url: str) -> None:
+    """Upgrading over a Redis list queue (the FIFO of earlier versions) loses none of its jobs."""
+    import redis
+    from huey import RedisHuey  # type: ignore[import-untyped]
+
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = Settings(queue_url=redis_url, data_dir=tmp_path / "data", **FAST)  # type: ignore[arg-type]
+    def job(message: dict[str, Any]) -> None: ...
+
+    job.__module__ = "prbot.service.queue"                 # the task name the queue registers
+    old = RedisHuey("prbot", url=redis_url, results=False, utc=True)
+    task = old.task(name="prbot.job")(job)
+    for n in range(3):
+        task({"id": f"old-{n}", "kind": "plan", "payload": {"n": n}, "repo": None, "supersede": None,
+              "delivery": None, "pr": None, "seq": 0, "attempt": 1, "waits": 0, "enqueued_at": time.time()})
+    queue = Queue(settings)
+    assert [t.args[0]["id"] for t in queue.huey.pending()] == ["old-0", "old-1", "old-2"]
+
+
+def test_finished_routing_jobs_are_forgotten_sooner_than_work(settings: Settings,
+                                                              start_worker: Callable[..., Worker]) -> None:
+    rec = Recorder()
+    registry = Registry()
+    for kind in ("registry_push", "plan"):
+        registry.register(kind, lambda rt, job: rec.add("ran", job.kind))
+    worker = start_worker(registry, routing_ttl=0.5)
+    queue = Queue(settings)
+    push, plan = queue.enqueue(Job("registry_push", {})), queue.enqueue(Job("plan", {"number": 7}))
+    wait_for(lambda: rec.count("ran") == 2, 30, "both jobs to run")
+    wait_for(lambda: worker.store.get(f"done:{push}") is None, 10, "the routing job's record to expire")
+    assert worker.store.get(f"done:{plan}") == "success", "a work job's record is kept for the journal's time"

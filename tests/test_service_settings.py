@@ -85,6 +85,13 @@ def test_bad_acr_hosts_are_refused(text: str) -> None:
     assert any(p.startswith("PRBOT_ACR_HOSTS") for p in Settings.from_env({"PRBOT_ACR_HOSTS": text}).problems)
 
 
+def test_disk_floor_and_registry_rate_limit_from_the_environment() -> None:
+    tuned = Settings.from_env({"PRBOT_DISK_FLOOR_MB": "2048", "PRBOT_REGISTRY_RATE_LIMIT": "30"})
+    assert (tuned.disk_floor_mb, tuned.registry_rate_limit) == (2048.0, 30)
+    bad = Settings.from_env({"PRBOT_DISK_FLOOR_MB": "lots", "PRBOT_REGISTRY_RATE_LIMIT": "1.5"})
+    assert [p.split(" ", 1)[0] for p in bad.problems] == ["PRBOT_DISK_FLOOR_MB", "PRBOT_REGISTRY_RATE_LIMIT"]
+
+
 def test_acr_hosts_as_json() -> None:
     assert parse_acr_hosts('{"cn-shanghai": "registry.example.com:5000"}') == {
         "cn-shanghai": "registry.example.com:5000"}

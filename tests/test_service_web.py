@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ from service_support import (
     wait_for,
 )
 
-from prbot.errors import SettingsError
+from prbot.errors import PrbotError, SettingsError
+from prbot.repoindex import RepoIndex
 from prbot.service import create_app
 from prbot.service.jobs import Job, Registry, Runtime
 from prbot.service.queue import Queue
@@ -205,7 +207,7 @@ def test_huge_body_is_refused(tmp_path: Path) -> None:
 def test_queue_down_refuses_the_delivery_so_a_redelivery_works(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     client = create_app(settings, configure_logging=False).test_client()
-    assert client.get("/readyz").status_code == 200
+    assert set(js(client.get("/readyz"))["failed"]) == {"workers"}          # the queue itself is fine
     db = settings.sqlite_path
     queue = Queue(settings)
     queue.huey.storage.sql("DROP TABLE task", commit=True)        # the queue's table is gone
@@ -215,6 +217,24 @@ def test_queue_down_refuses_the_delivery_so_a_redelivery_works(tmp_path: Path) -
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "queue" in js(ready)["failed"]
     assert db.exists()
+
+
+def test_readyz_fails_without_a_live_worker_or_below_the_disk_floor(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, lease_seconds=2.0)
+    client = create_app(settings, configure_logging=False).test_client()
+    idle = client.get("/readyz")
+    assert idle.status_code == 503 and "no worker has sent a heartbeat in the last 2s" in js(idle)["failed"]["workers"]
+    worker = Worker(settings, Registry())
+    worker.start()
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, js(ready)
+        full = create_app(settings, configure_logging=False, disk_floor_mb=1e12).test_client().get("/readyz")
+        assert full.status_code == 503 and set(js(full)["failed"]) == {"disk"}
+        assert "below the floor of 1e+12 MiB" in js(full)["failed"]["disk"]
+    finally:
+        worker.stop()
+    assert client.get("/readyz").status_code == 503, "a stopped worker is not counted"
 
 
 def test_readyz_names_an_unreachable_redis(tmp_path: Path) -> None:
@@ -323,7 +343,7 @@ def test_registry_endpoints_are_off_without_a_token(tmp_path: Path) -> None:
 
 # -- health, metrics and the whole path to a handler ------------------------------------------------------
 
-def test_health_and_metrics(client: FlaskClient) -> None:
+def test_health_and_metrics(client: FlaskClient, worker: tuple[Worker, list[Job]]) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and js(ready)["queue"] == "sqlite"
@@ -383,3 +403,101 @@ def test_layers_keep_to_their_side() -> None:
     code = "import sys, prbot.service.webhooks; print('prbot.service.app' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def metric_value(text: str, sample: str, default: float | None = None) -> float:
+    """The value of one sample line (``name{labels}``) of an exposition (`default`, or fail, when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    if default is not None:
+        return default
+    raise AssertionError(f"no sample {sample} in /metrics")
+
+
+def test_metrics_show_queue_depth_oldest_job_workers_dead_letters_and_failures(client: FlaskClient,
+                                                                               settings: Settings) -> None:
+    queue = Queue(settings)
+    for n in range(3):
+        queue.enqueue(Job("registry_push", {"n": n}, enqueued_at=None))
+    queue.enqueue(Job("plan", {"number": 7}, repo="acme/gitops"))
+    queue.store.put("dead:0123", json.dumps({"kind": "bump"}))                  # one job in the dead-letter set
+    text = client.get("/metrics").get_data(as_text=True)
+    assert metric_value(text, 'prbot_queue_depth{kind="registry_push"}') == 3
+    assert metric_value(text, 'prbot_queue_depth{kind="plan"}') == 1
+    assert metric_value(text, "prbot_queue_oldest_seconds") > 0
+    assert metric_value(text, "prbot_workers_live") == 0
+    assert metric_value(text, "prbot_dead_letter_jobs") == 1
+    assert metric_value(text, "prbot_store_up") == 1
+    failed = 'prbot_jobs_failed_total{kind="plan",reason="permanent"}'
+    before = PROM.get_sample_value("prbot_jobs_failed_total", {"kind": "plan", "reason": "permanent"}) or 0.0
+    registry = Registry()
+
+    @registry.register("plan")
+    def refuse(rt: Runtime, job: Job) -> None:
+        raise PrbotError("no .prbot.yml on the default branch")
+
+    registry.register("registry_push", lambda rt, job: None)
+    w = Worker(settings, registry)
+    w.start()
+    try:
+        wait_for(lambda: metric_value(client.get("/metrics").get_data(as_text=True), failed, 0.0) == before + 1,
+                 30,
+                 "the refused plan to be counted")
+        text = client.get("/metrics").get_data(as_text=True)
+        assert metric_value(text, "prbot_workers_live") == 1
+        wait_for(lambda: 'prbot_queue_depth{kind="registry_push"}' not in client.get("/metrics").get_data(
+            as_text=True), 30, "the queue to drain")
+    finally:
+        w.stop()
+
+
+GITOPS_CONFIG = """\
+version: 1
+environments:
+  - name: dev
+    cluster: dev
+apps:
+  - path: "apps/{app}/envs/{env}"
+images:
+  - repository: ghcr.io/acme/shop
+    tags: '^[0-9]+\\.[0-9]+\\.[0-9]+$'
+"""
+
+
+def test_registry_calls_that_route_nowhere_queue_nothing_and_a_flood_is_rate_limited(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, registry_rate_limit=1002, registry_rate_window=3600.0)
+    client = create_app(settings, configure_logging=False).test_client()
+    queue = Queue(settings)
+    RepoIndex(queue.store).update("acme/gitops", 7, default_branch="main", clone_url="https://x/acme/gitops.git",
+                                  config_text=GITOPS_CONFIG)
+    url = f"/webhooks/registry/generic?token={REGISTRY_TOKEN}"
+    routed = client.post(url, json={"image": "ghcr.io/acme/shop:1.2.3"})
+    assert routed.status_code == 202 and js(routed)["routes"][0]["repo"] == "acme/gitops"
+    refused = client.post(url, json={"image": "ghcr.io/acme/shop:latest"})
+    assert refused.status_code == 200 and js(refused)["status"] == "unrouted"
+    assert "refuses this tag" in js(refused)["reason"]
+    for n in range(1000):                                   # an outsider with the token, images nobody uses
+        resp = client.post(url, json={"image": f"ghcr.io/outsider/img{n % 7}:{n}"})
+        assert resp.status_code == 200 and js(resp)["reason"] == "no repository uses this image", js(resp)
+    assert [m["payload"]["images"][0]["image"] for m in queued_messages(settings)] == ["ghcr.io/acme/shop:1.2.3"]
+    rows = sqlite3.connect(settings.sqlite_path).execute("SELECT count(*) FROM prbot_kv").fetchone()[0]
+    assert rows <= 3, "the index entry and one rate counter, nothing per call"
+    limited = client.post(url, json={"image": "ghcr.io/acme/shop:1.2.4"})    # real work too: the limit is the token's
+    assert limited.status_code == 429 and "retry after" in js(limited)["error"]
+    assert 1 <= int(limited.headers["Retry-After"]) <= 3600
+    assert len(queued_messages(settings)) == 1
+
+
+def test_wrong_tokens_spend_nothing_of_the_real_tokens_budget_and_the_store_never_holds_it(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, registry_rate_limit=2)
+    client = create_app(settings, configure_logging=False).test_client()
+    for n in range(20):                                      # someone guessing tokens
+        assert client.post(f"/webhooks/registry/generic?token=guess{n}", json={"image": "a/b:1"}).status_code == 401
+    for _ in range(2):
+        assert client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}",
+                           json={"image": "ghcr.io/acme/shop:1.0.0"}).status_code == 202
+    over = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}", json={"image": "ghcr.io/acme/shop:1"})
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
+    keys = [key for key, _ in Queue(settings).store.items("")]
+    assert keys and not any(REGISTRY_TOKEN in key for key in keys)

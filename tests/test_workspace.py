@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import stat
@@ -288,3 +289,65 @@ def test_concurrent_jobs_on_one_mirror(fake: FakeGitHub, forge: GitHubForge, tmp
         t.join()
     assert not errors
     assert {i: fake.branch_sha(REPO, f"prbot/job/{i}") for i in range(5)} == shas
+
+
+def full_disk_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, message: str, commands: str) -> Path:
+    """A `git` first on PATH that fails like a full disk for `commands` while the returned flag file
+    exists, and runs the real git otherwise (the disk freed)."""
+    import shutil
+
+    real = shutil.which("git")
+    flag = tmp_path / "disk-full"
+    flag.write_text("")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "git"
+    wrapper.write_text(f"""#!/bin/sh
+for a in "$@"; do case "$a" in {commands}) if [ -e '{flag}' ]; then
+  echo "error: unable to write file objects/ab/cdef: {message}" >&2; echo "fatal: {message}" >&2; exit 128; fi;;
+esac; done
+exec '{real}' "$@"
+""")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return flag
+
+
+def test_a_full_disk_during_a_fetch_is_transient_and_passes_once_space_is_back(
+        fake: FakeGitHub, mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flag = full_disk_git(tmp_path, monkeypatch, "No space left on device", "fetch")
+    with pytest.raises(TransientError, match="No space left on device"):
+        mirror.fetch("main")
+    flag.unlink()
+    mirror.fetch("main")
+    assert mirror.resolve("main") == fake.branch_sha(REPO, "main")
+
+
+def test_a_quota_hit_while_writing_a_commit_is_transient_not_a_git_error(
+        fake: FakeGitHub, mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror.fetch("main")
+    parent = mirror.resolve("main")
+    assert parent is not None
+    flag = full_disk_git(tmp_path, monkeypatch, "Disk quota exceeded", "hash-object|mktree|commit-tree")
+    with pytest.raises(TransientError, match="Disk quota exceeded"):
+        mirror.commit(parent=parent, files={"README.md": b"bye\n"}, message="m")
+    flag.unlink()
+    sha = mirror.commit(parent=parent, files={"README.md": b"bye\n"}, message="m")
+    assert mirror.read_file(sha, "README.md") == b"bye\n"
+
+
+def test_pull_request_refs_no_job_fetched_for_long_are_pruned(fake: FakeGitHub, forge: GitHubForge,
+                                                              tmp_path: Path) -> None:
+    mirror = Mirror.for_forge(tmp_path / "data", forge, pull_ref_ttl=3600)
+    head = fake.commit(REPO, "feature", {"README.md": "feature\n"})
+    number = fake.open_pull(REPO, head="feature")
+    mirror.fetch("main", f"refs/pull/{number}/head")
+    assert mirror.resolve(f"refs/pull/{number}/head") == head
+    record = mirror.git_dir / "prbot-pull-refs.json"
+    ages = json.loads(record.read_text())
+    assert set(ages) == {f"refs/pull/{number}/head"}
+    record.write_text(json.dumps({ref: t - 7200 for ref, t in ages.items()}))    # last fetched two hours ago
+    mirror.fetch("main")
+    assert mirror.resolve(f"refs/pull/{number}/head") is None, "a ref nobody fetched for the TTL is gone"
+    mirror.fetch(f"refs/pull/{number}/head")
+    assert mirror.resolve(f"refs/pull/{number}/head") == head, "fetched again when a job needs it"

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import prbot.service.health as health
 import prbot.service.metrics as metrics
 from prbot.service.context import Service, install, service
 from prbot.service.logs import add_secret, setup_logging
@@ -50,12 +51,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None, 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         svc = service()
-        failed = {}
-        for name, check in (("store", svc.store.ping), ("queue", svc.queue.huey.pending_count)):
-            try:
-                check()
-            except Exception as exc:  # noqa: BLE001 - readiness reports what is down, it never raises
-                failed[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        failed = health.readiness(svc.settings, svc.store, svc.queue)
         if failed:
             log.warning("not ready", extra={"failed": failed})
             return jsonify(status="unavailable", failed=failed), 503
@@ -64,7 +60,8 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None, 
     @app.get("/metrics")
     def metrics_view() -> Response:
         body, content_type = metrics.exposition()
-        return Response(body, content_type=content_type)
+        svc = service()
+        return Response(body + health.exposition(svc.store, svc.queue), content_type=content_type)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:

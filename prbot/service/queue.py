@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey  # type: ignore[import-untyped]
+from huey import PriorityRedisHuey, SqliteHuey  # type: ignore[import-untyped]
 from huey.api import Huey  # type: ignore[import-untyped]
 
 from prbot.service.jobs import Job
@@ -23,6 +23,17 @@ from prbot.service.store import KeyValueStore, RedisStore, SqliteStore
 TASK_NAME = "prbot.job"
 HUEY_NAME = "prbot"
 Message = dict[str, Any]
+
+WORK, EVENTS, ROUTING = 20, 10, 0
+PRIORITIES = {"plan": WORK, "command": WORK, "deploy": WORK, "deploy_poll": WORK, "preview": WORK, "bump": WORK,
+              "github_event": EVENTS}
+"""Queue priority by job kind (higher runs first; equal ones in order): the work a person waits
+for (plans, commands, deploys) before GitHub's events, and both before routing jobs (registry
+pushes, index refreshes), which anyone holding a registry token can cause."""
+
+
+def priority_of(kind: str) -> int:
+    return PRIORITIES.get(kind, ROUTING)
 
 
 def supersede_key(key: str) -> str:
@@ -38,8 +49,9 @@ class Queue:
         self.store: KeyValueStore
         if settings.queue_backend == "redis":
             url = settings.effective_queue_url
-            self.huey = RedisHuey(HUEY_NAME, url=url, results=False, blocking=True, read_timeout=1, utc=True)
+            self.huey = PriorityRedisHuey(HUEY_NAME, url=url, results=False, blocking=True, read_timeout=1, utc=True)
             self.store = RedisStore(url, namespace=HUEY_NAME)
+            _adopt_fifo(self.huey)
         else:
             path = settings.sqlite_path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,10 +97,11 @@ class Queue:
 
     def send(self, message: Message, delay: float = 0) -> None:
         """Put a message (new, retried or waiting) on the queue."""
+        priority = priority_of(str(message.get("kind")))
         if delay > 0:
-            self._task.schedule(args=(message,), delay=delay)
+            self._task.schedule(args=(message,), delay=delay, priority=priority)
         else:
-            self._task(message)
+            self._task(message, priority=priority)
 
     def ping(self) -> None:
         """Raise when the queue's storage cannot be reached."""
@@ -104,3 +117,25 @@ class Queue:
             self.huey.storage.close()
         except AttributeError:
             pass
+
+
+def _adopt_fifo(huey: Huey) -> None:
+    """Move the messages a FIFO (list) queue of an earlier prbot left in Redis into the priority
+    queue (a sorted set under the same key), oldest first, so an upgrade loses none.  The list is
+    renamed aside first (atomic: of several processes starting at once, one adopts it; one killed
+    midway leaves the aside list, adopted at the next start)."""
+    storage = huey.storage
+    aside = storage.queue_key + ":adopting"
+    try:
+        if storage.conn.type(storage.queue_key) in (b"list", "list"):
+            storage.conn.rename(storage.queue_key, aside)
+        if storage.conn.type(aside) not in (b"list", "list"):
+            return
+    except Exception:  # noqa: BLE001 - Redis unreachable, or another process renamed it first
+        return
+    while (data := storage.conn.rpop(aside)) is not None:     # LPUSH-ed: the oldest is at the right
+        try:
+            priority = huey.serializer.deserialize(data).priority
+        except Exception:  # noqa: BLE001 - unreadable here: the consumer reports it when it comes up
+            priority = None
+        storage.enqueue(data, priority)

@@ -84,6 +84,10 @@ class Settings:
     poll_max_delay: float = 1.0                  # longest idle pause of a SQLite queue worker
     deploy_timeout: float = 15 * 60.0            # PRBOT_DEPLOY_TIMEOUT: seconds an environment may take to be healthy
     deploy_poll: float | None = None             # PRBOT_DEPLOY_POLL: seconds between health polls (None: 5 s → 30 s)
+    disk_floor_mb: float = 1024.0                # PRBOT_DISK_FLOOR_MB: /readyz fails below this free space
+    registry_rate_limit: int = 120               # PRBOT_REGISTRY_RATE_LIMIT: registry calls per token per window
+    registry_rate_window: float = 60.0           # the window of that limit (seconds)
+    routing_ttl: float = 3600.0                  # how long a finished routing job's id is remembered
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,6 +127,7 @@ class Settings:
                     raise ValueError
             except ValueError:
                 problems.append(f"{name} (expected a number of seconds, got {raw[:40]!r})")
+        deploy.update(_numbers(get, problems))
         values: dict[str, Any] = {
             "github_app_id": get("GITHUB_APP_ID"),
             "github_private_key": private_key,
@@ -199,6 +204,23 @@ class Settings:
         if (pw := _url_password(self.queue_url)) is not None:
             out.append(pw)
         return out
+
+
+def _numbers(get: Any, problems: list[str]) -> dict[str, Any]:
+    """The numeric service limits set in the environment (a bad value is a problem, not a crash)."""
+    out: dict[str, Any] = {}
+    for name, field_name, kind in (("PRBOT_DISK_FLOOR_MB", "disk_floor_mb", float),
+                                   ("PRBOT_REGISTRY_RATE_LIMIT", "registry_rate_limit", int)):
+        raw = get(name)
+        if raw is None:
+            continue
+        try:
+            out[field_name] = kind(raw)
+            if out[field_name] < 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{name} (expected a non-negative {kind.__name__}, got {raw[:40]!r})")
+    return out
 
 
 def signing_key_ok(pem: str) -> bool:

@@ -179,6 +179,13 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
     if not hmac.compare_digest(token.reveal().encode(), given.encode("utf-8", "replace")):
         log.warning("registry webhook with a wrong token refused", extra={"provider": provider})
         return _answer(event, "unauthorized", 401, error="wrong token")
+    wait = _rate_limited(svc.store, given, svc.settings.registry_rate_limit, svc.settings.registry_rate_window)
+    if wait:
+        resp, code = _answer(event, "rate_limited", 429,
+                             error=f"more than {svc.settings.registry_rate_limit} calls with this token in "
+                                   f"{svc.settings.registry_rate_window:g}s; retry after {wait}s")
+        resp.headers["Retry-After"] = str(wait)
+        return resp, code
     narrow = request.args.get("repo") or None
     if narrow is not None and not _REPO.fullmatch(narrow):
         return _answer(event, "bad_request", 400, error="repo: expected owner/name")
@@ -191,13 +198,18 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
         log.info("registry payload refused: %s", exc, extra={"provider": provider})
         return _answer(event, "bad_request", 400, error=str(exc))
     images = [r.as_dict() for r in report.records]
-    routes = _routes(svc.store, images, narrow)
+    routes, indexed = _routes(svc.store, images, narrow)
     delivery = f"registry-{uuid.uuid4().hex[:12]}"
     with log_context(delivery=delivery, provider=provider, repo=narrow):
         if not images:
             reason = report.ignored or "no tagged image in the payload"
             log.info("registry call ignored: %s", reason)
             return _answer(event, "ignored", 200, status="ignored", provider=provider, reason=reason, images=[])
+        if indexed and not any(route["accepted"] for route in routes):
+            log.info("registry call routes nowhere, not queued", extra={"images": [i["image"] for i in images]})
+            return _answer(event, "unrouted", 200, status="unrouted", provider=provider, images=images, repo=narrow,
+                           reason="no repository uses this image" if not routes else
+                           "every repository using this image refuses this tag", routes=routes)
         job = Job(kind="registry_push", payload={"provider": provider, "images": images, "repo": narrow},
                   delivery=delivery)
         try:
@@ -210,19 +222,42 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
                        job=job_id, routes=routes)
 
 
-def _routes(store: Any, images: list[dict[str, Any]], narrow: str | None) -> list[dict[str, Any]]:
+def _routes(store: Any, images: list[dict[str, Any]], narrow: str | None) -> tuple[list[dict[str, Any]], bool]:
     """What the index of installed repositories says each image does there (a tag an
-    `images[]` rule refuses is reported).  Read from the store only: no GitHub call on this path.
-    Empty before the first index; the worker routes again with a fresh index anyway."""
+    `images[]` rule refuses is reported), and whether the index could say (False before the first
+    index, which the worker builds, or when the store cannot be read: the push is queued then).
+    Read from the store only: no GitHub call on this path."""
     from prbot.images import parse_image
     from prbot.repoindex import RepoIndex
 
     out: list[dict[str, Any]] = []
     try:
         index = RepoIndex(store)
+        if index.empty():
+            return [], False
         for item in images:
             ref = parse_image(str(item["image"]))
             out += [{"image": item["image"], **route.describe()} for route in index.routes(ref, narrow)]
-    except Exception:  # noqa: BLE001 - the answer is informative only; the push is queued regardless
+    except Exception:  # noqa: BLE001 - the worker routes with the index it reads; queue the push
         log.exception("could not read the repository index for the answer")
-    return out
+        return [], False
+    return out, True
+
+
+def _rate_limited(store: Any, token: str, limit: int, window: float) -> int:
+    """Count one call of `token` in the current fixed window; 0 when within `limit`, else the
+    seconds until the window ends (for Retry-After).  One store key per token and window, expiring
+    with it; a store that cannot count lets the call through (the enqueue reports an outage)."""
+    if limit <= 0 or window <= 0:
+        return 0
+    now = time.time()
+    start = math.floor(now / window) * window
+    digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:16]
+    key = f"rate:registry:{digest}:{int(start)}"
+    try:
+        store.put_if_absent(key, "0", ttl=window * 2)
+        count = store.incr(key)
+    except Exception:  # noqa: BLE001
+        log.exception("could not count the registry call against its rate limit")
+        return 0
+    return 0 if count <= limit else max(1, math.ceil(start + window - now))

@@ -32,10 +32,11 @@ from typing import Any
 from huey.consumer import Consumer  # type: ignore[import-untyped]
 
 import prbot.service.metrics as metrics
+import prbot.service.scratch as scratch
 from prbot.errors import PrbotError, TransientError
 from prbot.service.jobs import REGISTRY, Job, Registry, Runtime
 from prbot.service.logs import log_context
-from prbot.service.queue import Message, Queue, supersede_key
+from prbot.service.queue import ROUTING, Message, Queue, priority_of, supersede_key
 from prbot.service.settings import Settings
 
 log = logging.getLogger("prbot.worker")
@@ -81,6 +82,7 @@ class Worker:
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        self._scratch: scratch.Scratch | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class Worker:
                 "check_worker_health": True, "health_check_interval": 10, "graceful_signal": "TERM"}
 
     def _begin(self) -> None:
+        self._claim_scratch()
         self.beat()
         self.recover()
         self._stop.clear()
@@ -132,7 +135,18 @@ class Worker:
             self.store.delete(self._worker_key(self.id))
         except Exception:  # noqa: BLE001 - shutting down with the store gone: its lease lapses anyway
             log.warning("could not remove the worker heartbeat", exc_info=True)
+        if self._scratch is not None:
+            self._scratch.release()
+            self._scratch = None
         log.info("worker stopped", extra={"worker_id": self.id})
+
+    def _claim_scratch(self) -> None:
+        """Sweep the temporary directories of dead workers and take this process's own."""
+        if self._scratch is None:
+            try:
+                self._scratch = scratch.claim(self.settings.data_dir / "tmp")
+            except OSError:
+                log.exception("could not claim a temporary directory; the system default is used")
 
     def _maintain(self) -> None:
         beats = 0
@@ -193,6 +207,7 @@ class Worker:
                 if attempt >= self.settings.max_attempts:
                     log.error("job failed: its worker died on each of %d attempts", attempt,
                               extra={"dead_worker": worker_id})
+                    metrics.job_failed(kind, "worker_died")
                     self._finish(message, "failed")
                     continue
                 log.warning("re-running a job whose worker died or lost it", extra={"dead_worker": worker_id})
@@ -280,6 +295,7 @@ class Worker:
         handler = self.registry.get(kind)
         if handler is None:
             log.error("no handler is registered for job kind %r", kind)
+            metrics.job_failed(kind, "unhandled")
             return "unhandled", True
         enqueued = message.get("enqueued_at")
         job = Job(kind=kind, payload=message["payload"], repo=message.get("repo"),
@@ -294,6 +310,7 @@ class Worker:
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None
             if attempt >= self.settings.max_attempts:
                 log.error("job failed after %d attempts: %s", attempt, _one_line(exc))
+                metrics.job_failed(kind, "retries_spent")
                 return "failed", True
             delay = self._backoff(attempt, retry_after)
             log.warning("transient error, retrying in %.1fs (attempt %d of %d): %s", delay, attempt,
@@ -302,9 +319,11 @@ class Worker:
             return "retried", False
         except PrbotError as exc:
             log.warning("job failed: %s", exc)
+            metrics.job_failed(kind, "permanent")
             return "failed", True
         except Exception:  # noqa: BLE001 - a bug: the traceback goes to the log, never to users
             log.exception("job raised an unexpected error")
+            metrics.job_failed(kind, "bug")
             return "error", True
         finally:
             metrics.JOB_DURATION.labels(kind=kind).observe(time.monotonic() - start)
@@ -313,13 +332,19 @@ class Worker:
 
     def _finish(self, message: Message, outcome: str) -> None:
         kind = str(message["kind"])
-        self.store.put(f"done:{message['id']}", outcome, ttl=self.settings.journal_ttl)
+        self.store.put(f"done:{message['id']}", outcome, ttl=self._done_ttl(kind))
         if outcome == "superseded":
             log.info("job superseded by a newer one, dropped")
         metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
         enqueued = message.get("enqueued_at")
         if isinstance(enqueued, int | float):
             metrics.JOB_LATENCY.labels(kind=kind).observe(max(0.0, time.time() - enqueued))
+
+    def _done_ttl(self, kind: str) -> float:
+        """How long a finished job's id is kept: routing jobs (which anyone with a registry token can
+        cause by the thousand) only long enough to stop a re-enqueued copy, work jobs for the journal's time."""
+        return self.settings.journal_ttl if priority_of(kind) > ROUTING else min(self.settings.routing_ttl,
+                                                                                  self.settings.journal_ttl)
 
     def _superseded(self, message: Message) -> bool:
         key = message.get("supersede")
