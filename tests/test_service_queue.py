@@ -243,7 +243,7 @@ def test_transient_errors_stop_after_max_attempts(settings: Settings, start_work
     start_worker(registry, max_attempts=3)
     caplog.set_level(logging.INFO, logger="prbot.worker")
     Queue(settings).enqueue(Job(kind, {}))
-    wait_for(lambda: jobs_metric(kind, "failed") == 1, 60, "the job to be recorded as failed")
+    wait_for(lambda: jobs_metric(kind, "dead_letter") == 1, 60, "the job to go to the dead-letter set")
     assert rec.count("attempt") == 3
     assert any("failed after 3 attempts: GitHub answered 502" in r.getMessage() for r in caplog.records)
 
