@@ -115,8 +115,11 @@ class Worker:
 
     def _begin(self) -> None:
         self._store_ok_since = None
-        self.beat()
-        self.recover()
+        try:
+            self.beat()
+            self.recover()
+        except store_errors() as exc:              # the heartbeat thread keeps trying: no crash loop
+            log.warning("the store cannot be reached at start; waiting for it: %s", _one_line(exc))
         self._stop.clear()
         self._maintenance = threading.Thread(target=self._maintain, name="prbot-maintenance", daemon=True)
         self._maintenance.start()
