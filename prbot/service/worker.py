@@ -408,11 +408,12 @@ class Worker:
             log.warning("transient error, retrying in %.1fs (attempt %d of %d): %s", delay, attempt,
                         self.settings.max_attempts, _one_line(exc))
             retry = {**message, "attempt": attempt + 1, "waits": 0}
-            self.queue.send(retry, delay)
-            # the retry stays journaled until it runs: a scheduled task lost in a store outage is
-            # sent again by `recover()` once it is overdue
+            # the retry stays journaled until it runs (journaled first: the retry overwrites the entry
+            # when it starts): a scheduled task lost in a store outage is sent again by `recover()`
+            # once it is overdue
             self.store.put(f"run:{message['id']}", json.dumps({"worker": self.id, "due": time.time() + delay,
                                                                "message": retry}))
+            self.queue.send(retry, delay)
             return "retried", False
         except PrbotError as exc:
             log.warning("job failed: %s", exc)
