@@ -78,6 +78,19 @@ def test_require_names_every_missing_setting() -> None:
     assert problem.startswith("GITHUB_PRIVATE_KEY (not a PEM private key") and "\nk" not in problem
 
 
+def test_timing_tunables_from_the_environment(tmp_path: Path) -> None:
+    env = {**full_env(tmp_path), "PRBOT_LEASE_SECONDS": "4", "PRBOT_HEARTBEAT_SECONDS": "0.5",
+           "PRBOT_MAX_ATTEMPTS": "3", "PRBOT_STORE_TIMEOUT": "0.25", "PRBOT_DEAD_LETTER_RETRY": "20"}
+    s = Settings.from_env(env)
+    assert (s.lease_seconds, s.heartbeat_seconds, s.max_attempts, s.store_timeout, s.dead_letter_retry) == (
+        4.0, 0.5, 3, 0.25, 20.0)
+    bad = Settings.from_env({**env, "PRBOT_LEASE_SECONDS": "-1", "PRBOT_MAX_ATTEMPTS": "many"})
+    with pytest.raises(SettingsError) as err:
+        bad.require("worker")
+    assert "PRBOT_LEASE_SECONDS" in str(err.value) and "PRBOT_MAX_ATTEMPTS" in str(err.value)
+    assert bad.lease_seconds == 30.0, "a refused value keeps the default"
+
+
 @pytest.mark.parametrize("text", ["cn-hangzhou", "a=b c d", "{\"x\": 1}", "{bad", "a=evil.com/x", "a b=c"])
 def test_bad_acr_hosts_are_refused(text: str) -> None:
     with pytest.raises(ValueError):

@@ -5,7 +5,9 @@
   image: answered, not queued), rate_limited, unauthorized, bad_request, too_large, unavailable.
 - ``prbot_jobs_total{kind, outcome}``: success, retried, failed (permanent error or retries spent),
   error (a bug: an unexpected exception), superseded, duplicate, waiting (repo busy, re-checked later),
-  recovered (re-enqueued after its worker died), unhandled (no handler for the kind).
+  recovered (re-enqueued after its worker died), unhandled (no handler for the kind), dead_letter
+  (transient failures past `max_attempts`: kept in the dead-letter set), revived (a dead letter
+  queued again).
 - ``prbot_jobs_failed_total{kind, reason}``: jobs ended without success, by why: permanent (a
   refusal such as a bad configuration), retries_spent (transient errors past the attempts),
   worker_died (its worker died on each attempt), bug (an unexpected exception), unhandled.
@@ -42,6 +44,8 @@ JOB_DURATION = Histogram("prbot_job_duration_seconds", "Handler run time of a jo
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 JOB_LATENCY = Histogram("prbot_job_latency_seconds", "Time from enqueue to the end of a job", ["kind"],
                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+DEAD_LETTERS = Gauge("prbot_dead_letters", "Jobs in the dead-letter set, waiting for their dependency",
+                     multiprocess_mode="mostrecent")
 GITHUB_REQUESTS = Counter("prbot_github_requests", "GitHub API responses, by method and status",
                           ["method", "status"])
 GITHUB_RATE_LIMIT = Gauge("prbot_github_rate_limit_remaining", "x-ratelimit-remaining of the latest GitHub response",

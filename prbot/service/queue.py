@@ -49,8 +49,14 @@ class Queue:
         self.store: KeyValueStore
         if settings.queue_backend == "redis":
             url = settings.effective_queue_url
-            self.huey = PriorityRedisHuey(HUEY_NAME, url=url, results=False, blocking=True, read_timeout=1, utc=True)
-            self.store = RedisStore(url, namespace=HUEY_NAME)
+            # a blocking read waits up to 1 s for a task: the socket may take that long and more
+            import redis
+
+            pool = redis.ConnectionPool.from_url(url, socket_timeout=settings.store_timeout + 1,
+                                                 socket_connect_timeout=settings.store_timeout)
+            self.huey = PriorityRedisHuey(HUEY_NAME, connection_pool=pool, results=False, blocking=True, read_timeout=1,
+                                  utc=True)
+            self.store = RedisStore(url, namespace=HUEY_NAME, timeout=settings.store_timeout)
             _adopt_fifo(self.huey)
         else:
             path = settings.sqlite_path
@@ -69,14 +75,15 @@ class Queue:
             raise RuntimeError("no worker attached to this queue")
         self._executor(message)
 
-    def enqueue(self, job: Job, delay: float = 0) -> str:
-        """Queue `job` durably (to run after `delay` seconds); the job id."""
+    def enqueue(self, job: Job, delay: float = 0, job_id: str | None = None) -> str:
+        """Queue `job` durably (to run after `delay` seconds); the job id (`job_id`, or a new one:
+        the same id queued twice runs once)."""
         try:
             payload = json.loads(json.dumps(dict(job.payload)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"job payload of kind {job.kind!r} is not JSON-serialisable: {exc}") from None
         message: Message = {
-            "id": uuid.uuid4().hex, "kind": job.kind, "payload": payload, "repo": job.repo,
+            "id": job_id or uuid.uuid4().hex, "kind": job.kind, "payload": payload, "repo": job.repo,
             "supersede": job.supersede, "delivery": job.delivery, "pr": job.pr, "seq": 0,
             "attempt": 1, "waits": 0, "enqueued_at": time.time(),
         }

@@ -77,6 +77,9 @@ class Settings:
     retry_max: float = 600.0                     # cap of one backoff
     lease_seconds: float = 30.0                  # a worker whose heartbeat is older is dead
     heartbeat_seconds: float = 10.0              # heartbeat (and journal sweep) period
+    store_timeout: float = 10.0                  # seconds one Redis request may take before it counts as failed
+    dead_letter_retry: float = 60.0              # seconds between probes of the dead-letter set
+    delivery_claim: float = 30.0                 # seconds a delivery being accepted stays claimed by its web process
     delivery_ttl: float = 7 * 24 * 3600.0        # how long a delivery id is remembered
     journal_ttl: float = 7 * 24 * 3600.0         # how long a finished job's id is remembered
     max_github_body: int = 25 * 1024 * 1024      # GitHub caps payloads at 25 MB
@@ -128,6 +131,18 @@ class Settings:
             except ValueError:
                 problems.append(f"{name} (expected a number of seconds, got {raw[:40]!r})")
         deploy.update(_numbers(get, problems))
+        tunables: dict[str, Any] = {}
+        for name, (field_name, kind) in _TUNABLES.items():
+            raw = get(name)
+            if raw is None:
+                continue
+            try:
+                tunables[field_name] = kind(raw)
+                if tunables[field_name] <= 0:
+                    raise ValueError
+            except ValueError:
+                tunables.pop(field_name, None)
+                problems.append(f"{name} (expected a positive number, got {raw[:40]!r})")
         values: dict[str, Any] = {
             "github_app_id": get("GITHUB_APP_ID"),
             "github_private_key": private_key,
@@ -140,6 +155,7 @@ class Settings:
             "acr_hosts": acr_hosts,
             "problems": tuple(problems),
             **deploy,
+            **tunables,
         }
         values.update(overrides)
         return cls(**values)
@@ -221,6 +237,17 @@ def _numbers(get: Any, problems: list[str]) -> dict[str, Any]:
         except ValueError:
             problems.append(f"{name} (expected a non-negative {kind.__name__}, got {raw[:40]!r})")
     return out
+_TUNABLES: dict[str, tuple[str, type[int] | type[float]]] = {
+    "PRBOT_MAX_ATTEMPTS": ("max_attempts", int),
+    "PRBOT_RETRY_BASE": ("retry_base", float),
+    "PRBOT_RETRY_MAX": ("retry_max", float),
+    "PRBOT_LEASE_SECONDS": ("lease_seconds", float),
+    "PRBOT_HEARTBEAT_SECONDS": ("heartbeat_seconds", float),
+    "PRBOT_STORE_TIMEOUT": ("store_timeout", float),
+    "PRBOT_DEAD_LETTER_RETRY": ("dead_letter_retry", float),
+    "PRBOT_DELIVERY_CLAIM": ("delivery_claim", float),
+}
+"""Environment names of the timing tunables (operators rarely need them; tests shorten them)."""
 
 
 def signing_key_ok(pem: str) -> bool:

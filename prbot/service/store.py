@@ -159,11 +159,16 @@ return 1
 class RedisStore:
     """Keys ``<namespace>:kv:<key>`` in Redis, with native expiry."""
 
-    def __init__(self, url: str, namespace: str = "prbot") -> None:
+    def __init__(self, url: str, namespace: str = "prbot", timeout: float = 10.0) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
-                                           socket_connect_timeout=5, health_check_interval=30)
+        # One try per request within `timeout`: the callers decide what a failure means (the worker
+        # retries, the web answers 503), a hidden retry would only multiply the wait.
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                           socket_connect_timeout=timeout, health_check_interval=30,
+                                           retry=Retry(NoBackoff(), 0))
         self._prefix = f"{namespace}:kv:"
         self._cas: Any = self._redis.register_script(_CAS)
 
@@ -209,6 +214,19 @@ class RedisStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """The errors of an unreachable, slow or busy store (Redis down or timing out, SQLite locked or
+    out of disk): transient for every caller, never a reason to give up on a job."""
+    types: list[type[BaseException]] = [sqlite3.OperationalError, ConnectionError, TimeoutError]
+    try:
+        import redis
+
+        types += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:  # pragma: no cover - redis comes with huey's Redis backend
+        pass
+    return tuple(types)
 
 
 def _glob_escape(text: str) -> str:

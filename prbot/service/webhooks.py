@@ -112,28 +112,77 @@ def github_webhook() -> tuple[Response, int]:
     repo = _repo_of(payload)
     pr = _pr_of(payload)
     with log_context(delivery=delivery, event=event, repo=repo, pr=pr):
-        key = f"delivery:{delivery}"
-        try:
-            fresh = svc.store.put_if_absent(key, str(time.time()), ttl=svc.settings.delivery_ttl)
-        except Exception:  # noqa: BLE001 - the store is down: say so, GitHub shows the 503 for redelivery
-            log.exception("could not record the delivery")
-            return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
-        if not fresh:
-            log.info("duplicate delivery acknowledged, not processed again")
-            return _answer(event, "duplicate", 200, status="duplicate", delivery=delivery)
         job = Job(kind="github_event", payload={"event": event, "delivery": delivery, "body": payload},
                   repo=repo, delivery=delivery, pr=pr)
+        return _accept_delivery(svc, event, delivery, job)
+
+
+def _accept_delivery(svc: Any, event: str, delivery: str, job: Job) -> tuple[Response, int]:
+    """Queue the delivery's job once.  ``delivery:<id>`` holds the delivery's state (JSON): a web
+    process claims it (``pending``) before it queues the job, makes it ``queued`` after, and a worker
+    makes it ``failed`` when a job of the delivery fails or goes to the dead-letter set.  A
+    redelivery (GitHub reuses the id) is a duplicate unless the delivery failed, or its claim is
+    older than `Settings.delivery_claim` (a 503 answer whose claim landed anyway): then it runs again."""
+    key = f"delivery:{delivery}"
+    ttl = svc.settings.delivery_ttl
+    try:
+        job_id, claim = _claim(svc, key, ttl)
+    except Exception:  # noqa: BLE001 - the store is down: say so, GitHub shows the 503 for redelivery
+        log.exception("could not record the delivery")
+        return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
+    if claim is None:
+        log.info("duplicate delivery acknowledged, not processed again")
+        return _answer(event, "duplicate", 200, status="duplicate", delivery=delivery)
+    try:
+        job_id = svc.queue.enqueue(job, job_id=job_id)
+    except Exception:  # noqa: BLE001 - GitHub retries nothing by itself, but a 503 shows in its log
+        log.exception("could not enqueue the delivery")
         try:
-            job_id = svc.enqueue(job)
-        except Exception:  # noqa: BLE001 - GitHub retries nothing by itself, but a 503 shows in its log
-            log.exception("could not enqueue the delivery")
-            try:
-                svc.store.delete(key)              # forget it, so that a redelivery is processed
-            except Exception:  # noqa: BLE001
-                log.exception("could not forget the delivery id; a redelivery will be taken for a duplicate")
-            return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
-        log.info("webhook queued", extra={"job": job_id})
-        return _answer(event, "queued", 202, status="queued", event=event, delivery=delivery, job=job_id)
+            svc.store.compare_and_set(key, claim, None)   # forget it, so that a redelivery is processed
+        except Exception:  # noqa: BLE001 - the claim lapses after `delivery_claim`: a redelivery runs then
+            log.warning("could not forget the delivery id; a redelivery runs once its claim lapses")
+        return _answer(event, "unavailable", 503, error="queue unavailable, delivery not accepted")
+    try:
+        svc.store.compare_and_set(key, claim, _delivery_state("queued", job_id), ttl=ttl)
+    except Exception:  # noqa: BLE001 - queued all the same; a redelivery after the claim re-queues the same id
+        log.warning("could not mark the delivery queued")
+    log.info("webhook queued", extra={"job": job_id})
+    return _answer(event, "queued", 202, status="queued", event=event, delivery=delivery, job=job_id)
+
+
+def _delivery_state(state: str, job_id: str) -> str:
+    return json.dumps({"state": state, "job": job_id, "at": time.time()})
+
+
+def _claim(svc: Any, key: str, ttl: float) -> tuple[str, str | None]:
+    """(the job id to queue, this process's claim), or (…, None) when the delivery is a duplicate."""
+    job_id = uuid.uuid4().hex
+    claim = _delivery_state("pending", job_id)
+    if svc.store.put_if_absent(key, claim, ttl=ttl):
+        return job_id, claim
+    current = svc.store.get(key)
+    if current is None:                                # forgotten meanwhile: claim it afresh
+        return job_id, claim if svc.store.put_if_absent(key, claim, ttl=ttl) else None
+    state = _loads_state(current)
+    if state.get("state") == "failed":
+        log.info("redelivery of a delivery whose job failed: it runs again")
+    elif state.get("state") == "pending" and time.time() - float(state.get("at") or 0) >= svc.settings.delivery_claim:
+        old = state.get("job")
+        if isinstance(old, str) and _DELIVERY.fullmatch(old):
+            job_id = old                               # it may have been queued after all: queued twice runs once
+            claim = _delivery_state("pending", job_id)
+        log.info("redelivery of a delivery never confirmed queued: it is queued now")
+    else:
+        return job_id, None
+    return job_id, claim if svc.store.compare_and_set(key, current, claim, ttl=ttl) else None
+
+
+def _loads_state(raw: str) -> dict[str, Any]:
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return {}                                      # an older record (a timestamp): seen
+    return state if isinstance(state, dict) else {}
 
 
 def _repo_of(payload: dict[str, Any]) -> str | None:

@@ -3,18 +3,33 @@
 Each `Worker` has an id and a heartbeat in the store (``worker:<id>``, a lease of
 `Settings.lease_seconds` renewed every `Settings.heartbeat_seconds`).  Around each job it keeps:
 
-- ``lock:<repo>``: who runs a job on that repository now.  Taken atomically; a lock whose
-  worker's heartbeat has lapsed is taken over.  A job that finds its repository busy is parked
-  (``parked:<repo>:<n>:<job id>``, no thread blocks on it) and the worker releasing the lock puts
-  the longest-parked one back on the queue at once, so the jobs of a busy repository follow each
-  other without idling; at every heartbeat, jobs parked behind a free or dead lock are sent too.
+- ``lock:<repo>``: who runs a job on that repository now. Taken atomically; a lock whose worker's
+  heartbeat has lapsed is taken over, and so is one of this worker's own whose job no thread runs (a
+  release the store missed). The lock's value is its fencing token: the release compares and deletes
+  exactly that value, so a worker that lost its lock never frees another's. A job that finds its
+  repository busy is parked (``parked:<repo>:<n>:<job id>``, no thread blocks on it) and the worker
+  releasing the lock puts the longest-parked one back on the queue at once, so the jobs of a busy
+  repository follow each other without idling; at every heartbeat, jobs parked behind a free or dead
+  lock are sent too.
 - ``run:<job id>``: the journal of jobs taken from the queue and not yet finished (or put back),
-  with their worker.  At start and at every heartbeat each worker re-enqueues the journaled jobs of
-  dead workers, and its own that no thread runs (huey deletes a task when it is dequeued, so this
-  is what makes a job survive a killed worker or a store outage mid-job).
+  with their worker; a retry stays journaled (with when it is due) until it runs. At start and at
+  every heartbeat each worker re-enqueues the journaled jobs of dead workers, and its own that no
+  thread runs (huey deletes a task when it is dequeued, so this is what makes a job survive a killed
+  worker or a store outage mid-job).
 - ``done:<job id>``: jobs finished (kept `Settings.journal_ttl`), so a job re-enqueued twice runs once.
 - ``supersede:<key>``: the newest sequence number enqueued under that key; older jobs (and their
   retries) are dropped.  Kept `Settings.journal_ttl` after the last enqueue under the key.
+- ``dead:<job id>``: the dead-letter set: jobs whose transient failures outlasted
+  `Settings.max_attempts` (kept `Settings.journal_ttl`).  Every `Settings.dead_letter_retry` one of
+  them runs again as a probe (one worker probes at a time: ``deadprobe``); when a probe or any job of
+  the same kind succeeds, the dependency is back and the dead letters are queued again.
+
+Store outages are transient: a store error in a handler is retried like any transient error; one
+around the job (journal, lock release, retry scheduling) leaves the job to the journal, the lock to
+a retried release, a message that cannot be sent to an in-memory outbox flushed at each heartbeat.
+A worker whose heartbeat failed beats again before it takes a job, and it judges another worker dead
+only after a full lease of talking to the store: after an outage every live worker has beaten again
+by then, so nobody's lease is taken over merely because the store was away.
 """
 
 from __future__ import annotations
@@ -38,12 +53,13 @@ from prbot.service.jobs import REGISTRY, Job, Registry, Runtime
 from prbot.service.logs import log_context
 from prbot.service.queue import ROUTING, Message, Queue, priority_of, supersede_key
 from prbot.service.settings import Settings
+from prbot.service.store import store_errors
 
 log = logging.getLogger("prbot.worker")
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [TransientError, ConnectionError, TimeoutError]
+    types: list[type[BaseException]] = [TransientError, ConnectionError, TimeoutError, *store_errors()]
     try:
         import requests
 
@@ -54,6 +70,7 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 
 
 TRANSIENT = _transient_types()
+FAILED = ("failed", "error", "unhandled")      # final outcomes that a redelivery runs again
 
 
 class _InProcessConsumer(Consumer):
@@ -80,6 +97,13 @@ class Worker:
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
         self._stop = threading.Event()
+        self._store_ok_since: float | None = None   # monotonic: talking to the store since (None: not now)
+        self._last_beat = 0.0                       # monotonic time of the last heartbeat written
+        self._outbox: list[Message] = []            # messages the queue refused: sent again at each heartbeat
+        self._releases: list[tuple[str, str]] = []  # (repo, lock value) whose release the store missed
+        self._pending_lock = threading.Lock()
+        self._succeeded: dict[str, float] = {}      # kind → wall time of its last success in this worker
+        self._probe_ok = 0.0                        # wall time of the last dead letter that ran again fine
         self._maintenance: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._scratch: scratch.Scratch | None = None
@@ -93,8 +117,12 @@ class Worker:
 
     def _begin(self) -> None:
         self._claim_scratch()
-        self.beat()
-        self.recover()
+        self._store_ok_since = None
+        try:
+            self.beat()
+            self.recover()
+        except store_errors() as exc:              # the heartbeat thread keeps trying: no crash loop
+            log.warning("the store cannot be reached at start; waiting for it: %s", _one_line(exc))
         self._stop.clear()
         self._maintenance = threading.Thread(target=self._maintain, name="prbot-maintenance", daemon=True)
         self._maintenance.start()
@@ -132,6 +160,15 @@ class Worker:
             self._maintenance.join(timeout=10)
             self._maintenance = None
         try:
+            self._flush()
+        except Exception as exc:  # noqa: BLE001 - what is left is logged below
+            log.warning("could not reach the queue while stopping: %s", _one_line(exc))
+        with self._pending_lock:
+            lost, self._outbox = self._outbox, []
+        for message in lost:
+            log.critical("job lost: the queue could not be reached before the worker stopped",
+                         extra={"job_message": json.dumps(message, default=str)[:2000]})
+        try:
             self.store.delete(self._worker_key(self.id))
         except Exception:  # noqa: BLE001 - shutting down with the store gone: its lease lapses anyway
             log.warning("could not remove the worker heartbeat", exc_info=True)
@@ -153,12 +190,16 @@ class Worker:
         while not self._stop.wait(self.settings.heartbeat_seconds):
             try:
                 self.beat()
+                self._flush()
                 self.recover()
+                self._revive_dead()
                 beats += 1
                 if beats % 30 == 1:
                     purged = self.store.purge_expired()
                     if purged:
                         log.info("purged expired store entries", extra={"purged": purged})
+            except store_errors() as exc:
+                log.warning("worker maintenance could not reach the store: %s", _one_line(exc))
             except Exception:  # noqa: BLE001 - keep beating: the next round may reach the store
                 log.exception("worker maintenance failed")
 
@@ -170,12 +211,40 @@ class Worker:
 
     def beat(self) -> None:
         info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "beat": time.time()})
-        self.store.put(self._worker_key(self.id), info, ttl=self.settings.lease_seconds)
+        try:
+            self.store.put(self._worker_key(self.id), info, ttl=self.settings.lease_seconds)
+        except Exception:
+            if self._store_ok_since is not None:
+                log.warning("the store cannot be reached: this worker takes no job until it is back")
+            self._store_ok_since = None
+            raise
+        now = time.monotonic()
+        if self._store_ok_since is None:
+            if self._last_beat:
+                log.info("the store is reachable again")
+            self._store_ok_since = now
+        self._last_beat = now
+
+    def _judging(self) -> bool:
+        """Whether this worker has talked to the store for a full lease: only then does a missing
+        heartbeat mean a dead worker rather than one that could not reach the store either."""
+        since = self._store_ok_since
+        return since is not None and time.monotonic() - since >= self.settings.lease_seconds
 
     def alive(self, worker_id: str | None) -> bool:
         if not worker_id:
             return False
-        return worker_id == self.id or self.store.get(self._worker_key(worker_id)) is not None
+        if worker_id == self.id or self.store.get(self._worker_key(worker_id)) is not None:
+            return True
+        return not self._judging()
+
+    def _holds(self, holder: dict[str, Any]) -> bool:
+        """Whether the lock `holder` (a lock's decoded value) is held by a running job."""
+        worker_id = holder.get("worker")
+        if worker_id == self.id:
+            with self._running_lock:
+                return holder.get("job") in self._running
+        return self.alive(worker_id if isinstance(worker_id, str) else None)
 
     def recover(self) -> int:
         """Re-enqueue the journaled jobs of dead workers (and hand on jobs parked behind a lock
@@ -185,6 +254,9 @@ class Worker:
         for key, value in list(self.store.items("run:")):
             entry = _loads(value)
             worker_id = entry.get("worker") if entry else None
+            due = entry.get("due") if entry else None
+            if isinstance(due, int | float) and time.time() < due + self.settings.lease_seconds:
+                continue                                 # a retry scheduled on the queue, not yet overdue
             if entry is not None and isinstance(worker_id, str):
                 if worker_id == self.id:
                     with self._running_lock:
@@ -203,6 +275,10 @@ class Worker:
             kind = str(message.get("kind"))
             metrics.JOBS.labels(kind=kind, outcome="recovered").inc()
             with _job_context(message, self.id):
+                if due is not None:
+                    log.warning("re-sending a retry that never came off the queue's schedule")
+                    self._resend(message)
+                    continue
                 attempt = int(message.get("attempt", 1))
                 if attempt >= self.settings.max_attempts:
                     log.error("job failed: its worker died on each of %d attempts", attempt,
@@ -211,7 +287,7 @@ class Worker:
                     self._finish(message, "failed")
                     continue
                 log.warning("re-running a job whose worker died or lost it", extra={"dead_worker": worker_id})
-                self.queue.send({**message, "attempt": attempt + 1, "waits": 0})
+                self._resend({**message, "attempt": attempt + 1, "waits": 0})
         return count
 
     # -- running one job ------------------------------------------------------------------------
@@ -222,54 +298,87 @@ class Worker:
         with _job_context(message, self.id):
             with self._running_lock:
                 self._running.add(job_id)
-            journaled = False
+            state = {"journaled": False}
             try:
-                journaled = self._execute(message)
-            except Exception:  # noqa: BLE001 - the store failed around the job: it must not be lost
-                if journaled or self._journaled(job_id):
-                    log.exception("job runner failed; the journal re-runs the job")
+                self._execute(message, state)
+            except Exception as exc:  # noqa: BLE001 - the store failed around the job: it must not be lost
+                if state["journaled"]:
+                    log.warning("the store failed around the job; the journal runs it again: %s", _one_line(exc))
                 else:
-                    log.exception("job runner failed; the job goes back on the queue")
-                    self._resend(message)
+                    log.warning("the store failed before the job was journaled; it goes back on the queue: %s",
+                                _one_line(exc))
+                    self._resend(message, self._backoff(int(message.get("attempt", 1)), None))
             finally:
                 with self._running_lock:
                     self._running.discard(job_id)
 
-    def _journaled(self, job_id: str) -> bool:
+    def _resend(self, message: Message, delay: float = 0) -> None:
+        """Put `message` on the queue; when the queue cannot be reached, keep it in memory and send
+        it at the next heartbeat that reaches the queue."""
         try:
-            return self.store.get(f"run:{job_id}") is not None
-        except Exception:  # noqa: BLE001 - the store is down: treat as not journaled, re-send
-            return False
+            self.queue.send(message, delay)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the queue cannot be reached; the job waits in this worker until it is back: %s",
+                        _one_line(exc))
+            with self._pending_lock:
+                self._outbox.append(message)
 
-    def _resend(self, message: Message) -> None:
+    def _flush(self) -> None:
+        """Send the outbox and finish the lock releases the store missed."""
+        with self._pending_lock:
+            outbox, self._outbox = self._outbox, []
+            releases, self._releases = self._releases, []
+        for i, message in enumerate(outbox):
+            try:
+                self.queue.send(message)
+            except Exception:
+                with self._pending_lock:
+                    self._outbox.extend(outbox[i:])
+                    self._releases.extend(releases)
+                raise
+        for repo, lock in releases:
+            self._release(repo, lock)
+
+    def _release(self, repo: str, lock: str) -> None:
+        """Free this worker's lock of `repo` (compare and delete: only that very lock value) and
+        hand the repository on; when the store fails, the maintenance thread tries again."""
         try:
-            self.queue.send(message, self._backoff(int(message.get("attempt", 1)), None))
-        except Exception:  # noqa: BLE001
-            log.critical("job lost: neither the store nor the queue can be reached",
-                         extra={"message": json.dumps(message, default=str)[:2000]})
+            if not self.store.compare_and_set(f"lock:{repo}", lock, None):
+                log.warning("the repository's lock was taken over while this job ran",
+                            extra={"locked_repo": repo})
+        except Exception as exc:  # noqa: BLE001 - retried at the next heartbeat; meanwhile the lock is stale
+            log.warning("could not release the repository's lock, trying again at the next heartbeat: %s",
+                        _one_line(exc), extra={"locked_repo": repo})
+            with self._pending_lock:
+                self._releases.append((repo, lock))
+            return
+        self._hand_on(repo)
 
-    def _execute(self, message: Message) -> bool:
-        """Run `message`; False when it ended before it was journaled (nothing left to clean up)."""
+    def _execute(self, message: Message, state: dict[str, bool]) -> None:
+        """Run `message`; `state["journaled"]` once the journal holds it."""
         kind = str(message["kind"])
         job_id = str(message["id"])
+        if self._store_ok_since is None or time.monotonic() - self._last_beat > self.settings.lease_seconds / 2:
+            self.beat()                            # our own lease first: no job on a lapsed or unknown one
         if self.store.get(f"done:{job_id}") is not None:
             metrics.JOBS.labels(kind=kind, outcome="duplicate").inc()
             log.info("job already done, not run again")
-            return False
+            return
         # Journal first: from here until the job is done or safely back on the queue, a crash of this
         # process leaves `run:<id>` behind, which `recover()` re-enqueues.
         run_key = f"run:{job_id}"
         self.store.put(run_key, json.dumps({"worker": self.id, "started": time.time(), "message": message}))
+        state["journaled"] = True
         if self._superseded(message):
             self._finish(message, "superseded")
             self.store.delete(run_key)
-            return True
+            return
         repo = message.get("repo")
         lock = self._acquire(str(repo), message) if repo else None
         if repo and lock is None:
             self._park(str(repo), message)
             self.store.delete(run_key)
-            return True
+            return
         finished = False
         try:
             if self._superseded(message):          # a newer job may have arrived while this one waited
@@ -280,14 +389,14 @@ class Worker:
                     self._finish(message, outcome)
                 else:
                     metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
+                if outcome == "retried":
+                    return                         # journaled until the retry runs
             finished = True
         finally:
             if lock is not None:
-                self.store.compare_and_set(f"lock:{repo}", lock, None)
-                self._hand_on(str(repo))
+                self._release(str(repo), lock)
         if finished:
             self.store.delete(run_key)             # after the hand-on: the queue never looks idle in between
-        return True
 
     def _call(self, message: Message) -> tuple[str, bool]:
         """Run the handler: (outcome, final)."""
@@ -308,14 +417,19 @@ class Worker:
             handler(self.runtime, job)
         except TRANSIENT as exc:
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None
-            if attempt >= self.settings.max_attempts:
-                log.error("job failed after %d attempts: %s", attempt, _one_line(exc))
-                metrics.job_failed(kind, "retries_spent")
-                return "failed", True
+            if attempt >= self.settings.max_attempts or message.get("probe"):
+                self._dead_letter(message, attempt, _one_line(exc))
+                return "dead_letter", False
             delay = self._backoff(attempt, retry_after)
             log.warning("transient error, retrying in %.1fs (attempt %d of %d): %s", delay, attempt,
                         self.settings.max_attempts, _one_line(exc))
-            self.queue.send({**message, "attempt": attempt + 1, "waits": 0}, delay)
+            retry = {**message, "attempt": attempt + 1, "waits": 0}
+            # the retry stays journaled until it runs (journaled first: the retry overwrites the entry
+            # when it starts): a scheduled task lost in a store outage is sent again by `recover()`
+            # once it is overdue
+            self.store.put(f"run:{message['id']}", json.dumps({"worker": self.id, "due": time.time() + delay,
+                                                               "message": retry}))
+            self.queue.send(retry, delay)
             return "retried", False
         except PrbotError as exc:
             log.warning("job failed: %s", exc)
@@ -328,6 +442,10 @@ class Worker:
         finally:
             metrics.JOB_DURATION.labels(kind=kind).observe(time.monotonic() - start)
         log.info("job done", extra={"duration": round(time.monotonic() - start, 3)})
+        self._succeeded[kind] = time.time()
+        if message.get("probe"):
+            log.info("a dead-lettered job ran again fine: the dead-letter set is queued again")
+            self._probe_ok = time.time()
         return "success", True
 
     def _finish(self, message: Message, outcome: str) -> None:
@@ -335,6 +453,8 @@ class Worker:
         self.store.put(f"done:{message['id']}", outcome, ttl=self._done_ttl(kind))
         if outcome == "superseded":
             log.info("job superseded by a newer one, dropped")
+        if outcome in FAILED:
+            self._mark_delivery_failed(message)
         metrics.JOBS.labels(kind=kind, outcome=outcome).inc()
         enqueued = message.get("enqueued_at")
         if isinstance(enqueued, int | float):
@@ -345,6 +465,64 @@ class Worker:
         cause by the thousand) only long enough to stop a re-enqueued copy, work jobs for the journal's time."""
         return self.settings.journal_ttl if priority_of(kind) > ROUTING else min(self.settings.routing_ttl,
                                                                                   self.settings.journal_ttl)
+
+    def _mark_delivery_failed(self, message: Message) -> None:
+        """A redelivery of this job's GitHub delivery runs again (see `prbot.service.webhooks`)."""
+        delivery = message.get("delivery")
+        if not isinstance(delivery, str) or not delivery:
+            return
+        key = f"delivery:{delivery}"
+        try:
+            if self.store.get(key) is not None:
+                self.store.put(key, json.dumps({"state": "failed", "job": message["id"], "at": time.time()}),
+                               ttl=self.settings.delivery_ttl)
+        except Exception as exc:  # noqa: BLE001 - a redelivery is then a duplicate; the job's log says why
+            log.warning("could not mark the delivery failed: %s", _one_line(exc))
+
+    # -- the dead-letter set ----------------------------------------------------------------------
+
+    def _dead_letter(self, message: Message, attempt: int, reason: str) -> None:
+        clean = {k: v for k, v in message.items() if k != "probe"}
+        entry = {"message": clean, "reason": reason, "since": time.time(), "attempts": attempt}
+        self.store.put(f"dead:{message['id']}", json.dumps(entry), ttl=self.settings.journal_ttl)
+        if message.get("probe"):
+            log.warning("a dead-lettered job failed again, back to the dead-letter set: %s", reason)
+        else:
+            log.error("job failed after %d attempts: %s; kept in the dead-letter set, it runs again "
+                      "once the dependency is back", attempt, reason)
+        self._mark_delivery_failed(message)
+
+    def _revive_dead(self) -> None:
+        """Queue the dead letters again whose dependency is back: when a probe or a job of their
+        kind succeeded after they died; probe with the oldest one every `dead_letter_retry` (once it
+        has been dead that long)."""
+        letters = []
+        for key, raw in self.store.items("dead:"):
+            entry = _loads(raw)
+            message = entry.get("message") if entry else None
+            if entry is None or not isinstance(message, dict) or "id" not in message:
+                log.error("dropping an unreadable dead letter", extra={"key": key})
+                self.store.compare_and_set(key, raw, None)
+                continue
+            letters.append((float(entry.get("since") or 0), key, raw, message))
+        metrics.DEAD_LETTERS.set(len(letters))
+        letters.sort(key=lambda item: item[0])
+        rest = []
+        for since, key, raw, message in letters:
+            if self._probe_ok > since or self._succeeded.get(str(message.get("kind")), 0) > since:
+                self._revive(key, raw, message, probe=False)
+            elif time.time() - since >= self.settings.dead_letter_retry:
+                rest.append((key, raw, message))
+        if rest and self.store.put_if_absent("deadprobe", self.id, ttl=self.settings.dead_letter_retry):
+            self._revive(*rest[0], probe=True)
+
+    def _revive(self, key: str, raw: str, message: Message, *, probe: bool) -> None:
+        if not self.store.compare_and_set(key, raw, None):
+            return                                  # another worker revived it
+        with _job_context(message, self.id):
+            log.info("a dead-lettered job runs again%s", " as a probe" if probe else "")
+            metrics.JOBS.labels(kind=str(message.get("kind")), outcome="revived").inc()
+            self._resend({**message, "attempt": 1, "waits": 0, "probe": probe})
 
     def _superseded(self, message: Message) -> bool:
         key = message.get("supersede")
@@ -363,11 +541,11 @@ class Worker:
             if current is None:
                 continue
             holder = _loads(current) or {}
-            holder_worker = holder.get("worker")
-            if self.alive(holder_worker if isinstance(holder_worker, str) else None):
+            if self._holds(holder):
                 return None
             if self.store.compare_and_set(key, current, mine):
-                log.warning("took over the lock of a dead worker", extra={"dead_worker": holder_worker})
+                log.warning("took over the lock of a dead worker or a missed release",
+                            extra={"dead_worker": holder.get("worker")})
                 return mine
         return None
 
@@ -392,7 +570,7 @@ class Worker:
                 if message is None or "id" not in message:
                     log.error("dropping an unreadable parked job", extra={"key": key})
                     continue
-                self.queue.send(message)
+                self._resend(message)
                 return
         except Exception:  # noqa: BLE001 - the store or queue hiccuped: the maintenance sweep retries
             log.exception("could not hand the repository on to a parked job", extra={"parked_repo": repo})
@@ -404,8 +582,7 @@ class Worker:
         for repo in repos:
             raw = self.store.get(f"lock:{repo}")
             holder = (_loads(raw) if raw is not None else None) or {}
-            worker_id = holder.get("worker")
-            if not self.alive(worker_id if isinstance(worker_id, str) else None):
+            if not self._holds(holder):
                 self._hand_on(repo)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

@@ -479,6 +479,11 @@ class FakeGitHub:
         self._failures.append(Failure("status", times, status, method, re.compile(path) if path else None, scope,
                                       retry_after, message))
 
+    def heal(self) -> None:
+        """End every injected failure (an outage is over)."""
+        with self._lock:
+            self._failures.clear()
+
     def secondary_rate_limit(self, *, times: int = 1, retry_after: int | None = 60, status: int = 403,
                              method: str | None = None, path: str | None = None) -> None:
         """GitHub's secondary rate limit for the next `times` matching requests: 403 (or 429) with
