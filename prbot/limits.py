@@ -8,7 +8,8 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_RENDER_MEMORY`   | 1Gi     | memory of one render's process tree (RLIMIT_DATA + RSS watch) |
 | `PRBOT_RENDER_TIMEOUT`  | 60s     | wall-clock time of one render                             |
 | `PRBOT_RENDER_OUTPUT`   | 50M     | bytes one render may print (plain targets: bytes read)    |
-| `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan's rendering                   |
+| `PRBOT_RENDER_MAX_OBJECTS` | 5000 | objects one target may render (refused before a full parse) |
+| `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan: rendering, parsing, diffing, validating |
 | `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
 | `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
 
@@ -20,10 +21,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from prbot.errors import PrbotError
+from prbot.errors import PlanBudgetError, PrbotError
+
+T = TypeVar("T")
 
 KIB, MIB, GIB = 1024, 1024 ** 2, 1024 ** 3
 
@@ -78,12 +83,14 @@ class Limits:
     memory: int = GIB                 # bytes, one render's process tree
     timeout: float = 60.0             # seconds, one render
     output: int = 50 * 1000 ** 2      # bytes, one render's output
-    plan_budget: float = 600.0        # seconds, one plan's rendering
+    max_objects: int = 5000           # objects one target may render
+    plan_budget: float = 600.0        # seconds, one plan: rendering, parsing, diffing, validating
     comment_parts: int = 10           # comments per plan
     cache_size: int = GIB             # bytes of the disk render cache
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
-                 "output": "PRBOT_RENDER_OUTPUT", "plan_budget": "PRBOT_PLAN_BUDGET",
+                 "output": "PRBOT_RENDER_OUTPUT", "max_objects": "PRBOT_RENDER_MAX_OBJECTS",
+                 "plan_budget": "PRBOT_PLAN_BUDGET",
                  "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE"}
 
     @classmethod
@@ -97,7 +104,7 @@ class Limits:
             try:
                 if field in ("timeout", "plan_budget"):
                     value: int | float = parse_duration(raw)
-                elif field == "comment_parts":
+                elif field in ("comment_parts", "max_objects"):
                     value = int(raw)
                 else:
                     value = parse_size(raw)
@@ -117,6 +124,19 @@ class Limits:
                  "output": lambda: f"{format_size(value)} output",
                  "plan_budget": lambda: f"{format_duration(value)} plan time budget",
                  "comment_parts": lambda: f"{value}-comment",
+                 "max_objects": lambda: f"{value:,}-object",
                  "cache_size": lambda: f"{format_size(value)} cache size"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"
+
+
+def in_time(items: Iterable[T], deadline: float | None, stage: str, *, every: int = 50) -> Iterator[T]:
+    """`items`, one by one, until `deadline` (time.monotonic()) passes: then PlanBudgetError naming
+    `stage`.  The clock is read before the first item and after every `every` items."""
+    if deadline is None:
+        yield from items
+        return
+    for count, item in enumerate(items):
+        if count % every == 0 and time.monotonic() >= deadline:
+            raise PlanBudgetError(stage)
+        yield item

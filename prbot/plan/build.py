@@ -18,7 +18,7 @@ from typing import Any
 from prbot import gitrepo, remote
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import diff_objects, duplicate_identities
-from prbot.errors import PrbotError
+from prbot.errors import PlanBudgetError, PrbotError
 from prbot.model import Target
 from prbot.plan.model import DryRunner, Key, Plan, TargetPlan
 from prbot.plan.probe import TreeProbe
@@ -145,7 +145,8 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
     with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
         rendered = pool.render_many(requests, deadline=deadline,
                                     remotes=remotes if config.render_remote else None)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner) for k in affected]
+    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline,
+                            budget=pool.limits.describe("plan_budget")) for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     kinds = {target.renderer for _, target, _ in requests}
@@ -155,11 +156,18 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
-                 rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
-    """One target's part of the plan; whatever goes wrong with it stays in it."""
+                 rendered: dict[str, Any], dry_runner: DryRunner | None, *, deadline: float | None = None,
+                 budget: str = "the plan time budget (PRBOT_PLAN_BUDGET)") -> TargetPlan:
+    """One target's part of the plan; whatever goes wrong with it stays in it.  Comparing and
+    validating count against the plan's budget (`deadline`, `budget` naming it): a target whose
+    turn comes after it ran out fails saying so, the targets before it keep their results."""
     target = h.targets.get(key) or b.targets[key]
     try:
-        return _compare(config, key, target, b, h, rendered, dry_runner)
+        return _compare(config, key, target, b, h, rendered, dry_runner, deadline)
+    except PlanBudgetError as exc:
+        log.warning("planning %s: %s", target.key, exc)
+        return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                          status="error", error=f"not planned: {budget} ran out while {exc.stage} its objects")
     except RecursionError:
         log.warning("planning %s: objects nested too deeply", target.key)
         return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
@@ -167,7 +175,7 @@ def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
 
 
 def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, h: PlanSide,
-             rendered: dict[str, Any], dry_runner: DryRunner | None) -> TargetPlan:
+             rendered: dict[str, Any], dry_runner: DryRunner | None, deadline: float | None = None) -> TargetPlan:
     tp = TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
                     status="changed")
     if key in h.closure_errors:
@@ -176,6 +184,8 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     if key in h.skipped:
         tp.status, tp.error = "skipped", h.skipped[key]
         return tp
+    if deadline is not None and time.monotonic() >= deadline:
+        raise PlanBudgetError("comparing")
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     if key in b.targets:
@@ -196,7 +206,8 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status = "error"
             tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
             return tp
-    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
+    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
+                              deadline=deadline)
     if key not in b.targets:
         tp.status = "added"
     elif key not in h.targets:
@@ -204,7 +215,7 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     elif not tp.changes:
         tp.status = "unchanged"
     if key in h.targets:
-        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version)
+        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
         if dry_runner is not None:
             tp.dry_run = dry_runner(target, after, before)
     log.info("planned %s: %s", target.key, tp.status)
