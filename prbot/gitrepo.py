@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from prbot.errors import GitError
+from prbot.limits import Limits, format_size
 
 GIT_TIMEOUT = 300           # seconds; local operations only
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -139,6 +140,10 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
         env = {"GIT_INDEX_FILE": str(scratch / "index")}
         source = f"{sha}:{prefix}" if prefix else f"{sha}^{{tree}}"
         if not prefix or _git(repo, "cat-file", "-t", source, ok=(0, 128)).stdout.strip() == b"tree":
+            listing = _git(repo, "ls-tree", "-r", "-l", "-z", "--full-tree", source).stdout
+            _refuse_large(sha, sum(int(fields[3]) for entry in listing.split(b"\0") if entry
+                                   for fields in [entry.split(b"\t", 1)[0].split()]
+                                   if len(fields) == 4 and fields[1] == b"blob"), 0)
             _git(repo, "read-tree", source, env=env)
             _git(repo, "checkout-index", "--all", "--force", env=env,
                  options=("--work-tree", str(out), "-c", "core.fsmonitor=false"))
@@ -146,6 +151,15 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
         yield out
     finally:
         _remove_tree(scratch)
+
+
+def _refuse_large(sha: str, size: int, before: int) -> None:
+    """GitError when exporting `size` more bytes (after `before`) of revision `sha` would go over the
+    operator's tree size limit (`PRBOT_TREE_SIZE`): a revision's files are a pull request's input."""
+    limits = Limits.from_env()
+    if before + size > limits.tree_size:
+        raise GitError(f"refused: the files of {sha[:12]} the plan needs hold {format_size(before + size)}, "
+                       f"more than {limits.describe('tree_size')}")
 
 
 _SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"
@@ -177,6 +191,7 @@ class PartialTree:
         self._written: set[str] = set()
         self._indexed: set[str] = set()
         self._targets: dict[str, str] = {}
+        self._bytes = 0                     # bytes of the files written (counted against PRBOT_TREE_SIZE)
 
     @property
     def written(self) -> frozenset[str]:
@@ -381,6 +396,12 @@ class PartialTree:
 
     # ---------------------------------------------------------------- writing
     def _checkout(self, names: list[str]) -> None:
+        oids = [self._known[n][1] for n in names if self._known[n][0] not in (_TREE, _GITLINK)]  # type: ignore[index]
+        sizes = _git(self.repo, "cat-file", "--batch-check=%(objectsize)",
+                     input="".join(f"{oid}\n" for oid in oids).encode()).stdout.split() if oids else []
+        size = sum(int(s) for s in sizes if s.isdigit())
+        _refuse_large(self.sha, size, self._bytes)
+        self._bytes += size
         env = {"GIT_INDEX_FILE": self._index}
         # the index also holds the .gitattributes files that apply, so checkout converts exactly as
         # a full export does (git reads attributes from the index first when checking out)

@@ -12,6 +12,7 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan: rendering, parsing, diffing, validating |
 | `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
 | `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
+| `PRBOT_TREE_SIZE`       | 1Gi     | bytes of files one plan exports from one revision          |
 
 Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
 `s`/`m`/`h` (`90`, `90s`, `10m`).  A value that cannot be read is a `PrbotError` naming the variable.
@@ -87,11 +88,13 @@ class Limits:
     plan_budget: float = 600.0        # seconds, one plan: rendering, parsing, diffing, validating
     comment_parts: int = 10           # comments per plan
     cache_size: int = GIB             # bytes of the disk render cache
+    tree_size: int = GIB              # bytes of files exported from one revision
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
                  "output": "PRBOT_RENDER_OUTPUT", "max_objects": "PRBOT_RENDER_MAX_OBJECTS",
                  "plan_budget": "PRBOT_PLAN_BUDGET",
-                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE"}
+                 "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE",
+                 "tree_size": "PRBOT_TREE_SIZE"}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -125,7 +128,8 @@ class Limits:
                  "plan_budget": lambda: f"{format_duration(value)} plan time budget",
                  "comment_parts": lambda: f"{value}-comment",
                  "max_objects": lambda: f"{value:,}-object",
-                 "cache_size": lambda: f"{format_size(value)} cache size"}[field]()
+                 "cache_size": lambda: f"{format_size(value)} cache size",
+                 "tree_size": lambda: f"{format_size(value)} tree size"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"
 
