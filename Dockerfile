@@ -1,10 +1,11 @@
 # prbot, the GitHub App: the web service with one in-process queue worker (`prbot serve`).
 # Scale out by running more containers with `prbot worker` as their command and a shared
 # PRBOT_QUEUE_URL=redis://… (see README, "Deployment").  Every command below is exercised in CI:
-# `pip install .`, scripts/fetch-tools, the CMD and the HEALTHCHECK (tests/test_service_process.py).
+# `pip install .`, scripts/fetch-tools, the CMD and the HEALTHCHECK (tests/test_service_process.py),
+# rendering as user 65534 in the bubblewrap jail (tests/test_jail.py; see README for the seccomp profile).
 FROM python:3.11-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
+ && apt-get install -y --no-install-recommends git ca-certificates bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . .

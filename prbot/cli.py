@@ -46,12 +46,16 @@ def _parser() -> argparse.ArgumentParser:
                         description="Render every target whose inputs differ between BASE and HEAD, diff the "
                         "objects, validate them (and dry-run them when PRBOT_CLUSTERS names clusters), "
                         "and print the PR comment prbot would post. Exit 0 all targets fine, 1 a target "
-                        "failed to render or validate, 2 bad input. A reader that stops early "
+                        "failed to render or validate or could not be rendered (a remote input render.remote "
+                        "does not allow), 2 bad input. A reader that stops early "
                         "(prbot plan | head) does not change the exit code.")
     pl.add_argument("--base", required=True, metavar="REV",
                     help="base revision: a branch, tag or commit (e.g. main, HEAD, origin/main)")
     pl.add_argument("--head", metavar="REV",
-                    help="head revision (default: the working tree, uncommitted changes included)")
+                    help="head revision (default: the working tree: tracked files, uncommitted changes "
+                         "included; never .git or ignored files)")
+    pl.add_argument("--untracked", action="store_true",
+                    help="with the working tree as head, also plan untracked files that .gitignore does not exclude")
     pl.add_argument("--repo", default=".", type=Path, metavar="DIR",
                     help="the GitOps repository (default: the current directory)")
     pl.add_argument("--config", type=Path, metavar="FILE",
@@ -195,7 +199,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from prbot.plan import make_plan
-    from prbot.report import render_json, render_markdown
+    from prbot.report import blind_spots, render_json, render_markdown
 
     config = _load(args.repo, args.config)
     runner = None
@@ -206,14 +210,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         clusters = clusters_from_env()
         runner = make_dry_runner(config, clusters) if clusters.source is not None else None
     try:
-        plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner)
+        plan = make_plan(args.repo, config, args.base, args.head, envs=args.env, dry_runner=runner,
+                         untracked=args.untracked)
     finally:
         if runner is not None:
             runner.close()
     if runner is not None and runner.missing:       # an environment's cluster is not in PRBOT_CLUSTERS
         raise next(iter(runner.missing.values()))
     _out(render_json(plan) if args.format == "json" else "\n\n".join(render_markdown(plan)))
-    return EXIT_FAILED if plan.failed else EXIT_OK
+    return EXIT_FAILED if plan.failed or blind_spots(plan) else EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

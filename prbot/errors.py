@@ -10,13 +10,13 @@
     ├── PlanBudgetError        the plan's time budget ran out while comparing or validating a target
     ├── ToolsError             the pinned renderer binaries could not be installed
     ├── PayloadError           a registry payload that cannot be read
+    ├── HeadMoved              a command bound to a PR head that is no longer its head
     └── SettingsError          the service's settings are missing or invalid
     YamlLimitError (ValueError) a document over a guard (size, depth, alias expansion)
     ToolError                  a renderer process failed or ran into a limit
     NotAPush                   a well-formed registry notification that reports no push
     ClusterError · ApiError · NotServed   what the Kubernetes client's failures become
 
-Only the adapters' own failures stay beside them (the forge's errors in `prbot.ports`).
 This module imports nothing from prbot.
 """
 
@@ -150,6 +150,15 @@ class ApiError(Exception):
         return self.status in TRANSIENT_STATUS
 
 
+class InvalidName(ApiError):
+    """A name, namespace, apiVersion or kind that breaks Kubernetes' rules for it (it would name
+    another path, a subresource or a query): refused by prbot itself before any request, so nothing
+    was sent.  An `ApiError` (status 0, reason "Invalid") so that it fails its object as a refusal does."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Invalid", message)
+
+
 class NotServed(Exception):
     """The cluster serves no resource for this apiVersion and kind (is its CRD installed?)."""
 
@@ -159,5 +168,38 @@ class NotServed(Exception):
         self.kind = kind
 
 
+class HeadMoved(PrbotError):
+    """A command (or label) asked for one head of a pull request and the PR's head is another one
+    now, or prbot cannot tell which head its author saw: nothing runs; they ask again."""
+
+
 class SettingsError(PrbotError):
     """Missing or invalid settings (one line naming each of them)."""
+
+
+class TransientError(Exception):
+    """A failure that may go away: retry the job later.  The message never holds a token."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ForgeError(PrbotError):
+    """The forge refused a request (the message says what and why, one line, no token)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(ForgeError):
+    """The object asked for does not exist (or the installation cannot see it)."""
+
+
+class PolicyError(PrbotError):
+    """The image's `images[]` rule refuses the move (``--force`` overrides)."""
+
+
+class NotAvailable(PrbotError):
+    """A command this deployment of prbot cannot run; its message is the whole reply line."""

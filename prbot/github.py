@@ -40,19 +40,17 @@ from github.Repository import Repository as GhRepository
 from github.Requester import Requester
 from urllib3.util import Retry
 
+from prbot.errors import ForgeError, NotFound, TransientError
 from prbot.ports import (
     Annotation,
     CheckRun,
     CheckRunOutput,
     Comment,
     Deployment,
-    ForgeError,
     MergeMethod,
-    NotFound,
     Permission,
     PullRequest,
     Reaction,
-    TransientError,
 )
 
 log = logging.getLogger("prbot.github")
@@ -392,7 +390,8 @@ class GitHubForge:
             head_ref=pr.head.ref, head_sha=pr.head.sha, head_repo=head_repo.full_name if head_repo else None,
             base_ref=pr.base.ref, base_sha=pr.base.sha, author=pr.user.login if pr.user else "",
             labels=tuple(label.name for label in pr.labels), merge_commit_sha=pr.merge_commit_sha,
-            html_url=pr.html_url or "", repo=self.full_name, node_id=pr.node_id or "")
+            html_url=pr.html_url or "", repo=self.full_name, node_id=pr.node_id or "",
+            updated_at=pr.updated_at.isoformat() if pr.updated_at else "")
 
     def get_pull(self, number: int) -> PullRequest:
         with self._translating(f"read pull request #{number}"):

@@ -115,8 +115,11 @@ def read_file(repo: Path, rev: str, path: str) -> bytes | None:
 
 
 @contextmanager
-def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None) -> Iterator[Path]:
-    """A directory holding `repo` at `rev`; `rev` None yields `repo` itself (the working tree).
+def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None, *,
+                untracked: bool = False) -> Iterator[Path]:
+    """A directory holding `repo` at `rev`; `rev` None: the working tree's tracked files as they are
+    on disk (and, with `untracked`, the untracked files git does not ignore) — never anything under
+    ``.git``, never an ignored file (`worktree_export`).
 
     A revision is exported into a fresh temporary directory, removed on exit whatever happens.  The
     user's working tree, index, HEAD and ``.git`` are left untouched.  With `paths` (repo-relative),
@@ -124,8 +127,8 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
     adds more later).  `paths` is ignored for the working tree.
     """
     if rev is None:
-        _git(repo, "rev-parse", "--git-dir")          # a clear error when repo is no repository
-        yield Path(repo)
+        with worktree_export(repo, untracked=untracked) as out:
+            yield out
         return
     if paths is not None:
         with partial_tree(repo, rev) as part:
@@ -153,13 +156,71 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None)
         _remove_tree(scratch)
 
 
-def _refuse_large(sha: str, size: int, before: int) -> None:
-    """GitError when exporting `size` more bytes (after `before`) of revision `sha` would go over the
-    operator's tree size limit (`PRBOT_TREE_SIZE`): a revision's files are a pull request's input."""
+def _refuse_large(what: str, size: int, before: int) -> None:
+    """GitError when exporting `size` more bytes (after `before`) of `what` (a commit sha, or "the
+    working tree") would go over the operator's tree size limit (`PRBOT_TREE_SIZE`): a revision's
+    files are a pull request's input."""
     limits = Limits.from_env()
     if before + size > limits.tree_size:
-        raise GitError(f"refused: the files of {sha[:12]} the plan needs hold {format_size(before + size)}, "
+        what = what[:12] if _SHA.fullmatch(what) else what
+        raise GitError(f"refused: the files of {what} the plan needs hold {format_size(before + size)}, "
                        f"more than {limits.describe('tree_size')}")
+
+
+@contextmanager
+def worktree_export(repo: Path, *, untracked: bool = False) -> Iterator[Path]:
+    """The working tree as a plan may read it, in a temporary directory: the files git tracks, with
+    their content on disk (uncommitted changes included, deleted files left out), symbolic links as
+    links; with `untracked`, also the untracked files ``.gitignore`` does not exclude.  Nothing of
+    ``.git`` (where a CI checkout keeps its token) and no ignored file (``.env``) is there, so no link
+    in a PR can lead a render to them; a path on disk that leaves the checkout through a linked
+    directory is left out too.  Files are hard-linked where the filesystem allows, else copied."""
+    _git(repo, "rev-parse", "--git-dir")              # a clear error when repo is no repository
+    top = os.path.realpath(repo)
+    git_dir = os.path.realpath(os.path.join(repo, _git(repo, "rev-parse", "--git-dir").stdout.decode().strip()))
+    listing = _git(repo, "ls-files", "-z", "--cached", "-s").stdout
+    names: list[str] = []
+    for record in listing.split(b"\0"):
+        if record:
+            info, _, raw = record.partition(b"\t")
+            if not info.startswith(_GITLINK.encode()):        # a submodule is not exported
+                names.append(os.fsdecode(raw))
+    if untracked:
+        names += [os.fsdecode(n) for n in _git(repo, "ls-files", "-z", "--others", "--exclude-standard")
+                  .stdout.split(b"\0") if n]
+    scratch = Path(tempfile.mkdtemp(prefix="prbot-worktree-"))
+    out = scratch / "tree"
+    out.mkdir()
+    try:
+        link = True
+        exported = 0
+        for name in dict.fromkeys(names):
+            src = os.path.join(repo, name)
+            parent = os.path.realpath(os.path.dirname(src))
+            if not (parent == top or parent.startswith(top + os.sep)) or \
+                    parent == git_dir or parent.startswith(git_dir + os.sep):
+                continue                              # reached through a linked directory: not ours
+            dest = out / name
+            try:
+                st = os.lstat(src)
+            except OSError:
+                continue                              # deleted in the working tree
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(src), dest)
+            elif stat.S_ISREG(st.st_mode):
+                _refuse_large("the working tree", st.st_size, exported)
+                exported += st.st_size
+                if link:
+                    try:
+                        os.link(src, dest)
+                        continue
+                    except OSError:
+                        link = False                  # another filesystem: copy from now on
+                shutil.copy2(src, dest)
+        yield out
+    finally:
+        _remove_tree(scratch)
 
 
 _SYMLINK, _GITLINK, _TREE = "120000", "160000", "040000"

@@ -11,7 +11,10 @@ fit a 2-core, 4 GB worker:
 | `PRBOT_RENDER_MAX_OBJECTS` | 5000 | objects one target may render (refused before a full parse) |
 | `PRBOT_PLAN_BUDGET`     | 10m     | wall-clock time of one plan: rendering, parsing, diffing, validating |
 | `PRBOT_COMMENT_PARTS`   | 10      | comments one plan may post; the rest is summarised        |
-| `PRBOT_CACHE_SIZE`      | 1Gi     | disk render cache, least recently used entries evicted    |
+| `PRBOT_CACHE_SIZE`      | 1Gi     | disk cache (renders and fetched remotes), least recently used entries evicted |
+| `PRBOT_REMOTE_TIMEOUT`  | 60s     | wall-clock time of one remote fetch (inside the plan budget) |
+| `PRBOT_REMOTE_SIZE`     | 50M     | bytes one remote input may download or unpack to          |
+| `PRBOT_REMOTE_FILES`    | 10000   | files and directories one remote input may unpack to      |
 | `PRBOT_TREE_SIZE`       | 1Gi     | bytes of files one plan exports from one revision          |
 
 Sizes take a plain number of bytes or a suffix (`512Mi`, `1G`, `1GiB`, `50MB`); durations seconds or
@@ -87,14 +90,18 @@ class Limits:
     max_objects: int = 5000           # objects one target may render
     plan_budget: float = 600.0        # seconds, one plan: rendering, parsing, diffing, validating
     comment_parts: int = 10           # comments per plan
-    cache_size: int = GIB             # bytes of the disk render cache
+    cache_size: int = GIB             # bytes of the disk cache (renders and fetched remotes)
+    remote_timeout: float = 60.0      # seconds, one remote fetch in all
+    remote_size: int = 50 * 1000 ** 2  # bytes one remote input downloads or unpacks to
+    remote_files: int = 10_000        # files and directories one remote input unpacks to
     tree_size: int = GIB              # bytes of files exported from one revision
 
     VARIABLES = {"memory": "PRBOT_RENDER_MEMORY", "timeout": "PRBOT_RENDER_TIMEOUT",
                  "output": "PRBOT_RENDER_OUTPUT", "max_objects": "PRBOT_RENDER_MAX_OBJECTS",
                  "plan_budget": "PRBOT_PLAN_BUDGET",
                  "comment_parts": "PRBOT_COMMENT_PARTS", "cache_size": "PRBOT_CACHE_SIZE",
-                 "tree_size": "PRBOT_TREE_SIZE"}
+                 "remote_timeout": "PRBOT_REMOTE_TIMEOUT", "remote_size": "PRBOT_REMOTE_SIZE",
+                 "remote_files": "PRBOT_REMOTE_FILES", "tree_size": "PRBOT_TREE_SIZE"}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -105,9 +112,9 @@ class Limits:
             if not raw:
                 continue
             try:
-                if field in ("timeout", "plan_budget"):
+                if field in ("timeout", "plan_budget", "remote_timeout"):
                     value: int | float = parse_duration(raw)
-                elif field in ("comment_parts", "max_objects"):
+                elif field in ("comment_parts", "remote_files", "max_objects"):
                     value = int(raw)
                 else:
                     value = parse_size(raw)
@@ -129,6 +136,9 @@ class Limits:
                  "comment_parts": lambda: f"{value}-comment",
                  "max_objects": lambda: f"{value:,}-object",
                  "cache_size": lambda: f"{format_size(value)} cache size",
+                 "remote_timeout": lambda: f"{format_duration(value)} remote fetch time",
+                 "remote_size": lambda: f"{format_size(value)} remote size",
+                 "remote_files": lambda: f"{value}-file remote",
                  "tree_size": lambda: f"{format_size(value)} tree size"}[field]()
         suffix = "" if field == "plan_budget" else " limit"
         return f"the {shown}{suffix} ({variable})"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 CACHE_DIR_ENV = "PRBOT_CACHE_DIR"
 TOOLS_DIR_ENV = "PRBOT_TOOLS_DIR"
+REMOTE_SUBDIR = "remote"          # the remote inputs' part of the render cache
 
 
 def cache_home() -> Path:
@@ -27,8 +28,9 @@ def render_cache_dir() -> Path:
 
 
 def remote_cache_dir() -> Path:
-    """Remote inputs prbot fetched (git bases, files, charts), beside the render cache."""
-    return render_cache_dir() / "remote"
+    """Remote inputs prbot fetched (git bases, files, charts), inside the render cache and counted
+    with it against `PRBOT_CACHE_SIZE` (`prbot.diskcache`)."""
+    return render_cache_dir() / REMOTE_SUBDIR
 
 
 def pinned_tools_dir(toolset: str) -> Path:

@@ -24,33 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from prbot.config import Config, SyncSpec
-from prbot.errors import PrbotError
 from prbot.model import Target
 from prbot.progress import Progress
 
 if TYPE_CHECKING:                          # the core's planning types, named in `Workspace.plan`
     from prbot.plan import DryRunner, Plan
     from prbot.render import RenderPool
-
-
-class TransientError(Exception):
-    """A failure that may go away: retry the job later.  The message never holds a token."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ForgeError(PrbotError):
-    """The forge refused a request (the message says what and why, one line, no token)."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class NotFound(ForgeError):
-    """The object asked for does not exist (or the installation cannot see it)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +55,7 @@ class PullRequest:
     html_url: str = ""
     repo: str = ""                        # full name of the base repository
     node_id: str = ""                     # GraphQL id (auto-merge); "" when unknown
+    updated_at: str = ""                  # GitHub's ISO 8601 time of its last change; "" when unknown
 
     @property
     def from_fork(self) -> bool:
@@ -268,6 +248,5 @@ class Deployer(Protocol):
     def poll(self, ticket: Mapping[str, Any]) -> tuple[dict[str, Any], Progress]: ...
 
 
-__all__ = ["Annotation", "CheckRun", "CheckRunOutput", "Comment", "Deployer", "Deployment", "Forge", "ForgeError",
-           "MergeMethod", "NotFound", "Permission", "Progress", "PullRequest", "Reaction", "Store",
-           "TransientError", "WRITE_PERMISSIONS", "Workspace"]
+__all__ = ["Annotation", "CheckRun", "CheckRunOutput", "Comment", "Deployer", "Deployment", "Forge", "MergeMethod",
+           "Permission", "Progress", "PullRequest", "Reaction", "Store", "WRITE_PERMISSIONS", "Workspace"]

@@ -3,18 +3,28 @@
 A target whose closure reads something remote (a kustomize remote base or file, a Helm chart from a
 repository) is rendered only when every such URL starts with a prefix in `render.remote` of
 `.prbot.yml` — read from the default branch, never from the pull request (`allowed`).  Otherwise it
-is *skipped*: neutral, with a note, and affected only when its local inputs change.
+is *skipped* — not rendered, which fails the check with the way out (allow the prefix, or vendor the
+input) — and affected only when its local inputs change.
 
 Allowed remotes are fetched by `Remotes`, never by kustomize or Helm (they run without a network):
 - only the host of the URL, only `https` (the URL may carry no credentials, `..` or `%`-escapes);
 - the host's DNS answers must all be public addresses — never loopback, link-local, private,
   multicast or reserved ones — and the connection is pinned to the address checked (curl's
   `--resolve` for git, the address itself for HTTP), so a DNS answer cannot change in between;
-- redirects are not followed; sizes and times are bounded by the render limits;
+- redirects are not followed;
+- one fetch (a git base, a file, a chart's index and archive) takes at most `PRBOT_REMOTE_TIMEOUT`
+  in all, and never runs past the plan's deadline (`PRBOT_PLAN_BUDGET`); what it downloads and
+  unpacks (a chart archive, a git checkout) is bounded in bytes (`PRBOT_REMOTE_SIZE`, and a quarter
+  of `PRBOT_CACHE_SIZE`) and in files (`PRBOT_REMOTE_FILES`), checked while unpacking;
 - git runs without hooks, submodules, credentials, system or user configuration, and the fetched
   tree's own closure must stay inside it (symbolic links included);
-- fetched trees are cached on disk by URL and *pinned* ref (a commit sha or a version tag);
-  an unpinned ref (a branch, or none) is fetched again by every plan.
+- fetched remotes are cached on disk only when *pinned* — a git ref or chart version that is a
+  commit sha or a version tag, a file whose path holds one and whose URL has no query — keyed by
+  what names the content (repository and ref; a file's whole URL), and counted with the render
+  cache against `PRBOT_CACHE_SIZE`, least recently used evicted (`prbot.diskcache`); anything
+  unpinned (a branch, no ref, a file on a branch or with a query) is fetched again by every plan
+  into a scratch directory removed with the plan, and what one plan keeps there is bounded by
+  `PRBOT_CACHE_SIZE` too.
 
 `PRBOT_REMOTE_STANDINS` (operator only, never a repository's file) maps URL prefixes to stand-in
 locations, e.g. an internal mirror or a test server:
@@ -24,6 +34,7 @@ be plain HTTP on a private address).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import ipaddress
@@ -37,11 +48,14 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prbot.diskcache import IDENT_FILE, SIZE_FILE, DiskUsage, tree_stats
 from prbot.errors import PrbotError, RemoteError
 from prbot.limits import Limits, format_size
 from prbot.paths import remote_cache_dir
@@ -51,7 +65,7 @@ log = logging.getLogger("prbot.remote")
 _PINNED = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]+)?)$")
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _CHART = re.compile(r"^(?P<repo>\S+)/(?P<name>[^/\s]+) \((?:version (?P<version>[^)]+)|chart)\)$")
-_GIT_TIMEOUT_FLOOR = 30.0
+_CONNECT_TIMEOUT = 10.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +86,14 @@ class RemoteRef:
 
     @property
     def pinned(self) -> bool:
-        return self.kind == "file" or bool(_PINNED.match(self.ref))
+        """Whether what it names cannot change: a git ref or chart version that is a commit sha or a
+        version tag, or a file whose path holds one (`…/raw/<sha>/x.yaml`) and whose URL has no query.
+        A branch, no ref, or a file on a branch is not: it is fetched again by every plan."""
+        if self.kind == "file":
+            parts = urllib.parse.urlsplit(self.url)
+            return not parts.query and not parts.fragment and \
+                any(_PINNED.match(segment) for segment in parts.path.split("/")[:-1])
+        return bool(_PINNED.match(self.ref))
 
 
 def parse_ref(text: str) -> RemoteRef:
@@ -184,27 +205,45 @@ class Fetched:
     file: str = ""             # file: its name inside `root`
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """When one fetch must be done (time.monotonic()), and which limit says so."""
+
+    until: float
+    limit: str                 # "remote_timeout" | "plan_budget"
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+
 @dataclass
 class Remotes:
     """Fetches the remote references a plan may render (see the module doc).  One per plan: an
-    unpinned ref is fetched once per `Remotes`; pinned ones are kept in `cache_dir`."""
+    unpinned ref is fetched once per `Remotes`; pinned ones are kept in `cache_dir`, the `remote`
+    directory of the render cache, and counted with it."""
 
     prefixes: tuple[str, ...]
     limits: Limits = field(default_factory=Limits.from_env)
     cache_dir: Path | None = None
     _memo: dict[str, Fetched | RemoteError] = field(default_factory=dict)
     _scratch: Path | None = None
+    _plan_bytes: int = 0
+    _held: set[Path] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.cache_dir is None:
             self.cache_dir = remote_cache_dir()
         self._standins = standins()
+        self._usage = DiskUsage.of(self.cache_dir.parent)
 
     def close(self) -> None:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        for store in self._held:
+            self._usage.release(store)
+        self._held.clear()
 
     def __enter__(self) -> Remotes:
         return self
@@ -215,8 +254,9 @@ class Remotes:
     def allowed(self, text: str) -> bool:
         return allowed(text, self.prefixes)
 
-    def fetch(self, text: str) -> Fetched:
-        """The local copy of an allowed remote reference; RemoteError when refused or failing."""
+    def fetch(self, text: str, *, deadline: float | None = None) -> Fetched:
+        """The local copy of an allowed remote reference; RemoteError when refused or failing.
+        `deadline` (time.monotonic()) is when the plan's budget runs out: no fetch runs past it."""
         ref = parse_ref(text)
         if not self.allowed(text):
             raise RemoteError(f"remote {ref.url} is not allowed by render.remote")
@@ -228,13 +268,41 @@ class Remotes:
             if got is None:
                 try:
                     fetch = {"git": self._fetch_git, "chart": self._fetch_chart}.get(ref.kind, self._fetch_file)
-                    got = fetch(ref)
+                    got = fetch(ref, self._clock(deadline))
                 except RemoteError as exc:
                     got = exc
                 self._memo[key] = got
         if isinstance(got, RemoteError):
             raise got
         return got
+
+    # ---------------------------------------------------------------- bounds
+    def _clock(self, deadline: float | None) -> _Clock:
+        own = time.monotonic() + self.limits.remote_timeout
+        if deadline is not None and deadline < own:
+            return _Clock(deadline, "plan_budget")
+        return _Clock(own, "remote_timeout")
+
+    def _late(self, url: str, clock: _Clock) -> RemoteError:
+        if clock.limit == "plan_budget":
+            return RemoteError(f"{url}: not fetched: {self.limits.describe('plan_budget')} ran out")
+        return RemoteError(f"{url}: not fetched within {self.limits.describe('remote_timeout')}")
+
+    def _max_bytes(self) -> tuple[int, str]:
+        """(bytes one remote may download or unpack to, how a message names that limit)."""
+        quarter = self.limits.cache_size // 4
+        if quarter < self.limits.remote_size:
+            return quarter, f"a quarter of {self.limits.describe('cache_size')}"
+        return self.limits.remote_size, self.limits.describe("remote_size")
+
+    def _check_tree(self, what: str, root: Path) -> None:
+        """RemoteError when `root` holds more bytes or files than a remote may."""
+        size, count = tree_stats(root)
+        most, named = self._max_bytes()
+        if size > most:
+            raise RemoteError(f"{what}: holds {format_size(size)}, more than {named}")
+        if count > self.limits.remote_files:
+            raise RemoteError(f"{what}: holds more than {self.limits.describe('remote_files')}")
 
     # ---------------------------------------------------------------- where and how to connect
     def _target(self, url: str) -> tuple[str, bool]:
@@ -262,29 +330,72 @@ class Remotes:
         digest = hashlib.sha256(content_key.encode()).hexdigest()[:32]
         if ref.pinned:
             assert self.cache_dir is not None
-            return self.cache_dir / digest
+            store = self.cache_dir / digest
+            if store not in self._held:            # not evicted while this plan may read it
+                self._held.add(store)
+                self._usage.hold(store)
+            return store
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="prbot-remote-"))
         return self._scratch / digest
 
+    def _account(self, ref: RemoteRef, size: int) -> None:
+        """Count `size` bytes to what this plan's remote inputs hold — in the cache, where they are
+        held until the plan ends, or in its scratch directory: no more than the cache may hold."""
+        if self._plan_bytes + size > self.limits.cache_size:
+            raise RemoteError(f"{ref.url}: not kept: the remote inputs of this plan would hold more than "
+                              f"{self.limits.describe('cache_size')}")
+        self._plan_bytes += size
+
+    def _cached(self, ref: RemoteRef, store: Path, inside: Path) -> str | None:
+        """The ident of a finished fetch at `store` (its use refreshed), or None."""
+        done = store / IDENT_FILE
+        if not (done.is_file() and inside.exists()):
+            return None
+        try:
+            size = int((store / SIZE_FILE).read_text().strip())
+        except (OSError, ValueError):
+            size = tree_stats(store)[0]
+        self._account(ref, size)
+        try:
+            os.utime(done)                         # least recently used eviction goes by this time
+        except OSError:
+            pass
+        return done.read_text().strip()
+
+    def _keep(self, ref: RemoteRef, tmp: Path, store: Path, ident: str) -> None:
+        """Install a finished fetch at `store`, counted against the cache (pinned) and this plan's
+        share of it."""
+        (tmp / IDENT_FILE).write_text(ident)
+        size = tree_stats(tmp)[0] + 20                     # and the SIZE file itself
+        self._account(ref, size)
+        (tmp / SIZE_FILE).write_text(str(size))
+        _install(tmp, store)
+        if ref.pinned:
+            self._usage.added(size, self.limits.cache_size)
+
     # ---------------------------------------------------------------- files (HTTP GET)
-    def _fetch_file(self, ref: RemoteRef) -> Fetched:
+    def _fetch_file(self, ref: RemoteRef, clock: _Clock) -> Fetched:
         store = self._store(ref, f"file\0{ref.url}")
         name = posixpath.basename(urllib.parse.urlsplit(ref.url).path) or "resource.yaml"
-        done = store / "IDENT"
-        if done.is_file() and (store / "content" / name).is_file():
-            return Fetched(ref, store / "content", done.read_text().strip(), name)
-        body = self._get(ref.url)
+        ident = self._cached(ref, store, store / "content" / name)
+        if ident is not None:
+            return Fetched(ref, store / "content", ident, name)
+        body = self._get(ref.url, clock)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
-        (tmp / "content").mkdir()
-        (tmp / "content" / name).write_bytes(body)
-        ident = "sha256:" + hashlib.sha256(body).hexdigest()
-        (tmp / "IDENT").write_text(ident)
-        _install(tmp, store)
+        try:
+            (tmp / "content").mkdir()
+            (tmp / "content" / name).write_bytes(body)
+            ident = "sha256:" + hashlib.sha256(body).hexdigest()
+            self._keep(ref, tmp, store, ident)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetched %s (%s)", ref.url, format_size(len(body)))
         return Fetched(ref, store / "content", ident, name)
 
-    def _get(self, url: str) -> bytes:
+    def _get(self, url: str, clock: _Clock) -> bytes:
+        """The body of `url`: at most `_max_bytes()`, all of it before `clock` runs out (a host
+        sending slowly is cut off then, however steadily it sends)."""
         import urllib3
 
         parts, address, _ = self._connect(url)
@@ -292,48 +403,73 @@ class Remotes:
         path = parts.path or "/"
         if parts.query:
             path += f"?{parts.query}"
-        timeout = urllib3.Timeout(connect=10.0, read=max(self.limits.timeout, 10.0))
+        left = clock.left()
+        if left <= 0:
+            raise self._late(url, clock)
+        timeout = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left), read=left)
         pool: Any
         if parts.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(address or host, parts.port or 443, timeout=timeout, retries=False,
                                                server_hostname=host, assert_hostname=host)
         else:
             pool = urllib3.HTTPConnectionPool(address or host, parts.port or 80, timeout=timeout, retries=False)
+        most, named = self._max_bytes()
+        late = threading.Event()
+        timer: threading.Timer | None = None
         try:
             response = pool.urlopen("GET", path, headers={"Host": parts.netloc, "User-Agent": "prbot"},
                                     redirect=False, preload_content=False)
+
+            def cut_off() -> None:
+                late.set()
+                response.shutdown()            # a read waiting on the host returns now
+
+            timer = threading.Timer(max(clock.left(), 0.0), cut_off)
+            timer.daemon = True
+            timer.start()
             try:
                 if 300 <= response.status < 400:
                     raise RemoteError(f"{url}: redirected ({response.status}); redirects are not followed")
                 if response.status != 200:
                     raise RemoteError(f"{url}: HTTP {response.status}")
                 chunks, size = [], 0
-                for chunk in response.stream(1 << 16):
+                while chunk := response.read1(1 << 16):
+                    if late.is_set() or clock.left() <= 0:
+                        raise self._late(url, clock)
                     size += len(chunk)
-                    if size > self.limits.output:
-                        raise RemoteError(f"{url}: larger than {self.limits.describe('output')}")
+                    if size > most:
+                        raise RemoteError(f"{url}: larger than {named}")
                     chunks.append(chunk)
+                if late.is_set():
+                    raise self._late(url, clock)
                 return b"".join(chunks)
             finally:
                 response.release_conn()
-        except urllib3.exceptions.HTTPError as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if late.is_set() or clock.left() <= 0:
+                raise self._late(url, clock) from None
             raise RemoteError(f"{url}: {type(exc).__name__}") from exc
         finally:
+            if timer is not None:
+                timer.cancel()
             pool.close()
 
     # ---------------------------------------------------------------- Helm chart repositories
-    def _fetch_chart(self, ref: RemoteRef) -> Fetched:
+    def _fetch_chart(self, ref: RemoteRef, clock: _Clock) -> Fetched:
         """The chart archive the repository's index names for this name and version (the newest
-        when no version is given), its digest checked, unpacked without links or devices."""
+        when no version is given), its digest checked, unpacked without links or devices and
+        within the size and file limits."""
         from prbot.yamlio import YAML_ERRORS, load_yaml
 
+        if any(c in ref.repo for c in "?#"):
+            raise RemoteError(f"chart repository {ref.repo}: a query or fragment is not fetched")
         store = self._store(ref, f"chart\0{ref.repo}\0{ref.path}\0{ref.ref}")
-        done = store / "IDENT"
-        if done.is_file() and (store / "tree" / ref.path).is_dir():
-            return Fetched(ref, store / "tree" / ref.path, done.read_text().strip())
+        ident = self._cached(ref, store, store / "tree" / ref.path)
+        if ident is not None:
+            return Fetched(ref, store / "tree" / ref.path, ident)
         index_url = ref.repo.rstrip("/") + "/index.yaml"
         try:
-            index = load_yaml(self._get(index_url).decode("utf-8"))
+            index = load_yaml(self._get(index_url, clock).decode("utf-8"))
         except (*YAML_ERRORS, UnicodeDecodeError) as exc:  # type: ignore[misc]
             raise RemoteError(f"{index_url}: not a chart repository index ({exc})") from exc
         entries = index.get("entries", {}).get(ref.path) if isinstance(index, dict) and \
@@ -346,32 +482,54 @@ class Remotes:
         archive_url = urllib.parse.urljoin(ref.repo.rstrip("/") + "/", str(entry["urls"][0]))
         if not self.allowed(archive_url):
             raise RemoteError(f"chart {ref.path}: its archive {archive_url} is not allowed by render.remote")
-        data = self._get(archive_url)
+        data = self._get(archive_url, clock)
         digest = hashlib.sha256(data).hexdigest()
         if entry.get("digest") and str(entry["digest"]) != digest:
             raise RemoteError(f"{archive_url}: its sha256 is not the digest the index gives")
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
         try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-                members = archive.getmembers()
-                if any(m.name.split("/")[0] != ref.path or m.issym() or m.islnk() for m in members):
-                    raise RemoteError(f"{archive_url}: not a chart archive of {ref.path} (or it holds links)")
-                archive.extractall(tmp / "tree", filter="data")
-            (tmp / "IDENT").write_text(f"chart:sha256:{digest}")
-            _install(tmp, store)
-        except (tarfile.TarError, OSError) as exc:
-            raise RemoteError(f"{archive_url}: cannot be unpacked ({exc})") from exc
+            self._unpack(archive_url, data, ref.path, tmp / "tree", clock)
+            self._check_tree(archive_url, tmp / "tree")
+            self._keep(ref, tmp, store, f"chart:sha256:{digest}")
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise RemoteError(f"{archive_url}: cannot be unpacked ({type(exc).__name__})") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetched chart %s %s from %s", ref.path, entry.get("version"), ref.repo)
         return Fetched(ref, store / "tree" / ref.path, f"chart:sha256:{digest}")
 
+    def _unpack(self, url: str, data: bytes, name: str, into: Path, clock: _Clock) -> None:
+        """Unpack the chart archive `data` into `into`, checking each member as it is read: no more
+        bytes or files than a remote may hold, nothing outside `name/`, no links or devices.  The
+        archive is decompressed only as far as those limits allow (a small archive expanding to
+        gigabytes stops at the limit)."""
+        most, named = self._max_bytes()
+        files = self.limits.remote_files
+        # the tar stream itself: the members' bytes plus a header block or two for each
+        stream = _Inflated(data, most + (files + 2) * 2 * tarfile.BLOCKSIZE,
+                           RemoteError(f"{url}: unpacks to more than {named}"))
+        members: list[tarfile.TarInfo] = []
+        total = 0
+        with tarfile.open(fileobj=stream, mode="r:") as archive:    # type: ignore[call-overload]
+            for member in archive:
+                members.append(member)
+                total += max(member.size, 0)
+                if len(members) > files:
+                    raise RemoteError(f"{url}: holds more than {self.limits.describe('remote_files')}")
+                if total > most:
+                    raise RemoteError(f"{url}: unpacks to more than {named}")
+                if member.name.split("/")[0] != name or member.issym() or member.islnk():
+                    raise RemoteError(f"{url}: not a chart archive of {name} (or it holds links)")
+                if clock.left() <= 0:
+                    raise self._late(url, clock)
+            archive.extractall(into, members=members, filter="data")
+
     # ---------------------------------------------------------------- git repositories
-    def _fetch_git(self, ref: RemoteRef) -> Fetched:
+    def _fetch_git(self, ref: RemoteRef, clock: _Clock) -> Fetched:
         store = self._store(ref, f"git\0{ref.repo}\0{ref.ref}")
-        done = store / "IDENT"
-        if done.is_file() and (store / "tree").is_dir():
-            return Fetched(ref, store / "tree", done.read_text().strip())
+        ident = self._cached(ref, store, store / "tree")
+        if ident is not None:
+            return Fetched(ref, store / "tree", ident)
         parts, address, standin = self._connect(ref.repo)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
         try:
@@ -385,43 +543,79 @@ class Remotes:
             if address is not None:
                 host_address = f"[{address}]" if ":" in address else address
                 options += ["-c", f"http.curloptResolve={parts.hostname}:{parts.port or 443}:{host_address}"]
-            self._git(tree, ["init", "-q"], options)
+
+            def git(args: list[str]) -> str:
+                return self._git(tree, args, options, ref.repo, clock)
+
+            git(["init", "-q"])
             wanted = ref.ref or "HEAD"
             try:
-                self._git(tree, ["fetch", "-q", "--depth", "1", "--no-tags", url, wanted], options)
+                git(["fetch", "-q", "--depth", "1", "--no-tags", url, wanted])
             except RemoteError:                       # a server without shallow fetches (dumb HTTP)
-                self._git(tree, ["fetch", "-q", "--no-tags", url, wanted], options)
-            self._git(tree, ["checkout", "-q", "--detach", "FETCH_HEAD"], options)
-            commit = self._git(tree, ["rev-parse", "HEAD"], options).strip()
+                if clock.left() <= 0:
+                    raise
+                git(["fetch", "-q", "--no-tags", url, wanted])
+            git(["checkout", "-q", "--detach", "FETCH_HEAD"])
+            commit = git(["rev-parse", "HEAD"]).strip()
             shutil.rmtree(tree / ".git")
-            size = _tree_size(tree)
-            if size > self.limits.cache_size // 4:
-                raise RemoteError(f"{ref.repo}: the checkout is {format_size(size)}, too large to render")
-            (tmp / "IDENT").write_text(f"git:{commit}")
-            _install(tmp, store)
+            self._check_tree(f"{ref.repo}: the checkout", tree)
+            self._keep(ref, tmp, store, f"git:{commit}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetched %s at %s%s", ref.repo, ref.ref or "its default branch",
                  " (through a stand-in)" if standin else "")
-        return Fetched(ref, store / "tree", (store / "IDENT").read_text().strip())
+        return Fetched(ref, store / "tree", (store / IDENT_FILE).read_text().strip())
 
-    def _git(self, cwd: Path, args: list[str], options: list[str]) -> str:
+    def _git(self, cwd: Path, args: list[str], options: list[str], url: str, clock: _Clock) -> str:
         git = shutil.which("git") or "git"
         home = cwd.parent
         env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
                "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
                "GIT_LFS_SKIP_SMUDGE": "1", "LANG": "C.UTF-8"}
+        left = clock.left()
+        if left <= 0:
+            raise self._late(url, clock)
         try:
             proc = subprocess.run([git, *options, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=max(self.limits.timeout, _GIT_TIMEOUT_FLOOR))
-        except subprocess.TimeoutExpired as exc:
-            raise RemoteError(f"git {args[0]} timed out after {exc.timeout:g}s") from exc
+                                  capture_output=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            raise self._late(url, clock) from None
         except OSError as exc:
             raise RemoteError(f"git: {exc.strerror or exc}") from exc
         if proc.returncode != 0:
             message = " ".join(proc.stderr.decode("utf-8", "replace").split())[:300]
             raise RemoteError(f"git {args[0]}: {message or f'exit {proc.returncode}'}")
         return proc.stdout.decode("utf-8", "replace")
+
+
+class _Inflated:
+    """A gzip stream read as a file, refusing to decompress past `limit` bytes (`too_much` raised)."""
+
+    def __init__(self, data: bytes, limit: int, too_much: RemoteError) -> None:
+        self._gz = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+        self._limit = limit
+        self._too_much = too_much
+
+    def read(self, n: int = -1) -> bytes:
+        room = self._limit + 1 - self._gz.tell()
+        chunk = self._gz.read(room if n is None or n < 0 else min(n, room))
+        if self._gz.tell() > self._limit:
+            raise self._too_much
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = {io.SEEK_SET: offset, io.SEEK_CUR: self._gz.tell() + offset}.get(whence)
+        if target is None:
+            raise OSError("seeking from the end of a compressed stream")
+        if target > self._limit:
+            raise self._too_much
+        return self._gz.seek(target)
+
+    def tell(self) -> int:
+        return self._gz.tell()
+
+    def close(self) -> None:
+        self._gz.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,14 +645,15 @@ class Vendored:
         return hashlib.sha256(f"{self.fetched.ref.url}\0{self.ident}".encode()).hexdigest()[:16]
 
 
-def vendor(remotes: Remotes, text: str, depth: int = 0) -> Vendored:
-    """Fetch `text` and what its closure reads remotely; RemoteError when anything is refused."""
+def vendor(remotes: Remotes, text: str, depth: int = 0, *, deadline: float | None = None) -> Vendored:
+    """Fetch `text` and what its closure reads remotely; RemoteError when anything is refused.
+    `deadline` (time.monotonic()) is when the plan's budget runs out."""
     from prbot.model import Target
     from prbot.renderers.closure import ClosureCache
 
     if depth >= MAX_NESTING:
         raise RemoteError(f"remote {text}: remote bases nested more than {MAX_NESTING} deep")
-    fetched = remotes.fetch(text)
+    fetched = remotes.fetch(text, deadline=deadline)
     if fetched.ref.kind == "file":
         return Vendored(fetched, frozenset({fetched.file}), {})
     if fetched.ref.kind == "chart":
@@ -474,7 +669,7 @@ def vendor(remotes: Remotes, text: str, depth: int = 0) -> Vendored:
     closure = cache.closure(root, Target("remote", "remote", sub, "kustomize"))
     if closure.outside:
         raise RemoteError(f"remote {fetched.ref.url}: refused: {closure.outside[0]}")
-    nested = {ref: vendor(remotes, ref, depth + 1) for ref in closure.remote}
+    nested = {ref: vendor(remotes, ref, depth + 1, deadline=deadline) for ref in closure.remote}
     return Vendored(fetched, closure.files, nested)
 
 
@@ -486,21 +681,10 @@ def _ensure(path: Path) -> Path:
 def _install(tmp: Path, store: Path) -> None:
     """Move a finished fetch into place (another plan may have done it meanwhile: keep theirs)."""
     try:
-        if store.exists() and not (store / "IDENT").is_file():
+        if store.exists() and not (store / IDENT_FILE).is_file():
             shutil.rmtree(store, ignore_errors=True)        # a half-written one
         os.replace(tmp, store)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (store / "IDENT").is_file():
+        if not (store / IDENT_FILE).is_file():
             raise
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prbot.diskcache import DiskUsage
 from prbot.errors import RemoteError, RenderError
 from prbot.limits import Limits
 from prbot.model import Target
@@ -112,74 +113,6 @@ def _tool_fingerprint(renderer: str) -> str:
         except OSError:
             parts.append(f"{path}:?")
     return "|".join(parts)
-
-
-class _DiskUsage:
-    """Bytes held by one cache directory, shared by the pools of this process, and eviction of the
-    least recently used entries (by modification time, which a cache hit refreshes)."""
-
-    _all: dict[str, _DiskUsage] = {}
-    _all_lock = threading.Lock()
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.lock = threading.Lock()
-        self.size: int | None = None
-
-    @classmethod
-    def of(cls, directory: Path) -> _DiskUsage:
-        key = os.path.abspath(directory)
-        with cls._all_lock:
-            got = cls._all.get(key)
-            if got is None:
-                got = cls._all[key] = cls(directory)
-            return got
-
-    def _entries(self) -> list[tuple[float, int, str]]:
-        found: list[tuple[float, int, str]] = []
-        try:
-            shards = list(os.scandir(self.directory))
-        except OSError:
-            return found
-        for shard in shards:
-            if not shard.is_dir(follow_symlinks=False):
-                continue
-            try:
-                with os.scandir(shard.path) as it:
-                    for entry in it:
-                        if entry.name.endswith(".json") and not entry.name.startswith(".tmp-"):
-                            try:
-                                st = entry.stat(follow_symlinks=False)
-                            except OSError:
-                                continue
-                            found.append((st.st_mtime, st.st_size, entry.path))
-            except OSError:
-                continue
-        return found
-
-    def added(self, nbytes: int, limit: int) -> None:
-        """Account for a new entry; evict the oldest entries when over `limit` (down to 90%)."""
-        with self.lock:
-            if self.size is None:
-                self.size = sum(size for _, size, _ in self._entries())
-            else:
-                self.size += nbytes
-            if self.size <= limit:
-                return
-            entries = sorted(self._entries())
-            self.size = sum(size for _, size, _ in entries)
-            evicted = 0
-            for _, size, path in entries:
-                if self.size <= limit * 9 // 10:
-                    break
-                try:
-                    os.unlink(path)
-                except OSError:
-                    continue
-                self.size -= size
-                evicted += 1
-            log.info("render cache %s over %d bytes: %d least recently used entries evicted",
-                     self.directory, limit, evicted)
 
 
 def cache_extra(target: Target) -> str:
@@ -265,7 +198,7 @@ class RenderPool:
                         continue
                     if closure.remote:
                         try:
-                            fetched = {ref: vendor(remotes, ref) for ref in closure.remote}
+                            fetched = {ref: vendor(remotes, ref, deadline=deadline) for ref in closure.remote}
                         except RemoteError as exc:
                             results[key] = RenderError(str(exc))
                             continue
@@ -399,7 +332,7 @@ class RenderPool:
                     os.unlink(tmp)
                 except OSError:
                     pass
-        _DiskUsage.of(self.cache_dir).added(size, self.limits.cache_size)
+        DiskUsage.of(self.cache_dir).added(size, self.limits.cache_size)
 
 
 def _decode(value: str | RenderError) -> RenderResult:

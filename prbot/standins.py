@@ -44,16 +44,14 @@ from prbot.cluster.health import (
 )
 from prbot.cluster.sync import ObjectRef, argocd_sync, flux_sync, subject
 from prbot.config import SyncSpec
-from prbot.errors import RenderError
+from prbot.errors import ForgeError, NotFound, RenderError
 from prbot.model import Target
 from prbot.ports import (
     CheckRun,
     CheckRunOutput,
     Comment,
     Deployment,
-    ForgeError,
     MergeMethod,
-    NotFound,
     Permission,
     PullRequest,
     Reaction,

@@ -38,9 +38,8 @@ import git
 
 from prbot import gitrepo
 from prbot.config import Config
-from prbot.errors import GitError, PrbotError
+from prbot.errors import ForgeError, GitError, NotFound, PrbotError, TransientError
 from prbot.plan import DryRunner, Plan, make_plan
-from prbot.ports import ForgeError, NotFound, TransientError
 from prbot.render import RenderPool
 
 log = logging.getLogger("prbot.workspace")

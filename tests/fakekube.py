@@ -13,6 +13,16 @@ What it serves
   strategic merge treated alike) and JSON patch (`application/json-patch+json`) — and DELETE
   (a Namespace takes its objects with it).  `dryRun=All` never persists.  `metadata.resourceVersion`
   in a patch or replace is a precondition (409 Conflict), as on a real API server.
+- Names, as the real API server checks them: the path is percent-decoded, then split on "/" (as
+  Go's URL.Path is); a namespace that is not an RFC 1123 label or a name that is not a path segment
+  (".", "..", "%") is refused with 400; a write whose name breaks its kind's rule (RFC 1123
+  subdomain; label for a Namespace; RFC 1035 label for a Service; path segment for RBAC kinds) with
+  422; a body whose name or namespace disagrees with the path with 400.  `GET …/<name>/status`
+  serves the object.
+- Subresources that reach past the API server: `proxy` answers for the service, pod or node behind
+  it (a real request, with the caller's credentials); `exec`, `attach` and `portforward` answer 400
+  (upgrade required).  Each is recorded in `subresource_calls`, and leaving the server (`with`)
+  fails when there is any: prbot must never make one.
 - Namespaces: writing an object into a namespace that does not exist is refused like the real API
   (404, `namespaces "x" not found`, details kind `namespaces`).  `default`, `kube-system` and
   `kube-public` exist; `seed()` creates the namespace of what it stores.
@@ -45,8 +55,9 @@ What tests read and control
   `objects(kind, namespace=, label=)`, `update_status(...)` (a controller of the test's own);
 - `refuse(kind, message, code=422, name=None)`: answer writes of `kind` with that Status;
   `fail(kind, times, code=503)`: the next `times` requests for `kind` fail;
-- `requests` (every request: method, path, query, content type, body), `applies(kind)`,
-  `patches(kind, content_type)`, `deletes(kind)`, `touching(namespace)`;
+- `requests` (every request: method, path, query, content type, body, decoded segments),
+  `applies(kind)`, `patches(kind, content_type)`, `deletes(kind)`, `touching(namespace)`,
+  `strays()` (requests that are neither discovery nor one object or collection), `subresource_calls`;
 - `write_kubeconfig(path)`: a kubeconfig for this server and its bearer token (`TOKEN`; other
   tokens get 401).
 """
@@ -65,7 +76,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -151,10 +162,12 @@ class Recorded:
     """One request as the server saw it."""
 
     method: str
-    path: str
+    path: str                       # as sent (percent-encoded)
     query: dict[str, str]
     content_type: str | None
     body: Any = None
+    segments: tuple[str, ...] = ()  # the path decoded, then split on "/" (what the API server routes on)
+    raw_query: str = ""
 
 
 @dataclass
@@ -211,6 +224,7 @@ class _State:
     scripts: dict[tuple[str, str | None, str | None], Script] = field(default_factory=dict)
     sources: dict[tuple[str | None, str], str] = field(default_factory=dict)
     pending_crds: set[str] = field(default_factory=set)
+    subresource_calls: list[Recorded] = field(default_factory=list)     # proxy, exec, attach, portforward
     version: int = 100
 
 
@@ -353,6 +367,37 @@ def label_matcher(selector: str | None) -> Callable[[dict[str, str]], bool]:
     return lambda labels: all(t(labels) for t in terms)
 
 
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NAME_RULES: dict[str, tuple[re.Pattern[str], int, str]] = {
+    "label": (re.compile(rf"{_LABEL}\Z"), 63,
+              "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+              "start and end with an alphanumeric character"),
+    "subdomain": (re.compile(rf"{_LABEL}(\.{_LABEL})*\Z"), 253,
+                  "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                  "'.', and must start and end with an alphanumeric character"),
+    "dns1035": (re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z"), 63,
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                "alphabetic character, and end with an alphanumeric character"),
+    "segment": (re.compile(r"[^/%]+\Z"), 10_000, "may not contain '/' or '%', and may not be '.' or '..'"),
+}
+_RBAC = "rbac.authorization.k8s.io"
+KIND_RULES = {("", "Namespace"): "label", ("", "Service"): "dns1035", (_RBAC, "Role"): "segment",
+              (_RBAC, "ClusterRole"): "segment", (_RBAC, "RoleBinding"): "segment",
+              (_RBAC, "ClusterRoleBinding"): "segment"}
+SUBRESOURCES = {"proxy": ("services", "pods", "nodes"), "exec": ("pods",), "attach": ("pods",),
+                "portforward": ("pods",)}
+
+
+def name_error(rule: str, value: str) -> str | None:
+    """What the API server says of `value` under `rule` (apimachinery's validation), or None."""
+    pattern, limit, words = NAME_RULES[rule]
+    if len(value) > limit:
+        return f"must be no more than {limit} characters"
+    if value in (".", "..") or not pattern.match(value):
+        return words
+    return None
+
+
 def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                             "message": message, "reason": reason, "code": code}
@@ -418,6 +463,10 @@ class FakeKube:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        calls = self.subresource_calls
+        if calls and exc[0] is None:
+            raise AssertionError("the Kubernetes API got subresource requests prbot must never make: "
+                                 + ", ".join(f"{r.method} {r.path}" for r in calls))
 
     @property
     def url(self) -> str:
@@ -588,6 +637,22 @@ class FakeKube:
     def touching(self, namespace: str) -> list[Recorded]:
         """Every request whose path names `namespace` (as a namespace, or the Namespace object)."""
         return [r for r in self.requests if f"/namespaces/{namespace}/" in r.path.rstrip("/") + "/"]
+
+    @property
+    def subresource_calls(self) -> list[Recorded]:
+        """Requests for the proxy, exec, attach or portforward subresources (prbot must never make one)."""
+        with self._lock:
+            return list(self._state.subresource_calls)
+
+    def forget_subresource_calls(self) -> None:
+        """For a test that calls a subresource itself on purpose (leaving the server would fail otherwise)."""
+        with self._lock:
+            self._state.subresource_calls.clear()
+
+    def strays(self) -> list[Recorded]:
+        """Requests that are neither discovery nor exactly one object or collection
+        (``/api(s)/<group/version>[/namespaces/<ns>]/<plural>[/<name>]``, each part one valid segment)."""
+        return [r for r in self.requests if not _plain(r.segments)]
 
     def _plural(self, kind: str | None) -> str | None:
         if kind is None:
@@ -885,6 +950,26 @@ class FakeKube:
         return states
 
 
+_DISCOVERY = re.compile(r"version|api|apis|api/v1|apis/[^/]+/[^/]+")
+
+
+def _plain(segments: tuple[str, ...]) -> bool:
+    """Whether decoded path `segments` are discovery, or one object or collection."""
+    if _DISCOVERY.fullmatch("/".join(segments)):
+        return True
+    if segments[:2] == ("api", "v1"):
+        rest = segments[2:]
+    elif segments[:1] == ("apis",) and len(segments) >= 3:
+        rest = segments[3:]
+    else:
+        return False
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        if name_error("label", rest[1]):
+            return False
+        rest = rest[2:]
+    return 1 <= len(rest) <= 2 and all(not name_error("segment", part) for part in rest)
+
+
 class _Handler(BaseHTTPRequestHandler):
     kube: FakeKube
     protocol_version = "HTTP/1.1"
@@ -917,13 +1002,16 @@ class _Handler(BaseHTTPRequestHandler):
                 body = yaml.safe_load(raw.decode())
             except (yaml.YAMLError, UnicodeDecodeError):
                 body = raw
+        segments = [s for s in unquote(parts.path).split("/") if s]      # decoded first, as Go's URL.Path
+        recorded = Recorded(method, parts.path, query, self.headers.get("Content-Type"), copy.deepcopy(body),
+                            tuple(segments), parts.query)
         with self.kube._lock:
-            self.kube._state.requests.append(
-                Recorded(method, parts.path, query, self.headers.get("Content-Type"), copy.deepcopy(body)))
+            self.kube._state.requests.append(recorded)
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self._status(401, "Unauthorized", "Unauthorized")
             return
-        segments = [s for s in parts.path.split("/") if s]
+        if self._subresource(recorded):
+            return
         if method == "GET" and self._discovery(segments):
             return
         try:
@@ -947,6 +1035,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._handle("DELETE")
+
+    # -- subresources that reach past the API server ----------------------------------------------
+
+    def _subresource(self, recorded: Recorded) -> bool:
+        """Serve proxy (the answer of the service, pod or node behind it: a real request, never a
+        dry-run), exec, attach and portforward (which need a connection upgrade); each is recorded."""
+        segments = list(recorded.segments)
+        if len(segments) >= 2 and segments[:2] == ["api", "v1"]:
+            rest = segments[2:]
+        elif len(segments) >= 3 and segments[0] == "apis":
+            rest = segments[3:]
+        else:
+            return False
+        if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) >= 4:
+            rest = rest[2:]
+        if len(rest) < 3 or rest[2] not in SUBRESOURCES or rest[0] not in SUBRESOURCES[rest[2]]:
+            return False
+        with self.kube._lock:
+            self.kube._state.subresource_calls.append(recorded)
+        if rest[2] == "proxy":
+            self._send(200, {"proxied": "/".join(rest[3:]), "method": recorded.method,
+                             "answer": "the in-cluster service answered with its internal data"})
+        else:
+            self._status(400, "BadRequest", "Upgrade request required")
+        return True
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -992,12 +1105,17 @@ class _Handler(BaseHTTPRequestHandler):
         name: str | None = None
         if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] != "status":
             namespace, rest = rest[1], rest[2:]
+        status = len(rest) == 3 and rest[2] == "status" and method == "GET"
         if len(rest) == 1:
             plural = rest[0]
-        elif len(rest) == 2:
-            plural, name = rest
+        elif len(rest) == 2 or status:
+            plural, name = rest[:2]
         else:
             raise _Reject(404, "NotFound", "the server could not find the requested resource")
+        if namespace is not None and name_error("label", namespace):
+            raise _Reject(400, "BadRequest", f'invalid namespace "{namespace}": {name_error("label", namespace)}')
+        if name is not None and name_error("segment", name):
+            raise _Reject(400, "BadRequest", f'invalid resource name "{name}": {name_error("segment", name)}')
         kube = self.kube
         with kube._lock:
             rt = kube._find(group, version, plural)
@@ -1061,8 +1179,13 @@ class _Handler(BaseHTTPRequestHandler):
         if apply and (body.get("apiVersion") != rt.group_version or body.get("kind") != rt.kind):
             raise _Reject(400, "BadRequest", f"apiVersion/kind {body.get('apiVersion')}/{body.get('kind')} "
                           f"do not match the request {rt.group_version}/{rt.kind}")
-        if apply and meta.get("name") != name:
+        if (apply or meta.get("name") is not None) and meta.get("name") != name:
             raise _Reject(400, "BadRequest", "the name of the object does not match the name on the URL")
+        rule = KIND_RULES.get((rt.group, rt.kind), "subdomain")
+        why = name_error(rule, name) or (name_error("segment", name) if rule != "segment" else None)
+        if why:
+            raise _Reject(422, "Invalid", f'{rt.kind} "{name}" is invalid: metadata.name: Invalid value: '
+                          f'"{name}": {why}', {"name": name, "kind": rt.plural})
         if meta.get("namespace") not in (None, namespace) and rt.namespaced:
             raise _Reject(400, "BadRequest",
                           "the namespace of the provided object does not match the namespace sent on the request")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import PROJECT, commit_all, init_repo, write
+from support import PROJECT, commit_all, git, init_repo, write
 
 from prbot.cli import main
 from prbot.limits import Limits
@@ -241,7 +241,11 @@ def test_link_chains_and_loops_fail_their_target_and_the_rest_is_planned(
     os.symlink("d2", repo / "apps/d1")                             # an apps[].path directory: a loop
     os.symlink("d1", repo / "apps/d2")
     write(repo, "apps/fine/cm.yaml", CM.format(name="fine", value="head"))
-    head = commit_all(repo, "links") if committed else None
+    if committed:
+        head: str | None = commit_all(repo, "links")
+    else:                                                         # staged: a working-tree plan reads them
+        git(repo, "add", "-A")
+        head = None
     code, data, err = plan(repo, base, head, capsys)
     assert code == 1 and "internal error" not in err
     loop_words = "a symbolic link loop, or a chain of symbolic links too long to follow"
@@ -274,6 +278,10 @@ def test_an_export_over_the_tree_size_limit_is_refused_naming_it(
     assert main(["plan", "--repo", str(repo), "--base", base, "--head", head]) == 2
     err = capsys.readouterr().err
     assert "more than the 2 MiB tree size limit (PRBOT_TREE_SIZE)" in err, err
+    assert main(["plan", "--repo", str(repo), "--base", base]) == 2             # the working tree
+    err = capsys.readouterr().err
+    assert "the files of the working tree the plan needs hold" in err, err
+    assert "more than the 2 MiB tree size limit (PRBOT_TREE_SIZE)" in err
     monkeypatch.setenv("PRBOT_TREE_SIZE", "8Mi")                            # a fitting tree plans
     code, data, _ = plan(repo, base, head, capsys)
     assert target(data, "fine")["status"] == "changed"

@@ -156,9 +156,8 @@ def test_demo_tells_the_whole_story(capsys) -> None:
         "**1 environment changes** · staging ✅",
         "▶ 6. People talk to prbot on PR #2",
         "dave (read) comments: /prbot lock staging release freeze",
-        "- `/prbot lock staging release freeze`: refused — `dave` needs write permission on this repository to run "
-        "`/prbot lock` (has `read`)",
-        "  → reacted confused to dave's comment on PR #2",
+        "  → reacted eyes to dave's comment on PR #2",
+        "  → reacted confused to dave's comment on PR #2",             # no reply: dave may not write
         "carol (write) comments: /prbot promote prod",
         "- `/prbot promote prod`: refused — only the deployers of this environment (`@acme/sre`, `alice`) may run "
         "`/prbot promote`",
@@ -248,7 +247,8 @@ def test_a_closed_pipe_keeps_the_plans_exit_code(example_repo: Path, fail: bool)
     if fail:
         write(example_repo, "apps/worker/envs/dev/broken.yaml", "kind: ConfigMap\nmetadata: [\n")
     proc = subprocess.Popen([sys.executable, "-m", "prbot.cli", "plan", "--base", "HEAD", "--no-cluster",
-                             "--repo", str(example_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--untracked", "--repo", str(example_repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()                            # as `head -1` does

@@ -17,8 +17,8 @@ from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.deploy import Deployer, Ticket
 from prbot.cluster.sync import REFRESH_ANNOTATION, REQUESTED_AT_ANNOTATION, TARGET_LABEL
 from prbot.config import SyncSpec
+from prbot.errors import TransientError
 from prbot.model import Target
-from prbot.ports import TransientError
 from prbot.progress import Progress
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -1,5 +1,6 @@
 """The slash commands' table (prbot/flows/slash_commands.py): every entry shows in `/prbot help` and
-its permission is enforced, as the comment a user sees says.  Runs the real `run_commands` on the
+its permission is enforced, as the comment a writer sees says (someone without write permission
+gets reactions only, and a reply to `/prbot help`).  Runs the real `run_commands` on the
 demo's stand-in GitHub (carol may write, dave may read, prod's deployers are alice and @acme/sre)."""
 
 from __future__ import annotations
@@ -56,10 +57,21 @@ def test_each_command_refuses_a_user_below_its_permission(world: World, name: st
     line = f"/prbot {name}" + (" prod" if spec.env != "none" else "")
     outcome, reply = _say(world, "dave", line)                     # dave may only read
     assert outcome.ran == [] and outcome.refused == [name]
-    assert reply == (f"- `{line}`: refused — `dave` needs write permission on this repository to run "
-                     f"`/prbot {name}` (has `read`)")
+    assert reply == ""                                             # reactions only: prbot relays no outsider
+    comment = max(world.forge.comments)
+    assert [r for c, r in world.forge.reactions if c == comment] == ["eyes", "confused"]
     if spec.permission == "deployers":                            # carol may write but does not deploy prod
         outcome, reply = _say(world, "carol", line)
         assert outcome.ran == [] and outcome.refused == [name]
         assert reply == (f"- `{line}`: refused — only the deployers of this environment (`@acme/sre`, `alice`) "
                          f"may run `/prbot {name}`")
+
+
+def test_an_outsider_typo_gets_no_reply_and_a_writer_typo_does(world: World) -> None:
+    outcome, reply = _say(world, "nobody", "/prbot plna")
+    assert outcome.ran == [] and reply == ""
+    assert [r for c, r in world.forge.reactions if c == max(world.forge.comments)] == ["eyes", "confused"]
+    outcome, reply = _say(world, "nobody", "/prbot plna\n/prbot help")   # help is answered, the typo is not
+    assert outcome.ran == ["help"] and reply.startswith("**prbot commands**") and "plna" not in reply
+    outcome, reply = _say(world, "carol", "/prbot plna")
+    assert reply == "- `/prbot plna`: unknown command `plna` — did you mean `plan`? (`/prbot help` lists the commands)"

@@ -20,8 +20,9 @@ from support import commit_all, git, init_repo, write
 from prbot import flows, gitrepo
 from prbot.config import SyncSpec, load_config_file
 from prbot.demo import EXAMPLE, Narrator, Story, generate_origin, make_world
+from prbot.errors import ForgeError
 from prbot.model import Target
-from prbot.ports import CheckRunOutput, ForgeError
+from prbot.ports import CheckRunOutput
 from prbot.render import render_target
 from prbot.standins import MemoryForge, MemoryStore, StandinClusters
 from prbot.targets import discover_targets

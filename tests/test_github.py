@@ -12,8 +12,9 @@ import pytest
 import responses
 from fakegithub import FakeGitHub
 
+from prbot.errors import ForgeError, NotFound, TransientError
 from prbot.github import GitHubApp, GitHubForge
-from prbot.ports import Annotation, CheckRunOutput, ForgeError, NotFound, TransientError
+from prbot.ports import Annotation, CheckRunOutput
 
 REPO = "acme/gitops"
 FILES = {".prbot.yml": "version: 1\n", "apps/web/dev/kustomization.yaml": "resources: []\n"}

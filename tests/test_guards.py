@@ -93,6 +93,11 @@ def test_limits_come_from_the_operators_environment() -> None:
                          comment_parts=4, cache_size=2_000_000_000)
     assert got.describe("memory") == "the 512 MiB memory limit (PRBOT_RENDER_MEMORY)"
     assert got.describe("plan_budget") == "the 15m plan time budget (PRBOT_PLAN_BUDGET)"
+    remote = Limits.from_env({"PRBOT_REMOTE_TIMEOUT": "2m", "PRBOT_REMOTE_SIZE": "1Mi", "PRBOT_REMOTE_FILES": "500"})
+    assert (remote.remote_timeout, remote.remote_size, remote.remote_files) == (120, MIB, 500)
+    assert remote.describe("remote_files") == "the 500-file remote limit (PRBOT_REMOTE_FILES)"
+    with pytest.raises(PrbotError, match="^PRBOT_REMOTE_FILES: must be more than zero"):
+        Limits.from_env({"PRBOT_REMOTE_FILES": "0"})
     with pytest.raises(PrbotError, match="^PRBOT_RENDER_MEMORY: 'lots' is not a size"):
         Limits.from_env({"PRBOT_RENDER_MEMORY": "lots"})
     with pytest.raises(PrbotError, match="^PRBOT_COMMENT_PARTS: must be more than zero"):
@@ -188,27 +193,42 @@ def test_chart_locations_cannot_leave_the_repository(tmp_path: Path, kustomizati
     assert any(refused in o for o in closure.outside), closure.outside
 
 
-def test_a_tool_that_closes_its_output_and_lingers_is_stopped_in_time(tmp_path: Path) -> None:
-    pidfile = tmp_path / "child.pid"
-    script = write(tmp_path, "linger.sh", f"#!/bin/sh\nexec >/dev/null 2>&1\nsleep 60 &\necho $! > {pidfile}\nwait\n")
+@pytest.mark.parametrize("isolation", ["jail", "off"])
+def test_a_tool_that_closes_its_output_and_lingers_is_stopped_in_time(
+        tmp_path: Path, isolation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", isolation)
+    sandbox.reset_isolation()
+    marker = f"6{time.time_ns() % 10**6}.5"           # the child's sleep, found by its command line
+    script = write(tmp_path, "linger.sh", f"#!/bin/sh\nexec >/dev/null 2>&1\nsleep {marker} &\nwait\n")
     script.chmod(0o755)
     start = time.monotonic()
-    with pytest.raises(ToolError, match="timed out") as err:
-        sandbox.run_tool([str(script)], cwd=tmp_path, home=tmp_path, label="linger", limits=Limits(timeout=1.5))
-    assert time.monotonic() - start < 10 and err.value.limit == "timeout"
-    pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "the tool's child survived"
-
-
-def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+        with pytest.raises(ToolError, match="timed out") as err:
+            sandbox.run_tool([str(script)], cwd=tmp_path, home=tmp_path, label="linger",
+                             limits=Limits(timeout=1.5))
+    finally:
+        sandbox.reset_isolation()
+    assert time.monotonic() - start < 10 and err.value.limit == "timeout"
+    deadline = time.monotonic() + 5
+    while _sleeping(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _sleeping(marker), "the tool's child survived"
+
+
+def _sleeping(marker: str) -> bool:
+    """Whether a process whose command line holds `marker` is alive (host PIDs: jailed processes
+    have their own PID namespace, so the child cannot tell us its PID)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read():
+                        with open(f"/proc/{name}/stat", "rb") as st:
+                            if st.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                                return True
+            except OSError:
+                continue
+    return False
 
 
 @pytest.mark.parametrize("number", ["9" * 5000, "-" + "1" * 4301, "0x" + "f" * 200, "1_000" * 60])

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "prbot"
 # Bottom up.  A name stands for the module and, for a package, everything in it.
 LAYERS: list[tuple[str, ...]] = [
     # 0: words with no prbot dependency but the exceptions
-    ("prbot", "prbot.errors", "prbot.paths", "prbot.limits", "prbot.images", "prbot.yamlio", "prbot.secrets",
-     "prbot.branches"),
+    ("prbot", "prbot.errors", "prbot.paths", "prbot.diskcache", "prbot.limits", "prbot.images", "prbot.yamlio",
+     "prbot.secrets", "prbot.branches"),
     # 1: the data model, the configuration, and tools that read or edit files
     ("prbot.model", "prbot.config", "prbot.tools", "prbot.gitrepo", "prbot.yamledit", "prbot.diff",
      "prbot.parse_worker",

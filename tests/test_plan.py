@@ -163,7 +163,7 @@ def test_plan_big_enough_to_split(example_repo: Path, capsys) -> None:
         + "".join(f"  key{j}: value-{i}-{j}-{'x' * 40}\n" for j in range(60))
         for i in range(60))
     write(example_repo, "apps/worker/envs/dev/big.yaml", objs)
-    code, md = plan_md(example_repo, "--base", "HEAD", capsys=capsys)
+    code, md = plan_md(example_repo, "--base", "HEAD", "--untracked", capsys=capsys)
     assert code == 0
     parts = md.split("\n\n<!-- prbot:plan -->")
     assert len(parts) > 1
@@ -209,14 +209,18 @@ def _sparse_log(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def plan_both_ways(repo: Path, base: str, head: str | None, caplog: pytest.LogCaptureFixture,
                    envs: list[str] | None = None, expect_sparse: bool = True) -> dict:
-    """The plan made the sparse way, after checking it equals the one made from full exports."""
+    """The plan made the sparse way, after checking it equals the one made from full exports.  A
+    working-tree head includes untracked files (what `prbot plan --untracked` does): the scenarios
+    add files without `git add`."""
     config = load_config_file(repo / ".prbot.yml")
     caplog.set_level(logging.DEBUG, logger="prbot.plan")
     caplog.clear()
-    sparse = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=True)
+    sparse = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=True,
+                   untracked=True)
     taken = _sparse_log(caplog)
     assert len(taken) == 1 and taken[0].startswith("sparse plan:" if expect_sparse else "full plan:"), taken
-    full = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=False)
+    full = _plan(repo, config, base, head, envs=envs, pool=_pool(config), dry_runner=None, sparse=False,
+                 untracked=True)
     assert sparse.to_json() == full.to_json()
     return sparse.to_json()
 
@@ -487,16 +491,17 @@ def test_sparse_plan_with_an_environment_filter(example_repo: Path, caplog) -> N
         ("shop", "prod", "changed"), ("worker", "prod", "removed")]
 
 
-def test_ignored_file_read_at_head_only(example_repo: Path, caplog) -> None:
-    """The working tree holds an ignored file a kustomization reads: git does not list it as
-    changed, yet the target's inputs differ from the base revision's."""
+def test_an_ignored_file_is_never_read_at_head(example_repo: Path, caplog) -> None:
+    """The working tree holds an ignored file a kustomization reads (a developer's local secrets):
+    a working-tree plan exports tracked (and, asked, untracked) files only, so the file is absent at
+    head as it is at base, and its content reaches no plan."""
     write(example_repo, ".gitignore", "local-*.yaml\n")
     _edit(example_repo, "apps/shop/envs/dev/kustomization.yaml", "  - ../../base\n",
           "  - ../../base\n  - local-cm.yaml\n")
     base = _commit_setup(example_repo)
     write(example_repo, "apps/shop/envs/dev/local-cm.yaml", CM.format(name="local", value="mine"))
     plan = plan_both_ways(example_repo, base, None, caplog)
-    assert [(t["app"], t["env"]) for t in plan["targets"]] == [("shop", "dev")]
+    assert plan["targets"] == [] and "mine" not in json.dumps(plan)
 
 
 def test_empty_directory_in_the_working_tree_is_no_target(example_repo: Path, caplog) -> None:
@@ -554,7 +559,7 @@ def test_own_pool_gets_each_environments_kubernetes_version(example_repo: Path) 
           "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube\ndata:\n"
           "  version: {{ .Capabilities.KubeVersion.Version | quote }}\n")
     config = load_config_file(example_repo / ".prbot.yml")
-    plan = make_plan(example_repo, config, "HEAD")
+    plan = make_plan(example_repo, config, "HEAD", untracked=True)
     versions = {}
     for t in plan.targets:
         [cm] = [c for c in t.changes if c.name == "kube"]

@@ -498,6 +498,7 @@ def test_a_standalone_kustomize_is_preferred(example_repo: Path, tmp_path: Path,
     # a `kustomize` that is really `kubectl kustomize` (same flags), logging its arguments
     write(bindir, "kustomize", f'#!/bin/sh\necho "$*" >> "{log}"\n[ "$1" = build ] && shift\n'
                                f'exec "{kubectl}" kustomize "$@"\n').chmod(0o755)
+    monkeypatch.setenv("PRBOT_RENDER_ISOLATION", "off")      # the wrapper logs to the host
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     t = example_targets(example_repo)["shop/dev"]
     assert ("Deployment", "shop") in names(render_target(example_repo, t))

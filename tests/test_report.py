@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -13,7 +14,16 @@ from hypothesis import strategies as st
 
 from prbot.diff import ObjectChange
 from prbot.plan import DryRun, DryRunError, Plan, TargetPlan
-from prbot.report import MARKER, is_plan_comment, part_of, render_json, render_markdown
+from prbot.report import (
+    MARKER,
+    blind_spots,
+    is_plan_comment,
+    part_of,
+    render_comment,
+    render_json,
+    render_markdown,
+)
+from prbot.report.markdown import html_text, md
 from prbot.validate import ValidationIssue
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -411,6 +421,51 @@ def test_big_plan_splits_into_balanced_parts(limit: int) -> None:
     assert "`/prbot help`" in parts[-1] and all("`/prbot help`" not in p for p in parts[:-1])
 
 
+def small_target(env: str, app: str) -> TargetPlan:
+    return TargetPlan(app=app, env=env, path=f"apps/{app}/envs/{env}", renderer="plain", status="changed",
+                      changes=[ObjectChange("", "ConfigMap", env, app, "changed", f"-v: 1\n+v: {app}-{env}\n")])
+
+
+def test_a_noisy_target_cannot_push_the_others_out_of_the_comment() -> None:
+    """Attack: a 20,000-line diff listed first; the comment shows the others in full and names the
+    noisy one as hidden (the check run fails on it)."""
+    noisy = TargetPlan(app="aaa-noisy", env="dev", path="apps/aaa-noisy/envs/dev", renderer="plain",
+                       status="changed", changes=[ObjectChange("", "ConfigMap", "dev", "noise", "changed",
+                                                               long_diff(0, 20_000))])
+    others = [small_target("dev", "shop"), small_target("staging", "shop"), small_target("prod", "shop")]
+    plan = Plan(base=BASE, head=HEAD, targets=[noisy, *others])
+    comment = render_comment(plan, max_parts=2)
+    assert len(comment.parts) <= 2
+    assert comment.hidden == [noisy]
+    shown = diff_lines(comment.parts)
+    assert [line for line in shown if line.startswith("+v: ")] == ["+v: shop-dev", "+v: shop-staging", "+v: shop-prod"]
+    assert "1 target is summarised without its diffs" in comment.parts[0]
+    assert render_comment(plan, max_parts=None).hidden == []        # room for everything: nothing hidden
+
+
+def test_when_not_even_sections_fit_every_target_is_hidden() -> None:
+    plan = Plan(base=BASE, head=HEAD, targets=[small_target("dev", f"app{i:04d}" + "x" * 150) for i in range(900)])
+    comment = render_comment(plan, limit=4_000, max_parts=2)
+    assert len(comment.parts) == 2 and len(comment.hidden) == 900
+
+
+def test_a_target_prbot_could_not_render_reads_as_a_failure_with_the_way_out() -> None:
+    reason = ("not rendered: it reads https://github.com/acme/infra//base?ref=v1, a remote input that "
+              "render.remote in .prbot.yml does not allow")
+    plan = Plan(base=BASE, head=HEAD, targets=[
+        TargetPlan(app="web", env="dev", path="apps/web/envs/dev", renderer="kustomize", status="skipped",
+                   error=reason),
+        small_target("staging", "web")])
+    assert blind_spots(plan) == [plan.targets[0]]
+    [body] = render_markdown(plan)
+    assert "**1 environment changes** · dev ❌ 1 target not rendered · staging ✅" in body
+    assert cells(table_rows(body)[2])[2] == "❌ not rendered (remote input)"
+    assert "<details open>\n<summary>❌ <b>dev</b> · web · <code>apps/web/envs/dev</code> · kustomize · " \
+           "not rendered</summary>" in body
+    assert "`render.remote` of `.prbot.yml` on the default branch, or vendor the input" in body
+    assert [lines for info, lines in blocks_of(body) if info == "text"] == [[reason]]
+
+
 def test_cut_inside_a_diff_reopens_details_and_fence() -> None:
     plan = big_plan()
     plan.targets = plan.targets[2:]                      # the 200 KB diff alone
@@ -496,6 +551,70 @@ def test_user_strings_cannot_break_the_table_or_inject_html() -> None:
                            r"a\|b&lt;script&gt;alert(1)&lt;/script&gt;"]
     blocks_of(body)                                          # the ``` in path and message opened nothing
     assert [info for info, _ in blocks_of(body)] == ["diff"]
+
+
+# What GitHub makes live in comment text (outside code): pings, cross-references, commit links,
+# autolinks.  Python's \b treats the zero-width space as a boundary, as a stricter GitHub would.
+LIVE = {
+    "mention": re.compile(r"(?<![\w`])@[A-Za-z0-9][\w-]*"),
+    "reference": re.compile(r"#[0-9]+"),
+    "GH reference": re.compile(r"(?i)\bGH-[0-9]+"),
+    "custom autolink": re.compile(r"\b[A-Z]{2,}-[0-9]+"),
+    "commit": re.compile(r"(?i)\b[0-9a-f]{7,40}\b"),
+    "url": re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://"),
+    "www": re.compile(r"(?i)\bwww\."),
+}
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+PR_TEXT = ("see GH-123 and ACME-42, fixed in 0123456789abcdef0123456789abcdef01234567 (0123abc), "
+           "https://evil.example/x www.evil.example #12 owner/repo#7 cc @org/team @alice")
+
+
+def live_links(body: str) -> list[tuple[str, str]]:
+    """(kind, text) of everything GitHub would make live in `body`, code blocks and spans aside."""
+    text = html.unescape("\n".join(without_code_spans(line) for line in outside_code(body).split("\n")))
+    text = text.replace("\\", "")                          # markdown escapes do not stop a link
+    return [(kind, m.group()) for kind, rx in LIVE.items() for m in rx.finditer(text)]
+
+
+def test_pr_text_makes_no_live_link_anywhere_in_the_comment() -> None:
+    """Attack: PR text (a directory name, a validation or dry-run message, a render error's note)
+    written to ping, cross-reference, link a commit or an outside site from prbot's comment."""
+    plan = Plan(base=BASE, head=HEAD, targets=[TargetPlan(
+        app=PR_TEXT, env="dev", path=f"apps/{PR_TEXT}", renderer="kustomize", status="changed",
+        changes=[ObjectChange("", "ConfigMap", "ns", PR_TEXT, "added", f"+a: {PR_TEXT}\n")],
+        validation=[ValidationIssue("ConfigMap", PR_TEXT, "error", "", PR_TEXT)],
+        dry_run=DryRun(status="failed", errors=[DryRunError("", "ConfigMap", "ns", "c", PR_TEXT)],
+                       skipped=[DryRunError("", "Secret", "ns", "s", PR_TEXT)]))])
+    [body] = render_markdown(plan)
+    assert body.count("GH-​123") >= 4 and "0123ab​c" in body   # still readable, just inert
+    assert live_links(body) == []
+    # the check run's title is the verdict line; its summary the comment itself
+    assert live_links(md(PR_TEXT)) == [] and live_links(html_text(PR_TEXT)) == []
+
+
+def test_the_link_detector_sees_raw_pr_text() -> None:
+    kinds = {kind for kind, _ in live_links(PR_TEXT)}
+    assert kinds == set(LIVE)
+
+
+def test_bidi_controls_never_reach_the_comment() -> None:
+    """Attack: a right-to-left override in a ConfigMap value (diff), an app name (table cell),
+    a summary, a validation message, a render error: each shown as `<U+202E>`, none applied."""
+    rlo = "safe\u202eexe.sh\u2066x\u2069\u200f\u061c"
+    plan = Plan(base=BASE, head=HEAD, targets=[
+        TargetPlan(app=f"shop{rlo}", env=f"dev{rlo}", path=f"apps/{rlo}", renderer="kustomize", status="changed",
+                   changes=[ObjectChange("", "ConfigMap", "ns", f"cfg{rlo}", "changed",
+                                         f"-  GREETING: hello\n+  GREETING: {rlo}\n")],
+                   validation=[ValidationIssue("ConfigMap", f"cfg{rlo}", "error", "", f"bad {rlo}")]),
+        TargetPlan(app="worker", env="dev", path="apps/worker", renderer="helm", status="error",
+                   error=f"render failed: {rlo}")])
+    [body] = render_markdown(plan)
+    assert BIDI.search(body) is None
+    row = cells(table_rows(body)[2])
+    assert row[:2] == ["dev" + "safe&lt;U+202E&gt;exe.sh&lt;U+2066&gt;x&lt;U+2069&gt;&lt;U+200F&gt;&lt;U+061C&gt;",
+                       "shop" + "safe&lt;U+202E&gt;exe.sh&lt;U+2066&gt;x&lt;U+2069&gt;&lt;U+200F&gt;&lt;U+061C&gt;"]
+    assert "+  GREETING: safe<U+202E>exe.sh<U+2066>x<U+2069><U+200F><U+061C>" in diff_lines([body])
+    assert "render failed: safe<U+202E>exe.sh" in body
 
 
 def test_huge_user_strings_are_clipped_and_parts_stay_within_the_limit() -> None:

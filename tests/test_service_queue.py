@@ -24,8 +24,7 @@ from prometheus_client import REGISTRY as PROM
 from service_support import redis_server, wait_for
 from support import PROJECT
 
-from prbot.errors import PrbotError
-from prbot.ports import TransientError
+from prbot.errors import PrbotError, TransientError
 from prbot.service.jobs import Job, Registry, Runtime
 from prbot.service.queue import Queue
 from prbot.service.settings import Settings

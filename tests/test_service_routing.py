@@ -33,14 +33,16 @@ def route(event: str, body: dict[str, Any], tmp_path: Any) -> list[tuple[str, di
 
 def pr_event(action: str, *, labels: tuple[str, ...] = (), draft: bool = False, merged: bool = False,
              **extra: Any) -> dict[str, Any]:
-    pr = {"number": 3, "draft": draft, "merged": merged, "labels": [{"name": n} for n in labels]}
-    return {"action": action, "installation": INST, "repository": REPO, "pull_request": pr, **extra}
+    pr = {"number": 3, "draft": draft, "merged": merged, "labels": [{"name": n} for n in labels],
+          "head": {"sha": "a1b2c3d"}}
+    return {"action": action, "installation": INST, "repository": REPO, "pull_request": pr,
+            "sender": {"login": "carol", "type": "User"}, **extra}
 
 
 PLAN = ("plan", {"installation": 7, "number": 3, "with_cluster": None})
-PREVIEW_UP = ("preview", {"installation": 7, "number": 3, "stop": False})
+PREVIEW_UP = ("preview", {"installation": 7, "number": 3, "stop": False, "sender": "carol", "head": "a1b2c3d"})
 PREVIEW_DOWN = ("preview", {"installation": 7, "number": 3, "stop": True})
-PREVIEW_FOLLOW = ("preview", {"installation": 7, "number": 3, "if_active": True})
+PREVIEW_FOLLOW = ("preview", {"installation": 7, "number": 3, "if_active": True, "sender": "carol", "head": "a1b2c3d"})
 
 
 @pytest.mark.parametrize(("body", "jobs"), [
@@ -62,20 +64,40 @@ def test_pull_request_actions(body: dict[str, Any], jobs: list[Any], tmp_path: A
     assert route("pull_request", body, tmp_path) == jobs
 
 
-def comment(action: str, text: str, *, on_pr: bool = True, bot: bool = False) -> dict[str, Any]:
+def comment(action: str, text: str, *, on_pr: bool = True, bot: bool = False, ident: int = 11) -> dict[str, Any]:
     issue: dict[str, Any] = {"number": 3, **({"pull_request": {}} if on_pr else {})}
     return {"action": action, "installation": INST, "repository": REPO, "issue": issue,
             "sender": {"type": "Bot" if bot else "User"},
-            "comment": {"id": 11, "body": text, "user": {"login": "carol"}}}
+            "comment": {"id": ident, "body": text, "user": {"login": "carol"}, "created_at": "2026-12-07T07:00:00Z"}}
 
 
 def test_comments_with_a_command_on_a_pr_queue_a_command_job(tmp_path: Any) -> None:
-    assert route("issue_comment", comment("created", "/prbot plan"), tmp_path) == [
-        ("command", {"installation": 7, "number": 3, "user": "carol", "comment_id": 11, "body": "/prbot plan"})]
+    [(kind, payload)] = route("issue_comment", comment("created", "/prbot plan"), tmp_path)
+    assert kind == "command" and isinstance(payload.pop("received"), float)
+    assert payload == {"installation": 7, "number": 3, "user": "carol", "comment_id": 11, "body": "/prbot plan",
+                       "created_at": "2026-12-07T07:00:00Z"}
     assert route("issue_comment", comment("edited", "/prbot plan"), tmp_path) == []
     assert route("issue_comment", comment("created", "/prbot plan", on_pr=False), tmp_path) == []
     assert route("issue_comment", comment("created", "/prbot plan", bot=True), tmp_path) == []
     assert route("issue_comment", comment("created", "looks good"), tmp_path) == []
+
+
+def test_a_comment_runs_once_whatever_its_delivery(tmp_path: Any) -> None:
+    """The signature covers the body, not the delivery id: the same comment delivered again (a new
+    delivery id, or the same body edited in the replay) queues nothing, even years later."""
+    queued: list[Job] = []
+    rt = Runtime(Settings(data_dir=tmp_path), SqliteStore(tmp_path / "store.db"),
+                 lambda job, delay: queued.append(job) or "1", lambda *a, **k: None)
+
+    def deliver(body: dict[str, Any], delivery: str) -> list[str]:
+        queued.clear()
+        github_event(rt, Job("github_event", {"event": "issue_comment", "body": body}, delivery=delivery))
+        return [j.kind for j in queued]
+
+    assert deliver(comment("created", "/prbot unlock prod"), "d1") == ["command"]
+    assert deliver(comment("created", "/prbot unlock prod"), "d2") == []
+    assert deliver(comment("created", "/prbot lock prod"), "d3") == []          # same id, another body
+    assert deliver(comment("created", "/prbot unlock prod", ident=12), "d4") == ["command"]
 
 
 def test_push_check_run_installation_package_and_unknown_events(tmp_path: Any) -> None:

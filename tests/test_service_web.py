@@ -129,6 +129,38 @@ def test_signed_body_that_is_not_a_json_object_is_400(client: FlaskClient, setti
     assert queued_messages(settings) == []
 
 
+HOSTILE_BODIES = [
+    (b"[" * 100_000, "nested too deeply"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+    (b'"just a string"', "not a JSON object"),
+    (b'{"action": "opened", "x": "caf\xe9"}', "not UTF-8"),
+    (b"\xef\xbb\xbf{}", "not JSON"),                                # a BOM: UTF-8, but not a JSON text
+    (b'{"action": "opened", "action": "closed"}', "appears twice"),
+    (b'{"number": NaN}', "NaN is not a JSON value"),
+    (b'{"number": 1e999}', "out of range"),
+    (b'{"number": ' + b"9" * 5000 + b"}", "not JSON"),
+    (b'{"title": "\\ud800"}', "unpaired"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), HOSTILE_BODIES)
+def test_signed_hostile_bodies_are_refused_with_a_one_line_reason(client: FlaskClient, settings: Settings,
+                                                                  body: bytes, reason: str) -> None:
+    resp = post_github(client, "", "pull_request", body=body)      # signed: the HMAC passes
+    assert resp.status_code == 400, resp.status_code
+    assert reason in js(resp)["error"] and "\n" not in js(resp)["error"] and len(js(resp)["error"]) < 200
+    assert queued_messages(settings) == []
+
+
+@pytest.mark.parametrize(("body", "reason"), HOSTILE_BODIES)
+def test_registry_hostile_bodies_are_refused_with_a_one_line_reason(client: FlaskClient, settings: Settings,
+                                                                    body: bytes, reason: str) -> None:
+    resp = client.post(f"/webhooks/registry/generic?token={REGISTRY_TOKEN}", data=body)
+    assert 400 <= resp.status_code < 500 and "\n" not in js(resp)["error"]
+    assert reason == "not a JSON object" or reason in js(resp)["error"]
+    assert queued_messages(settings) == []
+
+
 def test_missing_event_or_delivery_is_400(client: FlaskClient) -> None:
     body = fixture_bytes("ping.json")
     no_event = client.post("/webhooks/github", data=body, headers={"X-Hub-Signature-256": sign(body),

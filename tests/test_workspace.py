@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from fakegithub import FakeGitHub
 
-from prbot.errors import PrbotError
+from prbot.errors import ForgeError, NotFound, PrbotError, TransientError
 from prbot.github import GitHubApp, GitHubForge
-from prbot.ports import ForgeError, NotFound, TransientError
 from prbot.workspace import Identity, Mirror
 
 REPO = "acme/gitops"

@@ -8,7 +8,13 @@ response bodies and headers):
 - `ClusterError`: the cluster as a whole cannot be used (kubeconfig, connection, discovery) — one
   line, the same for every object, never retried per object;
 - `ApiError`: the API server answered a request with an error Status (its `message`, one line);
-- `NotServed`: the cluster serves no resource for an apiVersion/kind (no CRD installed).
+- `NotServed`: the cluster serves no resource for an apiVersion/kind (no CRD installed);
+- `InvalidName` (an `ApiError`): a name, namespace, apiVersion or kind breaks Kubernetes' rules for
+  it; raised before any request.
+
+Every request names exactly one object, or one collection: the client builds the path itself from
+the checked parts (`prbot.cluster.names`), each percent-encoded on its own, and never calls a
+subresource (no proxy, exec, attach or port-forward).
 
 Timeouts and retries are urllib3's, configured on the client's connection pool: every request
 (discovery included) has a (connect, read) timeout; 429 and 5xx answers of GET/PATCH/DELETE are
@@ -27,6 +33,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import config as kube_config
@@ -36,13 +43,14 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
-from kubernetes.dynamic.resource import Resource, ResourceList
+from kubernetes.dynamic.resource import Resource, ResourceList, Subresource
 from urllib3.util.retry import Retry
 
 from prbot.cluster.clusters import ClusterRef, kubeconfig_contexts
-from prbot.errors import TRANSIENT_STATUS, ApiError, ClusterError, NotServed
+from prbot.cluster.names import check_api_version, check_name, check_namespace, check_plural
+from prbot.errors import TRANSIENT_STATUS, ApiError, ClusterError, InvalidName, NotServed
 
-__all__ = ["ApiError", "ClusterClient", "ClusterError", "DEFAULT_TIMEOUT", "FIELD_MANAGER", "NotServed",
+__all__ = ["ApiError", "ClusterClient", "ClusterError", "DEFAULT_TIMEOUT", "FIELD_MANAGER", "InvalidName", "NotServed",
            "PatchType", "ResourceInfo", "default_retry"]
 
 FIELD_MANAGER = "prbot"
@@ -221,6 +229,7 @@ class ClusterClient:
                             plural=found.name, namespaced=bool(found.namespaced))
 
     def _resource(self, api_version: str, kind: str) -> Resource:
+        check_api_version(api_version, kind)            # before discovery: it names a path too
         dynamic = self._connect()
         with self._lock:
             if (api_version, kind) in self._resources:
@@ -285,22 +294,62 @@ class ClusterClient:
         except urllib3.exceptions.HTTPError as e:
             raise ClusterError(self._unreachable(e), transient=True) from None
 
+    def _path(self, resource: Resource, namespace: str | None, name: str | None) -> str:
+        """The request path of one object (`name`) or one collection (no `name`):
+        ``/api/v1[/namespaces/<namespace>]/<plural>[/<name>]`` or ``/apis/<group>/<version>/…``.
+
+        Every part is checked against Kubernetes' rules before it is used (`prbot.cluster.names`;
+        raises `InvalidName`), then percent-encoded on its own: a name can never add a segment, a
+        subresource or a query.  Never a subresource: prbot sends no proxy, exec, attach or
+        port-forward request, nor any other subresource."""
+        if isinstance(resource, (Subresource, ResourceList)) or resource.prefix not in ("api", "apis"):
+            raise InvalidName(f"{resource.kind} is not a plain resource: not sent to the cluster")
+        group_version = str(resource.group_version)
+        check_api_version(group_version, str(resource.kind))
+        check_plural(str(resource.name))
+        parts = [str(resource.prefix), *group_version.split("/")]
+        if resource.namespaced and namespace is not None:
+            check_namespace(namespace)
+            parts += ["namespaces", namespace]
+        elif resource.namespaced and name is not None:
+            raise InvalidName(f"{resource.kind} {name} is namespaced but no namespace was given: "
+                              "not sent to the cluster")
+        parts.append(str(resource.name))
+        if name is not None:
+            check_name(group_version, str(resource.kind), name)
+            parts.append(name)
+        return "/" + "/".join(quote(part, safe="") for part in parts)
+
     def apply(self, body: Mapping[str, Any], *, namespace: str | None, dry_run: bool = False,
               field_manager: str = FIELD_MANAGER, force: bool = True) -> dict[str, Any]:
         """Server-side apply of `body` (field manager `prbot`, force): the result.  With `dry_run`
-        (``dryRun=All``) nothing is persisted.  The body's namespace must be set for a namespaced kind."""
-        resource = self._resource(str(body.get("apiVersion")), str(body.get("kind")))
+        (``dryRun=All``) nothing is persisted.  A namespaced kind is applied in `namespace`, else in
+        the body's; the body's namespace, when set, must be that namespace."""
+        api_version, kind = str(body.get("apiVersion")), str(body.get("kind"))
+        meta = body.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        name, body_namespace = meta.get("name"), meta.get("namespace")
+        if not isinstance(name, str) or not name:
+            raise InvalidName(f"the {kind} has no metadata.name: not sent to the cluster")
+        resource = self._resource(api_version, kind)
+        if resource.namespaced:
+            if body_namespace is not None and namespace is not None and body_namespace != namespace:
+                raise InvalidName(f"{kind} {name}: metadata.namespace {body_namespace!r} is not the namespace "
+                                  f"it is sent to ({namespace}): not sent to the cluster")
+            namespace = namespace or (body_namespace if isinstance(body_namespace, str) else None)
+        path = self._path(resource, namespace, name)
         dynamic = self._connect()
         return _json_object(self._call(
-            dynamic.server_side_apply, resource, body=dict(body), namespace=namespace if resource.namespaced else None,
+            dynamic.request, "patch", path, body=dict(body), content_type=_CONTENT_TYPES["apply"],
             field_manager=field_manager, force_conflicts=force, dry_run="All" if dry_run else None))
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The live object, or None when it does not exist."""
         resource = self._resource(api_version, kind)
+        path = self._path(resource, namespace if resource.namespaced else None, name)
         dynamic = self._connect()
         try:
-            resp = self._call(dynamic.get, resource, name=name, namespace=namespace if resource.namespaced else None)
+            resp = self._call(dynamic.request, "get", path)
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -311,9 +360,9 @@ class ClusterClient:
              label_selector: str | None = None) -> list[dict[str, Any]]:
         """The live objects of a kind (in `namespace`, or in every namespace when None)."""
         resource = self._resource(api_version, kind)
+        path = self._path(resource, namespace if resource.namespaced else None, None)
         dynamic = self._connect()
-        resp = self._call(dynamic.get, resource, namespace=namespace if resource.namespaced else None,
-                          label_selector=label_selector)
+        resp = self._call(dynamic.request, "get", path, label_selector=label_selector)
         items = _json_object(resp).get("items")
         out = []
         for item in items if isinstance(items, list) else []:
@@ -326,22 +375,24 @@ class ClusterClient:
     def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Any, *,
               patch_type: PatchType = "merge", dry_run: bool = False) -> dict[str, Any]:
         """A merge patch (RFC 7386) or JSON patch (RFC 6902) of one object: the result."""
-        resource = self._resource(api_version, kind)
-        dynamic = self._connect()
         if patch_type == "apply":
             raise ValueError("use apply() for server-side apply")
+        resource = self._resource(api_version, kind)
+        path = self._path(resource, namespace if resource.namespaced else None, name)
+        dynamic = self._connect()
         return _json_object(self._call(
-            dynamic.patch, resource, body=body, name=name, namespace=namespace if resource.namespaced else None,
-            content_type=_CONTENT_TYPES[patch_type], dry_run="All" if dry_run else None))
+            dynamic.request, "patch", path, body=body, content_type=_CONTENT_TYPES[patch_type],
+            dry_run="All" if dry_run else None))
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *,
                dry_run: bool = False) -> bool:
         """Delete one object (background propagation); False when it was already gone."""
         resource = self._resource(api_version, kind)
+        path = self._path(resource, namespace if resource.namespaced else None, name)
         dynamic = self._connect()
         try:
-            self._call(dynamic.delete, resource, name=name, namespace=namespace if resource.namespaced else None,
-                       propagation_policy="Background", dry_run="All" if dry_run else None)
+            self._call(dynamic.request, "delete", path, propagation_policy="Background",
+                       dry_run="All" if dry_run else None)
         except ApiError as e:
             if e.status == 404:
                 return False

@@ -16,7 +16,7 @@ objects whose CRD the same apply created but the API does not serve yet stay `pe
 ticket and are applied by the next poll.
 
 Errors: a cluster that cannot be reached, or answers 429/5xx after retries, raises
-`prbot.ports.TransientError` (the job retries later); what a person must fix (no such Application,
+`prbot.errors.TransientError` (the job retries later); what a person must fix (no such Application,
 forbidden, an invalid object, a broken kubeconfig) is a `failed` progress with the reason.
 """
 
@@ -57,9 +57,8 @@ from prbot.cluster.sync import (
     target_label,
 )
 from prbot.config import SyncSpec
-from prbot.errors import ApiError, ClusterError, NotServed
+from prbot.errors import ApiError, ClusterError, NotServed, TransientError
 from prbot.model import Target
-from prbot.ports import TransientError
 from prbot.progress import Progress
 
 __all__ = ["Deployer", "Ticket"]

@@ -9,6 +9,12 @@ API's own message; the other objects are still dry-run.
 **What is sent** (a PR's objects are an attacker's).  The dry-run reads
 live objects and shows them in a public comment, so it only touches what the target owns:
 
+- *Names*: every apiVersion, kind, name and namespace is checked against Kubernetes' rules for it
+  (`prbot.cluster.names`) before anything is sent; an object that breaks them is refused with the
+  rule it breaks ("ConfigMap name \"../x\" is not valid …: not sent to the cluster"), and the
+  target's other objects are still dry-run.  The client builds each path from the checked parts,
+  so a name can never reach another object, a subresource (proxy, exec, …) or the query.
+
 - *Owned namespaces*: the target's configured `namespace`, the namespaces of the namespaced objects
   it rendered at **base**, and the names of the `Namespace` objects it rendered at base.  The head
   (the PR) cannot widen this set.
@@ -50,6 +56,7 @@ from urllib3.util.retry import Retry
 from prbot import secrets
 from prbot.cluster.client import DEFAULT_TIMEOUT, ClusterClient
 from prbot.cluster.clusters import ClusterRef, MissingCluster, cluster_for
+from prbot.cluster.names import check_api_version, check_name, check_namespace
 from prbot.config import Config
 from prbot.diff import (
     CLUSTER_SCOPED,
@@ -63,13 +70,14 @@ from prbot.diff import (
     mask_secrets,
     sort_key,
 )
-from prbot.errors import ApiError, ClusterError, NotServed, PrbotError
+from prbot.errors import ApiError, ClusterError, InvalidName, NotServed, PrbotError
 from prbot.model import Target
 from prbot.plan.model import DryRun, DryRunError
 
 __all__ = ["DryRunner", "Scope", "dry_run_objects", "make_dry_runner", "owned_scope"]
 
 log = logging.getLogger("prbot.cluster.dryrun")
+_KEY_LIMIT = 253
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +255,13 @@ class _Result:
                       skipped=self.skipped)
 
 
+def _cut(key: ObjectKey) -> ObjectKey:
+    """`key` with a namespace and name cut to what a report can show (a refused name can be huge)."""
+    group, kind, namespace, name = key
+    cut = lambda text: text if len(text) <= _KEY_LIMIT else text[:_KEY_LIMIT] + "…"  # noqa: E731
+    return group, kind[:_KEY_LIMIT], cut(namespace) if isinstance(namespace, str) else None, cut(name)
+
+
 def cluster_failure(message: str) -> DryRun:
     """The dry-run of a target whose cluster cannot be used: one line, no object identity."""
     return DryRun(status="failed", errors=[DryRunError(group="", kind="", namespace=None, name="",
@@ -296,8 +311,20 @@ def _dry_run(client: ClusterClient, objects: list[dict[str, Any]], base: list[di
         if not isinstance(name, str) or not name:
             result.error(guess, "server-side apply needs metadata.name (generateName is not supported)")
             continue
+        try:
+            check_api_version(api_version, kind)            # before discovery: nothing is sent
+            check_name(api_version, kind, name)
+        except InvalidName as e:
+            result.error(_cut(guess), e.message)
+            continue
         namespaced = kinds.namespaced(api_version, kind)
         ns = (meta.get("namespace") or fallback) if namespaced else None
+        if ns is not None:
+            try:
+                check_namespace(str(ns))
+            except InvalidName as e:
+                result.error(_cut((guess[0], kind, str(ns), name)), e.message)
+                continue
         items.append(_Item(obj, (api_group(api_version), kind, ns, name), api_version, namespaced,
                            _secret_values(obj)))
     items.sort(key=lambda i: sort_key(i.key))                 # Namespaces and CRDs first

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prbot.cluster.health import operation_targets
+from prbot.cluster.names import check_api_version, check_name, check_namespace
 from prbot.config import SyncSpec
 from prbot.diff import api_group, sort_key
 from prbot.model import Target, expand
@@ -338,7 +339,8 @@ def apply_requests(target: Target, objects: Iterable[Mapping[str, Any]], *,
                    namespaced: Callable[[str, str], bool], default_namespace: str) -> list[Request]:
     """Server-side applies of the rendered objects, labelled with the target, Namespaces and CRDs
     first.  `namespaced(api_version, kind)` says whether a kind is namespaced (discovery);
-    namespaced objects naming no namespace go to `default_namespace`."""
+    namespaced objects naming no namespace go to `default_namespace`.  Raises `InvalidName` (before
+    any request) when an apiVersion, kind, name or namespace breaks Kubernetes' rules for it."""
     label = target_label(target)
     out: list[dict[str, Any]] = []
     for obj in objects:
@@ -348,8 +350,11 @@ def apply_requests(target: Target, objects: Iterable[Mapping[str, Any]], *,
         meta = body.setdefault("metadata", {})
         if not isinstance(meta, dict) or not _str(meta.get("name")):
             raise ValueError(f"an object of kind {body.get('kind')!r} has no metadata.name")
+        check_api_version(str(body.get("apiVersion")), str(body.get("kind")))
+        check_name(str(body.get("apiVersion")), str(body.get("kind")), _str(meta.get("name")))
         if namespaced(str(body.get("apiVersion")), str(body.get("kind"))):
             meta["namespace"] = _str(meta.get("namespace")) or default_namespace
+            check_namespace(meta["namespace"])
         else:
             meta.pop("namespace", None)
         labels = meta.get("labels")

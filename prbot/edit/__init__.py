@@ -34,8 +34,8 @@ from __future__ import annotations
 from prbot.edit.base import Editor
 from prbot.edit.editors import EDITORS
 from prbot.edit.rendered import CONTAINER_LISTS, container_images, declared_images, gitops_images, rendered_images
-from prbot.edit.run import EditResult, PolicyError, bump, promote
+from prbot.edit.run import EditResult, bump, promote
 from prbot.edit.transaction import FileEdit
 
-__all__ = ["CONTAINER_LISTS", "EDITORS", "EditResult", "Editor", "FileEdit", "PolicyError", "bump",
+__all__ = ["CONTAINER_LISTS", "EDITORS", "EditResult", "Editor", "FileEdit", "bump",
            "container_images", "declared_images", "gitops_images", "promote", "rendered_images"]

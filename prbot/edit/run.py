@@ -13,7 +13,7 @@ from prbot.config import Config
 from prbot.edit.base import EditContext
 from prbot.edit.editors import editor_for
 from prbot.edit.transaction import FileEdit, TargetEdits
-from prbot.errors import ImageError, PrbotError
+from prbot.errors import ImageError, PolicyError, PrbotError
 from prbot.image_rules import rule_for, tag_refusal, version_refusal
 from prbot.images import ImageRef, parse_image
 from prbot.model import Target
@@ -39,10 +39,6 @@ class EditResult:
     def written(self) -> bool:
         """Whether the edits were written (no error, no refusal)."""
         return not self.errors and not self.refused
-
-
-class PolicyError(PrbotError):
-    """The image's `images[]` rule refuses the move (``--force`` overrides)."""
 
 
 def _select(ctx: EditContext, env: str, app: str | None) -> list[Target]:

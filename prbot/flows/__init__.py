@@ -1,4 +1,4 @@
-"""The use cases of the bot, written against `prbot.ports` only (SPEC §5–§7), one module each:
+"""The use cases of the bot, written against `prbot.ports` only, one module each:
 
 - `bump`: a registry push → the image-bump PR into the first environment;
 - `plan_comment`: a pull request → the sticky plan comment and the `prbot/plan` check run;
@@ -7,6 +7,7 @@
 - `promote`: a healthy environment → the promotion PR into the next one;
 - `rollback`: `/prbot rollback` → a PR restoring the previous successful deployment's images;
 - `preview`: `/prbot preview` → the PR rendered into its own namespace;
+- `heads`: which head of a PR a comment's author saw (binds `/prbot plan` and `preview` to it);
 - `locks`, `sticky`, `context`: what they share.
 
 The worker runs them (`prbot.service.handlers`) with the GitHub adapter and the repository mirror;

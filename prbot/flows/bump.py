@@ -1,4 +1,4 @@
-"""A registry push → the image-bump PR (SPEC §7): one PR per (environment, image repository),
+"""A registry push → the image-bump PR: one PR per (environment, image repository),
 rewritten in place by newer pushes (as Renovate does), never downgraded under `policy: semver`.
 """
 
@@ -13,16 +13,11 @@ from dataclasses import dataclass, replace
 from prbot.branches import bump_branch
 from prbot.config import CONFIG_FILE, Config
 from prbot.edit import bump as edit_bump
-from prbot.errors import PrbotError
+from prbot.errors import ForgeError, PrbotError
 from prbot.flows.context import Repo, default_config
 from prbot.image_rules import decide
 from prbot.images import ImageRef, is_newer
-from prbot.ports import (
-    ForgeError,
-    PullRequest,
-    Store,
-    Workspace,
-)
+from prbot.ports import PullRequest, Store, Workspace
 from prbot.render import RenderPool
 from prbot.report.markdown import code, md
 from prbot.report.texts import text

@@ -1,4 +1,4 @@
-"""Merge → deploy (SPEC §7 "Merge", issue: merge is the deployment gate).
+"""Merge → deploy: merging is the deployment gate.
 
 When a PR is merged into the default branch, each target it changed whose environment has a
 cluster and whose app has a `sync` is deployed at the merge SHA:
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prbot.config import Config
-from prbot.errors import PrbotError, RenderError
+from prbot.errors import PrbotError, RenderError, TransientError
 from prbot.flows.context import Repo, config_at, env_state_key
 from prbot.flows.locks import get_lock
 from prbot.flows.promote import Provenance, promote_healthy
 from prbot.flows.sticky import sticky_comment
 from prbot.model import Target
 from prbot.plan import Plan, TargetPlan
-from prbot.ports import Deployer, Progress, PullRequest, TransientError
+from prbot.ports import Deployer, Progress, PullRequest
 from prbot.render import RenderPool, render_target
 from prbot.report.markdown import code, md, short_sha
 from prbot.report.texts import text

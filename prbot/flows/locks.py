@@ -18,7 +18,7 @@ log = logging.getLogger("prbot.flows")
 
 
 # --------------------------------------------------------------------------------------------
-# Locks (persisted in the store; SPEC §6, §7)
+# Locks (persisted in the store; set and cleared by slash commands, read by plans and deploys)
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

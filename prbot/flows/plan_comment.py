@@ -1,4 +1,7 @@
-"""A pull request → its plan: the sticky comment (SPEC §5) and the `prbot/plan` check run.
+"""A pull request → its plan: the sticky comment and the `prbot/plan` check run.
+
+The check is green only when the comment shows everything the PR affects: a target that failed, a
+target prbot could not render (a blind spot) or one the comment had no room for fails it, by name.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from prbot.ports import (
     Workspace,
 )
 from prbot.render import RenderPool
-from prbot.report import render_markdown
-from prbot.report.markdown import md, short_sha
+from prbot.report import Comment, blind_spots, render_comment
+from prbot.report.markdown import code, md, short_sha, visible
 from prbot.report.texts import text
 
 log = logging.getLogger("prbot.flows")
@@ -50,9 +53,11 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
     """Plan the PR's base…head with the default branch's `.prbot.yml`; keep ONE sticky comment and
     the `prbot/plan` check run on the head.
 
-    `head_sha`: the head the event was about — when the PR has moved on, the plan is dropped (a
-    newer job plans the newer head).  `with_cluster`: dry-run on the environments' clusters; None
-    means "unless the PR comes from a fork" (a writer's `/prbot plan` passes True).
+    `head_sha`: the head the event or command was about — when the PR has moved on (GitHub's answer
+    or the fetched head ref), nothing is planned nor sent to a cluster and the outcome is
+    "superseded" (a newer job plans the newer head; a bound command says so).
+    `with_cluster`: dry-run on the environments' clusters; None means "unless the PR comes from a
+    fork" (a writer's `/prbot plan` passes True, with the head the writer saw as `head_sha`).
     """
     forge, ws = repo.forge, repo.workspace
     pr = forge.get_pull(number)
@@ -63,6 +68,9 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
         return PlanOutcome("superseded")
     head_ref = f"refs/pull/{number}/head"
     ws.fetch(repo.default_ref(), f"refs/heads/{pr.base_ref}", head_ref)
+    if head_sha is not None and ws.resolve(head_ref) != head_sha:   # pushed between the two reads
+        log.info("plan of %s#%d at %s superseded by a push", repo.name, number, head_sha[:7])
+        return PlanOutcome("superseded")
     try:
         config = default_config(repo)
     except ConfigError as exc:
@@ -98,11 +106,13 @@ def plan_pull_request(repo: Repo, number: int, *, head_sha: str | None = None,
     held = locks(repo.store, repo.name, sorted({t.env for t in plan.targets}))
     banners = [text("lock_banner", env=md(lock.env), by=lock.describe()[0], reason=lock.describe()[1])
                for lock in held]
-    parts = _with_banners(render_markdown(plan), banners)
+    comment = render_comment(plan)
+    parts = _with_banners(comment.parts, banners)
     ids = sticky_comment(forge, number, parts, bot_login=repo.bot_login)
-    conclusion = "failure" if plan.failed or held else "success"
+    blind = blind_spots(plan)
+    conclusion = "failure" if plan.failed or held or blind or comment.hidden else "success"
     forge.update_check_run(check.id, status="completed", conclusion=conclusion,
-                           output=_check_output(plan, parts, banners, repo, head))
+                           output=_check_output(plan, comment, parts, repo, head))
     log.info("planned %s#%d at %s: %d target(s), %s", repo.name, number, short_sha(head), len(plan.targets),
              conclusion)
     if conclusion == "success":
@@ -144,10 +154,44 @@ def _verdict_line(parts: Sequence[str]) -> str:
     return "prbot plan"
 
 
-def _check_output(plan: Plan, parts: Sequence[str], banners: Sequence[str], repo: Repo, head: str) -> CheckRunOutput:
-    whole = "\n\n".join(parts)
+_NAMED_TEXT = 25_000                # characters of one gate section: both fit the check run's summary
+
+
+def _named(targets: Sequence[TargetPlan], line: Callable[[TargetPlan], str]) -> str:
+    lines: list[str] = []
+    used = 0
+    for i, t in enumerate(targets):
+        got = line(t)
+        if used + len(got) > _NAMED_TEXT:
+            lines.append(text("check_more", count=len(targets) - i))
+            break
+        lines.append(got)
+        used += len(got) + 1
+    return "\n".join(lines)
+
+
+def _gate(plan: Plan, comment: Comment) -> tuple[str, str]:
+    """(title suffix, summary head) saying what the comment does not show: targets not rendered,
+    each with its reason and the way out, and targets left out for room, each by name."""
+    blind = blind_spots(plan)
+    suffix, sections = "", []
+    if blind:                       # the verdict (the title) already counts them per environment
+        sections.append(text("check_not_rendered", way_out=text("check_not_rendered_way_out"),
+                             targets=_named(blind, lambda t: text(
+                                 "check_not_rendered_target", target=md(f"{t.env}/{t.app}", 100),
+                                 path=code(t.path, 200), reason=md(t.error or "", 600)))))
+    if comment.hidden:
+        suffix = " · " + text("check_hidden_title", count=len(comment.hidden))
+        sections.append(text("check_hidden", parts=len(comment.parts), targets=_named(comment.hidden, lambda t: text(
+            "check_hidden_target", target=md(f"{t.env}/{t.app}", 100), path=code(t.path, 200)))))
+    return suffix, "".join(f"{s}\n\n" for s in sections)
+
+
+def _check_output(plan: Plan, comment: Comment, parts: Sequence[str], repo: Repo, head: str) -> CheckRunOutput:
+    suffix, gate = _gate(plan, comment)
+    whole = gate + "\n\n".join(parts)
     summary = whole if len(whole) <= CHECK_TEXT_LIMIT else whole[:CHECK_TEXT_LIMIT] + text("check_truncated")
-    return CheckRunOutput(title=_verdict_line(parts), summary=summary,
+    return CheckRunOutput(title=(_verdict_line(parts) + suffix)[:255], summary=summary,
                           annotations=tuple(check_annotations(plan, repo.workspace, head)))
 
 
@@ -169,14 +213,18 @@ def check_annotations(plan: Plan, ws: Workspace, head: str) -> list[Annotation]:
         messages: list[str] = []
         if t.status == "error" and t.error:
             messages.append(t.error)
+        if t.status == "skipped" and t.error:           # not rendered: a blind spot, and the way out
+            messages.append(f"{t.error}. {text('check_not_rendered_way_out')}")
         messages += [f"{v.kind} {v.name}: {v.message}" for v in t.validation if v.level == "error"]
         if t.dry_run is not None:
             messages += [f"{e.kind} {e.name}: {e.message}" for e in t.dry_run.errors]
         if not messages:
             continue
-        path, line = _locate(t, messages[0], present)
+        # a blind spot's message names `.prbot.yml`; the file that reads the remote is the target's own
+        path, line = _locate(t, "" if t.status == "skipped" else messages[0], present)
         out.append(Annotation(path=path, start_line=line, end_line=line, level="failure",
-                              title=f"{t.env} · {t.app}"[:255], message="\n".join(messages[:20])[:4000]))
+                              title=visible(f"{t.env} · {t.app}")[:255],
+                              message=visible("\n".join(messages[:20]))[:4000]))
     return out
 
 

@@ -1,9 +1,11 @@
-"""Preview environments (`/prbot preview`, the `preview` label; SPEC §2 `preview`, §7).
+"""Preview environments (`/prbot preview`, the `preview` label).
 
 The PR head's targets of the preview environment are rendered and applied into namespace
 `pr-<number>` on that environment's cluster: every namespaced object is moved into it and labelled
 with the PR, cluster-scoped objects are left out (a preview must not touch what other namespaces
-share).  New pushes re-apply (pruning what the PR no longer renders); closing the PR or
+share).  Only someone with write permission starts one or has a push re-applied (the callers check;
+the head applied is the one that person saw or pushed, `head_sha`).  New pushes by such a person
+re-apply (pruning what the PR no longer renders); closing the PR or
 `/prbot preview stop` deletes everything, namespace included.  The preview's URL
 (`preview.url`, `{number}` filled in) is posted in one sticky comment.
 """
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from prbot.config import Config, SyncSpec
-from prbot.errors import PrbotError, RenderError
+from prbot.errors import HeadMoved, PrbotError, RenderError
 from prbot.flows.context import Repo
+from prbot.flows.heads import MOVED
 from prbot.flows.sticky import sticky_comment
 from prbot.model import Target
 from prbot.ports import Deployer, Progress, PullRequest
@@ -108,14 +111,23 @@ _CLUSTER_SCOPED = frozenset({
     "IngressClass", "RuntimeClass", "CSIDriver", "VolumeSnapshotClass", "ClusterIssuer"})
 
 
-def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest) -> PreviewOutcome:
-    """Deploy (or update) the PR's preview at its current head."""
+def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest, *,
+               head_sha: str | None = None) -> PreviewOutcome:
+    """Deploy (or update) the PR's preview at its current head.
+
+    `head_sha`: the head a person with write permission asked for (or pushed); when the PR's head
+    is another one (GitHub's answer or the fetched head ref), nothing is applied: `HeadMoved`.
+    """
     env = preview_env(config)
     cluster = config.env(env).cluster
     assert cluster is not None
     ws = repo.workspace
+    if head_sha is not None and pr.head_sha != head_sha:
+        raise HeadMoved(MOVED)
     ws.fetch(f"refs/pull/{pr.number}/head")
     head = ws.resolve(f"refs/pull/{pr.number}/head") or pr.head_sha
+    if head_sha is not None and head != head_sha:
+        raise HeadMoved(MOVED)
     with ws.materialize(head) as root:
         objects = preview_objects(config, root, env, pr.number)
     was = active(repo, pr.number)

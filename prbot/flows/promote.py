@@ -1,4 +1,4 @@
-"""Promotion PRs (SPEC §7 "Promotion"): once an environment is healthy at a merge that changed
+"""Promotion PRs: once an environment is healthy at a merge that changed
 images, the bot opens — or updates — `prbot/promote/<next-env>/<app>`, carrying the versions the
 environment runs into the next one with the edit engine's `promote`, with provenance (the source
 PR and its author, the image digests, the Deployment that proved it healthy) and a picture of
@@ -102,7 +102,12 @@ def open_promotion(repo: Repo, config: Config, from_env: str, to_env: str, app: 
 
 def promote_healthy(repo: Repo, sha: str, env: str, apps: Sequence[str], provenance: Provenance) -> str | None:
     """An environment turned healthy at `sha`: promote its apps into the next environment.  Returns
-    what the result comment says about it ("#12, #13"), or None when there is no next environment."""
+    what the result comment says about it ("#12, #13"), or None when there is no next environment.
+
+    The mirror is brought up to date first: this runs on whichever worker polled the deploy, whose
+    mirror may not hold the merge commit yet (it would read no configuration and promote nothing)."""
+    if repo.workspace.resolve(sha) is None:
+        repo.workspace.fetch(repo.default_ref())
     config = config_at(repo, sha)
     if config is None:
         return None

@@ -1,4 +1,4 @@
-"""Rollback PRs (`/prbot rollback [ENV]`, SPEC §6): a PR restoring the images an environment ran
+"""Rollback PRs (`/prbot rollback [ENV]`): a PR restoring the images an environment ran
 at its previous successful GitHub Deployment.
 
 GitHub's Deployments are the record: the newest successful deployment of the environment is what

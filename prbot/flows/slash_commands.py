@@ -7,7 +7,14 @@ they do not name, how to find them.  Adding a command is one handler and one ent
 
 Who may: see `prbot.commands.refusal`; a `deployers` command needs the deployers of the
 environment it acts on (the one named, or the one the PR's change implies: `promote` → the next
-environment, `sync` → the PR's environments, `rollback` → the PR's environment).
+environment, `sync` → the PR's environments, `rollback` → the PR's environment).  Someone without
+write permission gets a reply to `/prbot help` only; anything else they write (a typo, a command
+they may not run) gets reactions and no comment, so prbot relays nobody's text.
+
+What a command acts on: `plan` (with its cluster dry-run) and `preview` run only for the head the
+commenter saw (`Call.bound_head`, `prbot.flows.heads`); when the PR's head moved since, or prbot
+cannot tell, the reply is "the head moved; comment again".  Commands that change state
+(`changes_state`) are logged with who asked and from which comment.
 """
 
 from __future__ import annotations
@@ -19,15 +26,16 @@ from dataclasses import dataclass, field
 from prbot import commands as cmds
 from prbot.commands import Spec
 from prbot.config import CONFIG_FILE, Config
-from prbot.errors import ConfigError, PrbotError
+from prbot.errors import ConfigError, HeadMoved, NotAvailable, PrbotError, TransientError
 from prbot.flows.context import Repo, config_at, default_config
 from prbot.flows.deploy import pr_plan, pr_targets, record_pr_targets, start_deploy
+from prbot.flows.heads import MOVED, Seen, head_at, record_head
 from prbot.flows.locks import clear_lock, get_lock, set_lock
 from prbot.flows.plan_comment import PlanOutcome, plan_pull_request
 from prbot.flows.preview import preview_down, preview_up
 from prbot.flows.promote import Provenance, open_promotion
 from prbot.flows.rollback import open_rollback
-from prbot.ports import Deployer, PullRequest, TransientError
+from prbot.ports import WRITE_PERMISSIONS, Deployer, PullRequest
 from prbot.report.markdown import code, md
 from prbot.report.texts import text
 
@@ -43,10 +51,6 @@ class CommandOutcome:
     deploys: list[str] = field(default_factory=list)     # SHAs whose deployment polls must be scheduled
 
 
-class NotAvailable(PrbotError):
-    """A command this deployment of prbot cannot run; its message is the whole reply line."""
-
-
 @dataclass
 class Call:
     """One command to run: what its handler gets."""
@@ -57,6 +61,8 @@ class Call:
     user: str
     config_or_none: Config | None          # None only for a command declared with needs_config=False
     outcome: CommandOutcome
+    comment_id: int = 0
+    seen: Seen | None = None               # when the comment was made; None: unbound (CLI, demo)
 
     @property
     def config(self) -> Config:
@@ -68,6 +74,20 @@ class Call:
     def line(self) -> str:
         """The command line as written, as a code span for the reply."""
         return code(self.command.line, 120)
+
+    def bound_head(self) -> str | None:
+        """The head the commenter saw, which must still be the PR's head (`HeadMoved` otherwise);
+        None when the caller binds nothing (the CLI and the demo run as the operator)."""
+        if self.seen is None:
+            return None
+        head = head_at(self.repo.store, self.repo.name, self.pr.number, self.seen)
+        record_head(self.repo.store, self.repo.name, self.pr.number, self.pr.head_sha,   # for the next comment
+                    received=self.repo.clock(), updated_at=self.pr.updated_at)
+        if head is None or head != self.pr.head_sha:
+            log.info("/prbot %s on %s#%d by %s: the head moved (saw %s, now %s)", self.command.name,
+                     self.repo.name, self.pr.number, self.user, (head or "?")[:7], self.pr.head_sha[:7])
+            raise HeadMoved(MOVED)
+        return head
 
     def deployer(self) -> Deployer:
         """The server's clusters, or `NotAvailable` when it has none."""
@@ -90,10 +110,13 @@ class SlashCommand:
     run: Handler
     acting_envs: ActingEnvs | None = None  # when ENV is not given; None: the named one only
     needs_config: bool = True              # False: runs without a valid `.prbot.yml` (help)
+    changes_state: bool = False            # logged with who asked, from which comment
 
 
-def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: str) -> CommandOutcome:
-    """Run the `/prbot` lines of a PR comment by `user`."""
+def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: str,
+                 seen: Seen | None = None) -> CommandOutcome:
+    """Run the `/prbot` lines of a PR comment by `user`; `seen`: when the comment was made (binds
+    `plan` and `preview` to the head its author saw; None binds nothing)."""
     forge = repo.forge
     outcome = CommandOutcome()
     repo.workspace.fetch(repo.default_ref())
@@ -107,37 +130,49 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
     forge.react(comment_id, "eyes")
     pr = forge.get_pull(number)
     permission: str | None = None
+    if any(not isinstance(item, cmds.Command) or item.spec.permission != "anyone" for item in parsed):
+        permission = forge.permission(user)
+    writer = permission in WRITE_PERMISSIONS
     failed = False
     for item in parsed:
         line = code(item.line, 120)
         if isinstance(item, cmds.CommandError):
-            outcome.replies.append(text("reply_error", line=line, message=item.message))
+            if writer:                                # an outsider's typo is not echoed back
+                outcome.replies.append(text("reply_error", line=line, message=item.message))
             failed = True
             continue
         entry = COMMANDS[item.name]
         if config is None and entry.needs_config:
-            outcome.replies.append(text("reply_failed", line=line,
-                                        message=f"this repository has no valid {CONFIG_FILE} on its default branch"))
+            if writer:
+                outcome.replies.append(text("reply_failed", line=line, message=(
+                    f"this repository has no valid {CONFIG_FILE} on its default branch")))
             failed = True
             continue
         try:
-            needs_permission = item.spec.permission != "anyone"
-            if needs_permission and permission is None:
-                permission = forge.permission(user)
             why = None
-            for env in _acting_envs(repo, pr, item, config) if config else []:
+            if item.spec.permission != "anyone":      # write first: an outsider costs no plan of the PR
+                why = cmds.refusal(item, user, permission or "none", (), lambda org, team: False)
+            for env in _acting_envs(repo, pr, item, config) if config and why is None else []:
                 why = cmds.refusal(item, user, permission or "none", config.env(env).deployers if config else (),
                                    lambda org, team: forge.is_team_member(org, team, user))
                 if why:
                     break
-            if needs_permission and why is None:
-                why = cmds.refusal(item, user, permission or "none", (), lambda org, team: False)
             if why is not None:
                 outcome.refused.append(item.name)
-                outcome.replies.append(text("reply_refused", line=line, message=why))
+                if writer:                            # someone without write gets reactions only
+                    outcome.replies.append(text("reply_refused", line=line, message=why))
+                else:
+                    log.info("/prbot %s on %s#%d refused without a reply: %s", item.name, repo.name, number, why)
                 failed = True
                 continue
-            reply = entry.run(Call(repo, pr, item, user, config, outcome))
+            if entry.changes_state:
+                log.info("/prbot %s on %s#%d asked by %s in comment %d", item.line[len(cmds.PREFIX):].strip(),
+                         repo.name, number, user, comment_id)
+            reply = entry.run(Call(repo, pr, item, user, config, outcome, comment_id, seen))
+        except HeadMoved as exc:
+            outcome.replies.append(text("reply_error", line=line, message=str(exc)))
+            failed = True
+            continue
         except NotAvailable as exc:
             outcome.replies.append(str(exc))
             failed = True
@@ -217,7 +252,10 @@ def _help(call: Call) -> str:
 
 
 def _plan(call: Call) -> None:
-    call.outcome.plan = plan_pull_request(call.repo, call.pr.number, with_cluster=True)
+    head = call.bound_head()
+    call.outcome.plan = plan_pull_request(call.repo, call.pr.number, head_sha=head, with_cluster=True)
+    if call.outcome.plan.status == "superseded":     # pushed while it was being planned
+        raise HeadMoved(MOVED)
     return None
 
 
@@ -255,7 +293,7 @@ def _preview(call: Call) -> str | None:
     if call.command.stop:
         down = preview_down(call.repo, deployer, call.config, call.pr)
         return text("reply_preview_stopped" if down.status == "stopped" else "reply_preview_off")
-    preview_up(call.repo, deployer, call.config, call.pr)
+    preview_up(call.repo, deployer, call.config, call.pr, head_sha=call.bound_head())
     return None                                   # the preview comment says it all
 
 
@@ -305,14 +343,15 @@ def _sync(call: Call) -> str:
 _ENTRIES = (
     SlashCommand(Spec("plan", "re-run the plan for the current head"), _plan),
     SlashCommand(Spec("promote", "open the promotion PR from this PR's environment to ENV (default: the next)",
-                      env="optional", permission="deployers"), _promote, acting_envs=_next_env),
+                      env="optional", permission="deployers"), _promote, acting_envs=_next_env, changes_state=True),
     SlashCommand(Spec("sync", "re-trigger the sync of a merged PR's environments",
-                      env="optional", permission="deployers"), _sync, acting_envs=_pr_env_names),
+                      env="optional", permission="deployers"), _sync, acting_envs=_pr_env_names, changes_state=True),
     SlashCommand(Spec("rollback", "open a PR restoring ENV's images to the previously deployed versions",
-                      env="optional", permission="deployers"), _rollback, acting_envs=_own_env),
+                      env="optional", permission="deployers"), _rollback, acting_envs=_own_env, changes_state=True),
     SlashCommand(Spec("lock", "freeze deployments to ENV", env="required", rest="reason", permission="deployers"),
-                 _lock),
-    SlashCommand(Spec("unlock", "unfreeze deployments to ENV", env="required", permission="deployers"), _unlock),
+                 _lock, changes_state=True),
+    SlashCommand(Spec("unlock", "unfreeze deployments to ENV", env="required", permission="deployers"), _unlock,
+                 changes_state=True),
     SlashCommand(Spec("preview", "deploy (or tear down) this PR's preview environment", words=("stop",)), _preview),
     SlashCommand(Spec("help", "list the commands", permission="anyone"), _help, needs_config=False),
 )

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prbot import gitrepo, remote
+from prbot import gitrepo, remote, sandbox
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import diff_objects, duplicate_identities
 from prbot.errors import PlanBudgetError, PrbotError
@@ -35,8 +35,9 @@ log = logging.getLogger("prbot.plan")
 
 def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
               envs: Sequence[str] | None = None, pool: RenderPool | None = None,
-              dry_runner: DryRunner | None = None) -> Plan:
-    """Plan base...head (head None: the working tree) for every affected target.
+              dry_runner: DryRunner | None = None, untracked: bool = False) -> Plan:
+    """Plan base...head (head None: the working tree's tracked files, and with `untracked` the
+    untracked files git does not ignore) for every affected target.
 
     A target is affected when the digest of its input closure differs between base and head, when it
     appears or disappears, or when `.prbot.yml` changed.  Only affected targets are rendered.
@@ -48,11 +49,12 @@ def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
     ``core.autocrlf``), or when target discovery passes a symbolic link; both ways give the same plan.
     The pool made here (when `pool` is None) renders with each environment's Kubernetes version.
     """
-    return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True)
+    return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True,
+                 untracked=untracked)
 
 
 def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequence[str] | None,
-          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool) -> Plan:
+          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool, untracked: bool = False) -> Plan:
     """`make_plan`; `sparse` False: always the full way (the reference the sparse way must equal)."""
     repo = Path(repo)
     for env in envs or ():
@@ -64,13 +66,14 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
                                              if e.kubernetes_version})
     deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
     with contextlib.ExitStack() as stack:
-        dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
+        dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse, untracked)
         return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner,
                        deadline=deadline)
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
-           envs: Sequence[str] | None, sparse: bool) -> tuple[str, tuple[PlanSide, PlanSide, list[Key]]]:
+           envs: Sequence[str] | None, sparse: bool,
+           untracked: bool = False) -> tuple[str, tuple[PlanSide, PlanSide, list[Key]]]:
     """("-dirty" or "", (base side, head side, affected keys)); the trees stay until `stack` closes."""
     git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
     # git works on its own while this thread looks at the head tree
@@ -83,7 +86,7 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
             if got is not None:
                 return "", got
     btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
-    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
+    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev, untracked=untracked))
     _refuse_unmatched(stack, repo, config, hroot, base_sha)
     closures = ClosureCache()
     probe = TreeProbe(hroot)
@@ -152,7 +155,8 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
     kinds = {target.renderer for _, target, _ in requests}
     if any(k in side.helm_charts for k in affected for side in (b, h)):
         kinds.add("helmCharts")
-    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds))
+    return Plan(base=base_sha, head=head_sha, targets=targets, tools=used_versions(kinds),
+                isolation=sandbox.isolation())
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,

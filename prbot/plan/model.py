@@ -75,14 +75,18 @@ class Plan:
     head: str
     targets: list[TargetPlan] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)   # renderer versions used, e.g. {"helm": "v4.1.4"}
+    isolation: str = "jail"        # "off": rendered unisolated (PRBOT_RENDER_ISOLATION=off), said everywhere
 
     @property
     def failed(self) -> bool:
         return any(t.failed for t in self.targets)
 
     def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "head": self.head, "targets": [t.to_json() for t in self.targets],
-                "tools": dict(self.tools)}
+        out = {"base": self.base, "head": self.head, "targets": [t.to_json() for t in self.targets],
+               "tools": dict(self.tools)}
+        if self.isolation != "jail":
+            out["isolation"] = self.isolation
+        return out
 
 
 # dry_runner(target, objects rendered at head, objects rendered at base ([] when none)): the base

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from prbot.config import AppSpec
 from prbot.errors import RenderError
-from prbot.renderers.base import Renderer, RenderJob, parse_documents
+from prbot.renderers.base import Renderer
 from prbot.renderers.closure import CLOSURE_RULES
 from prbot.renderers.helm import HelmRenderer
 from prbot.renderers.kustomize import KustomizeRenderer
@@ -39,5 +39,4 @@ def detect_renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
     return next(name for name, r in RENDERERS.items() if r.detect(tree, rel, spec))
 
 
-__all__ = ["RENDERERS", "Renderer", "RenderError", "RenderJob", "detect_renderer", "get_renderer",
-           "parse_documents"]
+__all__ = ["RENDERERS", "Renderer", "detect_renderer", "get_renderer"]

@@ -431,6 +431,8 @@ class ClosureCache:
                     pending.append(child)
                 elif entry.is_file():
                     acc.files.update(self.with_real(root, child))
+                    if entry.name == SCHEMA_FILE:
+                        acc.outside.extend(f"{child}: {problem}" for problem in schema_escapes(self.load(root, child)))
         return acc.freeze()
 
 
@@ -447,6 +449,36 @@ def path_problem(exc: OSError, root: str) -> str:
     if exc.errno == errno.ELOOP:
         return f"{where}: a symbolic link loop, or a chain of symbolic links too long to follow"
     return f"{where}: {exc.strerror or exc}"
+
+
+SCHEMA_FILE = "values.schema.json"
+_SCHEMA_REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef", "$id", "$anchor", "$schema")
+_META_SCHEMAS = re.compile(r"^https?://json-schema\.org/(?:draft-0[3-7]|draft/20(?:19-09|20-12))/schema#?$")
+
+
+def schema_escapes(doc: Any) -> list[str]:
+    """The references of a chart's values schema that lead outside the schema itself: Helm resolves
+    `$ref` to files (``file:///…``) and URLs while validating values, so a PR's chart could read the
+    host or reach the network through it.  Only fragments (``#/definitions/x``) and the standard
+    meta-schema URIs in ``$schema`` are inert."""
+    found: list[str] = []
+    stack = [doc]
+    while stack and len(found) < 5:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _SCHEMA_REF_KEYS and isinstance(value, str):
+                    inert = value.startswith("#") if key != "$schema" else bool(_META_SCHEMAS.match(value))
+                    if key in ("$id", "$anchor") and ":" not in value and not value.startswith("/"):
+                        inert = True                # a plain name or relative id: resolves to nothing
+                    if not inert:
+                        found.append(f"schema {key} {value[:200]!r} refers outside the schema "
+                                     "(only '#…' references are rendered)")
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+    return found
 
 
 def parse_text(data: bytes, *, all_documents: bool = False) -> Any:

@@ -58,14 +58,35 @@ _SPACE = re.compile(r"\s+")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
 _ZWSP = "\u200b"
 # GitHub turns these into pings, cross-references and links in text (not in code): a zero-width
-# space after `@`/`#`, inside `://` and after `www` leaves them readable and inert.
+# space after `@`/`#`, inside `://`, after `www`, after the dash of `GH-12` (and of any `KEY-12`
+# a repository's custom autolinks may know) and every 6 digits of a hex run (a commit id is 7 or
+# more) leaves them readable and inert.
 _WWW = re.compile(r"(?i)\b(www)\.")
+_KEY_NUMBER = re.compile(r"(?<=[A-Za-z])-(?=[0-9])")
+_HEX_RUN = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{7,}(?![0-9A-Za-z_])")
+# Unicode bidirectional controls: they make text display in another order than it reads (a value
+# that looks harmless in a table cell or a diff is not); shown as `<U+202E>`, never applied.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each Unicode bidirectional control (U+202A–U+202E, U+2066–U+2069, U+200E,
+    U+200F, U+061C) written out as `<U+XXXX>`: for every place PR text lands, code blocks included."""
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+
+
+def _hex_pieces(m: re.Match[str]) -> str:
+    run = m.group()
+    return _ZWSP.join(run[i:i + 6] for i in range(0, len(run), 6))
 
 
 def inert(text: str) -> str:
-    """`text` with mentions (`@user`, `@org/team`), references (`#12`, `owner/repo#12`) and
-    autolinks (`https://…`, `www.…`) broken by a zero-width space, as GitHub renders them inert."""
+    """`text` with mentions (`@user`, `@org/team`), references (`#12`, `owner/repo#12`, `GH-12`,
+    `KEY-12`), commit ids (7 or more hex digits) and autolinks (`https://…`, `www.…`) broken by a
+    zero-width space, as GitHub renders them inert; bidirectional controls made `visible`."""
+    text = visible(text)
     text = text.replace("@", "@" + _ZWSP).replace("#", "#" + _ZWSP).replace("://", ":" + _ZWSP + "//")
+    text = _KEY_NUMBER.sub("-" + _ZWSP, _HEX_RUN.sub(_hex_pieces, text))
     return _WWW.sub(lambda m: m.group(1) + _ZWSP + ".", text)
 
 
@@ -110,7 +131,7 @@ def code(text: object, limit: int = _INLINE_MAX) -> str:
     """User data as an inline code span, with a delimiter longer than any backtick run inside.
 
     Not for table cells (a `|` inside a code span would still end the cell)."""
-    flat = _oneline(text, limit)
+    flat = _oneline(visible(str(text)), limit)
     if not flat:
         return '`""`'
     tick = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
@@ -202,6 +223,7 @@ def _details(summary: str, is_open: bool) -> _Box:
 
 def _code_block(doc: _Doc, text: str, lang: str, lead: tuple[str, ...] = (),
                 relead: tuple[str, ...] = ()) -> None:
+    text = visible(text)
     fence = fence_for(text)
     box = _Box(open=(fence + lang,), close=(fence, ""), cut=(fence, ""), reopen=relead + (fence + lang,))
     doc.push(box, *lead)
@@ -216,6 +238,21 @@ def _code_block(doc: _Doc, text: str, lang: str, lead: tuple[str, ...] = (),
 # --------------------------------------------------------------------------------------------
 # Content
 # --------------------------------------------------------------------------------------------
+
+def not_rendered(t: TargetPlan) -> bool:
+    """A target the PR affects that prbot could not render (a remote input `render.remote` does not
+    allow): a blind spot, so it fails the plan like a target that failed to render."""
+    return t.status == "skipped"
+
+
+def blind_spots(plan: Plan) -> list[TargetPlan]:
+    """The targets of `plan` that were not rendered (`not_rendered`)."""
+    return [t for t in plan.targets if not_rendered(t)]
+
+
+def _failing(t: TargetPlan) -> bool:
+    return t.failed or not_rendered(t)
+
 
 def _quiet(t: TargetPlan) -> bool:
     """Nothing to review: unchanged, rendered, no error or warning, nothing from the cluster."""
@@ -240,8 +277,12 @@ def _verdict(plan: Plan) -> str:
     marks, quiet = [], []
     for env in envs:
         failed = sum(1 for t in plan.targets if t.env == env and t.failed)
-        if failed:
-            marks.append(_n("env_failed", failed, env=md(env)))
+        blind = sum(1 for t in plan.targets if t.env == env and not_rendered(t))
+        if failed or blind:
+            if failed:
+                marks.append(_n("env_failed", failed, env=md(env)))
+            if blind:
+                marks.append(_n("env_not_rendered", blind, env=md(env)))
         elif env in changing or not changing:
             marks.append(_t("env_ok", env=md(env)))
         else:
@@ -380,13 +421,13 @@ def _dry_run(doc: _Doc, dry: DryRun) -> None:
 
 def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
     """One `<details>` section; not `full`: the summary, a clipped error and a note only."""
-    summary = _t("summary", icon=_t("target_failed" if t.failed else "target_ok"),
+    summary = _t("summary", icon=_t("target_failed" if _failing(t) else "target_ok"),
                  env=html_text(t.env), app=html_text(t.app), path=html_text(t.path),
                  renderer=html_text(t.renderer), changes=_counts(t, "summary"))
-    doc.push(_details(summary, t.failed))
+    doc.push(_details(summary, _failing(t)))
     if t.error:
-        intro = (_t("render_failed", renderer=_oneline(t.renderer, _INLINE_MAX).replace("`", "'"))
-                 if t.status == "error" else _t("render_note"))
+        intro = (_t("render_failed", renderer=_oneline(visible(t.renderer), _INLINE_MAX).replace("`", "'"))
+                 if t.status == "error" else _t("render_skipped") if not_rendered(t) else _t("render_note"))
         _code_block(doc, t.error if full else _oneline(t.error, _MESSAGE_MAX), "text", lead=(intro, ""))
     if not full:
         doc.add(_t("target_summarised"), "")
@@ -407,9 +448,10 @@ def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
 def _tools(plan: Plan) -> str:
     """The renderer versions the plan used, for the footer (empty when it rendered with none)."""
     tools = getattr(plan, "tools", None) or {}
+    said = _t("footer_unisolated") if getattr(plan, "isolation", "jail") == "off" else ""
     if not tools:
-        return ""
-    return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items()))
+        return said
+    return _t("footer_tools", tools=", ".join(f"{md(name)} {md(version)}" for name, version in tools.items())) + said
 
 
 @dataclass(frozen=True)
@@ -571,8 +613,23 @@ class _Packer:
 _OPERATOR: Any = object()
 
 
+@dataclass(frozen=True)
+class Comment:
+    """The plan comment's bodies, and the targets they do not show in full (`hidden`: summarised
+    without their diffs, or not even in the table, because the plan outgrew its comments)."""
+
+    parts: list[str]
+    hidden: list[TargetPlan]
+
+
 def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None = None,
                     max_parts: int | None = _OPERATOR) -> list[str]:
+    """The bodies of `render_comment`."""
+    return render_comment(plan, limit=limit, title=title, max_parts=max_parts).parts
+
+
+def render_comment(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None = None,
+                   max_parts: int | None = _OPERATOR) -> Comment:
     """The sticky PR comment for `plan`, as one or more comment bodies of at most `limit` characters.
 
     Every part's first line starts with `MARKER`; when there are several, `<!-- prbot:plan part=I/N -->`
@@ -580,8 +637,9 @@ def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None
     marked "(continued)") at the top of the next part.
 
     At most `max_parts` parts (default: the operator's `PRBOT_COMMENT_PARTS`; None: no bound): a
-    bigger plan shows failed targets first, as many targets in full as fit, and the others
-    summarised — every target still in the table.
+    bigger plan shows failed targets first, then as many targets in full as fit (the smallest
+    first: one noisy target cannot push the others out), and the others summarised — every target
+    still in the table; those not shown in full are `Comment.hidden`.
     """
     if limit < MIN_LIMIT:
         raise ValueError(f"limit must be at least {MIN_LIMIT} characters, got {limit}")
@@ -590,15 +648,16 @@ def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT, title: str | None
         max_parts = Limits.from_env().comment_parts
     title = title or _t("default_title")
     bodies = _pack(_document(plan, title), title, limit)
+    hidden: list[TargetPlan] = []
     if max_parts is not None and len(bodies) > max(max_parts, 1):
-        bodies = _fit(plan, title, limit, max(max_parts, 1))
+        bodies, hidden = _fit(plan, title, limit, max(max_parts, 1))
     parts = []
     for index, body in enumerate(bodies, 1):
         head, tail = _frame(title, index, len(bodies))
         while body and not body[-1]:
             body = body[:-1]
         parts.append("\n".join(head + body + tail) + "\n")
-    return parts
+    return Comment(parts, hidden)
 
 
 def _pack(blocks: list[list[_Atom]], title: str, limit: int) -> list[list[str]]:
@@ -615,25 +674,31 @@ def _pack(blocks: list[list[_Atom]], title: str, limit: int) -> list[list[str]]:
         digits = len(str(len(bodies)))
 
 
-def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> list[list[str]]:
-    """The most of `plan` that `max_parts` comments hold (see `_Shape`)."""
+def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> tuple[list[list[str]], list[TargetPlan]]:
+    """The most of `plan` that `max_parts` comments hold (see `_Shape`), and the targets it does not
+    show in full."""
     loud = _loud(plan)
-    order = sorted(range(len(loud)), key=lambda i: (not loud[i].failed, i))    # failures first
     room = limit * max_parts
 
     def attempt(shape: _Shape) -> list[list[str]] | None:
         bodies = _pack(_document(plan, title, shape), title, limit)
         return bodies if len(bodies) <= max_parts else None
 
-    # at most as many full targets as their own sizes allow, then the most that really fit
+    def besides(full: Iterable[int]) -> list[TargetPlan]:
+        shown = set(full)
+        return [t for i, t in enumerate(loud) if i not in shown]
+
+    # failures first, then the smallest: the most targets in full; at most as many as their own
+    # sizes allow, then the most that really fit
     sizes = []
-    for t in (loud[i] for i in order):
+    for t in loud:
         doc = _Doc()
         _target(doc, t)
         sizes.append(sum(a.size for block in doc.blocks for a in block))
+    order = sorted(range(len(loud)), key=lambda i: (not _failing(loud[i]), sizes[i], i))
     upper, used = 0, 0
-    while upper < len(sizes) and used + sizes[upper] <= room:
-        used += sizes[upper]
+    while upper < len(order) and used + sizes[order[upper]] <= room:
+        used += sizes[order[upper]]
         upper += 1
     best = attempt(_Shape(full=frozenset(), parts=max_parts))
     if best is not None:
@@ -645,13 +710,14 @@ def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> list[list[str]]:
                 lo, best = mid, got
             else:
                 hi = mid - 1
-        return best
+        return best, besides(order[:lo])
     best = attempt(_Shape(full=frozenset(), sections=False, parts=max_parts))
     if best is not None:
-        return best
+        return best, besides(())
     lo, hi = 0, len(loud)                 # thousands of targets: the table itself is cut
-    best = _pack(_document(plan, title, _Shape(full=frozenset(), sections=False, rows=0, parts=max_parts)),
-                 title, limit)[:max_parts]
+    packed = _pack(_document(plan, title, _Shape(full=frozenset(), sections=False, rows=0, parts=max_parts)),
+                   title, limit)
+    best = packed[:max_parts]
     while lo < hi:
         mid = (lo + hi + 1) // 2
         got = attempt(_Shape(full=frozenset(), sections=False, rows=mid, parts=max_parts))
@@ -659,7 +725,9 @@ def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> list[list[str]]:
             lo, best = mid, got
         else:
             hi = mid - 1
-    return best
+    if lo == 0 and len(packed) > max_parts:     # not even the unchanged targets' line made it
+        return best, list(plan.targets)
+    return best, besides(())
 
 
 def _frame(title: str, index: int, total: int) -> tuple[list[str], list[str]]:

@@ -7,7 +7,7 @@ The web layer enqueues two kinds, which route cheaply and enqueue the real work:
 The real work, one repository at a time (`Job.repo`):
 - ``plan``: the plan comment and check run of a PR (superseded per PR: only the newest runs);
 - ``bump``: the bump PR of (repository, image repository) from the pushes recorded for it;
-- ``command``: the slash commands of one comment;
+- ``command``: the slash commands of one comment (queued once per comment id, ever);
 - ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`);
 - ``deploy``: a merged PR's sync (`prbot.flows.deploy`), then ``deploy_poll`` jobs re-enqueued with
   a delay until every environment is healthy or failed (a restarted worker resumes them);
@@ -18,6 +18,8 @@ This is the only place where adapters (GitHub, the mirror, clusters) meet the fl
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,9 +28,10 @@ from typing import Any
 
 from prbot import flows
 from prbot.config import CONFIG_FILE, Config
-from prbot.errors import PrbotError
+from prbot.errors import HeadMoved, NotFound, PrbotError, TransientError
+from prbot.flows.heads import Seen, record_head
 from prbot.images import parse_image
-from prbot.ports import NotFound, TransientError
+from prbot.ports import WRITE_PERMISSIONS
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
 from prbot.service.jobs import Job, Runtime, register
@@ -208,17 +211,36 @@ def _on_package(rt: Runtime, ev: Event) -> None:
 
 
 def _on_pull_request(rt: Runtime, ev: RepoEvent) -> None:
-    """Plan a PR when its head moves (not drafts), then what its action means for its preview
-    and, once merged, its deployment (`PULL_REQUEST_ACTIONS`)."""
+    """Remember the head it names and when it came (`flows.heads`: what binds a command to the head
+    its author saw), plan a PR when its head moves (not drafts), then what its action means for its
+    preview and, once merged, its deployment (`PULL_REQUEST_ACTIONS`)."""
     pr = _obj(ev.body.get("pull_request"))
     number = pr.get("number") or ev.body.get("number")
     if not isinstance(number, int):
         return
+    head = _head_sha(pr)
+    if head is not None:
+        record_head(rt.store, ev.repo, number, head, received=_received(ev),
+                                updated_at=pr.get("updated_at"))
     if ev.action in flows.PLAN_ACTIONS and not pr.get("draft"):
         _enqueue_plan(rt, ev.installation, ev.repo, number, ev.delivery, with_cluster=None)
     then = PULL_REQUEST_ACTIONS.get(ev.action) if isinstance(ev.action, str) else None
     if then is not None:
         then(rt, ev, pr, number)
+
+
+def _head_sha(pr: Mapping[str, Any]) -> str | None:
+    sha = _obj(pr.get("head")).get("sha")
+    return sha if isinstance(sha, str) and sha else None
+
+
+def _received(ev: Event) -> float:
+    return ev.received if ev.received is not None else time.time()
+
+
+def _sender(ev: Event) -> str | None:
+    login = _obj(ev.body.get("sender")).get("login")
+    return login if isinstance(login, str) else None
 
 
 def _has_preview_label(pr: Mapping[str, Any]) -> bool:
@@ -227,46 +249,68 @@ def _has_preview_label(pr: Mapping[str, Any]) -> bool:
 
 def _pr_labeled(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
     if _obj(ev.body.get("label")).get("name") == flows.preview.LABEL:
-        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
+        _enqueue_preview(rt, ev, number, stop=False, head=_head_sha(pr))
 
 
 def _pr_reopened(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
     if _has_preview_label(pr):
-        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
+        _enqueue_preview(rt, ev, number, stop=False, head=_head_sha(pr))
 
 
 def _pr_synchronize(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
-    if _has_preview_label(pr):
-        _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=False)
-    else:                                                  # a preview still up follows the new head
-        rt.enqueue(Job("preview", {"installation": ev.installation, "number": number, "if_active": True},
-                       repo=ev.repo, supersede=f"preview:{ev.repo}#{number}", delivery=ev.delivery, pr=number))
+    """A push: the preview (labelled, or still up) follows the pushed head if the pusher may."""
+    _enqueue_preview(rt, ev, number, stop=False, head=_head_sha(pr), if_active=not _has_preview_label(pr))
 
 
 def _pr_closed(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -> None:
-    _enqueue_preview(rt, ev.installation, ev.repo, number, ev.delivery, stop=True)
+    _enqueue_preview(rt, ev, number, stop=True)
     if pr.get("merged"):
         rt.enqueue(Job("deploy", {"installation": ev.installation, "number": number}, repo=ev.repo,
                        delivery=ev.delivery, pr=number))
 
 
 def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
-    """A new comment with `/prbot` on a PR: a `command` job (edited comments are not run again)."""
+    """A new comment with `/prbot` on a PR: a `command` job, once per comment whatever the delivery
+    id (`_first_time`; edited comments are not run again)."""
     if ev.action != "created" or _sender_is_bot(ev.body):
         return
     issue = _obj(ev.body.get("issue"))
     comment = _obj(ev.body.get("comment"))
     text = comment.get("body") if isinstance(comment.get("body"), str) else ""
     user = _obj(comment.get("user")).get("login")
+    comment_id = comment.get("id")
     if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
-            or not isinstance(user, str):
+            or not isinstance(user, str) or not isinstance(comment_id, int) or isinstance(comment_id, bool):
         return
     if "pull_request" not in issue:
         log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
         return
+    if not _first_time(rt, ev, comment_id, text):
+        return
+    created = comment.get("created_at") if isinstance(comment.get("created_at"), str) else None
     rt.enqueue(Job("command", {"installation": ev.installation, "number": issue["number"], "user": user,
-                               "comment_id": comment.get("id"), "body": text[:20_000]},
+                               "comment_id": comment_id, "body": text[:20_000], "received": _received(ev),
+                               "created_at": created},
                    repo=ev.repo, delivery=ev.delivery, pr=issue["number"]))
+
+
+def _first_time(rt: Runtime, ev: RepoEvent, comment_id: int, text: str) -> bool:
+    """Claim the comment for good (no expiry: the delivery ids the web layer keeps expire after 7
+    days, and a replay may bring a new one).  A comment runs at most once: a second `created`
+    delivery of the same comment id is a replay and changes nothing, whatever its body says (GitHub
+    reports edits as `edited`, which never runs)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = f"comment:{ev.repo}:{comment_id}"
+    if rt.store.put_if_absent(key, json.dumps({"delivery": ev.delivery, "body": digest})):
+        return True
+    try:
+        first = json.loads(rt.store.get(key) or "{}")
+    except ValueError:
+        first = {}
+    same = isinstance(first, dict) and first.get("body") == digest
+    log.warning("comment %d on %s delivered again (delivery %s, %s body): its commands ran once already",
+                comment_id, ev.repo, ev.delivery, "same" if same else "another")
+    return False
 
 
 def _on_push(rt: Runtime, ev: RepoEvent) -> None:
@@ -331,10 +375,18 @@ def _touches_config(body: Mapping[str, Any]) -> bool:
     return False
 
 
-def _enqueue_preview(rt: Runtime, installation: int, repo: str, number: int, delivery: str | None, *,
-                     stop: bool) -> None:
-    rt.enqueue(Job("preview", {"installation": installation, "number": number, "stop": stop}, repo=repo,
-                   supersede=f"preview:{repo}#{number}", delivery=delivery, pr=number))
+def _enqueue_preview(rt: Runtime, ev: RepoEvent, number: int, *, stop: bool, head: str | None = None,
+                     if_active: bool = False) -> None:
+    """A preview job: tear down (`stop`), or apply `head` for the event's sender (`if_active`: only
+    when a preview is up); the job checks the sender's permission."""
+    payload: dict[str, Any] = {"installation": ev.installation, "number": number}
+    if stop:
+        payload["stop"] = True
+    else:
+        payload.update({"if_active": True} if if_active else {"stop": False})
+        payload.update({"sender": _sender(ev), "head": head})
+    rt.enqueue(Job("preview", payload, repo=ev.repo, supersede=f"preview:{ev.repo}#{number}", delivery=ev.delivery,
+                   pr=number))
 
 
 def _enqueue_poll(rt: Runtime, installation: int, repo: str, sha: str, delay: float, pr: int | None) -> None:
@@ -375,9 +427,13 @@ def command(rt: Runtime, job: Job) -> None:
     assert job.repo is not None
     installation = _int(job.payload, "installation")
     repo = repo_context(rt, installation, job.repo)
+    received = job.payload.get("received")
+    created = job.payload.get("created_at")
+    seen = Seen(float(received) if isinstance(received, int | float) else None,
+                            created if isinstance(created, str) else None)
     outcome = flows.run_commands(repo, number=_int(job.payload, "number"),
                                  comment_id=_int(job.payload, "comment_id"), user=str(job.payload.get("user")),
-                                 body=str(job.payload.get("body", "")))
+                                 body=str(job.payload.get("body", "")), seen=seen)
     for sha in outcome.deploys:
         _enqueue_poll(rt, installation, job.repo, sha, flows.deploy.POLL_DELAYS[0], job.pr)
 
@@ -497,6 +553,8 @@ def deploy_poll(rt: Runtime, job: Job) -> None:
 
 @register("preview")
 def preview(rt: Runtime, job: Job) -> None:
+    """Tear down, or apply the head a label, a reopening or a push named — only for a sender with
+    write permission now, and only while that head is still the PR's head."""
     assert job.repo is not None
     number = _int(job.payload, "number")
     if (job.payload.get("if_active") or job.payload.get("stop")) \
@@ -510,8 +568,23 @@ def preview(rt: Runtime, job: Job) -> None:
     config = flows.default_config(repo)
     if job.payload.get("stop") or pr.state != "open":
         flows.preview_down(repo, repo.deployer, config, pr)
-    elif config is not None:
-        flows.preview_up(repo, repo.deployer, config, pr)
+        return
+    if config is None:
+        return
+    sender, head = job.payload.get("sender"), job.payload.get("head")
+    if not isinstance(sender, str) or not isinstance(head, str):
+        log.info("preview of %s#%d not applied: the event names no sender or head", job.repo, number)
+        return
+    permission = repo.forge.permission(sender)
+    if permission not in WRITE_PERMISSIONS:
+        log.info("preview of %s#%d at %s not applied: %s has %s permission, a preview needs write",
+                 job.repo, number, head[:7], sender, permission)
+        return
+    try:
+        flows.preview_up(repo, repo.deployer, config, pr, head_sha=head)
+    except HeadMoved:
+        log.info("preview of %s#%d at %s not applied: the head moved to %s", job.repo, number, head[:7],
+                 pr.head_sha[:7])
 
 
 @register("index_repo")

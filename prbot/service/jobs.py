@@ -14,7 +14,7 @@ Semantics the worker guarantees (`prbot.service.worker`):
 - jobs with the same `repo` run one at a time, across threads, processes and replicas;
 - of the jobs sharing a `supersede` key only the newest enqueued runs; older ones are dropped
   when they come up (also a retry of an older one);
-- a handler raising `prbot.ports.TransientError` (or a connection error) is run again later
+- a handler raising `prbot.errors.TransientError` (or a connection error) is run again later
   (exponential backoff, `retry_after` honoured) up to `Settings.max_attempts` runs; a
   `PrbotError` fails the job for good (logged); anything else is logged with its traceback;
 - a job whose worker died mid-run is run again by another worker;

@@ -1,4 +1,4 @@
-"""Service settings from the environment (SPEC §8).
+"""Service settings from the environment.
 
 `Settings.from_env()` never fails on a missing value; `Settings.require(role)` raises one
 `SettingsError` naming every missing or invalid setting the role ("web", "worker" or "serve"

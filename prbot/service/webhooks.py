@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -34,6 +35,51 @@ def _answer(event: str, outcome: str, code: int, /, **body: Any) -> tuple[Respon
     return jsonify(body), code
 
 
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:             # parsers disagree on which one counts: neither does
+            raise PayloadError(f"body is not usable JSON: key {key[:40]!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise PayloadError(f"body is not JSON: {name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise PayloadError(f"body is not usable JSON: the number {text[:20]}… is out of range")
+    return value
+
+
+def read_json(body: bytes) -> tuple[Any, str]:
+    """(the value, "") of a strict JSON body, or (None, why not) in one line: UTF-8 only, no
+    duplicate keys, no NaN/Infinity or numbers beyond a float, no unpaired surrogate escapes, and a
+    nesting too deep to parse is a refusal, not a crash."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"body is not JSON: not UTF-8 (byte {exc.start})"
+    try:
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_finite)
+    except RecursionError:
+        return None, "body is not usable JSON: nested too deeply"
+    except PayloadError as exc:                    # what a lenient parser would take, prbot does not
+        return None, str(exc)
+    except ValueError as exc:                      # JSONDecodeError, an integer with too many digits
+        return None, "body is not JSON: " + " ".join(str(exc).split())[:120]
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "body is not usable JSON: a string holds an unpaired UTF-16 surrogate"
+    except RecursionError:                         # as deep as the parser allowed, deeper for the encoder
+        return None, "body is not usable JSON: nested too deeply"
+    return value, ""
+
+
 # -- GitHub ------------------------------------------------------------------------------------------
 
 @github_blueprint.post("/webhooks/github")
@@ -58,10 +104,9 @@ def github_webhook() -> tuple[Response, int]:
         return _answer(event, "bad_request", 400, error="missing or invalid X-GitHub-Event")
     if not _DELIVERY.fullmatch(delivery):
         return _answer(event, "bad_request", 400, error="missing or invalid X-GitHub-Delivery")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _answer(event, "bad_request", 400, error="body is not JSON")
+    payload, problem = read_json(body)
+    if problem:
+        return _answer(event, "bad_request", 400, error=problem)
     if not isinstance(payload, dict):
         return _answer(event, "bad_request", 400, error="body is not a JSON object")
     repo = _repo_of(payload)
@@ -137,10 +182,9 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
     narrow = request.args.get("repo") or None
     if narrow is not None and not _REPO.fullmatch(narrow):
         return _answer(event, "bad_request", 400, error="repo: expected owner/name")
-    try:
-        payload = json.loads(request.get_data(cache=False))
-    except (ValueError, UnicodeDecodeError):
-        return _answer(event, "bad_request", 400, error="body is not JSON")
+    payload, problem = read_json(request.get_data(cache=False))
+    if problem:
+        return _answer(event, "bad_request", 400, error=problem)
     try:
         report = parse_push(provider, payload, Context(acr_hosts=svc.settings.acr_hosts))
     except PayloadError as exc:
@@ -167,7 +211,7 @@ def registry_webhook(provider: str) -> tuple[Response, int]:
 
 
 def _routes(store: Any, images: list[dict[str, Any]], narrow: str | None) -> list[dict[str, Any]]:
-    """What the index of installed repositories says each image does there (SPEC §7: a tag an
+    """What the index of installed repositories says each image does there (a tag an
     `images[]` rule refuses is reported).  Read from the store only: no GitHub call on this path.
     Empty before the first index; the worker routes again with a fresh index anyway."""
     from prbot.images import parse_image

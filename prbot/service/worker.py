@@ -32,8 +32,7 @@ from typing import Any
 from huey.consumer import Consumer  # type: ignore[import-untyped]
 
 import prbot.service.metrics as metrics
-from prbot.errors import PrbotError
-from prbot.ports import TransientError
+from prbot.errors import PrbotError, TransientError
 from prbot.service.jobs import REGISTRY, Job, Registry, Runtime
 from prbot.service.logs import log_context
 from prbot.service.queue import Message, Queue, supersede_key

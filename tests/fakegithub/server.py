@@ -375,9 +375,29 @@ class FakeGitHub:
             return pull.number
 
     def comment(self, repo: str, number: int, body: str, *, user: str) -> int:
-        """A PR conversation comment by `user` (records `issue_comment.created`)."""
+        """A PR conversation comment by `user` (records `issue_comment.created`).  People read a PR
+        before they comment: the comment is made in a later second than the PR's last change (GitHub's
+        timestamps have one-second resolution), the clock moving on if need be."""
         with self._lock:
-            return self._create_comment(self._repo(repo), number, body, self._user(user), via_app=False).id
+            r = self._repo(repo)
+            gap = math.floor(self._pull(r, number).updated_at) + 1 - self.now()
+            if gap > 0:
+                self._offset += gap
+            return self._create_comment(r, number, body, self._user(user), via_app=False).id
+
+    def label_pull(self, repo: str, number: int, label: str, *, user: str) -> None:
+        """`user` adds `label` to the PR from GitHub's page (records `pull_request.labeled`; GitHub
+        lets triage users do this)."""
+        with self._lock:
+            r = self._repo(repo)
+            pull = self._pull(r, number)
+            key = label.lower()
+            if key not in r.labels:
+                r.labels[key] = Label(self._next_id(), label)
+            if key not in pull.labels:
+                pull.labels.append(key)
+            pull.updated_at = self.now()
+            self._emit_pull(r, pull, "labeled", self._user(user), label=self._label_json(r, r.labels[key]))
 
     def edit_comment(self, comment_id: int, body: str, *, user: str | None = None) -> None:
         with self._lock:

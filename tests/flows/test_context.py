@@ -7,7 +7,7 @@ import pytest
 from flowkit import CONFIG, GITOPS_FILES, GitOps, Make, overlay, overlay_path
 
 from prbot import flows
-from prbot.config import ConfigError
+from prbot.errors import ConfigError
 
 LOOSER = CONFIG.replace('    deployers: ["alice"]\n', "")
 

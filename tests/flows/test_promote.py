@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flowkit import GitOps, follow, overlay, overlay_path, result_comment
 
 from prbot import flows
 from prbot.config import load_config
+from prbot.workspace import Mirror
 
 BRANCH = "prbot/promote/staging/shop"
 
@@ -93,3 +95,19 @@ def test_a_deployment_that_turns_healthy_promotes_and_says_so_in_its_comment(git
     assert f"[deployment {deployment.id}]" in pr.body
     assert f"- ⏩ dev is healthy: promotion #{pr.number} (shop → staging)" in result_comment(gitops, number)
     assert "✅ healthy" in pr.body                    # the picture shows dev's last deployment
+
+
+def test_a_worker_whose_mirror_lacks_the_merge_still_promotes(gitops: GitOps, tmp_path: Path) -> None:
+    """The poll that sees dev healthy may run on another worker, whose mirror has not fetched the
+    merge commit: the promotion still opens (it used to read no configuration and promote nothing)."""
+    number, sha = merge_into(gitops, "dev", "1.1.0")
+    assert flows.deploy_merged(gitops.repo, gitops.clusters, number) is not None
+    gitops.repo.workspace = Mirror.for_forge(tmp_path / "other-worker", gitops.forge)
+    for _ in range(40):                                   # the worker's own promoter (the default)
+        delay = flows.poll_deploy(gitops.repo, gitops.clusters, sha)
+        if delay is None:
+            break
+        gitops.clock.advance(delay)
+    [pr] = gitops.open_pulls()
+    assert pr.head_ref == BRANCH
+    assert f"promotion #{pr.number} (shop → staging)" in result_comment(gitops, number)
