@@ -145,11 +145,31 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
                                    "in .prbot.yml does not allow")
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
                 if k in side.targets and k not in side.closure_errors and k not in side.skipped]
+    # each target is compared as soon as its renders are in, while the others still render, so a
+    # slow render running out the budget does not take the targets done before it with it
+    budget = pool.limits.describe("plan_budget")
+    rendered: dict[str, Any] = {}
+    planned: dict[Key, TargetPlan] = {}
+    needs: dict[Key, set[str]] = {k: set() for k in affected}
+    waiting: dict[str, list[Key]] = {}
+    for k in affected:
+        for side in (b, h):
+            if k in side.targets and k not in side.closure_errors and k not in side.skipped:
+                needs[k].add(side.keys[k])
+                waiting.setdefault(side.keys[k], []).append(k)
+
+    def ready(cache_key: str, result: Any) -> None:
+        rendered[cache_key] = result
+        for k in waiting.get(cache_key, ()):
+            if k not in planned and needs[k] <= rendered.keys():
+                planned[k] = _target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, budget=budget)
+
     with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
-        rendered = pool.render_many(requests, deadline=deadline,
-                                    remotes=remotes if config.render_remote else None)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline,
-                            budget=pool.limits.describe("plan_budget")) for k in affected]
+        pool.render_many(requests, deadline=deadline, remotes=remotes if config.render_remote else None,
+                         ready=ready)
+    targets = [planned[k] if k in planned else
+               _target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, budget=budget)
+               for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     kinds = {target.renderer for _, target, _ in requests}
@@ -188,8 +208,6 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     if key in h.skipped:
         tp.status, tp.error = "skipped", h.skipped[key]
         return tp
-    if deadline is not None and time.monotonic() >= deadline:
-        raise PlanBudgetError("comparing")
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     if key in b.targets:
@@ -205,6 +223,9 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status, tp.error = "error", str(got)
             return tp
         after = got
+    if deadline is not None and time.monotonic() >= deadline:
+        raise PlanBudgetError("comparing")
+    if key in h.targets:
         duplicates = duplicate_identities(after, target.namespace)
         if duplicates:
             tp.status = "error"
