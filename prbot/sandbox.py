@@ -70,7 +70,8 @@ def isolation() -> str:
     (`PRBOT_RENDER_ISOLATION=off`: the operator's explicit choice, said in every plan)."""
     value = os.environ.get(ISOLATION_ENV, "jail").strip().lower()
     if value in ("off", "0", "none", "false", "no"):
-        _say_unisolated()
+        with _ISOLATION_LOCK:                  # lru_cache alone lets two threads both say it
+            _say_unisolated()
         return "off"
     return "jail"
 

@@ -44,7 +44,7 @@ from prbot.cluster.health import (
 )
 from prbot.cluster.sync import ObjectRef, argocd_sync, flux_sync, subject
 from prbot.config import SyncSpec
-from prbot.errors import ForgeError, NotFound, RenderError
+from prbot.errors import ForgeError, NotFound, NotServed, RenderError
 from prbot.model import Target
 from prbot.ports import (
     CheckRun,
@@ -404,8 +404,25 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _noted(ticket: Mapping[str, Any], progress: Progress) -> Progress:
+    """The progress with what the sync left out (as prbot's deployer says it)."""
+    notes = ticket.get("notes") or []
+    return replace(progress, reason=f"{progress.reason} (note: {'; '.join(notes)})") if notes else progress
+
+
 def _key(cluster: str, ref: ObjectRef) -> str:
     return f"{cluster}|{ref.api_version}|{ref.kind}|{ref.namespace or ''}|{ref.name}"
+
+
+SERVED: Mapping[tuple[str, str], str] = {             # what the stand-in clusters serve: Argo CD, Flux 2.3+
+    ("argoproj.io", "Application"): "argoproj.io/v1alpha1",
+    ("kustomize.toolkit.fluxcd.io", "Kustomization"): "kustomize.toolkit.fluxcd.io/v1",
+    ("helm.toolkit.fluxcd.io", "HelmRelease"): "helm.toolkit.fluxcd.io/v2",
+    ("source.toolkit.fluxcd.io", "GitRepository"): "source.toolkit.fluxcd.io/v1",
+    ("source.toolkit.fluxcd.io", "HelmRepository"): "source.toolkit.fluxcd.io/v1",
+    ("source.toolkit.fluxcd.io", "HelmChart"): "source.toolkit.fluxcd.io/v1",
+    ("source.toolkit.fluxcd.io", "OCIRepository"): "source.toolkit.fluxcd.io/v1beta2",
+}
 
 
 @dataclass
@@ -415,11 +432,14 @@ class StandinClusters:
     `source`: the git repository the controllers render from (the forge's bare repository).
     `fail`: targets ("app/env") whose rollout never becomes ready.  `busy`: Argo CD is still
     running an automated sync of the previous commit when prbot asks for its sync, so prbot waits.
+    `served`: the clusters' discovery, (API group, kind) -> apiVersion (default `SERVED`); prbot's
+    sync asks each kind at the version found there, and a kind missing is not served.
     """
 
     source: Path
     fail: frozenset[str] = frozenset()
     busy: bool = True
+    served: Mapping[tuple[str, str], str] = field(default_factory=lambda: dict(SERVED))
     live: dict[str, dict[str, Any]] = field(default_factory=dict)      # key -> object, per cluster
     _version: Iterator[int] = field(default_factory=lambda: itertools.count(100))
 
@@ -427,11 +447,16 @@ class StandinClusters:
     def start(self, cluster: str, target: Target, spec: SyncSpec, sha: str, *,
               objects: Sequence[Mapping[str, Any]] = (), repo_urls: Sequence[str] = (),
               info: Sequence[tuple[str, str]] = ()) -> tuple[dict[str, Any], Progress]:
-        ref = subject(target, spec)
         ticket: dict[str, Any] = {"kind": spec.kind, "cluster": cluster, "app": target.app, "env": target.env,
-                                  "sha": sha, "subject": ref.to_json() if ref else None, "token": None,
+                                  "sha": sha, "subject": None, "token": None, "notes": [],
                                   "requested": False, "workloads": [], "sources": [], "polls": 0,
                                   "repo_urls": list(repo_urls), "info": [list(i) for i in info]}
+        try:
+            ref = subject(target, spec, self._served_version)
+        except NotServed as e:
+            return ticket, Progress("failed", f"cluster {cluster} does not serve {e.kind} ({e.api_version}): is the "
+                                              "controller that defines it installed? Nothing was synced")
+        ticket["subject"] = ref.to_json() if ref else None
         if spec.kind == "apply":
             rendered = [dict(o) for o in objects]
         else:
@@ -464,9 +489,12 @@ class StandinClusters:
             ref = ObjectRef.from_json(ticket["subject"])
             live = self.live.get(_key(ticket["cluster"], ref))
             sources = [self.live.get(k) for k in ticket["sources"]]
-            return ticket, flux_progress(live, ticket["token"], ticket["sha"], sources=sources,
-                                         workloads=self._counted(ticket))
+            return ticket, _noted(ticket, flux_progress(live, ticket["token"], ticket["sha"], sources=sources,
+                                                        workloads=self._counted(ticket)))
         return ticket, rollout_progress((self._describe(k), self.live.get(k)) for k in ticket["workloads"])
+
+    def _served_version(self, group: str, kind: str) -> str | None:
+        return self.served.get((group, kind))
 
     # -- rendering and workloads ------------------------------------------------------------------
     def _render(self, target: Target, sha: str) -> list[dict[str, Any]]:
@@ -656,7 +684,8 @@ class StandinClusters:
         cluster = ticket["cluster"]
         previous = self._parent(sha)
         key = _key(cluster, ref)
-        git_source = ObjectRef("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", ref.namespace)
+        git_source = ObjectRef(self.served[("source.toolkit.fluxcd.io", "GitRepository")], "GitRepository",
+                               "flux-system", ref.namespace)
         if key not in self.live:
             spec: dict[str, Any] = {"interval": "10m"}
             status: dict[str, Any] = {"conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded"}]}
@@ -664,13 +693,14 @@ class StandinClusters:
             if ref.kind == "HelmRelease":
                 spec["chart"] = {"spec": {"chart": target.chart or target.path, "sourceRef": source_ref}}
                 status["history"] = [{"chartVersion": self._chart_version(target, previous)}]
-                chart = ObjectRef("source.toolkit.fluxcd.io/v1", "HelmChart", f"{ref.namespace}-{ref.name}",
-                                  ref.namespace)
-                status["helmChart"] = f"{chart.namespace}/{chart.name}"
-                self.live.setdefault(_key(cluster, chart), {"apiVersion": chart.api_version, "kind": chart.kind,
-                                                            "metadata": {"name": chart.name,
-                                                                         "namespace": chart.namespace},
-                                                            "status": {}})
+                chart_version = self._served_version("source.toolkit.fluxcd.io", "HelmChart")
+                if chart_version is not None:                 # Flux makes a HelmChart where it serves one
+                    chart = ObjectRef(chart_version, "HelmChart", f"{ref.namespace}-{ref.name}", ref.namespace)
+                    status["helmChart"] = f"{chart.namespace}/{chart.name}"
+                    self.live.setdefault(_key(cluster, chart), {"apiVersion": chart.api_version, "kind": chart.kind,
+                                                                "metadata": {"name": chart.name,
+                                                                             "namespace": chart.namespace},
+                                                                "status": {}})
             else:
                 spec["sourceRef"] = source_ref
                 status["lastAppliedRevision"] = f"main@sha1:{previous}"
@@ -682,9 +712,10 @@ class StandinClusters:
                 "metadata": {"name": git_source.name, "namespace": git_source.namespace},
                 "status": {"artifact": {"revision": f"main@sha1:{previous}"}}})
         ticket["token"] = _stamp()
-        step = flux_sync(self.live[key], ref, ticket["token"])
+        step = flux_sync(self.live[key], ref, ticket["token"], self._served_version)
         if step.error:
             return Progress("failed", step.error)
+        ticket["notes"] = list(step.notes)
         for request in step.requests:
             live = self.live.get(_key(cluster, request.ref))
             if live is None:
@@ -694,7 +725,7 @@ class StandinClusters:
                 ticket["sources"].append(_key(cluster, request.ref))
         ticket["requested"] = True
         ticket["chart"] = self._chart_version(target, sha) if ref.kind == "HelmRelease" else None
-        return Progress("syncing", f"reconcile requested from Flux for {ref}")
+        return _noted(ticket, Progress("syncing", f"reconcile requested from Flux for {ref}"))
 
     def _chart_version(self, target: Target, sha: str) -> str:
         if not target.chart:
@@ -737,4 +768,4 @@ class StandinClusters:
                                  "message": message}]
 
 
-__all__ = ["Listener", "MemoryForge", "MemoryStore", "StandinClusters"]
+__all__ = ["SERVED", "Listener", "MemoryForge", "MemoryStore", "StandinClusters"]

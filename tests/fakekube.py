@@ -4,8 +4,11 @@ What it serves
 - Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) for built-in kinds
   (`BUILTIN`) and for every CustomResourceDefinition stored — the Argo CD and Flux CRDs are
   installed at start (`operators=True`): Application, Kustomization, HelmRelease, GitRepository,
-  HelmRepository, HelmChart, OCIRepository.  A CRD created through the API is served at once
-  (`establish_crds=False` holds new ones back until `establish()`).
+  HelmRepository, HelmChart, OCIRepository.  `versions={kind: [versions]}` serves an operator kind
+  at other versions (the first preferred; `[]`: not installed at all), e.g. `FLUX_2_2` (Flux
+  2.0–2.2: HelmRelease v2beta2/v2beta1, HelmChart and HelmRepository v1beta2/v1beta1 only).  A CRD
+  created through the API is served at once (`establish_crds=False` holds new ones back until
+  `establish()`).
 - Objects: GET and LIST (all namespaces or one; `labelSelector` with =, ==, !=, in, notin, exists,
   !exists), POST (create), PUT (replace), PATCH — server-side apply (`application/apply-patch+yaml`,
   field manager required, simplified field ownership: fields a manager stops applying are removed
@@ -71,7 +74,7 @@ import math
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -146,15 +149,29 @@ def crd(group: str, kind: str, plural: str, versions: Iterable[str], *, namespac
                                   for i, v in enumerate(versions)]}}
 
 
-OPERATOR_CRDS: tuple[dict[str, Any], ...] = (
-    crd("argoproj.io", "Application", "applications", ["v1alpha1"]),
-    crd("kustomize.toolkit.fluxcd.io", "Kustomization", "kustomizations", ["v1"]),
-    crd("helm.toolkit.fluxcd.io", "HelmRelease", "helmreleases", ["v2"]),
-    crd("source.toolkit.fluxcd.io", "GitRepository", "gitrepositories", ["v1"]),
-    crd("source.toolkit.fluxcd.io", "HelmRepository", "helmrepositories", ["v1"]),
-    crd("source.toolkit.fluxcd.io", "HelmChart", "helmcharts", ["v1"]),
-    crd("source.toolkit.fluxcd.io", "OCIRepository", "ocirepositories", ["v1beta2"]),
+OPERATORS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (      # group, kind, plural, versions
+    ("argoproj.io", "Application", "applications", ("v1alpha1",)),
+    ("kustomize.toolkit.fluxcd.io", "Kustomization", "kustomizations", ("v1",)),
+    ("helm.toolkit.fluxcd.io", "HelmRelease", "helmreleases", ("v2",)),
+    ("source.toolkit.fluxcd.io", "GitRepository", "gitrepositories", ("v1",)),
+    ("source.toolkit.fluxcd.io", "HelmRepository", "helmrepositories", ("v1",)),
+    ("source.toolkit.fluxcd.io", "HelmChart", "helmcharts", ("v1",)),
+    ("source.toolkit.fluxcd.io", "OCIRepository", "ocirepositories", ("v1beta2",)),
 )
+OPERATOR_CRDS: tuple[dict[str, Any], ...] = tuple(crd(g, k, p, v) for g, k, p, v in OPERATORS)
+FLUX_2_2: dict[str, list[str]] = {          # Flux 2.0–2.2: no v1 HelmChart / HelmRepository, no v2 HelmRelease
+    "HelmRelease": ["v2beta2", "v2beta1"], "HelmChart": ["v1beta2", "v1beta1"],
+    "HelmRepository": ["v1beta2", "v1beta1"]}
+
+
+def operator_crds(versions: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """The Argo CD and Flux CRDs, with `versions` (kind -> versions served; [] for none) changed."""
+    out = []
+    for group, kind, plural, default in OPERATORS:
+        served = list((versions or {}).get(kind, default))
+        if served:
+            out.append(crd(group, kind, plural, served))
+    return out
 
 
 @dataclass
@@ -420,7 +437,8 @@ class FakeKube:
 
     def __init__(self, resources: Iterable[ResourceType] = BUILTIN, *, operators: bool = True,
                  namespaces: Iterable[str] = ("default", "kube-system", "kube-public"),
-                 advance_on_read: bool = True, establish_crds: bool = True, nodes: int = 3) -> None:
+                 advance_on_read: bool = True, establish_crds: bool = True, nodes: int = 3,
+                 versions: Mapping[str, Sequence[str]] | None = None) -> None:
         self.builtin = list(resources)
         self.advance_on_read = advance_on_read
         self.establish_crds = establish_crds
@@ -432,7 +450,7 @@ class FakeKube:
         for name in namespaces:
             self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         if operators:
-            for definition in OPERATOR_CRDS:
+            for definition in operator_crds(versions):
                 self.seed(definition)
 
     # -- lifecycle -----------------------------------------------------------------------------

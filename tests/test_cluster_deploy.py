@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
+from fakekube import FLUX_2_2, FakeKube
 from kubehelp import FAST, closed_port, configmap, deployment, namespace, widget, widget_crd
 
 from prbot.cluster.clusters import ClusterRef, MissingCluster
@@ -232,6 +232,80 @@ def test_flux_helmrelease_and_its_chart_sources(fake_kube: FakeKube, cluster: Cl
                     "spec": {"chartRef": {"kind": "OCIRepository", "name": "gone"}}})
     ticket, progress = deployer.start("dev", SHOP, FLUX_HR, SHA)
     assert progress.state == "syncing" and ticket.sources == []
+
+
+def test_flux_2_2_helmrelease_is_reconciled_at_the_versions_served(tmp_path: Path) -> None:
+    """Flux 2.0–2.2 serves HelmChart and HelmRepository only at v1beta2 and HelmRelease at v2beta2:
+    prbot asks each at what discovery says, never at a version of its own."""
+    with FakeKube(versions=FLUX_2_2) as fake:
+        ref = ClusterRef("dev", fake.write_kubeconfig(tmp_path / "config"))
+        fake.seed({"apiVersion": "source.toolkit.fluxcd.io/v1beta2", "kind": "HelmRepository",
+                   "metadata": {"name": "acme", "namespace": "flux-system"}, "spec": {"url": "https://charts.example"}})
+        fake.seed({"apiVersion": "source.toolkit.fluxcd.io/v1beta2", "kind": "HelmChart",
+                   "metadata": {"name": "flux-system-shop-dev", "namespace": "flux-system"},
+                   "spec": {"chart": "shop", "sourceRef": {"kind": "HelmRepository", "name": "acme"}}})
+        fake.seed({"apiVersion": "helm.toolkit.fluxcd.io/v2beta2", "kind": "HelmRelease",
+                   "metadata": {"name": "shop-dev", "namespace": "flux-system"},
+                   "spec": {"chart": {"spec": {"chart": "shop", "version": "1.4.0",
+                                               "sourceRef": {"kind": "HelmRepository", "name": "acme"}}}}})
+        deployer = Deployer({"dev": ref}, retry=FAST)
+        ticket, progress = deployer.start("dev", SHOP, FLUX_HR, SHA)
+        deployer.close()
+        assert progress == Progress("syncing", "reconcile requested from Flux for HelmRelease flux-system/shop-dev")
+        assert [r.path for r in fake.patches()] == [
+            "/apis/source.toolkit.fluxcd.io/v1beta2/namespaces/flux-system/helmrepositories/acme",
+            "/apis/source.toolkit.fluxcd.io/v1beta2/namespaces/flux-system/helmcharts/flux-system-shop-dev",
+            "/apis/helm.toolkit.fluxcd.io/v2beta2/namespaces/flux-system/helmreleases/shop-dev"]
+        chart = fake.live("source.toolkit.fluxcd.io/v1beta2", "HelmChart", "flux-system", "flux-system-shop-dev")
+        assert chart["metadata"]["annotations"][REQUESTED_AT_ANNOTATION] == ticket.token
+        ticket, seen = poll(ref, ticket, 2)
+        assert seen[-1] == Progress("healthy", "Ready, released chart 1.4.0", 0, 0, "1.4.0")
+
+
+def test_argocd_application_served_only_at_another_version(tmp_path: Path) -> None:
+    with FakeKube(versions={"Application": ["v1beta1"]}) as fake:
+        ref = ClusterRef("dev", fake.write_kubeconfig(tmp_path / "config"))
+        fake.seed({"apiVersion": "argoproj.io/v1beta1", "kind": "Application",
+                   "metadata": {"name": "shop-dev", "namespace": "argocd"},
+                   "spec": {"source": {"repoURL": REPO[0], "path": "apps/shop/envs/dev"}}})
+        deployer = Deployer({"dev": ref}, retry=FAST)
+        ticket, progress = deployer.start("dev", SHOP, ARGOCD, SHA, repo_urls=REPO)
+        deployer.close()
+        assert progress == Progress("syncing", "sync to 0123456 requested from Argo CD")
+        assert ticket.subject is not None and ticket.subject.api_version == "argoproj.io/v1beta1"
+        [patch] = fake.patches("Application")
+        assert patch.path.startswith("/apis/argoproj.io/v1beta1/")
+        ticket, seen = poll(ref, ticket, 3)
+        assert seen[-1].state == "healthy"
+
+
+def test_a_sync_kind_the_cluster_does_not_serve_fails_with_the_reason(tmp_path: Path) -> None:
+    with FakeKube(versions={"Kustomization": []}) as fake:        # Flux's kustomize controller is not installed
+        ref = ClusterRef("dev", fake.write_kubeconfig(tmp_path / "config"))
+        deployer = Deployer({"dev": ref}, retry=FAST)
+        ticket, progress = deployer.start("dev", SHOP, FLUX_KS, SHA)
+        deployer.close()
+        assert progress == Progress("failed", "cluster dev does not serve Kustomization (kustomize.toolkit.fluxcd.io): "
+                                              "is the controller that defines it installed? Nothing was synced")
+        assert fake.patches() == [] and ticket.subject is None
+
+
+def test_a_source_kind_not_served_is_skipped_with_a_note(tmp_path: Path) -> None:
+    with FakeKube(versions={"OCIRepository": []}) as fake:
+        ref = ClusterRef("dev", fake.write_kubeconfig(tmp_path / "config"))
+        fake.seed({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                   "metadata": {"name": "shop-dev", "namespace": "flux-system"},
+                   "spec": {"chartRef": {"kind": "OCIRepository", "name": "shop"}}})
+        deployer = Deployer({"dev": ref}, retry=FAST)
+        ticket, progress = deployer.start("dev", SHOP, FLUX_HR, SHA)
+        deployer.close()
+        note = ("(note: OCIRepository flux-system/shop not asked to reconcile: the cluster serves no OCIRepository "
+                "in source.toolkit.fluxcd.io)")
+        assert progress.state == "syncing" and progress.reason.endswith(note)
+        assert [r.path for r in fake.patches()] == [
+            "/apis/helm.toolkit.fluxcd.io/v2/namespaces/flux-system/helmreleases/shop-dev"]
+        ticket, seen = poll(ref, ticket, 2)              # every poll still says it
+        assert [p.reason.endswith(note) for p in seen] == [True, True]
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_plan_with_hostile_names_fails_that_target_only(example_repo: Path, fake
     kustomization = example_repo / "apps/shop/envs/dev/kustomization.yaml"
     kustomization.write_text(kustomization.read_text().replace('newTag: "1.1.0"', 'newTag: "1.2.0"'))
     runner = make_dry_runner(config, {"dev": cluster}, retry=FAST)
-    plan = make_plan(example_repo, config, "HEAD", dry_runner=runner)
+    plan = make_plan(example_repo, config, "HEAD", dry_runner=runner, untracked=True)   # hostile.yaml is new
     runner.close()
     by_key = {f"{t.app}/{t.env}": t for t in plan.targets}
     worker, shop = by_key["worker/dev"].dry_run, by_key["shop/dev"].dry_run

@@ -26,12 +26,30 @@ from prbot.cluster.sync import (
     target_label,
 )
 from prbot.config import SyncSpec
+from prbot.errors import NotServed
 from prbot.model import Target
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"
 SHOP = Target(app="shop", env="dev", path="apps/shop/envs/dev", renderer="kustomize", namespace="shop-dev")
 APP = ObjectRef("argoproj.io/v1alpha1", "Application", "shop-dev", "argocd")
+FLUX_2_3 = {"argoproj.io/Application": "v1alpha1", "kustomize.toolkit.fluxcd.io/Kustomization": "v1",
+            "helm.toolkit.fluxcd.io/HelmRelease": "v2", "source.toolkit.fluxcd.io/GitRepository": "v1",
+            "source.toolkit.fluxcd.io/HelmRepository": "v1", "source.toolkit.fluxcd.io/HelmChart": "v1",
+            "source.toolkit.fluxcd.io/OCIRepository": "v1beta2"}
+FLUX_2_2 = {**FLUX_2_3, "helm.toolkit.fluxcd.io/HelmRelease": "v2beta2",
+            "source.toolkit.fluxcd.io/HelmRepository": "v1beta2", "source.toolkit.fluxcd.io/HelmChart": "v1beta2"}
+
+
+def served(table: dict[str, str]) -> Any:
+    """A cluster's discovery as `prbot.cluster.sync` asks it: (group, kind) -> apiVersion or None."""
+    def versions(group: str, kind: str) -> str | None:
+        version = table.get(f"{group}/{kind}")
+        return f"{group}/{version}" if version else None
+    return versions
+
+
+DISCOVERY = served(FLUX_2_3)
 
 
 def application(**extra: Any) -> dict[str, Any]:
@@ -52,12 +70,24 @@ def application(**extra: Any) -> dict[str, Any]:
 
 def test_subject_expands_the_spec_patterns() -> None:
     argocd = SyncSpec("argocd", {"application": "{app}-{env}", "namespace": "argocd"})
-    assert subject(SHOP, argocd) == APP
+    assert subject(SHOP, argocd, DISCOVERY) == APP
     flux = SyncSpec("flux", {"kind": "HelmRelease", "name": "{app}", "namespace": "flux-{env}"})
-    assert subject(SHOP, flux) == ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", "shop", "flux-dev")
+    assert subject(SHOP, flux, DISCOVERY) == ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", "shop", "flux-dev")
     flux = SyncSpec("flux", {"kind": "Kustomization", "name": "apps", "namespace": "flux-system"})
-    assert subject(SHOP, flux) == ObjectRef("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "apps", "flux-system")
-    assert subject(SHOP, SyncSpec("apply", {"prune": True})) is None
+    assert subject(SHOP, flux, DISCOVERY) == ObjectRef("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "apps",
+                                                       "flux-system")
+    assert subject(SHOP, SyncSpec("apply", {"prune": True}), DISCOVERY) is None
+
+
+def test_subject_is_asked_at_the_version_the_cluster_serves() -> None:
+    flux = SyncSpec("flux", {"kind": "HelmRelease", "name": "{app}", "namespace": "flux-{env}"})
+    assert subject(SHOP, flux, served(FLUX_2_2)).api_version == "helm.toolkit.fluxcd.io/v2beta2"   # type: ignore[union-attr]
+    argocd = SyncSpec("argocd", {"application": "{app}-{env}", "namespace": "argocd"})
+    newer = served({**FLUX_2_3, "argoproj.io/Application": "v1"})
+    assert subject(SHOP, argocd, newer) == ObjectRef("argoproj.io/v1", "Application", "shop-dev", "argocd")
+    without_flux = served({"argoproj.io/Application": "v1alpha1"})
+    with pytest.raises(NotServed, match='"Kustomization" in version "kustomize.toolkit.fluxcd.io"'):
+        subject(SHOP, SyncSpec("flux", {"kind": "Kustomization", "name": "a", "namespace": "b"}), without_flux)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +174,7 @@ def helmrelease(spec: dict[str, Any], status: dict[str, Any] | None = None) -> d
 
 
 def test_flux_sync_annotates_the_source_then_the_kustomization() -> None:
-    step = flux_sync(kustomization(), KS, "2024-05-01T10:00:00.000000Z")
+    step = flux_sync(kustomization(), KS, "2024-05-01T10:00:00.000000Z", DISCOVERY)
     body = {"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "2024-05-01T10:00:00.000000Z"}}}
     assert step.requests == (
         Request("patch", ObjectRef("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system"),
@@ -156,24 +186,43 @@ def test_flux_sync_annotates_the_source_then_the_kustomization() -> None:
 def test_flux_sources_of_a_helmrelease() -> None:
     chart = {"chart": {"spec": {"chart": "billing", "sourceRef": {"kind": "HelmRepository", "name": "acme",
                                                                   "namespace": "charts"}}}}
-    assert flux_sources(helmrelease(chart)) == [
+    assert flux_sources(helmrelease(chart), DISCOVERY) == ([
         ObjectRef("source.toolkit.fluxcd.io/v1", "HelmRepository", "acme", "charts"),
-        ObjectRef("source.toolkit.fluxcd.io/v1", "HelmChart", "flux-system-billing-dev", "charts")]
+        ObjectRef("source.toolkit.fluxcd.io/v1", "HelmChart", "flux-system-billing-dev", "charts")], [])
     # the HelmChart Flux recorded in the status wins over the conventional name
-    assert flux_sources(helmrelease(chart, {"helmChart": "charts/custom"}))[1] == ObjectRef(
+    assert flux_sources(helmrelease(chart, {"helmChart": "charts/custom"}), DISCOVERY)[0][1] == ObjectRef(
         "source.toolkit.fluxcd.io/v1", "HelmChart", "custom", "charts")
     git = {"chart": {"spec": {"chart": "./charts/billing", "sourceRef": {"kind": "GitRepository",
                                                                          "name": "flux-system"}}}}
-    assert flux_sources(helmrelease(git))[0] == ObjectRef("source.toolkit.fluxcd.io/v1", "GitRepository",
-                                                          "flux-system", "flux-system")
+    assert flux_sources(helmrelease(git), DISCOVERY)[0][0] == ObjectRef("source.toolkit.fluxcd.io/v1", "GitRepository",
+                                                                        "flux-system", "flux-system")
     oci = {"chartRef": {"kind": "OCIRepository", "name": "billing", "apiVersion": "source.toolkit.fluxcd.io/v1"}}
-    assert flux_sources(helmrelease(oci)) == [ObjectRef("source.toolkit.fluxcd.io/v1", "OCIRepository", "billing",
-                                                        "flux-system")]
+    assert flux_sources(helmrelease(oci), served({**FLUX_2_3, "source.toolkit.fluxcd.io/OCIRepository": "v1"})) == (
+        [ObjectRef("source.toolkit.fluxcd.io/v1", "OCIRepository", "billing", "flux-system")], [])
+
+
+def test_flux_2_2_sources_are_asked_at_v1beta2() -> None:
+    """Flux 2.0–2.2 serves HelmChart and HelmRepository only at v1beta2: asking at v1 fails."""
+    chart = {"chart": {"spec": {"chart": "billing", "sourceRef": {"kind": "HelmRepository", "name": "acme"}}}}
+    hr = ObjectRef("helm.toolkit.fluxcd.io/v2beta2", "HelmRelease", "billing-dev", "flux-system")
+    step = flux_sync(helmrelease(chart), hr, "t", served(FLUX_2_2))
+    assert [r.ref.api_version for r in step.requests] == [
+        "source.toolkit.fluxcd.io/v1beta2", "source.toolkit.fluxcd.io/v1beta2", "helm.toolkit.fluxcd.io/v2beta2"]
+    assert step.notes == ()
+
+
+def test_a_source_kind_the_cluster_does_not_serve_is_skipped_with_a_note() -> None:
+    oci = {"chartRef": {"kind": "OCIRepository", "name": "billing"}}
+    no_oci = served({k: v for k, v in FLUX_2_3.items() if not k.endswith("/OCIRepository")})
+    step = flux_sync(helmrelease(oci), HR, "t", no_oci)
+    assert [r.ref for r in step.requests] == [HR]                      # the HelmRelease is still asked
+    assert step.notes == ("OCIRepository flux-system/billing not asked to reconcile: the cluster serves no "
+                          "OCIRepository in source.toolkit.fluxcd.io",)
 
 
 def test_flux_sync_refuses_a_missing_or_suspended_object() -> None:
-    assert flux_sync(None, KS, "t").error == "Kustomization flux-system/apps does not exist"
-    error = flux_sync(kustomization(suspend=True), KS, "t").error or ""
+    assert flux_sync(None, KS, "t", DISCOVERY).error == "Kustomization flux-system/apps does not exist"
+    error = flux_sync(kustomization(suspend=True), KS, "t", DISCOVERY).error or ""
     assert error.startswith("Kustomization flux-system/apps is suspended: resume it (flux resume kustomization apps")
 
 

@@ -24,7 +24,7 @@ from prbot.errors import ForgeError
 from prbot.model import Target
 from prbot.ports import CheckRunOutput
 from prbot.render import render_target
-from prbot.standins import MemoryForge, MemoryStore, StandinClusters
+from prbot.standins import SERVED, MemoryForge, MemoryStore, StandinClusters
 from prbot.targets import discover_targets
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +254,36 @@ def test_flux_reconciles_the_helmrelease_and_its_source(sample) -> None:
     seen = _follow(clusters, ticket)
     assert seen[0][0] == "syncing" and "Running 'upgrade' action" in seen[0][1]
     assert seen[-1] == ("healthy", f"Ready, released chart 0.3.0 from {sha[:7]}", 1, 1)
+
+
+def test_standin_flux_2_2_is_asked_at_the_versions_it_serves(sample) -> None:
+    origin, sha, targets = sample
+    served = {**SERVED, ("helm.toolkit.fluxcd.io", "HelmRelease"): "helm.toolkit.fluxcd.io/v2beta2",
+              ("source.toolkit.fluxcd.io", "HelmChart"): "source.toolkit.fluxcd.io/v1beta2"}
+    clusters = StandinClusters(source=origin, served=served)
+    ticket, _ = clusters.start("dev", targets["billing/dev"], HELMRELEASE, sha)
+    assert ticket["subject"]["apiVersion"] == "helm.toolkit.fluxcd.io/v2beta2"
+    chart = next(o for o in clusters.live.values() if o["kind"] == "HelmChart")
+    assert chart["apiVersion"] == "source.toolkit.fluxcd.io/v1beta2"
+    assert chart["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] == ticket["token"]
+    assert _follow(clusters, ticket)[-1][0] == "healthy"
+
+
+def test_standin_kinds_not_served_are_skipped_with_a_note_or_fail(sample) -> None:
+    origin, sha, targets = sample
+    no_chart = {k: v for k, v in SERVED.items() if k[1] != "HelmChart"}
+    clusters = StandinClusters(source=origin, served=no_chart)
+    ticket, progress = clusters.start("dev", targets["billing/dev"], HELMRELEASE, sha)
+    note = ("(note: HelmChart flux-system/flux-system-billing-dev not asked to reconcile: the cluster serves no "
+            "HelmChart in source.toolkit.fluxcd.io)")
+    assert progress.state == "syncing" and progress.reason.endswith(note)
+    state, reason, *_ = _follow(clusters, ticket)[-1]
+    assert state == "healthy" and reason.endswith(note)
+    no_argo = {k: v for k, v in SERVED.items() if k[1] != "Application"}
+    _, progress = StandinClusters(source=origin, served=no_argo).start("dev", targets["shop/dev"], ARGOCD, sha)
+    assert (progress.state, progress.reason) == (
+        "failed", "cluster dev does not serve Application (argoproj.io): is the controller that defines it "
+                  "installed? Nothing was synced")
 
 
 def test_flux_failure_is_reported_from_the_ready_condition(sample) -> None:

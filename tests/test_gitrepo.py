@@ -338,12 +338,22 @@ def test_materialize_cleans_up_after_an_error(repo: Path, private_tmp: Path) -> 
     assert _temp_entries(private_tmp) == temps
 
 
-def test_materialize_working_tree_is_the_repo_itself(repo: Path) -> None:
+def test_materialize_working_tree_exports_its_tracked_files(repo: Path) -> None:
+    """The working tree as a plan reads it: tracked files with their uncommitted content; no .git,
+    no ignored file; untracked files only when asked; the user's checkout untouched."""
     write(repo, "README.md", "uncommitted\n")
+    write(repo, ".gitignore", ".env\n")
+    write(repo, ".env", "TOKEN=x\n")
+    write(repo, "new.txt", "untracked\n")
     before = _state(repo)
     with gitrepo.materialize(repo, None) as root:
-        assert root == repo
+        assert root != repo
         assert (root / "README.md").read_text() == "uncommitted\n"
+        assert not (root / ".git").exists() and not (root / ".env").exists() and not (root / "new.txt").exists()
+        exported = root
+    assert not exported.exists()
+    with gitrepo.materialize(repo, None, untracked=True) as root:
+        assert (root / "new.txt").read_text() == "untracked\n" and not (root / ".env").exists()
     assert repo.exists() and _state(repo) == before
 
 
@@ -409,7 +419,7 @@ def test_materialize_only_the_paths_asked_for(repo: Path, private_tmp: Path) -> 
         exported = root
     assert not exported.exists() and _temp_entries(private_tmp) == temps
     with gitrepo.materialize(repo, None, paths=["README.md"]) as root:
-        assert root == repo                              # the working tree is used as it is
+        assert root != repo and (root / "README.md").read_text() == "uncommitted\n"   # paths: ignored
 
 
 def test_partial_tree_grows_path_by_path_to_the_full_export(repo: Path) -> None:

@@ -15,9 +15,17 @@ stays un-`requested` and `poll` asks again once it has finished (progress `waiti
 objects whose CRD the same apply created but the API does not serve yet stay `pending` in the
 ticket and are applied by the next poll.
 
+Kinds and versions: the Application, Kustomization, HelmRelease and Flux sources are asked at the
+version the cluster's discovery prefers (`ClusterClient.preferred`), never at a version written
+here.  A cluster that does not serve the sync's own kind (no Argo CD / Flux installed) makes a
+`failed` progress saying so; a source of a kind it does not serve is skipped with a note in the
+progress reason (kept in the ticket, so every later poll says it too).
+
 Errors: a cluster that cannot be reached, or answers 429/5xx after retries, raises
-`prbot.errors.TransientError` (the job retries later); what a person must fix (no such Application,
-forbidden, an invalid object, a broken kubeconfig) is a `failed` progress with the reason.
+`prbot.errors.TransientError` (the caller decides: the deploy flow ends a start with the reason,
+and waits out a poll's until its deadline); what a person must fix (no such Application,
+forbidden, an invalid object, a kind not served, a broken kubeconfig) is a `failed` progress with
+the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -44,6 +52,7 @@ from prbot.cluster.sync import (
     TARGET_LABEL,
     ObjectRef,
     Request,
+    Versions,
     apply_record,
     apply_requests,
     argocd_sync,
@@ -96,6 +105,7 @@ class Ticket:
     namespace: str | None = None                      # apply: the target's namespace (for pending)
     repo_urls: list[str] = field(default_factory=list)
     info: list[tuple[str, str]] = field(default_factory=list)     # Argo CD: shown with the operation
+    notes: list[str] = field(default_factory=list)    # what the sync left out (a kind not served)
     polls: int = 0
 
     @property
@@ -108,7 +118,8 @@ class Ticket:
                 "token": self.token, "requested": self.requested,
                 "sources": [s.to_json() for s in self.sources], "workloads": [w.to_json() for w in self.workloads],
                 "pending": self.pending, "prune": self.prune, "namespace": self.namespace,
-                "repo_urls": list(self.repo_urls), "info": [list(i) for i in self.info], "polls": self.polls}
+                "repo_urls": list(self.repo_urls), "info": [list(i) for i in self.info],
+                "notes": list(self.notes), "polls": self.polls}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Ticket:
@@ -120,7 +131,8 @@ class Ticket:
                    workloads=[ObjectRef.from_json(w) for w in data.get("workloads") or []],
                    pending=list(data.get("pending") or []), prune=bool(data.get("prune")),
                    namespace=data.get("namespace"), repo_urls=list(data.get("repo_urls") or []),
-                   info=[(str(k), str(v)) for k, v in data.get("info") or []], polls=int(data.get("polls") or 0))
+                   info=[(str(k), str(v)) for k, v in data.get("info") or []],
+                   notes=[str(n) for n in data.get("notes") or []], polls=int(data.get("polls") or 0))
 
 
 class Deployer:
@@ -166,11 +178,15 @@ class Deployer:
         `cluster` is not in the map, `TransientError` when the cluster cannot be reached.
         """
         ticket = Ticket(kind=spec.kind, cluster=cluster, app=target.app, env=target.env, sha=sha,
-                        started_at=_stamp(self._clock()), subject=subject(target, spec),
-                        prune=bool(spec.options.get("prune")), namespace=target.namespace,
-                        repo_urls=list(repo_urls), info=list(info))
+                        started_at=_stamp(self._clock()), prune=bool(spec.options.get("prune")),
+                        namespace=target.namespace, repo_urls=list(repo_urls), info=list(info))
         client = self._client(cluster, target.env)
-        return self._guard(ticket, lambda: self._start(client, ticket, target, objects, info))
+
+        def step() -> Progress:
+            ticket.subject = subject(target, spec, _versions(client))          # raises NotServed
+            return self._start(client, ticket, target, objects, info)
+
+        return self._guard(ticket, step)
 
     def poll(self, ticket: Ticket) -> tuple[Ticket, Progress]:
         """One pass: send what `start` could not yet (a sync Argo CD was busy for, pending
@@ -193,6 +209,11 @@ class Deployer:
             if e.transient:
                 raise TransientError(f"{where}: {e.message}") from None
             progress = Progress("failed", e.message)
+        except NotServed as e:
+            progress = Progress("failed", f"{where} does not serve {e.kind} ({e.api_version}): is the "
+                                          "controller that defines it installed? Nothing was synced")
+        if ticket.notes:
+            progress = replace(progress, reason=f"{progress.reason} (note: {'; '.join(ticket.notes)})")
         log.info("sync %s/%s on %s at %s: %s", ticket.app, ticket.env, ticket.cluster, ticket.sha[:7], progress)
         return ticket, progress
 
@@ -204,9 +225,10 @@ class Deployer:
             assert ticket.subject is not None
             live = _get(client, ticket.subject)
             ticket.token = _stamp(self._clock())
-            step = flux_sync(live, ticket.subject, ticket.token)
+            step = flux_sync(live, ticket.subject, ticket.token, _versions(client))
             if step.error:
                 return Progress("failed", step.error)
+            ticket.notes += [n for n in step.notes if n not in ticket.notes]
             for request in step.requests:
                 if request.ref == ticket.subject:
                     _send(client, [request])
@@ -368,6 +390,17 @@ class Deployer:
             else:
                 found += client.list(info.api_version, kind, label_selector=selector)
         return found
+
+
+def _versions(client: ClusterClient) -> Versions:
+    """The cluster's discovery as `prbot.cluster.sync` asks it: (group, kind) -> the preferred
+    apiVersion served, None when the kind is not served."""
+    def version(group: str, kind: str) -> str | None:
+        try:
+            return client.preferred(group, kind).api_version
+        except NotServed:
+            return None
+    return version
 
 
 def _kinds(objects: Iterable[Mapping[str, Any]]) -> str:

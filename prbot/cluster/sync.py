@@ -1,7 +1,11 @@
 """Pure: the writes a sync asks of the cluster, from the target, its `sync` spec, the merge SHA, the
 rendered objects and the live objects the caller read.  No I/O (`prbot.cluster.deploy` sends them).
 
-- **Argo CD** (`argocd_sync`): a merge patch of the Application (`argoproj.io/v1alpha1`) setting
+Kinds are named by API group and kind only: the apiVersion of each comes from the cluster's
+discovery (`Versions`, the preferred version the cluster serves), so a Flux 2.0–2.2 cluster serving
+`HelmChart` only at `source.toolkit.fluxcd.io/v1beta2` is asked at that version.
+
+- **Argo CD** (`argocd_sync`): a merge patch of the Application (group `argoproj.io`) setting
   ``operation: {sync: {revision: <sha>}, initiatedBy: {username: prbot}}`` (for a multi-source
   Application, `revisions`, with the SHA at the sources that are the GitOps repository) and the
   annotation ``argocd.argoproj.io/refresh: normal``, guarded by the Application's resourceVersion.
@@ -10,7 +14,8 @@ rendered objects and the live objects the caller read.  No I/O (`prbot.cluster.d
 - **Flux** (`flux_sync`): the annotation ``reconcile.fluxcd.io/requestedAt: <token>`` (what
   ``flux reconcile --with-source`` sets) on the sources first — a Kustomization's
   `spec.sourceRef`; a HelmRelease's `spec.chartRef`, or its chart template's `sourceRef` and the
-  HelmChart Flux generated for it — then on the Kustomization / HelmRelease itself.
+  HelmChart Flux generated for it — then on the Kustomization / HelmRelease itself.  A source of
+  a kind the cluster does not serve is skipped with a note (`SyncStep.notes`).
 - **apply** (`apply_requests`, `prune_requests`): server-side apply (field manager `prbot`, force)
   of every rendered object, labelled ``prbot.dev/target: <app>.<env>``, in dependency order
   (Namespaces and CRDs first); pruning deletes objects carrying the target's label that are no
@@ -31,12 +36,13 @@ from prbot.cluster.health import operation_targets
 from prbot.cluster.names import check_api_version, check_name, check_namespace
 from prbot.config import SyncSpec
 from prbot.diff import api_group, sort_key
+from prbot.errors import NotServed
 from prbot.model import Target, expand
 
-__all__ = ["APPLICATION", "FIELD_MANAGER", "MANAGED_BY", "RECORD_KINDS", "REFRESH_ANNOTATION",
-           "REQUESTED_AT_ANNOTATION", "TARGET_LABEL", "ObjectRef", "Request", "SyncStep", "apply_record",
-           "apply_requests", "argocd_sync", "flux_sources", "flux_sync", "prune_requests", "record_scope",
-           "subject", "target_label"]
+__all__ = ["APPLICATION", "FIELD_MANAGER", "FLUX_GROUPS", "MANAGED_BY", "RECORD_KINDS", "REFRESH_ANNOTATION",
+           "REQUESTED_AT_ANNOTATION", "SOURCE_GROUP", "TARGET_LABEL", "ObjectRef", "Request", "SyncStep", "Versions",
+           "apply_record", "apply_requests", "argocd_sync", "flux_sources", "flux_sync", "prune_requests",
+           "record_scope", "subject", "subject_kind", "target_label"]
 
 FIELD_MANAGER = "prbot"
 INITIATOR = "prbot"
@@ -47,13 +53,13 @@ REQUESTED_AT_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
 RECORD_KINDS_KEY = "kinds"
 RECORD_NAMESPACES_KEY = "namespaces"
 
-APPLICATION = ("argoproj.io/v1alpha1", "Application")
-FLUX_API_VERSIONS = {"Kustomization": "kustomize.toolkit.fluxcd.io/v1", "HelmRelease": "helm.toolkit.fluxcd.io/v2"}
-SOURCE_API_VERSIONS = {"GitRepository": "source.toolkit.fluxcd.io/v1",
-                       "HelmRepository": "source.toolkit.fluxcd.io/v1",
-                       "HelmChart": "source.toolkit.fluxcd.io/v1",
-                       "OCIRepository": "source.toolkit.fluxcd.io/v1beta2",
-                       "Bucket": "source.toolkit.fluxcd.io/v1beta2"}
+APPLICATION = ("argoproj.io", "Application")                        # (API group, kind)
+FLUX_GROUPS = {"Kustomization": "kustomize.toolkit.fluxcd.io", "HelmRelease": "helm.toolkit.fluxcd.io"}
+SOURCE_GROUP = "source.toolkit.fluxcd.io"
+
+Versions = Callable[[str, str], str | None]
+"""(API group, kind) -> the apiVersion the cluster serves the kind at (its preferred one), or None
+when the cluster does not serve it: the cluster's discovery, never a table of versions."""
 RECORD_KINDS = ("v1", "ConfigMap")
 _LABEL_VALUE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
@@ -109,12 +115,14 @@ class Request:
 class SyncStep:
     """What to do now.  `requests` to send, in order; or `wait` (a reason: try again later, e.g. an
     operation is running); or `error` (a reason: the sync cannot be made, e.g. no such object).
-    `already`: nothing to send because the controller already syncs the SHA."""
+    `already`: nothing to send because the controller already syncs the SHA.  `notes`: what was
+    left out and why (a source of a kind the cluster does not serve), one line each."""
 
     requests: tuple[Request, ...] = ()
     wait: str | None = None
     error: str | None = None
     already: bool = False
+    notes: tuple[str, ...] = ()
 
 
 def _map(value: Any) -> dict[str, Any]:
@@ -125,20 +133,35 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def subject(target: Target, spec: SyncSpec) -> ObjectRef | None:
+def subject_kind(spec: SyncSpec) -> tuple[str, str] | None:
+    """(API group, kind) of the object a sync acts on; None for `apply`."""
+    if spec.kind == "argocd":
+        return APPLICATION
+    if spec.kind == "flux":
+        kind = str(spec.options["kind"])
+        return FLUX_GROUPS[kind], kind
+    return None
+
+
+def subject(target: Target, spec: SyncSpec, versions: Versions) -> ObjectRef | None:
     """The object a sync acts on — the Argo CD Application or the Flux Kustomization/HelmRelease —
-    with the spec's `{app}`/`{env}` patterns expanded; None for `apply`."""
+    with the spec's `{app}`/`{env}` patterns expanded, at the version the cluster serves; None for
+    `apply`.  Raises `NotServed` when the cluster does not serve the kind (no Argo CD / Flux)."""
     options = spec.options
 
     def name(key: str) -> str:
         return expand(str(options[key]), target.app, target.env)
 
+    found = subject_kind(spec)
+    if found is None:
+        return None
+    group, kind = found
+    api_version = versions(group, kind)
+    if api_version is None:
+        raise NotServed(group, kind)
     if spec.kind == "argocd":
-        return ObjectRef(*APPLICATION, name=name("application"), namespace=name("namespace"))
-    if spec.kind == "flux":
-        kind = str(options["kind"])
-        return ObjectRef(FLUX_API_VERSIONS[kind], kind, name=name("name"), namespace=name("namespace"))
-    return None
+        return ObjectRef(api_version, kind, name=name("application"), namespace=name("namespace"))
+    return ObjectRef(api_version, kind, name=name("name"), namespace=name("namespace"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,23 +247,29 @@ def argocd_sync(app: Mapping[str, Any] | None, ref: ObjectRef, sha: str, *, repo
 # Flux
 # --------------------------------------------------------------------------------------------
 
-def _source_ref(holder: Mapping[str, Any], default_namespace: str | None) -> ObjectRef | None:
+@dataclass(frozen=True)
+class _Wanted:
+    """A source named by group and kind, before discovery gives its version."""
+
+    group: str
+    kind: str
+    name: str
+    namespace: str | None
+
+
+def _source_ref(holder: Mapping[str, Any], default_namespace: str | None) -> _Wanted | None:
     kind, name = _str(holder.get("kind")), _str(holder.get("name"))
     if not kind or not name:
         return None
-    api_version = _str(holder.get("apiVersion")) or SOURCE_API_VERSIONS.get(kind)
-    if not api_version:
-        return None
-    return ObjectRef(api_version, kind, name, _str(holder.get("namespace")) or default_namespace)
+    group = api_group(_str(holder.get("apiVersion"))) if _str(holder.get("apiVersion")) else SOURCE_GROUP
+    return _Wanted(group, kind, name, _str(holder.get("namespace")) or default_namespace)
 
 
-def flux_sources(obj: Mapping[str, Any]) -> list[ObjectRef]:
-    """The sources a Flux Kustomization or HelmRelease reads, as `flux reconcile --with-source`
-    would reconcile them (a HelmRelease's chart source and the HelmChart Flux made from it)."""
+def _wanted_sources(obj: Mapping[str, Any]) -> list[_Wanted]:
     meta = _map(obj.get("metadata"))
     namespace = _str(meta.get("namespace")) or None
     spec = _map(obj.get("spec"))
-    refs: list[ObjectRef] = []
+    refs: list[_Wanted] = []
     if obj.get("kind") == "Kustomization":
         found = _source_ref(_map(spec.get("sourceRef")), namespace)
         refs += [found] if found else []
@@ -257,22 +286,40 @@ def flux_sources(obj: Mapping[str, Any]) -> list[ObjectRef]:
                 chart_ns, _, chart_name = chart.rpartition("/")
                 if not chart_name:
                     chart_ns, chart_name = found.namespace or "", f"{namespace}-{_str(meta.get('name'))}"
-                refs.append(ObjectRef(SOURCE_API_VERSIONS["HelmChart"], "HelmChart", chart_name,
-                                      chart_ns or found.namespace))
+                refs.append(_Wanted(SOURCE_GROUP, "HelmChart", chart_name, chart_ns or found.namespace))
     return list(dict.fromkeys(refs))
 
 
-def flux_sync(obj: Mapping[str, Any] | None, ref: ObjectRef, token: str) -> SyncStep:
-    """The reconcile request `token` for Flux object `ref` (live: `obj`) and its sources."""
+def flux_sources(obj: Mapping[str, Any], versions: Versions) -> tuple[list[ObjectRef], list[str]]:
+    """The sources a Flux Kustomization or HelmRelease reads, as `flux reconcile --with-source`
+    would reconcile them (a HelmRelease's chart source and the HelmChart Flux made from it), at the
+    versions the cluster serves; and a note for each one of a kind the cluster does not serve."""
+    refs: list[ObjectRef] = []
+    notes: list[str] = []
+    for wanted in _wanted_sources(obj):
+        api_version = versions(wanted.group, wanted.kind)
+        where = f"{wanted.namespace}/{wanted.name}" if wanted.namespace else wanted.name
+        if api_version is None:
+            notes.append(f"{wanted.kind} {where} not asked to reconcile: the cluster serves no "
+                         f"{wanted.kind} in {wanted.group}")
+            continue
+        refs.append(ObjectRef(api_version, wanted.kind, wanted.name, wanted.namespace))
+    return refs, notes
+
+
+def flux_sync(obj: Mapping[str, Any] | None, ref: ObjectRef, token: str, versions: Versions) -> SyncStep:
+    """The reconcile request `token` for Flux object `ref` (live: `obj`) and its sources (at the
+    versions `versions` says the cluster serves; a source of a kind it does not serve: a note)."""
     if not obj:
         return SyncStep(error=f"{ref} does not exist")
     if _map(obj.get("spec")).get("suspend") is True:
         return SyncStep(error=f"{ref} is suspended: resume it (flux resume {ref.kind.lower()} {ref.name} "
                               f"-n {ref.namespace}) and sync again")
     body = {"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: token}}}
-    requests = [Request("patch", source, body, "merge", f"reconcile {source}") for source in flux_sources(obj)]
+    sources, notes = flux_sources(obj, versions)
+    requests = [Request("patch", source, body, "merge", f"reconcile {source}") for source in sources]
     requests.append(Request("patch", ref, body, "merge", f"reconcile {ref}"))
-    return SyncStep(requests=tuple(requests))
+    return SyncStep(requests=tuple(requests), notes=tuple(notes))
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ cluster and whose app has a `sync` is deployed at the merge SHA:
   restarted mid-wait picks it up from the state kept in the store;
 - the Deployment's status `success` / `failure` with the reason, and ONE result comment on the
   merged PR, edited in place as the rollout moves;
+- a deploy always ends: an error while starting a target's sync (the cluster unreachable, a 5xx
+  after retries, anything raised) fails that target at once with the reason and ends the
+  Deployment as `error`; an error while polling is a failed target too, except one the cluster may
+  recover from (unreachable, 5xx), which keeps the target waiting with the reason shown until the
+  environment's deadline ends it.  Never `in_progress` forever;
 - when an environment turns healthy at a merge that changed images, the promotion PR into the
   next environment (`prbot.flows.promote`).
 
@@ -56,6 +61,7 @@ class TargetDeploy:
     app: str
     ticket: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=lambda: Progress("waiting", "not started").to_json())
+    error: bool = False              # prbot could not start or poll the sync (GitHub state `error`)
 
     @property
     def state(self) -> Progress:
@@ -236,7 +242,11 @@ def start_deploy(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest
             repo.forge.set_deployment_status(deployment.id, state="in_progress",
                                              description=f"syncing {short_sha(sha)}")
             for (target, _), td in zip(syncs, entry.targets, strict=True):
-                _start_target(repo, deployer, config, root, target, sha, pr, td)
+                try:
+                    _start_target(repo, deployer, config, root, target, sha, pr, td)
+                except Exception as exc:  # noqa: BLE001 - the Deployment exists: it must end
+                    log.exception("starting the sync of %s at %s failed", target.key, sha[:7])
+                    td.progress, td.error = Progress("failed", _unexpected("starting the sync", exc)).to_json(), True
             _settle(repo, state, entry)
     if not state.envs:
         return None
@@ -266,7 +276,18 @@ def _start_target(repo: Repo, deployer: Deployer, config: Config, root: Any, tar
     except PrbotError as exc:                     # e.g. the cluster is not in PRBOT_CLUSTERS
         td.progress = Progress("failed", str(exc)).to_json()
         return
+    except TransientError as exc:                 # the Deployment exists: end it, never leave it in_progress
+        td.progress = Progress("failed", f"{exc}: the sync was not started; /prbot sync {target.env} "
+                                         "tries again").to_json()
+        td.error = True
+        return
     td.ticket, td.progress = ticket, progress.to_json()
+
+
+def _unexpected(doing: str, exc: BaseException) -> str:
+    """One line for an error prbot did not expect: its type only (its text may hold a response
+    body, headers or a token); the service log has the traceback."""
+    return f"prbot failed while {doing} ({type(exc).__name__}); the service log has the details"
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,10 +326,16 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
                 continue
             try:
                 ticket, progress = deployer.poll(td.ticket)
-            except TransientError:
-                save_state(repo, state)          # what this poll learnt so far is kept
-                raise
-            td.ticket, td.progress = ticket, progress.to_json()
+            except TransientError as exc:        # may pass: keep waiting, say why; the deadline ends it
+                was = td.state
+                td.progress = Progress(was.state, f"{exc} (trying again)", was.ready, was.total).to_json()
+                td.error = True
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever a deployer raises must end the Deployment
+                log.exception("polling the sync of %s/%s at %s failed", td.app, entry.env, sha[:7])
+                td.progress, td.error = Progress("failed", _unexpected("polling the sync", exc)).to_json(), True
+                continue
+            td.ticket, td.progress, td.error = ticket, progress.to_json(), False
         if not all(t.state.done for t in entry.targets) and now >= entry.deadline:
             for td in entry.targets:
                 if not td.state.done:
@@ -341,7 +368,9 @@ def _settle(repo: Repo, state: DeployState, entry: EnvDeploy) -> None:
         entry.finished = repo.clock()
         if entry.deployment is not None:
             ok = entry.state == "healthy"
-            repo.forge.set_deployment_status(entry.deployment, state="success" if ok else "failure",
+            errored = any(t.error and t.state.state == "failed" for t in entry.targets)
+            repo.forge.set_deployment_status(entry.deployment,
+                                             state="success" if ok else "error" if errored else "failure",
                                              description=(f"healthy at {short_sha(state.sha)}" if ok
                                                           else entry.reason)[:140])
         _remember_env(repo, state, entry)

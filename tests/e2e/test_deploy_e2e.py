@@ -5,7 +5,9 @@ Merge → Deployment `in_progress` → the sync (Argo CD, Flux, direct apply) at
 healthy → Deployment `success`, the result comment, the promotion PR naming its source PR; a failed
 sync promotes nothing; a locked environment holds the sync until unlock + `/prbot sync`;
 `deployers` refuse writers outside them; rollback and preview PR flows; a worker restarted while
-waiting for health picks the wait up again.
+waiting for health picks the wait up again.  A deploy always ends: kinds are asked at the versions
+the cluster serves (Flux 2.0–2.2), a kind not served fails the environment with the reason, and an
+error while starting or polling ends the Deployment as `error` — never `in_progress` forever.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 import yaml
 from appkit import Bot
 from fakegithub import FakeGitHub
-from fakekube import FakeKube
+from fakekube import FLUX_2_2, FakeKube
 from gitops import APP_IMAGE, overlay, repo_files
 
 from prbot.branches import promote_branch
@@ -32,6 +34,7 @@ DEV = "apps/app/envs/dev/kustomization.yaml"
 ENVS = ("dev", "staging", "prod")
 ARGO = "argocd: {application: \"{app}-{env}\", namespace: argocd}"
 FLUX = "flux: {kind: Kustomization, name: \"{app}-{env}\", namespace: flux-system}"
+FLUX_HR = "flux: {kind: HelmRelease, name: \"{app}-{env}\", namespace: flux-system}"
 APPLY = "apply: {prune: true}"
 
 
@@ -43,8 +46,9 @@ class World:
     """The fakes, the bot, and the moves of the people using them."""
 
     def __init__(self, tmp_path: Path, fake: FakeGitHub, kube: FakeKube, *, sync: str,
-                 **config: Any) -> None:
+                 deploy_timeout: float = 120.0, **config: Any) -> None:
         self.fake, self.kube, self.tmp = fake, kube, tmp_path
+        self.deploy_timeout = deploy_timeout
         fake.add_installation("acme")
         fake.create_repo(REPO, files=repo_files(sync=sync, clusters=True, **config))
         for user, role in (("alice", "write"), ("writer", "write"), ("reader", "read"), ("sre-bob", "write")):
@@ -60,7 +64,8 @@ class World:
         self.bot = self.start_bot()
 
     def start_bot(self) -> Bot:
-        return Bot(self.tmp, self.fake, clusters_file=self.clusters, deploy_poll=0.0, deploy_timeout=120.0)
+        return Bot(self.tmp, self.fake, clusters_file=self.clusters, deploy_poll=0.0,
+                   deploy_timeout=self.deploy_timeout)
 
     def change(self, branch: str, files: dict[str, str], *, user: str = "alice") -> int:
         """Push a branch and open a PR from it; the bot plans it."""
@@ -113,6 +118,26 @@ def world(tmp_path: Path, fake_github: FakeGitHub, fake_kube: FakeKube) -> Itera
     yield make
     for w in made:
         w.bot.stop()
+
+
+@pytest.fixture
+def world_on(tmp_path: Path, fake_github: FakeGitHub) -> Iterator[Callable[..., World]]:
+    """A world whose cluster serves the Argo CD / Flux kinds at other versions (`FakeKube(versions=)`)."""
+    made: list[World] = []
+    kubes: list[FakeKube] = []
+
+    def make(versions: dict[str, list[str]], **kwargs: Any) -> World:
+        kube = FakeKube(versions=versions).start()
+        kubes.append(kube)
+        w = World(tmp_path, fake_github, kube, **kwargs)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.bot.stop()
+    for kube in kubes:
+        kube.stop()
 
 
 def promotion_pulls(fake: FakeGitHub, env: str) -> list[Any]:
@@ -231,6 +256,87 @@ def test_direct_apply_labels_and_prunes(world: Callable[..., World]) -> None:
     live = w.kube.live("apps/v1", "Deployment", "app-dev", "app")
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == f"{APP_IMAGE}:7777777"
     assert w.statuses("dev")[-1] == ["in_progress", "success"]
+
+
+# --------------------------------------------------------------------------------------------
+# A deploy always ends
+# --------------------------------------------------------------------------------------------
+
+def test_flux_2_2_cluster_reconciles_the_helmrelease_and_its_chart(world_on: Callable[..., World]) -> None:
+    """Flux 2.0–2.2 serves HelmChart only at v1beta2: asked at v1 the deploy crashed after creating
+    the Deployment, which then stayed in_progress."""
+    w = world_on(FLUX_2_2, sync=FLUX_HR)
+    w.kube.seed({"apiVersion": "source.toolkit.fluxcd.io/v1beta2", "kind": "HelmRepository",
+                 "metadata": {"name": "acme", "namespace": "flux-system"}, "spec": {"url": "https://charts.example"}})
+    w.kube.seed({"apiVersion": "source.toolkit.fluxcd.io/v1beta2", "kind": "HelmChart",
+                 "metadata": {"name": "flux-system-app-dev", "namespace": "flux-system"},
+                 "spec": {"chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "acme"}}})
+    w.kube.seed({"apiVersion": "helm.toolkit.fluxcd.io/v2beta2", "kind": "HelmRelease",
+                 "metadata": {"name": "app-dev", "namespace": "flux-system"},
+                 "spec": {"chart": {"spec": {"chart": "app",
+                                             "sourceRef": {"kind": "HelmRepository", "name": "acme"}}}}})
+    number = w.change("flux-2-2", {DEV: overlay("1212121")})
+    w.merge(number)
+    w.bot.settle()
+    release = w.kube.live("helm.toolkit.fluxcd.io/v2beta2", "HelmRelease", "flux-system", "app-dev")
+    token = release["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+    chart = w.kube.live("source.toolkit.fluxcd.io/v1beta2", "HelmChart", "flux-system", "flux-system-app-dev")
+    assert chart["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] == token
+    assert release["status"]["lastHandledReconcileAt"] == token
+    asked = [r.path for r in w.kube.patches() if "fluxcd.io" in r.path]
+    assert asked == ["/apis/source.toolkit.fluxcd.io/v1beta2/namespaces/flux-system/helmrepositories/acme",
+                     "/apis/source.toolkit.fluxcd.io/v1beta2/namespaces/flux-system/helmcharts/flux-system-app-dev",
+                     "/apis/helm.toolkit.fluxcd.io/v2beta2/namespaces/flux-system/helmreleases/app-dev"]
+    assert w.statuses("dev") == [["in_progress", "success"]]
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
+def test_a_cluster_without_flux_kustomizations_ends_the_deployment(world_on: Callable[..., World]) -> None:
+    w = world_on({"Kustomization": []}, sync=FLUX)
+    number = w.change("no-flux", {DEV: overlay("1313131")})
+    w.merge(number)
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "failure"]]
+    deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
+    assert "does not serve Kustomization" in deployment.statuses[-1].description
+    comment = w.deploy_comment(number)
+    assert "❌ failed" in comment
+    assert "does not serve Kustomization (kustomize.toolkit.fluxcd.io)" in comment
+    assert [r for r in w.kube.patches() if "fluxcd.io" in r.path] == []
+
+
+def test_an_api_failing_while_starting_ends_the_deployment_as_error(world: Callable[..., World]) -> None:
+    w = world(sync=ARGO)
+    w.seed_argo()
+    number = w.change("api-down", {DEV: overlay("1414141")})
+    w.kube.fail("Application", times=1000, code=503)          # every answer 503, after retries too
+    w.merge(number)
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "error"]]      # one Deployment, ended
+    deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
+    assert "still failing after retries" in deployment.statuses[-1].description
+    comment = w.deploy_comment(number)
+    assert "❌ failed" in comment and "still failing after retries" in comment
+    assert "the sync was not started; /prbot sync dev tries again" in comment
+    assert w.kube.patches("Application") == []
+
+
+def test_an_api_failing_while_polling_ends_the_deployment_at_its_deadline(world: Callable[..., World]) -> None:
+    w = world(sync=ARGO, deploy_timeout=1.0)
+    w.seed_argo()
+    w.kube.script("Application", "app-dev", outcome="healthy", steps=40)
+    number = w.change("api-flaky", {DEV: overlay("1515151")})
+    w.fake.merge(REPO, number, user="alice")
+    w.bot.deliver_events(settle=False)
+    from service_support import wait_for
+
+    wait_for(lambda: len(w.kube.patches("Application")) == 1, what="the sync asked")
+    w.kube.fail("Application", times=1000, code=503)           # the API goes down under the polls
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "error"]]
+    comment = w.deploy_comment(number)
+    assert "❌ failed" in comment and "not healthy after 1 min" in comment
+    assert "still failing after retries" in comment and "(trying again)" in comment
 
 
 # --------------------------------------------------------------------------------------------
