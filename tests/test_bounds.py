@@ -127,14 +127,15 @@ def test_a_ten_megabyte_plain_manifest_fails_naming_the_memory_limit_quickly(tmp
     big_manifest(repo / "apps/big/cm.yaml", 10_000_000)           # took 2.2 GB and 139 s in process
     write(repo, "apps/fine/cm.yaml", CM.format(name="fine", value="head"))
     head = commit_all(repo, "big")
-    env = {**os.environ, "PRBOT_RENDER_MEMORY": "128Mi", "PRBOT_RENDER_TIMEOUT": "5s",
+    # the memory limit comes first (in ~2 s); the time limit leaves room for a loaded machine
+    env = {**os.environ, "PRBOT_RENDER_MEMORY": "128Mi", "PRBOT_RENDER_TIMEOUT": "30s",
            "PRBOT_CACHE_DIR": str(tmp_path / "cache2")}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "prbot.cli", "plan", "--repo",
                            str(repo), "--base", base, "--head", head, "--format", "json"],
                           capture_output=True, text=True, timeout=120, cwd=PROJECT, env=env)
     elapsed = time.monotonic() - start
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 1, proc.stderr[-2000:]
     peak = int(proc.stderr.strip().splitlines()[-1])
     data = json.loads(proc.stdout)
     big = target(data, "big")
@@ -142,7 +143,7 @@ def test_a_ten_megabyte_plain_manifest_fails_naming_the_memory_limit_quickly(tmp
     assert big["error"].startswith("parsing apps/big/cm.yaml ran out of memory"), big["error"]
     assert "the 128 MiB memory limit (PRBOT_RENDER_MEMORY)" in big["error"]
     assert target(data, "fine")["status"] == "changed"
-    assert elapsed < 30, elapsed
+    assert elapsed < 45, elapsed
     assert peak < 256 * 1024 * 1024, peak               # no process of the plan went far over the limit
 
 
