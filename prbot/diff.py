@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from prbot import secrets
+from prbot.limits import in_time
 from prbot.secrets import LAST_APPLIED, MASK, MASK_AFTER, MASK_BEFORE, is_secret  # noqa: F401 - re-exported
 
 
@@ -446,30 +447,33 @@ def _change(key: ObjectKey, before: dict | None, after: dict | None,
 
 
 def diff_objects(before: list[dict], after: list[dict], *, default_namespace: str | None = None,
-                 ignore: Sequence[str] = ()) -> list[ObjectChange]:
+                 ignore: Sequence[str] = (), deadline: float | None = None) -> list[ObjectChange]:
     """What changes from the objects `before` to the objects `after`, in reviewer order.
 
     Objects are keyed by `object_key`; a namespaced object that names no namespace is compared (and
     shown) with `default_namespace` filled in.  Objects equal after `strip_noise` are not listed.
     Secret values are masked in every diff.  When one side holds the same key twice, the last wins.
+    Past `deadline` (time.monotonic(): the plan's budget) PlanBudgetError is raised.
     """
     scoped = CLUSTER_SCOPED | _crd_scopes(before) | _crd_scopes(after)
-    old = {k: _normalise(k, v, ignore) for k, v in _index(before, default_namespace, scoped).items()}
-    new = {k: _normalise(k, v, ignore) for k, v in _index(after, default_namespace, scoped).items()}
+    old = {k: _normalise(k, v, ignore)
+           for k, v in in_time(_index(before, default_namespace, scoped).items(), deadline, "comparing")}
+    new = {k: _normalise(k, v, ignore)
+           for k, v in in_time(_index(after, default_namespace, scoped).items(), deadline, "comparing")}
     removed = [k for k in old if k not in new]
     added = [k for k in new if k not in old]
     renames = _pair_renames(removed, added)
     renamed_old = set(renames.values())
 
     changes: list[ObjectChange] = []
-    for key, obj in new.items():
+    for key, obj in in_time(new.items(), deadline, "comparing", every=10):
         if key in renames:
             changes.append(_change(key, old[renames[key]], obj, renames[key]))
         elif key not in old:
             changes.append(_change(key, None, obj))
         elif old[key] != obj:
             changes.append(_change(key, old[key], obj))
-    for key in removed:
+    for key in in_time(removed, deadline, "comparing", every=10):
         if key not in renamed_old:
             changes.append(_change(key, old[key], None))
     changes.sort(key=lambda c: sort_key((c.group, c.kind, c.namespace, c.name)))

@@ -7,6 +7,7 @@
     ├── GitError               a git operation failed
     ├── RemoteError            a remote input that may not or could not be fetched
     ├── RenderError            a target could not be rendered (transient / over a limit)
+    ├── PlanBudgetError        the plan's time budget ran out while comparing or validating a target
     ├── ToolsError             the pinned renderer binaries could not be installed
     ├── PayloadError           a registry payload that cannot be read
     ├── HeadMoved              a command bound to a PR head that is no longer its head
@@ -108,6 +109,15 @@ class RenderError(PrbotError):
         super().__init__(text)
         self.transient = transient
         self.limit = limit
+
+
+class PlanBudgetError(PrbotError):
+    """The plan's time budget (`PRBOT_PLAN_BUDGET`) ran out during `stage` ("comparing",
+    "validating"); the plan says so for that target and keeps the others."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"the plan time budget ran out while {stage}")
+        self.stage = stage
 
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from prbot.errors import GitError
+from prbot.limits import Limits, format_size
 
 GIT_TIMEOUT = 300           # seconds; local operations only
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -142,6 +143,10 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None,
         env = {"GIT_INDEX_FILE": str(scratch / "index")}
         source = f"{sha}:{prefix}" if prefix else f"{sha}^{{tree}}"
         if not prefix or _git(repo, "cat-file", "-t", source, ok=(0, 128)).stdout.strip() == b"tree":
+            listing = _git(repo, "ls-tree", "-r", "-l", "-z", "--full-tree", source).stdout
+            _refuse_large(sha, sum(int(fields[3]) for entry in listing.split(b"\0") if entry
+                                   for fields in [entry.split(b"\t", 1)[0].split()]
+                                   if len(fields) == 4 and fields[1] == b"blob"), 0)
             _git(repo, "read-tree", source, env=env)
             _git(repo, "checkout-index", "--all", "--force", env=env,
                  options=("--work-tree", str(out), "-c", "core.fsmonitor=false"))
@@ -149,6 +154,17 @@ def materialize(repo: Path, rev: str | None, paths: Iterable[str] | None = None,
         yield out
     finally:
         _remove_tree(scratch)
+
+
+def _refuse_large(what: str, size: int, before: int) -> None:
+    """GitError when exporting `size` more bytes (after `before`) of `what` (a commit sha, or "the
+    working tree") would go over the operator's tree size limit (`PRBOT_TREE_SIZE`): a revision's
+    files are a pull request's input."""
+    limits = Limits.from_env()
+    if before + size > limits.tree_size:
+        what = what[:12] if _SHA.fullmatch(what) else what
+        raise GitError(f"refused: the files of {what} the plan needs hold {format_size(before + size)}, "
+                       f"more than {limits.describe('tree_size')}")
 
 
 @contextmanager
@@ -177,6 +193,7 @@ def worktree_export(repo: Path, *, untracked: bool = False) -> Iterator[Path]:
     out.mkdir()
     try:
         link = True
+        exported = 0
         for name in dict.fromkeys(names):
             src = os.path.join(repo, name)
             parent = os.path.realpath(os.path.dirname(src))
@@ -192,6 +209,8 @@ def worktree_export(repo: Path, *, untracked: bool = False) -> Iterator[Path]:
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(src), dest)
             elif stat.S_ISREG(st.st_mode):
+                _refuse_large("the working tree", st.st_size, exported)
+                exported += st.st_size
                 if link:
                     try:
                         os.link(src, dest)
@@ -233,6 +252,7 @@ class PartialTree:
         self._written: set[str] = set()
         self._indexed: set[str] = set()
         self._targets: dict[str, str] = {}
+        self._bytes = 0                     # bytes of the files written (counted against PRBOT_TREE_SIZE)
 
     @property
     def written(self) -> frozenset[str]:
@@ -437,6 +457,12 @@ class PartialTree:
 
     # ---------------------------------------------------------------- writing
     def _checkout(self, names: list[str]) -> None:
+        oids = [self._known[n][1] for n in names if self._known[n][0] not in (_TREE, _GITLINK)]  # type: ignore[index]
+        sizes = _git(self.repo, "cat-file", "--batch-check=%(objectsize)",
+                     input="".join(f"{oid}\n" for oid in oids).encode()).stdout.split() if oids else []
+        size = sum(int(s) for s in sizes if s.isdigit())
+        _refuse_large(self.sha, size, self._bytes)
+        self._bytes += size
         env = {"GIT_INDEX_FILE": self._index}
         # the index also holds the .gitattributes files that apply, so checkout converts exactly as
         # a full export does (git reads attributes from the index first when checking out)

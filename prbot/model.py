@@ -109,9 +109,19 @@ class DiskTree:
     def has_manifest(self, rel: str) -> bool:
         try:
             with os.scandir(self.root / rel if rel else self.root) as it:
-                return any(e.name.endswith(PLAIN_SUFFIXES) and e.is_file() for e in it)
+                return any(e.name.endswith(PLAIN_SUFFIXES) and _followed_file(e) for e in it)
         except OSError:
             return False
+
+
+def _followed_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a directory entry is a file, symbolic links followed; a link that cannot be followed
+    (a loop, a chain too long) counts as one, so its target is found and fails naming the link
+    rather than vanishing from the plan."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
 
 
 def list_dirs(path: Path) -> list[str]:

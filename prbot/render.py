@@ -27,8 +27,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +164,17 @@ class RenderPool:
         return got
 
     def render_many(self, requests: Sequence[tuple[Path, Target, str]], *, deadline: float | None = None,
-                    remotes: Remotes | None = None) -> dict[str, RenderResult]:
+                    remotes: Remotes | None = None,
+                    ready: Callable[[str, RenderResult], None] | None = None) -> dict[str, RenderResult]:
         """Render every request, keyed by cache key: objects, or the RenderError of that target.
 
         Requests sharing a cache key are rendered once (the first request's root is used).  A
         render that has not started by `deadline` (time.monotonic(): when the plan's time budget
         runs out) fails naming the budget; one running then is stopped.  `remotes` fetches the
         remote references a plan allows (`prbot.remote`); what they hold is part of the cache
-        identity, so a moved branch renders again.
+        identity, so a moved branch renders again.  `ready(cache key, result)` is called in the
+        caller's thread as each result comes (cached ones first), while the others still render:
+        a plan compares a target as soon as it can, inside its time budget.
         """
         results: dict[str, RenderResult] = {}
         waits: dict[str, Future[str | RenderError]] = {}
@@ -218,8 +221,18 @@ class RenderPool:
                         waits[key] = fut
                 if hit is not None:
                     results[key] = _decode(hit)
+            if ready is not None:
+                for key, got in list(results.items()):
+                    ready(key, got)
+            keys_of: dict[Future[str | RenderError], list[str]] = {}
             for key, fut in waits.items():
-                results[key] = _decode(fut.result())
+                keys_of.setdefault(fut, []).append(key)
+            for fut in as_completed(keys_of):
+                value = fut.result()
+                for key in keys_of[fut]:
+                    results[key] = _decode(value)
+                    if ready is not None:
+                        ready(key, results[key])
         return {key: results[key] for key in pending}
 
     # ---------------------------------------------------------------- internals

@@ -297,12 +297,14 @@ def clean_message(label: str, raw: str, roots: Sequence[str]) -> str:
 
 
 def run_tool(argv: Sequence[str], *, cwd: Path, home: Path, label: str, limits: Limits,
-             deadline: float | None = None, hide: Sequence[Path] = ()) -> str:
+             deadline: float | None = None, hide: Sequence[Path] = (), jail: bool = True) -> str:
     """Run `argv` in `cwd` sandboxed (see the module doc) and return what it printed.
 
     `deadline` (time.monotonic()) is when the plan's budget runs out; the run stops then if its own
     timeout has not come first.  `hide`: directories removed from messages (`cwd` and `home` always
-    are).  Raises ToolError with a one-line message.
+    are).  `jail` False runs it bounded but outside the jail: only for prbot's own processes, which
+    evaluate nothing of the repository (its YAML parser, `prbot.parse_worker`).  Raises ToolError with
+    a one-line message.
     """
     start = time.monotonic()
     timeout = limits.timeout
@@ -317,7 +319,7 @@ def run_tool(argv: Sequence[str], *, cwd: Path, home: Path, label: str, limits: 
     rlimits = _rlimits(limits, timeout)
     prefix = _prlimit_prefix(rlimits)
     command = list(argv)
-    if isolation() == "jail":
+    if jail and isolation() == "jail":
         problem = jail_problem()
         if problem is not None:
             raise ToolError(f"{label} was not run: {problem}", transient=True)

@@ -42,6 +42,7 @@ from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
 from prbot import secrets
+from prbot.limits import in_time
 
 
 @dataclass(frozen=True)
@@ -303,11 +304,13 @@ def _validate_one(obj: dict, schemas: _SchemaSet) -> list[ValidationIssue]:
     return issues
 
 
-def validate_objects(objects: list[dict], kubernetes_version: str | None) -> list[ValidationIssue]:
+def validate_objects(objects: list[dict], kubernetes_version: str | None, *,
+                     deadline: float | None = None) -> list[ValidationIssue]:
     """Validate every object against the strict schema of `kubernetes_version` (None: the newest).
 
     Returns the problems only: `error` (fails the target), `warning` (version fallback) and
     `skipped` (no schema known, e.g. a custom resource); an object that passes yields nothing.
+    Past `deadline` (time.monotonic(): the plan's budget) PlanBudgetError is raised.
     """
     if not objects:
         return []
@@ -316,7 +319,7 @@ def validate_objects(objects: list[dict], kubernetes_version: str | None) -> lis
     issues: list[ValidationIssue] = []
     if warning:
         issues.append(ValidationIssue(kind="", name="", level="warning", path="", message=warning))
-    for obj in objects:
+    for obj in in_time(objects, deadline, "validating", every=10):
         if not isinstance(obj, dict):
             issues.append(ValidationIssue(kind="", name="", level="error", path="",
                                           message="a document is not a Kubernetes object"))

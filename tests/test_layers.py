@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
      "prbot.secrets", "prbot.branches"),
     # 1: the data model, the configuration, and tools that read or edit files
     ("prbot.model", "prbot.config", "prbot.tools", "prbot.gitrepo", "prbot.yamledit", "prbot.diff",
+     "prbot.parse_worker",
      "prbot.validate", "prbot.image_rules"),
     # 2: the jail every renderer process runs in, and the renderers
     ("prbot.sandbox", "prbot.renderers"),

@@ -18,7 +18,7 @@ from typing import Any
 from prbot import gitrepo, remote, sandbox
 from prbot.config import CONFIG_FILE, Config
 from prbot.diff import diff_objects, duplicate_identities
-from prbot.errors import PrbotError
+from prbot.errors import PlanBudgetError, PrbotError
 from prbot.model import Target
 from prbot.plan.model import DryRunner, Key, Plan, TargetPlan
 from prbot.plan.probe import TreeProbe
@@ -145,10 +145,31 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
                                    "in .prbot.yml does not allow")
     requests = [(side.root, side.targets[k], side.keys[k]) for k in affected for side in (b, h)
                 if k in side.targets and k not in side.closure_errors and k not in side.skipped]
+    # each target is compared as soon as its renders are in, while the others still render, so a
+    # slow render running out the budget does not take the targets done before it with it
+    budget = pool.limits.describe("plan_budget")
+    rendered: dict[str, Any] = {}
+    planned: dict[Key, TargetPlan] = {}
+    needs: dict[Key, set[str]] = {k: set() for k in affected}
+    waiting: dict[str, list[Key]] = {}
+    for k in affected:
+        for side in (b, h):
+            if k in side.targets and k not in side.closure_errors and k not in side.skipped:
+                needs[k].add(side.keys[k])
+                waiting.setdefault(side.keys[k], []).append(k)
+
+    def ready(cache_key: str, result: Any) -> None:
+        rendered[cache_key] = result
+        for k in waiting.get(cache_key, ()):
+            if k not in planned and needs[k] <= rendered.keys():
+                planned[k] = _target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, budget=budget)
+
     with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
-        rendered = pool.render_many(requests, deadline=deadline,
-                                    remotes=remotes if config.render_remote else None)
-    targets = [_target_plan(config, k, b, h, rendered, dry_runner, deadline) for k in affected]
+        pool.render_many(requests, deadline=deadline, remotes=remotes if config.render_remote else None,
+                         ready=ready)
+    targets = [planned[k] if k in planned else
+               _target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, budget=budget)
+               for k in affected]
     env_order = config.env_names
     targets.sort(key=lambda t: (env_order.index(t.env) if t.env in env_order else len(env_order), t.app))
     kinds = {target.renderer for _, target, _ in requests}
@@ -159,12 +180,18 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
 
 
 def _target_plan(config: Config, key: tuple[str, str], b: PlanSide, h: PlanSide,
-                 rendered: dict[str, Any], dry_runner: DryRunner | None,
-                 deadline: float | None = None) -> TargetPlan:
-    """One target's part of the plan; whatever goes wrong with it stays in it."""
+                 rendered: dict[str, Any], dry_runner: DryRunner | None, *, deadline: float | None = None,
+                 budget: str = "the plan time budget (PRBOT_PLAN_BUDGET)") -> TargetPlan:
+    """One target's part of the plan; whatever goes wrong with it stays in it.  Comparing and
+    validating count against the plan's budget (`deadline`, `budget` naming it): a target whose
+    turn comes after it ran out fails saying so, the targets before it keep their results."""
     target = h.targets.get(key) or b.targets[key]
     try:
         return _compare(config, key, target, b, h, rendered, dry_runner, deadline)
+    except PlanBudgetError as exc:
+        log.warning("planning %s: %s", target.key, exc)
+        return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
+                          status="error", error=f"not planned: {budget} ran out while {exc.stage} its objects")
     except RecursionError:
         log.warning("planning %s: objects nested too deeply", target.key)
         return TargetPlan(app=target.app, env=target.env, path=target.path, renderer=target.renderer,
@@ -196,12 +223,16 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status, tp.error = "error", str(got)
             return tp
         after = got
+    if deadline is not None and time.monotonic() >= deadline:
+        raise PlanBudgetError("comparing")
+    if key in h.targets:
         duplicates = duplicate_identities(after, target.namespace)
         if duplicates:
             tp.status = "error"
             tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
             return tp
-    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore)
+    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
+                              deadline=deadline)
     if key not in b.targets:
         tp.status = "added"
     elif key not in h.targets:
@@ -209,7 +240,7 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     elif not tp.changes:
         tp.status = "unchanged"
     if key in h.targets:
-        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version)
+        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
         if dry_runner is not None:
             # what the target owns comes from the base only: None when the PR adds the target
             tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -22,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import prbot
 from prbot.config import AppSpec
-from prbot.errors import RenderError, ToolError, YamlLimitError
-from prbot.limits import Limits
+from prbot.errors import RenderError, ToolError
+from prbot.limits import KIB, Limits, format_size
 from prbot.model import Target, TreeReader
+from prbot.parse_worker import count_documents, load_json, yaml_problem
 from prbot.renderers.closure import Closure, ClosureCache, stage
 from prbot.sandbox import run_tool
-from prbot.yamlio import YAML_ERRORS, check_tree, load_yaml_all
+from prbot.yamlio import YAML_ERRORS, load_yaml_all
 
 
 @dataclass(frozen=True)
@@ -151,59 +154,123 @@ def collect(doc: Any, source: str, index: int, out: list[dict[str, Any]]) -> Non
             out.append(item)
 
 
-def yaml_problem(exc: Exception, source: str) -> str:
-    """`SOURCE:LINE: invalid YAML: problem` (or the guard that refused the text)."""
-    if isinstance(exc, YamlLimitError):
-        return f"{source}: refused: {exc.problem}"
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f"{source}:{mark.line + 1}" if mark is not None else source
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    detail = f"{problem} ({context})" if context and context not in str(problem) else str(problem)
-    return f"{where}: invalid YAML: {detail}"
+PARSE_IN_PROCESS = 256 * KIB
+"""Texts up to this size are parsed in prbot's own process; larger ones in `prbot.parse_worker`, under
+the render's memory, time and output limits.  Parsing costs up to ~200x the text in Python objects
+(a 10 MB manifest took 2.2 GB), so 256 KiB stays near 50 MB even then, a few tenths of a second of
+CPU, while a worker process costs ~0.3 s to start: every common manifest and render stays in process."""
 
 
-def parse_documents(text: str, source: str = "output", *, max_bytes: int | None = None) -> list[dict[str, Any]]:
+def _worker_argv(path: str, source: str, kind: str, max_bytes: int, limits: Limits) -> list[str]:
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(prbot.__file__)))
+    boot = ("import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
+            "from prbot.parse_worker import main; sys.exit(main())")
+    # -I: neither the environment nor the working directory (never the repository) reach sys.path
+    return [sys.executable, "-I", "-c", boot, package_root, path, source, kind, str(max_bytes),
+            str(limits.max_objects)]
+
+
+def parse_elsewhere(path: Path, source: str, *, kind: str, max_bytes: int, limits: Limits,
+                    deadline: float | None) -> list[Any]:
+    """The documents of the file `path`, parsed by `prbot.parse_worker` in a process bounded by
+    `limits` (and `deadline`); RenderError naming the limit it went over, or the parse error."""
+    with tempfile.TemporaryDirectory(prefix="prbot-parse-") as home:
+        try:
+            out = run_tool(_worker_argv(os.fspath(path), source, kind, max_bytes, limits), cwd=Path(home),
+                           home=Path(home), label=f"parsing {source}", limits=limits, deadline=deadline,
+                           jail=False)
+        except ToolError as exc:
+            raise RenderError(str(exc), transient=exc.transient, limit=exc.limit) from exc
+    try:
+        answer = json.loads(out)
+    except (ValueError, RecursionError) as exc:      # pragma: no cover - the worker prints JSON
+        raise RenderError(f"parsing {source}: the parser's answer is not JSON", transient=True) from exc
+    if "error" in answer:
+        limit = answer.get("limit")
+        message = answer["error"]
+        if limit == "max_objects":
+            message += f" ({limits.describe('max_objects')})"
+        raise RenderError(message, limit=limit)
+    docs: list[Any] = answer["docs"]
+    return docs
+
+
+def _objects(docs: list[Any], source: str, limits: Limits | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for index, doc in enumerate(docs, 1):
+        collect(doc, source, index, out)
+        if limits is not None and len(out) > (most := limits.max_objects):
+            raise RenderError(f"{source}: refused: more than {most:,} objects ({limits.describe('max_objects')})",
+                              limit="max_objects")
+    return out
+
+
+def _too_many_documents(text: str, source: str, limits: Limits | None) -> None:
+    if limits is not None and count_documents(text) > limits.max_objects:
+        raise RenderError(f"{source}: refused: more than {limits.max_objects:,} documents "
+                          f"({limits.describe('max_objects')})", limit="max_objects")
+
+
+def parse_documents(text: str, source: str = "output", *, max_bytes: int | None = None,
+                    limits: Limits | None = None, deadline: float | None = None) -> list[dict[str, Any]]:
     """Kubernetes objects of a multi-document YAML text; `kind: *List` documents are expanded.
 
     Invalid YAML raises RenderError ``SOURCE:LINE: invalid YAML: problem``; a text over the
-    `prbot.yamlio` guards (size, alias expansion, nesting) ``SOURCE: refused: …``.
+    `prbot.yamlio` guards (size, alias expansion, nesting) ``SOURCE: refused: …``.  With `limits`:
+    more documents or objects than `limits.max_objects` are refused (documents counted before any
+    parsing), and a text over `PARSE_IN_PROCESS` is parsed in a process bounded by them and by
+    `deadline` (`parse_elsewhere`).
     """
+    if max_bytes is not None and len(text) > max_bytes:
+        raise RenderError(f"{source}: refused: larger than {format_size(max_bytes)}", limit="output")
+    _too_many_documents(text, source, limits)
+    if limits is not None and len(text) > PARSE_IN_PROCESS:
+        with tempfile.TemporaryDirectory(prefix="prbot-text-") as scratch:
+            path = Path(scratch) / "text.yaml"
+            path.write_text(text, encoding="utf-8")
+            docs = parse_elsewhere(path, source, kind="yaml", max_bytes=max(len(path.read_bytes()), 1),
+                                   limits=limits, deadline=deadline)
+        return _objects(docs, source, limits)
     try:
         docs = load_yaml_all(text, max_bytes=max_bytes)
     except YAML_ERRORS as exc:
         raise RenderError(yaml_problem(exc, source)) from exc
     except RecursionError as exc:                   # pragma: no cover - libyaml stops at 1000 levels
         raise RenderError(f"{source}: refused: nested too deeply") from exc
-    out: list[dict[str, Any]] = []
-    for index, doc in enumerate(docs, 1):
-        collect(doc, source, index, out)
-    return out
+    return _objects(docs, source, limits)
 
 
-def parse_file(root: Path, rel: str, *, max_bytes: int | None = None) -> list[dict[str, Any]]:
-    """The objects of one manifest file (YAML, or JSON for `*.json`)."""
+def parse_file(root: Path, rel: str, *, max_bytes: int | None = None, limits: Limits | None = None,
+               deadline: float | None = None) -> list[dict[str, Any]]:
+    """The objects of one manifest file (YAML, or JSON for `*.json`); `limits`, `deadline` as for
+    `parse_documents` (a big file is parsed by the worker straight from the disk)."""
+    path = os.path.join(root, rel)
+    kind = "json" if rel.endswith(".json") else "yaml"
+    if limits is not None:
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise RenderError(f"{rel}: cannot be read ({exc.strerror or exc})") from exc
+        if size > PARSE_IN_PROCESS:
+            if max_bytes is not None and size > max_bytes:
+                raise RenderError(f"{rel}: refused: larger than {format_size(max_bytes)}", limit="output")
+            docs = parse_elsewhere(Path(path), rel, kind=kind, max_bytes=max_bytes if max_bytes is not None
+                                   else limits.output, limits=limits, deadline=deadline)
+            return _objects(docs, rel, limits)
     try:
-        with open(os.path.join(root, rel), "rb") as fh:
+        with open(path, "rb") as fh:
             data = fh.read(max_bytes + 1 if max_bytes is not None else -1)
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RenderError(f"{rel}: not UTF-8 text") from exc
     except OSError as exc:
         raise RenderError(f"{rel}: cannot be read ({exc.strerror or exc})") from exc
-    if not rel.endswith(".json"):
-        return parse_documents(text, rel, max_bytes=max_bytes)
+    if kind == "yaml":
+        return parse_documents(text, rel, max_bytes=max_bytes, limits=limits, deadline=deadline)
     if max_bytes is not None and len(data) > max_bytes:
         raise RenderError(f"{rel}: refused: larger than the output limit")
     try:
-        doc = json.loads(text)
-        check_tree(doc)
-    except json.JSONDecodeError as exc:
-        raise RenderError(f"{rel}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    except YamlLimitError as exc:
-        raise RenderError(f"{rel}: refused: {exc.problem}") from exc
-    except RecursionError as exc:
-        raise RenderError(f"{rel}: refused: nested too deeply") from exc
-    out: list[dict[str, Any]] = []
-    collect(doc, rel, 1, out)
-    return out
+        doc = load_json(text, rel)
+    except ValueError as exc:
+        raise RenderError(str(exc)) from exc
+    return _objects([doc], rel, limits)

@@ -25,6 +25,7 @@ cost one parse of it; 100 apps x 3 environments take about 60 ms per tree.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -197,7 +198,11 @@ class ClosureCache:
             rule = CLOSURE_RULES.get(target.renderer)
             if rule is None:
                 raise RenderError(f"unknown renderer {target.renderer!r}")
-            got = rule(self, root_s, target)
+            try:
+                got = rule(self, root_s, target)
+            except OSError as exc:          # a link loop or chain met where a path is followed: refused
+                problem = path_problem(exc, root_s)
+                got = Closure(frozenset(), errors=(problem,), outside=(problem,), missing=frozenset({path}))
         return replace(got, _cache=self)
 
     def file_hash(self, root: Path | str, rel: str) -> str | None:
@@ -429,6 +434,21 @@ class ClosureCache:
                     if entry.name == SCHEMA_FILE:
                         acc.outside.extend(f"{child}: {problem}" for problem in schema_escapes(self.load(root, child)))
         return acc.freeze()
+
+
+def path_problem(exc: OSError, root: str) -> str:
+    """`PATH: what is wrong`, PATH relative to `root`: the one-line message of a path that cannot be
+    followed (a symbolic link loop, or a chain of links longer than the system follows)."""
+    where = os.fspath(exc.filename) if exc.filename is not None else ""
+    real_root = os.path.realpath(root)
+    for prefix in (os.path.join(root, ""), os.path.join(real_root, "")):
+        if where.startswith(prefix):
+            where = where[len(prefix):]
+            break
+    where = where.replace(os.sep, "/").removeprefix("./") or "."
+    if exc.errno == errno.ELOOP:
+        return f"{where}: a symbolic link loop, or a chain of symbolic links too long to follow"
+    return f"{where}: {exc.strerror or exc}"
 
 
 SCHEMA_FILE = "values.schema.json"

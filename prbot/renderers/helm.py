@@ -64,7 +64,8 @@ class HelmRenderer(Renderer):
             argv += ["--values", f"./{norm(values)}"]     # the staged tree holds no directory just for `..`
         with job.staged() as (home, tree):
             text = run(job, argv, label="helm template", cwd=tree, home=home)
-        return parse_documents(text, f"helm template {chart_rel}", max_bytes=job.limits.output)
+        return parse_documents(text, f"helm template {chart_rel}", max_bytes=job.limits.output,
+                               limits=job.limits, deadline=job.deadline)
 
 
 def _check_dependencies(job: RenderJob, chart_rel: str) -> None:

@@ -131,7 +131,8 @@ class KustomizeRenderer(Renderer):
                                       "which Helm 4 rejects): run `prbot tools install`, which adds one as "
                                       "helm3") from exc
                 raise
-        return parse_documents(text, f"{label} {job.target.path or '.'}", max_bytes=job.limits.output)
+        return parse_documents(text, f"{label} {job.target.path or '.'}", max_bytes=job.limits.output,
+                               limits=job.limits, deadline=job.deadline)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 sorted by path, multi-document files and `kind: *List` allowed.
 
 Closure rule: those files (a symbolic link counts with the file it points to, and must stay inside
-the repository) and the directory listing (a new manifest is an input change).  Parsed in-process by
-`prbot.yamlio` — the one loader with the size, alias-expansion and nesting guards — with the
-render's output limit applied to the bytes read.
+the repository) and the directory listing (a new manifest is an input change).  Parsed by
+`prbot.yamlio` — the one loader with the size, alias-expansion and nesting guards — under the limits
+of a render: the output limit applies to the bytes read, the object limit to the objects, and a file
+over `prbot.renderers.base.PARSE_IN_PROCESS` is parsed in a process bounded by the render's memory
+and time (and the plan's budget).
 """
 
 from __future__ import annotations
@@ -69,5 +71,8 @@ class PlainRenderer(Renderer):
                 raise RenderError(f"{rel or '.'}: the manifests are larger than {job.limits.describe('output')}",
                                   limit="output")
             budget -= size
-            objects.extend(parse_file(job.root, path, max_bytes=size))
+            objects.extend(parse_file(job.root, path, max_bytes=size, limits=job.limits, deadline=job.deadline))
+            if len(objects) > job.limits.max_objects:
+                raise RenderError(f"{rel or '.'}: refused: more than {job.limits.max_objects:,} objects "
+                                  f"({job.limits.describe('max_objects')})", limit="max_objects")
         return objects
