@@ -274,10 +274,11 @@ def start_deploy(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest
 
 def _start_pending(repo: Repo, deployer: Deployer, config: Config, root: Any, state: DeployState) -> None:
     """Start every target not started yet of the environments still deploying, each environment's
-    Deployment first; the state is saved after each write."""
+    Deployment first; the state is saved after each write.  Not past the environment's deadline:
+    there the poll ends it instead."""
     targets: dict[tuple[str, str], Target] | None = None
     for entry in state.envs:
-        if entry.done:
+        if entry.done or (state.polls and repo.clock() >= entry.deadline):
             continue
         pending = [td for td in entry.targets if td.ticket is None and not td.state.done]
         if not pending:
@@ -394,14 +395,14 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
     if state is None:
         return None
     state.polls += 1
-    if any(not e.done and any(td.ticket is None and not td.state.done for td in e.targets) for e in state.envs):
+    if any(not e.done and repo.clock() < e.deadline and any(td.ticket is None and not td.state.done
+                                                            for td in e.targets) for e in state.envs):
         repo.workspace.fetch(repo.default_ref())
         config = config_at(repo, sha)
         if config is None:
             raise PrbotError(f"no {CONFIG_FILE} at {short_sha(sha)}: the deploy cannot start its syncs")
         with repo.workspace.materialize(sha) as root:
             _start_pending(repo, deployer, config, root, state)
-    now = repo.clock()
     for entry in state.envs:
         if entry.done:
             continue
@@ -420,8 +421,8 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
                 td.progress, td.error = Progress("failed", _unexpected("polling the sync", exc)).to_json(), True
                 continue
             td.ticket, td.progress, td.error = ticket, progress.to_json(), False
-        if not all(t.state.done for t in entry.targets) and now >= entry.deadline:
-            _expire(entry)
+        if not all(t.state.done for t in entry.targets) and repo.clock() >= entry.deadline:
+            _expire(entry)                       # the clock after the reads: their retries take time
         _settle(repo, state, entry)
         if entry.state == "healthy" and entry.images_changed and entry.promoted is None and promote is not None:
             entry.promoted = promote(repo, state, entry) or "—"
@@ -430,16 +431,17 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
     save_state(repo, state)
     if state.done:
         return None
-    return _next_delay(state, now, POLL_DELAYS[min(state.polls, len(POLL_DELAYS) - 1)])
+    return _next_delay(state, repo.clock(), POLL_DELAYS[min(state.polls, len(POLL_DELAYS) - 1)])
 
 
 def _expire(entry: EnvDeploy) -> None:
     """The environment's deadline passed: each target not done fails with what it was waiting on."""
-    minutes = max(1, round((entry.deadline - entry.started) / 60))
+    span = entry.deadline - entry.started
+    took = f"{max(1, round(span / 60))} min" if span >= 60 else f"{max(1, round(span))} s"
     for td in entry.targets:
         if not td.state.done:
             what = "not started" if td.ticket is None else "not healthy"
-            td.progress = Progress("failed", f"{what} after {minutes} min: {td.state.reason}",
+            td.progress = Progress("failed", f"{what} after {took}: {td.state.reason}",
                                    td.state.ready, td.state.total).to_json()
 
 

@@ -12,6 +12,7 @@ error while starting or polling ends the Deployment as `error` — never `in_pro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -305,24 +306,65 @@ def test_a_cluster_without_flux_kustomizations_ends_the_deployment(world_on: Cal
     assert [r for r in w.kube.patches() if "fluxcd.io" in r.path] == []
 
 
-def test_an_api_failing_while_starting_ends_the_deployment_as_error(world: Callable[..., World]) -> None:
-    w = world(sync=ARGO)
+def test_an_api_failing_while_starting_ends_the_deployment_as_error_at_its_deadline(
+        world: Callable[..., World]) -> None:
+    w = world(sync=ARGO, deploy_timeout=2.0)
     w.seed_argo()
     number = w.change("api-down", {DEV: overlay("1414141")})
-    w.kube.fail("Application", times=1000, code=503)          # every answer 503, after retries too
+    w.kube.fail("Application", times=100000, code=503)        # every answer 503, after retries too
     w.merge(number)
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "error"]]      # one Deployment, ended
     deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
     assert "still failing after retries" in deployment.statuses[-1].description
+    assert deployment.statuses[-1].created_at - deployment.created_at < 2.0 + 10   # its deadline + one try
     comment = w.deploy_comment(number)
-    assert "❌ failed" in comment and "still failing after retries" in comment
-    assert "the sync was not started; /prbot sync dev tries again" in comment
+    assert "❌ failed" in comment and "not started after 2 s" in comment
+    assert "still failing after retries" in comment and "the sync is not started yet (trying again)" in comment
     assert w.kube.patches("Application") == []
 
 
+def test_a_cluster_back_before_the_deadline_gets_the_one_deployment_synced(world: Callable[..., World]) -> None:
+    """Unreachable at the merge for longer than the client's retries: the polls start the sync again
+    under the same Deployment once the cluster is back."""
+    from service_support import wait_for
+
+    w = world(sync=ARGO, deploy_timeout=120.0)
+    w.seed_argo()
+    number = w.change("api-back", {DEV: overlay("1616161")})
+    w.kube.fail("Application", times=100000, code=503)
+    w.fake.merge(REPO, number, user="alice")
+    w.bot.deliver_events(settle=False)
+    wait_for(lambda: any("not started yet (trying again)" in c.body for c in w.fake.comments(REPO, number)),
+             what="the start failing")
+    w.kube.fail("Application", times=0)                         # the cluster is back
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]
+    assert len(w.kube.patches("Application")) == 1
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
+def test_a_deploy_whose_deployment_answer_was_lost_adopts_it(world: Callable[..., World]) -> None:
+    """GitHub created the Deployment but its answer never came (the job raised, as after a kill -9
+    at that moment): the replay adopts that Deployment; a redelivered merge adds none either."""
+    w = world(sync=ARGO)
+    w.seed_argo()
+    number = w.change("lost", {DEV: overlay("1717171")})
+    w.fake.drop_connections(method="POST", path=r"/deployments$", after=True)
+    w.fake.merge(REPO, number, user="alice")
+    merged = w.bot.deliver_events()
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]   # one Deployment, ended
+    for hook in merged:                                         # GitHub redelivers the merge
+        w.bot.deliver(hook)
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]
+    assert len(w.kube.patches("Application")) == 1
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
 def test_an_api_failing_while_polling_ends_the_deployment_at_its_deadline(world: Callable[..., World]) -> None:
-    w = world(sync=ARGO, deploy_timeout=1.0)
+    w = world(sync=ARGO, deploy_timeout=2.0)
     w.seed_argo()
     w.kube.script("Application", "app-dev", outcome="healthy", steps=40)
     number = w.change("api-flaky", {DEV: overlay("1515151")})
@@ -331,12 +373,38 @@ def test_an_api_failing_while_polling_ends_the_deployment_at_its_deadline(world:
     from service_support import wait_for
 
     wait_for(lambda: len(w.kube.patches("Application")) == 1, what="the sync asked")
-    w.kube.fail("Application", times=1000, code=503)           # the API goes down under the polls
+    w.kube.fail("Application", times=100000, code=503)         # the API goes down under the polls
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "error"]]
+    deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
+    assert deployment.statuses[-1].created_at - deployment.created_at < 2.0 + 10   # its deadline + one try
     comment = w.deploy_comment(number)
-    assert "❌ failed" in comment and "not healthy after 1 min" in comment
+    assert "❌ failed" in comment and "not healthy after 2 s" in comment
     assert "still failing after retries" in comment and "(trying again)" in comment
+
+
+def test_github_failing_at_the_deadline_still_ends_the_deployment(world: Callable[..., World]) -> None:
+    """The cluster away under every poll and GitHub answering 502 to the Deployment's end for longer
+    than the queue retries a job: the poll job is polled again rather than dropped, and the
+    Deployment ends once GitHub answers."""
+    from service_support import wait_for
+
+    w = world(sync=ARGO, deploy_timeout=2.0)
+    w.seed_argo()
+    w.kube.script("Application", "app-dev", outcome="healthy", steps=40)
+    number = w.change("gh-down", {DEV: overlay("1818181")})
+    w.fake.merge(REPO, number, user="alice")
+    w.bot.deliver_events(settle=False)
+    wait_for(lambda: w.statuses("dev") == [["in_progress"]], what="the deployment in progress")
+    w.kube.fail("Application", times=100000, code=503)
+    refusals = w.bot.settings.max_attempts + 2                  # more than the queue's retries of one job
+    w.fake.fail(502, times=refusals, method="POST", path=r"/deployments/\d+/statuses$")
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "error"]]
+    posted = [r.status for r in w.fake.requests
+              if r.method == "POST" and re.search(r"/deployments/\d+/statuses$", r.path)]
+    assert posted == [201] + [502] * refusals + [201]           # in_progress; the end refused, then written
+    assert "not healthy after 2 s" in w.deploy_comment(number)
 
 
 # --------------------------------------------------------------------------------------------
