@@ -423,6 +423,7 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
             td.ticket, td.progress, td.error = ticket, progress.to_json(), False
         if not all(t.state.done for t in entry.targets) and repo.clock() >= entry.deadline:
             _expire(entry)                       # the clock after the reads: their retries take time
+        save_state(repo, state)                  # what was read: a failing end is retried without reading again
         _settle(repo, state, entry)
         if entry.state == "healthy" and entry.images_changed and entry.promoted is None and promote is not None:
             entry.promoted = promote(repo, state, entry) or "—"
