@@ -6,8 +6,12 @@ healthy → Deployment `success`, the result comment, the promotion PR naming it
 sync promotes nothing; a locked environment holds the sync until unlock + `/prbot sync`;
 `deployers` refuse writers outside them; rollback and preview PR flows; a worker restarted while
 waiting for health picks the wait up again.  A deploy always ends: kinds are asked at the versions
-the cluster serves (Flux 2.0–2.2), a kind not served fails the environment with the reason, and an
-error while starting or polling ends the Deployment as `error` — never `in_progress` forever.
+the cluster serves (Flux 2.0–2.2), a kind not served fails the environment with the reason, and the
+cluster away while starting or polling keeps trying under the one Deployment until the deadline
+(from the merge) ends it as `error` — never `in_progress` forever.  One Deployment per environment
+and merge whatever dies when: an answer lost after the Deployment was created, a redelivered merge,
+a `prbot worker` process killed -9 mid-start, GitHub refusing the end for longer than the queue
+retries a job.
 """
 
 from __future__ import annotations
@@ -512,4 +516,65 @@ def test_worker_restarted_while_waiting_for_health_resumes(world: Callable[..., 
     w.bot.worker.start()
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "success"]]
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker process killed mid-deploy
+# --------------------------------------------------------------------------------------------
+
+WORKER_PROCESS = """
+import sys
+import prbot.service.handlers
+from prbot.service.logs import setup_logging
+from prbot.service.settings import Settings
+from prbot.service.worker import Worker
+setup_logging(sys.stderr)
+Worker(Settings.from_env(lease_seconds=2.0, heartbeat_seconds=0.25, poll_max_delay=0.05,
+                         retry_base=0.05, retry_max=0.5)).run()
+"""
+
+
+def test_a_worker_killed_while_the_deploy_starts_leaves_one_deployment(world: Callable[..., World]) -> None:
+    """kill -9 of the `prbot worker` process while the deploy starts (its Deployment created, GitHub
+    refusing its `in_progress`): the worker that takes the job over adds no Deployment and ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from service_support import WEBHOOK_SECRET, wait_for
+    from support import PROJECT
+
+    w = world(sync=ARGO)
+    w.seed_argo()
+    w.bot.worker.stop(graceful=True, timeout=10)               # only the process below works for now
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PRBOT_"))}
+    env.update({"GITHUB_APP_ID": str(w.fake.app_id), "GITHUB_PRIVATE_KEY": w.fake.private_key,
+                "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET, "GITHUB_API_URL": w.fake.api_url,
+                "PRBOT_DATA_DIR": str(w.bot.settings.data_dir), "PRBOT_CLUSTERS": str(w.clusters),
+                "PRBOT_DEPLOY_POLL": "0", "PRBOT_DEPLOY_TIMEOUT": "120"})
+    log = w.tmp / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_PROCESS], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=PROJECT)
+    try:
+        number = w.change("killed", {DEV: overlay("1919191")})  # planned by the process
+        w.fake.fail(502, times=40, method="POST", path=r"/deployments/\d+/statuses$")
+        w.fake.merge(REPO, number, user="alice")
+        w.bot.deliver_events(settle=False)
+        wait_for(lambda: sum(1 for r in w.fake.requests if r.status == 502) >= 3, timeout=60,
+                 what="the deploy under way in the process")
+        assert len(w.fake.deployments(REPO)) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    w.bot.worker = Worker(w.bot.settings, threads=1)           # another worker takes the job over
+    w.bot.worker.start()
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]], log.read_text()[-3000:]
+    assert len(w.kube.patches("Application")) == 1
     assert "✅ healthy" in w.deploy_comment(number)
