@@ -426,6 +426,7 @@ def poll_deploy(repo: Repo, deployer: Deployer, sha: str, *,
         save_state(repo, state)                  # what was read: a failing end is retried without reading again
         _settle(repo, state, entry)
         if entry.state == "healthy" and entry.images_changed and entry.promoted is None and promote is not None:
+            save_state(repo, state)              # the end is written: a failing promotion does not write it again
             entry.promoted = promote(repo, state, entry) or "—"
         save_state(repo, state)
     _report(repo, state)
