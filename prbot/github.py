@@ -617,13 +617,15 @@ class GitHubForge:
         with self._translating(f"set deployment {deployment_id} to {state}"):
             self._request("POST", f"deployments/{deployment_id}/statuses", body=body)
 
-    def list_deployments(self, *, environment: str, limit: int = 30) -> list[Deployment]:
-        """The newest `limit` deployments to `environment`, newest first, each with its latest status
-        (one request for the list, one per deployment for its status)."""
+    def list_deployments(self, *, environment: str, limit: int = 30, sha: str | None = None) -> list[Deployment]:
+        """The newest `limit` deployments to `environment` (of commit `sha`, if given), newest first,
+        each with its latest status (one request for the list, one per deployment for its status)."""
         found = []
+        parameters: dict[str, Any] = {"environment": environment, "per_page": max(1, min(limit, 100))}
+        if sha:
+            parameters["sha"] = sha
         with self._translating(f"list the deployments to {environment}"):
-            data = self._request("GET", "deployments", parameters={"environment": environment,
-                                                                    "per_page": max(1, min(limit, 100))})
+            data = self._request("GET", "deployments", parameters=parameters)
             for item in data[:limit]:
                 statuses = self._request("GET", f"deployments/{item['id']}/statuses", parameters={"per_page": 1})
                 found.append(self._deployment(item, statuses[0]["state"] if statuses else None))

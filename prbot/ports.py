@@ -177,8 +177,9 @@ class Forge(Protocol):
                               state: Literal["queued", "in_progress", "success", "failure", "error", "inactive"],
                               description: str, environment_url: str | None = None,
                               log_url: str | None = None) -> None: ...
-    def list_deployments(self, *, environment: str, limit: int = 30) -> list[Deployment]:
-        """The newest `limit`, newest first, each with its latest status in `state`."""
+    def list_deployments(self, *, environment: str, limit: int = 30, sha: str | None = None) -> list[Deployment]:
+        """The newest `limit` (only those of commit `sha`, if given), newest first, each with its
+        latest status in `state`."""
         ...
 
 

@@ -380,8 +380,9 @@ class MemoryForge:
         self.statuses.setdefault(deployment_id, []).append((state, description))
         self._tell(f"deployment {deployment_id} to {dep.environment}: {state} — {description}")
 
-    def list_deployments(self, *, environment: str, limit: int = 30) -> list[Deployment]:
-        return sorted((d for d in self.deployments.values() if d.environment == environment),
+    def list_deployments(self, *, environment: str, limit: int = 30, sha: str | None = None) -> list[Deployment]:
+        return sorted((d for d in self.deployments.values()
+                       if d.environment == environment and (sha is None or d.sha == sha)),
                       key=lambda d: d.id, reverse=True)[:limit]
 
 

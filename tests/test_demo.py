@@ -162,6 +162,8 @@ def test_deployments_are_listed_newest_first_with_their_latest_status(work: Path
     listed = forge.list_deployments(environment="dev")
     assert [(d.id, d.state, d.sha) for d in listed] == [(second.id, None, main), (first.id, "success", main)]
     assert forge.list_deployments(environment="dev", limit=1) == listed[:1]
+    assert forge.list_deployments(environment="dev", sha=main) == listed
+    assert forge.list_deployments(environment="dev", sha="0" * 40) == []
     with pytest.raises(ForgeError):
         forge.create_deployment(ref="no-such-ref", environment="dev", description="", payload={})
 

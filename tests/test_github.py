@@ -376,6 +376,8 @@ def test_deployments_with_their_latest_status(fake: FakeGitHub, forge: GitHubFor
     got = forge.list_deployments(environment="dev")
     assert [(d.id, d.state) for d in got] == [(second.id, "success"), (first.id, "inactive")]
     assert [d.id for d in forge.list_deployments(environment="dev", limit=1)] == [second.id]
+    assert [d.id for d in forge.list_deployments(environment="dev", sha=main)] == [second.id, first.id]
+    assert forge.list_deployments(environment="dev", sha="0" * 40) == []
     stored = fake.deployments(REPO)[0]
     assert len(stored.description or "") == 140 and stored.statuses[1].environment_url == "https://dev.example.com"
 

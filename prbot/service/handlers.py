@@ -525,28 +525,39 @@ def _float(raw: str | None) -> float:
 
 @register("deploy")
 def deploy(rt: Runtime, job: Job) -> None:
-    """A PR was merged: start its deployment, then poll."""
+    """A PR was merged: record the deploy's intent, start it, then poll.  Replayed (its worker died,
+    or it raised), it carries on from the record: the poll it queues starts what is not started."""
     assert job.repo is not None
     installation = _int(job.payload, "installation")
     repo = repo_context(rt, installation, job.repo)
     if repo.deployer is None:
         log.info("merge of %s#%s: no clusters configured, nothing to deploy", job.repo, job.payload.get("number"))
         return
-    state = flows.deploy_merged(repo, repo.deployer, _int(job.payload, "number"))
+    state = flows.deploy_merged(repo, repo.deployer, _int(job.payload, "number"), merged_at=job.enqueued_at)
     if state is not None and not state.done:
         _enqueue_poll(rt, installation, job.repo, state.sha, flows.deploy.POLL_DELAYS[0], state.pr)
 
 
 @register("deploy_poll")
 def deploy_poll(rt: Runtime, job: Job) -> None:
-    """One read of a deployment in flight; re-enqueued with a delay until it is done."""
+    """One read of a deployment in flight; re-enqueued with a delay until it is done.  A poll that
+    raises (GitHub, the cluster or the store away) is re-enqueued too, never dropped: the deploy's
+    deadline must still end its Deployments."""
     assert job.repo is not None
     installation = _int(job.payload, "installation")
     sha = str(job.payload.get("sha", ""))
-    repo = repo_context(rt, installation, job.repo)
-    if repo.deployer is None:
-        return
-    delay = flows.poll_deploy(repo, repo.deployer, sha)
+    try:
+        repo = repo_context(rt, installation, job.repo)
+        if repo.deployer is None:
+            return
+        delay = flows.poll_deploy(repo, repo.deployer, sha)
+    except Exception as exc:
+        retry = flows.deploy.retry_poll_delay(rt.store, job.repo, sha, time.time())
+        if retry is None:
+            raise
+        log.warning("polling the deploy of %s at %s failed (%s); polling again in %.0fs", job.repo, sha[:7],
+                    type(exc).__name__, retry)
+        delay = retry
     if delay is not None:
         _enqueue_poll(rt, installation, job.repo, sha, delay, job.pr)
 

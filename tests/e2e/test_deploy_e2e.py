@@ -6,12 +6,17 @@ healthy → Deployment `success`, the result comment, the promotion PR naming it
 sync promotes nothing; a locked environment holds the sync until unlock + `/prbot sync`;
 `deployers` refuse writers outside them; rollback and preview PR flows; a worker restarted while
 waiting for health picks the wait up again.  A deploy always ends: kinds are asked at the versions
-the cluster serves (Flux 2.0–2.2), a kind not served fails the environment with the reason, and an
-error while starting or polling ends the Deployment as `error` — never `in_progress` forever.
+the cluster serves (Flux 2.0–2.2), a kind not served fails the environment with the reason, and the
+cluster away while starting or polling keeps trying under the one Deployment until the deadline
+(from the merge) ends it as `error` — never `in_progress` forever.  One Deployment per environment
+and merge whatever dies when: an answer lost after the Deployment was created, a redelivered merge,
+a `prbot worker` process killed -9 mid-start, GitHub refusing the end for longer than the queue
+retries a job.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -305,24 +310,65 @@ def test_a_cluster_without_flux_kustomizations_ends_the_deployment(world_on: Cal
     assert [r for r in w.kube.patches() if "fluxcd.io" in r.path] == []
 
 
-def test_an_api_failing_while_starting_ends_the_deployment_as_error(world: Callable[..., World]) -> None:
-    w = world(sync=ARGO)
+def test_an_api_failing_while_starting_ends_the_deployment_as_error_at_its_deadline(
+        world: Callable[..., World]) -> None:
+    w = world(sync=ARGO, deploy_timeout=2.0)
     w.seed_argo()
     number = w.change("api-down", {DEV: overlay("1414141")})
-    w.kube.fail("Application", times=1000, code=503)          # every answer 503, after retries too
+    w.kube.fail("Application", times=100000, code=503)        # every answer 503, after retries too
     w.merge(number)
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "error"]]      # one Deployment, ended
     deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
     assert "still failing after retries" in deployment.statuses[-1].description
+    assert deployment.statuses[-1].created_at - deployment.created_at < 2.0 + 10   # its deadline + one try
     comment = w.deploy_comment(number)
-    assert "❌ failed" in comment and "still failing after retries" in comment
-    assert "the sync was not started; /prbot sync dev tries again" in comment
+    assert "❌ failed" in comment and "not started after 2 s" in comment
+    assert "still failing after retries" in comment and "the sync is not started yet (trying again)" in comment
     assert w.kube.patches("Application") == []
 
 
+def test_a_cluster_back_before_the_deadline_gets_the_one_deployment_synced(world: Callable[..., World]) -> None:
+    """Unreachable at the merge for longer than the client's retries: the polls start the sync again
+    under the same Deployment once the cluster is back."""
+    from service_support import wait_for
+
+    w = world(sync=ARGO, deploy_timeout=120.0)
+    w.seed_argo()
+    number = w.change("api-back", {DEV: overlay("1616161")})
+    w.kube.fail("Application", times=100000, code=503)
+    w.fake.merge(REPO, number, user="alice")
+    w.bot.deliver_events(settle=False)
+    wait_for(lambda: any("not started yet (trying again)" in c.body for c in w.fake.comments(REPO, number)),
+             what="the start failing")
+    w.kube.fail("Application", times=0)                         # the cluster is back
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]
+    assert len(w.kube.patches("Application")) == 1
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
+def test_a_deploy_whose_deployment_answer_was_lost_adopts_it(world: Callable[..., World]) -> None:
+    """GitHub created the Deployment but its answer never came (the job raised, as after a kill -9
+    at that moment): the replay adopts that Deployment; a redelivered merge adds none either."""
+    w = world(sync=ARGO)
+    w.seed_argo()
+    number = w.change("lost", {DEV: overlay("1717171")})
+    w.fake.drop_connections(method="POST", path=r"/deployments$", after=True)
+    w.fake.merge(REPO, number, user="alice")
+    merged = w.bot.deliver_events()
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]   # one Deployment, ended
+    for hook in merged:                                         # GitHub redelivers the merge
+        w.bot.deliver(hook)
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]]
+    assert len(w.kube.patches("Application")) == 1
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
 def test_an_api_failing_while_polling_ends_the_deployment_at_its_deadline(world: Callable[..., World]) -> None:
-    w = world(sync=ARGO, deploy_timeout=1.0)
+    w = world(sync=ARGO, deploy_timeout=2.0)
     w.seed_argo()
     w.kube.script("Application", "app-dev", outcome="healthy", steps=40)
     number = w.change("api-flaky", {DEV: overlay("1515151")})
@@ -331,12 +377,38 @@ def test_an_api_failing_while_polling_ends_the_deployment_at_its_deadline(world:
     from service_support import wait_for
 
     wait_for(lambda: len(w.kube.patches("Application")) == 1, what="the sync asked")
-    w.kube.fail("Application", times=1000, code=503)           # the API goes down under the polls
+    w.kube.fail("Application", times=100000, code=503)         # the API goes down under the polls
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "error"]]
+    deployment = next(d for d in w.fake.deployments(REPO) if d.environment == "dev")
+    assert deployment.statuses[-1].created_at - deployment.created_at < 2.0 + 10   # its deadline + one try
     comment = w.deploy_comment(number)
-    assert "❌ failed" in comment and "not healthy after 1 min" in comment
+    assert "❌ failed" in comment and "not healthy after 2 s" in comment
     assert "still failing after retries" in comment and "(trying again)" in comment
+
+
+def test_github_failing_at_the_deadline_still_ends_the_deployment(world: Callable[..., World]) -> None:
+    """The cluster away under every poll and GitHub answering 502 to the Deployment's end for longer
+    than the queue retries a job: the poll job is polled again rather than dropped, and the
+    Deployment ends once GitHub answers."""
+    from service_support import wait_for
+
+    w = world(sync=ARGO, deploy_timeout=2.0)
+    w.seed_argo()
+    w.kube.script("Application", "app-dev", outcome="healthy", steps=40)
+    number = w.change("gh-down", {DEV: overlay("1818181")})
+    w.fake.merge(REPO, number, user="alice")
+    w.bot.deliver_events(settle=False)
+    wait_for(lambda: w.statuses("dev") == [["in_progress"]], what="the deployment in progress")
+    w.kube.fail("Application", times=100000, code=503)
+    refusals = w.bot.settings.max_attempts + 2                  # more than the queue's retries of one job
+    w.fake.fail(502, times=refusals, method="POST", path=r"/deployments/\d+/statuses$")
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "error"]]
+    posted = [r.status for r in w.fake.requests
+              if r.method == "POST" and re.search(r"/deployments/\d+/statuses$", r.path)]
+    assert posted == [201] + [502] * refusals + [201]           # in_progress; the end refused, then written
+    assert "not healthy after 2 s" in w.deploy_comment(number)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,4 +516,65 @@ def test_worker_restarted_while_waiting_for_health_resumes(world: Callable[..., 
     w.bot.worker.start()
     w.bot.settle()
     assert w.statuses("dev") == [["in_progress", "success"]]
+    assert "✅ healthy" in w.deploy_comment(number)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker process killed mid-deploy
+# --------------------------------------------------------------------------------------------
+
+WORKER_PROCESS = """
+import sys
+import prbot.service.handlers
+from prbot.service.logs import setup_logging
+from prbot.service.settings import Settings
+from prbot.service.worker import Worker
+setup_logging(sys.stderr)
+Worker(Settings.from_env(lease_seconds=2.0, heartbeat_seconds=0.25, poll_max_delay=0.05,
+                         retry_base=0.05, retry_max=0.5)).run()
+"""
+
+
+def test_a_worker_killed_while_the_deploy_starts_leaves_one_deployment(world: Callable[..., World]) -> None:
+    """kill -9 of the `prbot worker` process while the deploy starts (its Deployment created, GitHub
+    refusing its `in_progress`): the worker that takes the job over adds no Deployment and ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from service_support import WEBHOOK_SECRET, wait_for
+    from support import PROJECT
+
+    w = world(sync=ARGO)
+    w.seed_argo()
+    w.bot.worker.stop(graceful=True, timeout=10)               # only the process below works for now
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PRBOT_"))}
+    env.update({"GITHUB_APP_ID": str(w.fake.app_id), "GITHUB_PRIVATE_KEY": w.fake.private_key,
+                "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET, "GITHUB_API_URL": w.fake.api_url,
+                "PRBOT_DATA_DIR": str(w.bot.settings.data_dir), "PRBOT_CLUSTERS": str(w.clusters),
+                "PRBOT_DEPLOY_POLL": "0", "PRBOT_DEPLOY_TIMEOUT": "120"})
+    log = w.tmp / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_PROCESS], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=PROJECT)
+    try:
+        number = w.change("killed", {DEV: overlay("1919191")})  # planned by the process
+        w.fake.fail(502, times=40, method="POST", path=r"/deployments/\d+/statuses$")
+        w.fake.merge(REPO, number, user="alice")
+        w.bot.deliver_events(settle=False)
+        wait_for(lambda: sum(1 for r in w.fake.requests if r.status == 502) >= 3, timeout=60,
+                 what="the deploy under way in the process")
+        assert len(w.fake.deployments(REPO)) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    w.bot.worker = Worker(w.bot.settings, threads=1)           # another worker takes the job over
+    w.bot.worker.start()
+    w.bot.settle()
+    assert w.statuses("dev") == [["in_progress", "success"]], log.read_text()[-3000:]
+    assert len(w.kube.patches("Application")) == 1
     assert "✅ healthy" in w.deploy_comment(number)

@@ -98,3 +98,24 @@ def test_an_open_pr_or_a_change_outside_the_targets_deploys_nothing(gitops: GitO
     gitops.merge(docs.number)
     assert flows.deploy_merged(gitops.repo, gitops.clusters, docs.number) is None
     assert gitops.forge.deployments == {} and gitops.bot_comments(docs.number) == []
+
+
+def test_a_deploy_replayed_after_its_deployment_was_created_adopts_it(gitops: GitOps) -> None:
+    """The worker died right after GitHub created the Deployment, before the record said so: the
+    replay finds the Deployment carrying the deploy's intent id instead of creating another."""
+    number, sha = merged_change(gitops)
+    state = flows.deploy_merged(gitops.repo, gitops.clusters, number)
+    assert state is not None and state.intent
+    [deployment] = gitops.forge.deployments.values()
+    assert deployment.payload["intent"] == state.intent
+    for entry in state.envs:                                    # the record as it was before the create
+        entry.deployment, entry.announced, entry.state = None, False, "waiting"
+        entry.targets = [flows.deploy.TargetDeploy(app=t.app) for t in entry.targets]
+    flows.deploy.save_state(gitops.repo, state)
+    assert flows.deploy_merged(gitops.repo, gitops.clusters, number) is not None    # the job replayed
+    follow(gitops, sha)
+    assert list(gitops.forge.deployments) == [deployment.id]
+    assert [s for s, _ in gitops.forge.statuses[deployment.id]] == ["in_progress", "success"]   # not announced twice
+    final = flows.load_state(gitops.repo, sha)
+    assert final is not None and [(e.env, e.state, e.deployment) for e in final.envs] == [
+        ("staging", "healthy", deployment.id)]
