@@ -167,6 +167,32 @@ def _refuse_large(what: str, size: int, before: int) -> None:
                        f"more than {limits.describe('tree_size')}")
 
 
+def snapshot_worktree(repo: Path, *, untracked: bool = False) -> tuple[str, bool]:
+    """(a commit holding the working tree as a plan may read it, whether it differs from HEAD).
+
+    The tracked files with their content on disk (deleted ones left out) and, with `untracked`, the
+    untracked files ``.gitignore`` does not exclude, are added to a private copy of the index and
+    written as a commit object (as ``git stash create`` does): no ref, index, HEAD or working-tree
+    file of the user changes, and the commit is unreachable (git's gc drops it).  Nothing of
+    ``.git`` and no ignored file is in it; a symbolic link is a link, and a tracked path reached
+    through a linked directory is gone (git does not follow links).  A plan then reads the working
+    tree exactly as it reads a commit: sparsely, from git's tree."""
+    top = _git(repo, "rev-parse", "--show-toplevel").stdout.decode(errors="surrogateescape").strip()
+    index_path = _git(repo, "rev-parse", "--git-path", "index").stdout.decode(errors="surrogateescape").strip()
+    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1)).stdout.decode().strip()
+    with _private_index(Path(repo) / index_path) as env:
+        _git(Path(top), "add", "--all" if untracked else "--update", "--ignore-errors", "--", ":/",
+             env=env, ok=(0, 1), options=("-c", "core.splitIndex=false"))
+        tree = _git(Path(top), "write-tree", env=env).stdout.decode().strip()
+    ident = {"GIT_AUTHOR_NAME": "prbot", "GIT_AUTHOR_EMAIL": "prbot@localhost", "GIT_COMMITTER_NAME": "prbot",
+             "GIT_COMMITTER_EMAIL": "prbot@localhost", "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z",
+             "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z"}
+    parent = ("-p", head) if head else ()
+    commit = _git(Path(top), "commit-tree", tree, *parent, "-m", "prbot: the working tree", env=ident).stdout
+    dirty = not head or _git(repo, "rev-parse", f"{head}^{{tree}}").stdout.decode().strip() != tree
+    return commit.decode().strip(), dirty
+
+
 @contextmanager
 def worktree_export(repo: Path, *, untracked: bool = False) -> Iterator[Path]:
     """The working tree as a plan may read it, in a temporary directory: the files git tracks, with

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support import EXAMPLE, commit_all, git, init_repo, write
 
+from prbot import gitrepo
 from prbot.cli import main
 from prbot.config import Config, load_config_file
 from prbot.errors import PrbotError
@@ -693,8 +694,10 @@ def _mutate(repo: Path, rnd: random.Random, n: int) -> None:
 def _summary(repo: Path, config: Config, base: str, head: str | None, sparse: bool) -> object:
     try:
         with contextlib.ExitStack() as stack:
-            dirty, (b, h, affected) = _sides(stack, repo, config, base, head, None, sparse)
-            return dirty, sorted((k, b.targets.get(k), h.targets.get(k), b.keys.get(k), h.keys.get(k),
+            if head is None:                      # the working tree, as make_plan reads it
+                head, dirty = gitrepo.snapshot_worktree(repo, untracked=True)
+            b, h, affected = _sides(stack, repo, config, base, head, None, sparse)
+            return sorted((k, b.targets.get(k), h.targets.get(k), b.keys.get(k), h.keys.get(k),
                                   b.closure_errors.get(k), h.closure_errors.get(k)) for k in affected)
     except PrbotError as exc:
         return str(exc)

@@ -60,33 +60,32 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     for env in envs or ():
         config.env(env)                       # unknown environment -> PrbotError
     base_sha = gitrepo.resolve(repo, base)
-    head_rev = gitrepo.resolve(repo, head) if head else None
-    head_sha = head_rev or gitrepo.resolve(repo, "HEAD")
+    if head:
+        head_rev = head_sha = gitrepo.resolve(repo, head)
+    else:                                     # the working tree, read as a commit of what git tracks
+        head_rev, dirty = gitrepo.snapshot_worktree(repo, untracked=untracked)
+        head_sha = gitrepo.resolve(repo, "HEAD") + ("-dirty" if dirty else "")
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
     deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
     with contextlib.ExitStack() as stack:
-        dirty, sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse, untracked)
-        return _finish(config, base_sha, head_sha + dirty, *sides, pool=pool, dry_runner=dry_runner,
+        sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
+        return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
                        deadline=deadline)
 
 
-def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str | None,
-           envs: Sequence[str] | None, sparse: bool,
-           untracked: bool = False) -> tuple[str, tuple[PlanSide, PlanSide, list[Key]]]:
-    """("-dirty" or "", (base side, head side, affected keys)); the trees stay until `stack` closes."""
+def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str,
+           envs: Sequence[str] | None, sparse: bool) -> tuple[PlanSide, PlanSide, list[Key]]:
+    """(base side, head side, affected keys); the trees stay until `stack` closes."""
     git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
     # git works on its own while this thread looks at the head tree
-    if head_rev is None:
-        worktree_job = git_jobs.submit(gitrepo.worktree_changes, repo, base_sha)
-    else:
-        changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
-        if sparse:
-            got = sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
-            if got is not None:
-                return "", got
+    changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+    if sparse:
+        got = sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
+        if got is not None:
+            return got
     btree = stack.enter_context(gitrepo.partial_tree(repo, base_sha))
-    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev, untracked=untracked))
+    hroot = stack.enter_context(gitrepo.materialize(repo, head_rev))
     _refuse_unmatched(stack, repo, config, hroot, base_sha)
     closures = ClosureCache()
     probe = TreeProbe(hroot)
@@ -98,26 +97,19 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
         for target in h_all.values():
             if target.renderer == "kustomize":
                 probe.prefetch(target.path)
-    dirty = ""
-    uncertain: set[str] | None = set()
-    if head_rev is None:
-        worktree = worktree_job.result()
-        changed, uncertain = worktree.changed, worktree.uncertain
-        dirty = "-dirty" if worktree.dirty else ""
-    else:
-        changed = changed_job.result()
-    if (sparse and h_all is not None and CONFIG_FILE not in changed and uncertain is not None
+    changed = changed_job.result()
+    if (sparse and h_all is not None and CONFIG_FILE not in changed
             and not any(posixpath.basename(p) == ".gitattributes" for p in changed)
             and not probe.discovery_meets_links(spec.path for spec in config.apps)):
-        sides = sparse_sides(btree, config, envs, hroot, h_all, changed, changed | uncertain, closures, probe)
+        sides = sparse_sides(btree, config, envs, hroot, h_all, changed, changed, closures, probe)
         if sides is not None:
-            return dirty, sides
+            return sides
     log.debug("full plan: both revisions exported in full")
     broot = stack.enter_context(gitrepo.materialize(repo, base_sha))
     b, h = full_sides(broot, hroot, config, envs, closures)
     affected = [k for k in order(b, h)
                 if CONFIG_FILE in changed or b.keys.get(k) != h.keys.get(k) or k in h.closure_errors]
-    return dirty, (b, h, affected)
+    return b, h, affected
 
 
 def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, hroot: Path, base_sha: str) -> None:
