@@ -433,7 +433,7 @@ def confine(objects: Iterable[Mapping[str, Any]], namespace: str, *, namespaced:
         what = f"{kind or '(no kind)'} {_str(meta.get('name')) or '(no name)'}"
         if api_version == "v1" and kind == "Namespace" and meta.get("name") == namespace:
             if own:
-                left.append((what, "the namespace is the caller's, not the rendered one"))
+                left.append((what, "the namespace itself is prbot's, not the rendered one"))
             else:
                 kept.append(_deep_copy(obj))
             own = True

@@ -167,7 +167,7 @@ def _left_out(left_out: Sequence[tuple[str, str]]) -> str:
     rows = [f"- {code(what)}: {md(reason, 200)}" for what, reason in left_out[:LEFT_OUT_SHOWN]]
     if len(left_out) > LEFT_OUT_SHOWN:
         rows.append(text("preview_left_out_more", count=str(len(left_out) - LEFT_OUT_SHOWN)))
-    return text("preview_left_out", count=str(len(left_out)), rows="\n".join(rows))
+    return "\n" + text("preview_left_out", count=str(len(left_out)), rows="\n".join(rows))
 
 
 def _link(url: str | None) -> str:
