@@ -13,7 +13,9 @@ restarted mid-wait picks it up again):
 apply (and prune) of the rendered objects.  When Argo CD is running another operation the ticket
 stays un-`requested` and `poll` asks again once it has finished (progress `waiting`).  For apply,
 objects whose CRD the same apply created but the API does not serve yet stay `pending` in the
-ticket and are applied by the next poll.
+ticket and are applied by the next poll.  An apply with the `confine` option (a preview) sends only
+what discovery says is namespaced, into the target's namespace (`prbot.cluster.sync.confine`); what
+it leaves out is in `Progress.left_out`, and it never re-discovers nor waits for a CRD.
 
 Kinds and versions: the Application, Kustomization, HelmRelease and Flux sources are asked at the
 version the cluster's discovery prefers (`ClusterClient.preferred`), never at a version written

@@ -414,6 +414,9 @@ def apply_requests(target: Target, objects: Iterable[Mapping[str, Any]], *,
     return [Request("apply", ObjectRef.of(o), o, why=f"apply {ObjectRef.of(o)}") for o in _ordered(out)]
 
 
+LEFT_OUT_WHAT = 160                 # characters of `<kind> <name>` kept for an object left out
+
+
 def confine(objects: Iterable[Mapping[str, Any]], namespace: str, *, namespaced: Callable[[str, str], bool],
             cluster: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """(kept, left out): the objects `namespaced(api_version, kind)` — the cluster's discovery,
@@ -430,7 +433,7 @@ def confine(objects: Iterable[Mapping[str, Any]], namespace: str, *, namespaced:
             continue
         api_version, kind = _str(obj.get("apiVersion")), _str(obj.get("kind"))
         meta = _map(obj.get("metadata"))
-        what = f"{kind or '(no kind)'} {_str(meta.get('name')) or '(no name)'}"
+        what = f"{kind or '(no kind)'} {_str(meta.get('name')) or '(no name)'}"[:LEFT_OUT_WHAT]
         if api_version == "v1" and kind == "Namespace" and meta.get("name") == namespace:
             if own:
                 left.append((what, "the namespace itself is prbot's, not the rendered one"))
