@@ -25,7 +25,8 @@ class Progress:
     request up), `syncing` (the controller applies the revision), `progressing` (applied; workloads
     rolling out), `healthy`, `failed`.  `reason`: one line for people.  `ready`/`total`: workloads
     ready out of those counted (0/0 when they cannot be counted).  `revision`: what the cluster
-    reports as applied, when it says.
+    reports as applied, when it says.  `left_out`: (object, reason) pairs a confined apply (a
+    preview) did not send — cluster-scoped or not served by the cluster.
     """
 
     state: State
@@ -33,6 +34,7 @@ class Progress:
     ready: int = 0
     total: int = 0
     revision: str | None = None
+    left_out: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -61,10 +63,15 @@ class Progress:
         return f"{self.state}: {self.reason}" + (f" ({counted})" if counted and counted not in self.reason else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "ready": self.ready, "total": self.total,
-                "revision": self.revision}
+        out: dict[str, Any] = {"state": self.state, "reason": self.reason, "ready": self.ready,
+                               "total": self.total, "revision": self.revision}
+        if self.left_out:
+            out["left_out"] = [list(pair) for pair in self.left_out]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Progress:
         return cls(state=data["state"], reason=str(data.get("reason", "")), ready=int(data.get("ready") or 0),
-                   total=int(data.get("total") or 0), revision=data.get("revision"))
+                   total=int(data.get("total") or 0), revision=data.get("revision"),
+                   left_out=tuple((str(p[0]), str(p[1])) for p in data.get("left_out") or []
+                                  if isinstance(p, (list, tuple)) and len(p) == 2))

@@ -42,7 +42,8 @@ from prbot.cluster.health import (
     rollout_progress,
     workload_state,
 )
-from prbot.cluster.sync import ObjectRef, argocd_sync, flux_sync, subject
+from prbot.cluster.names import check_api_version
+from prbot.cluster.sync import ObjectRef, argocd_sync, confine, flux_sync, subject
 from prbot.config import SyncSpec
 from prbot.errors import ForgeError, NotFound, NotServed, RenderError
 from prbot.model import Target
@@ -425,6 +426,22 @@ SERVED: Mapping[tuple[str, str], str] = {             # what the stand-in cluste
     ("source.toolkit.fluxcd.io", "OCIRepository"): "source.toolkit.fluxcd.io/v1beta2",
 }
 
+# The built-in kinds the stand-in clusters serve: (apiVersion, kind) -> namespaced.
+BUILTIN: Mapping[tuple[str, str], bool] = {
+    **{("v1", k): True for k in ("ConfigMap", "Secret", "Service", "ServiceAccount", "PersistentVolumeClaim", "Pod")},
+    **{("v1", k): False for k in ("Namespace", "Node", "PersistentVolume")},
+    **{("apps/v1", k): True for k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")},
+    **{("batch/v1", k): True for k in ("Job", "CronJob")},
+    ("networking.k8s.io/v1", "Ingress"): True, ("networking.k8s.io/v1", "NetworkPolicy"): True,
+    ("networking.k8s.io/v1", "IngressClass"): False,
+    ("rbac.authorization.k8s.io/v1", "Role"): True, ("rbac.authorization.k8s.io/v1", "RoleBinding"): True,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): False,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): False,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): False,
+    ("scheduling.k8s.io/v1", "PriorityClass"): False, ("storage.k8s.io/v1", "StorageClass"): False,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): True, ("policy/v1", "PodDisruptionBudget"): True,
+}
+
 
 @dataclass
 class StandinClusters:
@@ -434,13 +451,16 @@ class StandinClusters:
     `fail`: targets ("app/env") whose rollout never becomes ready.  `busy`: Argo CD is still
     running an automated sync of the previous commit when prbot asks for its sync, so prbot waits.
     `served`: the clusters' discovery, (API group, kind) -> apiVersion (default `SERVED`); prbot's
-    sync asks each kind at the version found there, and a kind missing is not served.
+    sync asks each kind at the version found there, and a kind missing is not served.  `kinds`:
+    the other kinds served, (apiVersion, kind) -> namespaced (default `BUILTIN`; add CRDs there).
+    A confined apply (a preview) sends only what these say is namespaced, as prbot's deployer does.
     """
 
     source: Path
     fail: frozenset[str] = frozenset()
     busy: bool = True
     served: Mapping[tuple[str, str], str] = field(default_factory=lambda: dict(SERVED))
+    kinds: Mapping[tuple[str, str], bool] = field(default_factory=lambda: dict(BUILTIN))
     live: dict[str, dict[str, Any]] = field(default_factory=dict)      # key -> object, per cluster
     _version: Iterator[int] = field(default_factory=lambda: itertools.count(100))
 
@@ -458,7 +478,10 @@ class StandinClusters:
             return ticket, Progress("failed", f"cluster {cluster} does not serve {e.kind} ({e.api_version}): is the "
                                               "controller that defines it installed? Nothing was synced")
         ticket["subject"] = ref.to_json() if ref else None
-        if spec.kind == "apply":
+        left_out: list[tuple[str, str]] = []
+        if spec.kind == "apply" and spec.options.get("confine") and target.namespace:
+            rendered, left_out = confine(objects, target.namespace, namespaced=self._namespaced, cluster=cluster)
+        elif spec.kind == "apply":
             rendered = [dict(o) for o in objects]
         else:
             try:
@@ -478,7 +501,7 @@ class StandinClusters:
         for key in ticket["workloads"]:
             self._roll_out(key, target.key in self.fail)                 # applied: a new generation
         ticket["requested"] = True
-        return ticket, Progress("syncing", f"applied {len(rendered)} objects")
+        return ticket, Progress("syncing", f"applied {len(rendered)} objects", left_out=tuple(left_out))
 
     def poll(self, ticket_in: Mapping[str, Any]) -> tuple[dict[str, Any], Progress]:
         ticket = copy.deepcopy(dict(ticket_in))
@@ -496,6 +519,16 @@ class StandinClusters:
 
     def _served_version(self, group: str, kind: str) -> str | None:
         return self.served.get((group, kind))
+
+    def _namespaced(self, api_version: str, kind: str) -> bool:
+        """What the stand-in's discovery says: namespaced or not; raises `NotServed`."""
+        check_api_version(api_version, kind)
+        if (api_version, kind) in self.kinds:
+            return self.kinds[(api_version, kind)]
+        group = api_version.rpartition("/")[0]
+        if group and self.served.get((group, kind)) == api_version:
+            return True                                  # the Argo CD and Flux kinds are namespaced
+        raise NotServed(api_version, kind)
 
     # -- rendering and workloads ------------------------------------------------------------------
     def _render(self, target: Target, sha: str) -> list[dict[str, Any]]:
@@ -769,4 +802,4 @@ class StandinClusters:
                                  "message": message}]
 
 
-__all__ = ["SERVED", "Listener", "MemoryForge", "MemoryStore", "StandinClusters"]
+__all__ = ["BUILTIN", "SERVED", "Listener", "MemoryForge", "MemoryStore", "StandinClusters"]

@@ -8,7 +8,9 @@ What it serves
   at other versions (the first preferred; `[]`: not installed at all), e.g. `FLUX_2_2` (Flux
   2.0–2.2: HelmRelease v2beta2/v2beta1, HelmChart and HelmRepository v1beta2/v1beta1 only).  A CRD
   created through the API is served at once (`establish_crds=False` holds new ones back until
-  `establish()`).
+  `establish()`).  A seeded `crd(..., namespaced=False)` serves a cluster-scoped custom kind
+  (`CLUSTER_SCOPED_CRDS`: ClusterSecretStore of external-secrets.io, GatewayClass of
+  gateway.networking.k8s.io).
 - Objects: GET and LIST (all namespaces or one; `labelSelector` with =, ==, !=, in, notin, exists,
   !exists), POST (create), PUT (replace), PATCH — server-side apply (`application/apply-patch+yaml`,
   field manager required, simplified field ownership: fields a manager stops applying are removed
@@ -133,6 +135,9 @@ BUILTIN: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
     ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
                  namespaced=False),
+    ResourceType("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
+    ResourceType("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", namespaced=False),
+    ResourceType("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False),
 )
 DEFAULT_RESOURCES = BUILTIN           # the name older tests used
 
@@ -162,6 +167,12 @@ OPERATOR_CRDS: tuple[dict[str, Any], ...] = tuple(crd(g, k, p, v) for g, k, p, v
 FLUX_2_2: dict[str, list[str]] = {          # Flux 2.0–2.2: no v1 HelmChart / HelmRepository, no v2 HelmRelease
     "HelmRelease": ["v2beta2", "v2beta1"], "HelmChart": ["v1beta2", "v1beta1"],
     "HelmRepository": ["v1beta2", "v1beta1"]}
+
+
+CLUSTER_SCOPED_CRDS: tuple[dict[str, Any], ...] = (       # CRDs of cluster-scoped kinds, as operators install them
+    crd("external-secrets.io", "ClusterSecretStore", "clustersecretstores", ("v1beta1",), namespaced=False),
+    crd("gateway.networking.k8s.io", "GatewayClass", "gatewayclasses", ("v1",), namespaced=False),
+)
 
 
 def operator_crds(versions: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakekube import FLUX_2_2, FakeKube
+from fakekube import CLUSTER_SCOPED_CRDS, FLUX_2_2, FakeKube
 from kubehelp import FAST, closed_port, configmap, deployment, namespace, widget, widget_crd
 
+from prbot.cluster.client import ClusterClient
 from prbot.cluster.clusters import ClusterRef, MissingCluster
 from prbot.cluster.deploy import Deployer, Ticket
 from prbot.cluster.sync import REFRESH_ANNOTATION, REQUESTED_AT_ANNOTATION, TARGET_LABEL
 from prbot.config import SyncSpec
-from prbot.errors import TransientError
+from prbot.errors import InvalidName, TransientError
 from prbot.model import Target
 from prbot.progress import Progress
 
@@ -365,6 +366,63 @@ def test_apply_prunes_what_is_no_longer_rendered(fake_kube: FakeKube, cluster: C
     deployer.start("dev", SHOP, APPLY, SHA, objects=[namespace("shop-dev")])
     assert fake_kube.objects("Deployment", namespace="shop-dev") == []
     assert fake_kube.live("v1", "ConfigMap", "shop-dev", "settings") is None
+
+
+PREVIEW = Target(app="pr-7", env="dev", path="", renderer="plain", namespace="pr-7")
+CONFINED = SyncSpec("apply", {"prune": True, "confine": True})
+
+
+def custom(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": {}}
+
+
+def test_a_confined_apply_sends_only_what_discovery_says_is_namespaced(fake_kube: FakeKube,
+                                                                      deployer: Deployer) -> None:
+    for definition in (*CLUSTER_SCOPED_CRDS, widget_crd()):
+        fake_kube.seed(definition)
+    objects = [namespace("pr-7"), configmap("settings", {}, namespace="kube-system"),
+               deployment("web", 1, namespace="default"), widget("knob", namespace="kube-system"),
+               custom("rbac.authorization.k8s.io/v1", "ClusterRole", "admin-ish"),
+               custom("external-secrets.io/v1beta1", "ClusterSecretStore", "vault", namespace="pr-7"),
+               custom("gateway.networking.k8s.io/v1", "GatewayClass", "public"),
+               custom("scheduling.k8s.io/v1", "PriorityClass", "urgent"),
+               custom("monitoring.coreos.com/v1", "ServiceMonitor", "web"),
+               custom("v1/../../apis/rbac.authorization.k8s.io/v1", "ClusterRole", "sneaky"),
+               namespace("other")]
+    ticket, progress = deployer.start("dev", PREVIEW, CONFINED, SHA, objects=objects)
+    assert (progress.state, progress.reason) == ("syncing", "applied 4 objects, pruned 0")
+    scoped = "cluster-scoped on cluster dev: a preview creates only namespaced objects"
+    assert [what for what, _ in progress.left_out] == [
+        "ClusterRole admin-ish", "ClusterSecretStore vault", "GatewayClass public", "PriorityClass urgent",
+        "ServiceMonitor web", "ClusterRole sneaky", "Namespace other"]
+    assert {reason for what, reason in progress.left_out if what != "ServiceMonitor web" and "sneaky" not in what} \
+        == {scoped}
+    assert dict(progress.left_out)["ServiceMonitor web"] == \
+        "cluster dev does not serve ServiceMonitor (monitoring.coreos.com/v1)"
+    assert dict(progress.left_out)["ClusterRole sneaky"].startswith("apiVersion ")
+    assert Progress.from_json(json.loads(json.dumps(progress.to_json()))) == progress
+    # every namespaced object is in pr-7, whatever namespace it named; nothing cluster-wide was made
+    assert fake_kube.live("v1", "ConfigMap", "pr-7", "settings") is not None
+    assert fake_kube.live("apps/v1", "Deployment", "pr-7", "web") is not None
+    assert fake_kube.objects("ConfigMap", namespace="kube-system") == []
+    assert fake_kube.objects("Deployment", namespace="default") == []
+    for kind in ("ClusterRole", "ClusterSecretStore", "GatewayClass", "PriorityClass"):
+        assert fake_kube.objects(kind) == [], kind
+    assert fake_kube.live("v1", "Namespace", None, "other") is None
+    labelled = fake_kube.objects(namespace="pr-7", label=(TARGET_LABEL, "pr-7.dev"))
+    assert sorted(o["metadata"]["name"] for o in labelled) == ["knob", "prbot-applied.pr-7.dev", "settings", "web"]
+
+
+def test_the_client_refuses_a_cluster_scoped_kind_when_told_namespaced_only(fake_kube: FakeKube,
+                                                                            cluster: ClusterRef) -> None:
+    with ClusterClient(cluster, retry=FAST) as client:
+        with pytest.raises(InvalidName, match="ClusterRole admin-ish is cluster-scoped: not sent to the cluster"):
+            client.apply(custom("rbac.authorization.k8s.io/v1", "ClusterRole", "admin-ish"), namespace="pr-7",
+                         namespaced_only=True)
+        client.apply(configmap("fine", {}), namespace="default", namespaced_only=True)
+    assert [a.path.rsplit("/", 1)[1] for a in fake_kube.applies()] == ["fine"]
+    assert fake_kube.objects("ClusterRole") == []
 
 
 def test_apply_without_prune_leaves_objects(fake_kube: FakeKube, deployer: Deployer) -> None:

@@ -347,10 +347,12 @@ class ClusterClient:
         return "/" + "/".join(quote(part, safe="") for part in parts)
 
     def apply(self, body: Mapping[str, Any], *, namespace: str | None, dry_run: bool = False,
-              field_manager: str = FIELD_MANAGER, force: bool = True) -> dict[str, Any]:
+              field_manager: str = FIELD_MANAGER, force: bool = True, namespaced_only: bool = False) -> dict[str, Any]:
         """Server-side apply of `body` (field manager `prbot`, force): the result.  With `dry_run`
         (``dryRun=All``) nothing is persisted.  A namespaced kind is applied in `namespace`, else in
-        the body's; the body's namespace, when set, must be that namespace."""
+        the body's; the body's namespace, when set, must be that namespace.  `namespaced_only`:
+        a kind discovery says is cluster-scoped raises `InvalidName` (decided on the very resource
+        the request is sent to)."""
         api_version, kind = str(body.get("apiVersion")), str(body.get("kind"))
         meta = body.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
@@ -358,6 +360,8 @@ class ClusterClient:
         if not isinstance(name, str) or not name:
             raise InvalidName(f"the {kind} has no metadata.name: not sent to the cluster")
         resource = self._resource(api_version, kind)
+        if namespaced_only and not resource.namespaced:
+            raise InvalidName(f"{kind} {name} is cluster-scoped: not sent to the cluster")
         if resource.namespaced:
             if body_namespace is not None and namespace is not None and body_namespace != namespace:
                 raise InvalidName(f"{kind} {name}: metadata.namespace {body_namespace!r} is not the namespace "

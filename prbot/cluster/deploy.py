@@ -13,7 +13,9 @@ restarted mid-wait picks it up again):
 apply (and prune) of the rendered objects.  When Argo CD is running another operation the ticket
 stays un-`requested` and `poll` asks again once it has finished (progress `waiting`).  For apply,
 objects whose CRD the same apply created but the API does not serve yet stay `pending` in the
-ticket and are applied by the next poll.
+ticket and are applied by the next poll.  An apply with the `confine` option (a preview) sends only
+what discovery says is namespaced, into the target's namespace (`prbot.cluster.sync.confine`); what
+it leaves out is in `Progress.left_out`, and it never re-discovers nor waits for a CRD.
 
 Kinds and versions: the Application, Kustomization, HelmRelease and Flux sources are asked at the
 version the cluster's discovery prefers (`ClusterClient.preferred`), never at a version written
@@ -56,6 +58,7 @@ from prbot.cluster.sync import (
     apply_record,
     apply_requests,
     argocd_sync,
+    confine,
     flux_sync,
     group_kind,
     prune_requests,
@@ -184,7 +187,7 @@ class Deployer:
 
         def step() -> Progress:
             ticket.subject = subject(target, spec, _versions(client))          # raises NotServed
-            return self._start(client, ticket, target, objects, info)
+            return self._start(client, ticket, target, objects, info, confined=bool(spec.options.get("confine")))
 
         return self._guard(ticket, step)
 
@@ -218,7 +221,7 @@ class Deployer:
         return ticket, progress
 
     def _start(self, client: ClusterClient, ticket: Ticket, target: Target, objects: Sequence[Mapping[str, Any]],
-               info: Sequence[tuple[str, str]]) -> Progress:
+               info: Sequence[tuple[str, str]], *, confined: bool = False) -> Progress:
         if ticket.kind == "argocd":
             return self._argocd_request(client, ticket, info)
         if ticket.kind == "flux":
@@ -243,6 +246,8 @@ class Deployer:
                 ticket.sources.append(request.ref)
             ticket.requested = True
             return Progress("syncing", f"reconcile requested from Flux for {ticket.subject}")
+        if confined:
+            return self._confined(client, ticket, target, objects)
         return self._apply(client, ticket, target, [dict(o) for o in objects])
 
     def _poll(self, client: ClusterClient, ticket: Ticket) -> Progress:
@@ -300,8 +305,19 @@ class Deployer:
 
     # -- apply ---------------------------------------------------------------------------------------
 
+    def _confined(self, client: ClusterClient, ticket: Ticket, target: Target,
+                  objects: Sequence[Mapping[str, Any]]) -> Progress:
+        """A preview's apply (`confine` option): only what the cluster's discovery says is
+        namespaced, forced into the target's namespace; the rest is left out (`Progress.left_out`)."""
+        if not target.namespace:
+            return Progress("failed", "a confined apply needs the target's namespace")
+        kept, left_out = confine(objects, target.namespace, cluster=ticket.cluster,
+                                 namespaced=lambda api_version, kind: client.resource(api_version, kind).namespaced)
+        progress = self._apply(client, ticket, target, kept, confined=True)
+        return replace(progress, left_out=tuple(left_out))
+
     def _apply(self, client: ClusterClient, ticket: Ticket, target: Target, objects: list[dict[str, Any]], *,
-               pending: bool = False) -> Progress:
+               pending: bool = False, confined: bool = False) -> Progress:
         default_namespace = target.namespace or client.default_namespace
         crds = {(str((o.get("spec") or {}).get("group")), str(((o.get("spec") or {}).get("names") or {}).get("kind"))):
                 (o.get("spec") or {}).get("scope") != "Cluster"
@@ -325,9 +341,14 @@ class Deployer:
         refreshed = False
         applied: list[Request] = []
         for request in requests:
+            own = (request.ref.group, request.ref.kind, request.ref.name) == ("", "Namespace", target.namespace)
+            only = confined and not own               # a preview: its own Namespace, else namespaced kinds only
             try:
-                result = client.apply(request.body, namespace=request.ref.namespace)
+                result = client.apply(request.body, namespace=request.ref.namespace, namespaced_only=only)
             except NotServed:
+                if confined:                              # never re-discovered: its scope was checked
+                    failures.append(f"{request.ref}: the cluster stopped serving {request.ref.kind}")
+                    continue
                 if not refreshed:
                     client.refresh_discovery()            # CRDs applied just before: discover them
                     refreshed = True

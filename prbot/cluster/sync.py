@@ -21,6 +21,10 @@ discovery (`Versions`, the preferred version the cluster serves), so a Flux 2.0�
   (Namespaces and CRDs first); pruning deletes objects carrying the target's label that are no
   longer rendered — only of kinds prbot applied for the target (kept in a record ConfigMap,
   `apply_record`), only in namespaces the target owns, never the record itself.
+- **confined apply** (`confine`, a preview): only objects the cluster's discovery says are
+  namespaced are sent, each forced into the one namespace (and that Namespace itself); every other
+  object — cluster-scoped, of a kind the cluster does not serve, or with an invalid apiVersion or
+  kind — is left out, with its reason.
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ from prbot.cluster.health import operation_targets
 from prbot.cluster.names import check_api_version, check_name, check_namespace
 from prbot.config import SyncSpec
 from prbot.diff import api_group, sort_key
-from prbot.errors import NotServed
+from prbot.errors import InvalidName, NotServed
 from prbot.model import Target, expand
 
 __all__ = ["APPLICATION", "FIELD_MANAGER", "FLUX_GROUPS", "MANAGED_BY", "RECORD_KINDS", "REFRESH_ANNOTATION",
            "REQUESTED_AT_ANNOTATION", "SOURCE_GROUP", "TARGET_LABEL", "ObjectRef", "Request", "SyncStep", "Versions",
-           "apply_record", "apply_requests", "argocd_sync", "flux_sources", "flux_sync", "prune_requests",
+           "apply_record", "apply_requests", "argocd_sync", "confine", "flux_sources", "flux_sync", "prune_requests",
            "record_scope", "subject", "subject_kind", "target_label"]
 
 FIELD_MANAGER = "prbot"
@@ -408,6 +412,50 @@ def apply_requests(target: Target, objects: Iterable[Mapping[str, Any]], *,
         meta["labels"] = {**(labels if isinstance(labels, dict) else {}), TARGET_LABEL: label}
         out.append(body)
     return [Request("apply", ObjectRef.of(o), o, why=f"apply {ObjectRef.of(o)}") for o in _ordered(out)]
+
+
+LEFT_OUT_WHAT = 160                 # characters of `<kind> <name>` kept for an object left out
+
+
+def confine(objects: Iterable[Mapping[str, Any]], namespace: str, *, namespaced: Callable[[str, str], bool],
+            cluster: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(kept, left out): the objects `namespaced(api_version, kind)` — the cluster's discovery,
+    raising `NotServed` for a kind it does not serve — says are namespaced, each moved into
+    `namespace`, plus the first `Namespace` named `namespace` (the caller's); every other object is left out as
+    (`<kind> <name>`, reason): cluster-scoped, not served, or an apiVersion or kind that breaks
+    Kubernetes' rules (`InvalidName`).  Nothing here depends on a list of kinds: a cluster-scoped
+    CRD is left out because the cluster says so."""
+    kept: list[dict[str, Any]] = []
+    left: list[tuple[str, str]] = []
+    own = False                                   # the Namespace itself: the first one only
+    for obj in objects:
+        if not isinstance(obj, Mapping):
+            continue
+        api_version, kind = _str(obj.get("apiVersion")), _str(obj.get("kind"))
+        meta = _map(obj.get("metadata"))
+        what = f"{kind or '(no kind)'} {_str(meta.get('name')) or '(no name)'}"[:LEFT_OUT_WHAT]
+        if api_version == "v1" and kind == "Namespace" and meta.get("name") == namespace:
+            if own:
+                left.append((what, "the namespace itself is prbot's, not the rendered one"))
+            else:
+                kept.append(_deep_copy(obj))
+            own = True
+            continue
+        try:
+            inside = namespaced(api_version, kind)
+        except NotServed:
+            left.append((what, f"cluster {cluster} does not serve {kind} ({api_version})"))
+            continue
+        except InvalidName as e:
+            left.append((what, e.message))
+            continue
+        if not inside:
+            left.append((what, f"cluster-scoped on cluster {cluster}: a preview creates only namespaced objects"))
+            continue
+        body = _deep_copy(obj)
+        body["metadata"] = {**_map(body.get("metadata")), "namespace": namespace}
+        kept.append(body)
+    return kept, left
 
 
 def prune_requests(target: Target, applied: Iterable[Request], live: Iterable[Mapping[str, Any]], *,

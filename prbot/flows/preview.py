@@ -1,12 +1,15 @@
 """Preview environments (`/prbot preview`, the `preview` label).
 
 The PR head's targets of the preview environment are rendered and applied into namespace
-`pr-<number>` on that environment's cluster: every namespaced object is moved into it and labelled
-with the PR, cluster-scoped objects are left out (a preview must not touch what other namespaces
-share).  Only someone with write permission starts one or has a push re-applied (the callers check;
-the head applied is the one that person saw or pushed, `head_sha`).  New pushes by such a person
-re-apply (pruning what the PR no longer renders); closing the PR or
-`/prbot preview stop` deletes everything, namespace included.  The preview's URL
+`pr-<number>` on that environment's cluster, labelled with the PR.  The apply is *confined*: only
+objects the live cluster's API discovery says are namespaced go in, each forced into `pr-<number>`
+whatever namespace it names; everything else — cluster-scoped kinds (built-in or CRDs such as a
+`ClusterSecretStore` or `GatewayClass`), kinds the cluster does not serve — is left out and listed,
+with its reason, in the preview comment (a preview must not touch what other namespaces share).
+Only someone with write permission starts one or has a push re-applied (the callers check; the head
+applied is the one that person saw or pushed, `head_sha`).  New pushes by such a person re-apply
+(pruning what the PR no longer renders); closing the PR or `/prbot preview stop` deletes
+everything, namespace included.  The preview's URL
 (`preview.url`, `{number}` filled in) is posted in one sticky comment.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,9 @@ log = logging.getLogger("prbot.flows")
 PREVIEW_MARKER = "<!-- prbot:preview -->"
 PR_LABEL = "prbot.dev/pr"
 LABEL = "preview"
+LEFT_OUT_SHOWN = 30                      # objects left out listed by name in the comment
+# The preview's apply, pruning what the PR no longer renders: confined to the preview's namespace.
+CONFINED = SyncSpec("apply", {"prune": True, "confine": True})
 
 
 @dataclass
@@ -81,7 +87,8 @@ def _synthetic(number: int, env: str) -> Target:
 
 
 def preview_objects(config: Config, root: Any, env: str, number: int) -> list[dict[str, Any]]:
-    """The PR's targets of `env`, rendered, moved into `pr-<number>` and labelled with the PR."""
+    """The preview's Namespace, then the PR's targets of `env`, rendered, moved into `pr-<number>`
+    and labelled with the PR.  Which of them are sent is the cluster's to say (the confined apply)."""
     namespace = namespace_for(number)
     labels = {PR_LABEL: str(number)}
     out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
@@ -94,21 +101,14 @@ def preview_objects(config: Config, root: Any, env: str, number: int) -> list[di
         except RenderError as exc:
             raise PrbotError(f"{target.path} does not render: {exc}") from exc
         for obj in objects:
-            if obj.get("kind") in _CLUSTER_SCOPED or obj.get("kind") == "Namespace":
-                continue
             moved = copy.deepcopy(obj)
-            meta = moved.setdefault("metadata", {})
+            meta = moved.get("metadata")
+            meta = moved["metadata"] = dict(meta) if isinstance(meta, dict) else {}
             meta["namespace"] = namespace
-            meta.setdefault("labels", {}).update(labels)
+            labels_of = meta.get("labels")
+            meta["labels"] = {**(labels_of if isinstance(labels_of, dict) else {}), **labels}
             out.append(moved)
     return out
-
-
-# Kinds that are never namespaced (a preview leaves them out); anything else is moved into pr-<N>.
-_CLUSTER_SCOPED = frozenset({
-    "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume", "StorageClass",
-    "PriorityClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService",
-    "IngressClass", "RuntimeClass", "CSIDriver", "VolumeSnapshotClass", "ClusterIssuer"})
 
 
 def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest, *,
@@ -131,15 +131,15 @@ def preview_up(repo: Repo, deployer: Deployer, config: Config, pr: PullRequest, 
     with ws.materialize(head) as root:
         objects = preview_objects(config, root, env, pr.number)
     was = active(repo, pr.number)
-    ticket, progress = deployer.start(cluster, _synthetic(pr.number, env), SyncSpec("apply", {"prune": True}), head,
-                                      objects=objects)
+    ticket, progress = deployer.start(cluster, _synthetic(pr.number, env), CONFINED, head, objects=objects)
     url = preview_url(config, pr.number)
     repo.store.put(_key(repo, pr.number), json.dumps({"env": env, "cluster": cluster, "sha": head,
                                                       "namespace": namespace_for(pr.number), "ticket": ticket,
                                                       "progress": progress.to_json()}))
     _comment(repo, pr.number, text("preview_up", namespace=code(namespace_for(pr.number)), env=md(env),
                                    sha=code(short_sha(head)), url=_link(url), state=md(str(progress), 300),
-                                   count=str(len(objects) - 1)))
+                                   count=str(len(objects) - 1 - len(progress.left_out)),
+                                   left_out=_left_out(progress.left_out)))
     return PreviewOutcome("updated" if was else "deployed", namespace_for(pr.number), url, progress)
 
 
@@ -149,8 +149,7 @@ def preview_down(repo: Repo, deployer: Deployer, config: Config | None, pr: Pull
     if was is None:
         return PreviewOutcome("off")
     env, cluster = str(was["env"]), str(was["cluster"])
-    deployer.start(cluster, _synthetic(pr.number, env), SyncSpec("apply", {"prune": True}), str(was["sha"]),
-                   objects=[])
+    deployer.start(cluster, _synthetic(pr.number, env), CONFINED, str(was["sha"]), objects=[])
     repo.store.delete(_key(repo, pr.number))
     _comment(repo, pr.number, text("preview_down", namespace=code(namespace_for(pr.number)), env=md(env)))
     return PreviewOutcome("stopped", namespace_for(pr.number))
@@ -159,6 +158,16 @@ def preview_down(repo: Repo, deployer: Deployer, config: Config | None, pr: Pull
 def preview_url(config: Config, number: int) -> str | None:
     template = config.preview.url if config.preview else None
     return template.replace("{number}", str(number)) if template else None
+
+
+def _left_out(left_out: Sequence[tuple[str, str]]) -> str:
+    """The objects the cluster did not take, one bullet each (the first `LEFT_OUT_SHOWN`)."""
+    if not left_out:
+        return ""
+    rows = [f"- {code(what)}: {md(reason, 200)}" for what, reason in left_out[:LEFT_OUT_SHOWN]]
+    if len(left_out) > LEFT_OUT_SHOWN:
+        rows.append(text("preview_left_out_more", count=str(len(left_out) - LEFT_OUT_SHOWN)))
+    return "\n" + text("preview_left_out", count=str(len(left_out)), rows="\n".join(rows))
 
 
 def _link(url: str | None) -> str:

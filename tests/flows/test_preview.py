@@ -10,6 +10,7 @@ from prbot import flows
 from prbot.config import Config, load_config
 from prbot.errors import PrbotError
 from prbot.ports import PullRequest
+from prbot.standins import BUILTIN
 
 PREVIEW = 'preview:\n  environment: dev\n  url: "https://pr-{number}.preview.example"\n'
 MARKER = "<!-- prbot:preview -->"
@@ -98,3 +99,38 @@ def test_a_preview_environment_without_a_cluster_is_refused(make: Make) -> None:
     with pytest.raises(PrbotError, match="previews need a cluster: environment 'dev' has no `cluster`"):
         flows.preview_up(gitops.repo, gitops.clusters, config_of(gitops), pr)
     assert gitops.clusters.live == {} and preview_comments(gitops, pr.number) == []
+
+
+EXTRA = """\
+apiVersion: external-secrets.io/v1beta1
+kind: ClusterSecretStore
+metadata: {name: vault}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: public}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec: {replicas: 1}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: shop}
+"""
+
+
+def test_what_the_clusters_discovery_says_is_cluster_scoped_or_not_served_is_left_out(gitops: GitOps) -> None:
+    gitops.clusters.kinds = {**BUILTIN, ("external-secrets.io/v1beta1", "ClusterSecretStore"): False}
+    kustomization = overlay("dev", "1.1.0").replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n")
+    pr = gitops.open_pr("feature", {overlay_path("dev"): kustomization,
+                                    overlay_path("dev").replace("kustomization", "extra"): EXTRA})
+    flows.preview_up(gitops.repo, gitops.clusters, config_of(gitops), pr)
+    assert live_in(gitops, "pr-1") == ["dev Deployment shop", "dev StatefulSet db"]
+    [comment] = preview_comments(gitops, pr.number)
+    assert "(2 objects)" in comment and "State: syncing: applied 3 objects" in comment
+    scoped = "cluster-scoped on cluster dev: a preview creates only namespaced objects"
+    assert f"- `ClusterSecretStore vault`: {scoped}" in comment
+    assert f"- `IngressClass public`: {scoped}" in comment
+    assert "- `ServiceMonitor shop`: cluster dev does not serve ServiceMonitor (monitoring.coreos.com/v1)" in comment
