@@ -1027,10 +1027,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body: Any = None
         if raw:
-            try:
-                body = yaml.safe_load(raw.decode())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                body = raw
+            try:                          # JSON as the API server reads it (surrogate pairs joined), else YAML
+                body = json.loads(raw)
+            except ValueError:
+                try:
+                    body = yaml.safe_load(raw.decode())
+                except (yaml.YAMLError, UnicodeDecodeError):
+                    body = raw
         segments = [s for s in unquote(parts.path).split("/") if s]      # decoded first, as Go's URL.Path
         recorded = Recorded(method, parts.path, query, self.headers.get("Content-Type"), copy.deepcopy(body),
                             tuple(segments), parts.query)

@@ -309,6 +309,8 @@ def test_property_a_request_names_exactly_one_object(tmp_path: Path) -> None:
             @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
             @example(name="a?dryRun=false", ns="default", kind=("rbac.authorization.k8s.io/v1", "Role", "roles"),
                      verb="apply")
+            @example(name="\U0001f600", ns="default", kind=("rbac.authorization.k8s.io/v1", "Role", "roles"),
+                     verb="apply")
             @given(name=NAMES, ns=st.one_of(st.just("default"), NAMES), kind=KINDS,
                    verb=st.sampled_from(["get", "apply", "delete"]))
             def check(name: str, ns: str, kind: tuple[str, str, str], verb: str) -> None:
