@@ -1,0 +1,207 @@
+"""`prbot rbac --env ENV`: the least-privilege RBAC an environment's cluster must grant prbot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support import write
+
+from prbot.cli import main
+from prbot.validate import validate_objects
+
+FORBIDDEN_VERBS = {"proxy", "impersonate", "escalate", "bind", "*"}
+FORBIDDEN_RESOURCES = {"pods/exec", "pods/attach", "pods/portforward", "services/proxy", "pods/proxy",
+                       "nodes/proxy", "*"}
+
+
+def rbac(capsys: pytest.CaptureFixture[str], repo: Path, env: str, *extra: str) -> tuple[int, list[dict], str]:
+    code = main(["rbac", "--env", env, "--repo", str(repo), *extra])
+    out, err = capsys.readouterr()
+    return code, [doc for doc in yaml.safe_load_all(out) if doc] if code == 0 else [], out + err
+
+
+def rules(docs: list[dict], kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    return [rule for doc in docs if doc["kind"] == kind and doc["metadata"].get("namespace") == namespace
+            for rule in doc["rules"]]
+
+
+def grants(docs: list[dict], kind: str, namespace: str | None = None) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, name or '') of every rule of the Role/ClusterRole."""
+    return {(group, resource, verb, name)
+            for rule in rules(docs, kind, namespace) for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]
+            for name in rule.get("resourceNames") or [""]}
+
+
+def assert_least_privilege(docs: list[dict]) -> None:
+    for doc in docs:
+        for rule in doc.get("rules", ()):
+            assert not set(rule["verbs"]) & FORBIDDEN_VERBS, rule
+            assert not any("/" in r or r in FORBIDDEN_RESOURCES for r in rule["resources"]), rule
+            assert "*" not in rule["apiGroups"], rule
+            assert "nonResourceURLs" not in rule, rule
+            if doc["kind"] == "ClusterRole" and "" in rule["apiGroups"] and "secrets" in rule["resources"]:
+                assert not set(rule["verbs"]) & {"get", "list", "watch"}, rule
+
+
+def test_example_repo_gets_its_syncs_and_dry_runs_and_nothing_more(example_repo: Path, capsys) -> None:
+    code, docs, text = rbac(capsys, example_repo, "staging")
+    assert code == 0, text
+    assert_least_privilege(docs)
+    # Argo CD: get/patch of the Applications by name in the Argo CD namespace
+    assert grants(docs, "Role", "argocd") == {
+        ("argoproj.io", "applications", verb, name) for verb in ("get", "patch")
+        for name in ("shop-staging", "worker-staging")}
+    # Flux: the HelmRelease by name, its sources in its namespace
+    flux = grants(docs, "Role", "flux-system")
+    assert ("helm.toolkit.fluxcd.io", "helmreleases", "patch", "billing-staging") in flux
+    assert ("source.toolkit.fluxcd.io", "helmcharts", "patch", "") in flux
+    assert not any(g[1] == "secrets" for g in flux)
+    # dry-run: get and (dry) apply of the rendered kinds, in the owned namespaces only
+    shop = grants(docs, "Role", "shop-staging")
+    assert ("apps", "deployments", "get", "") in shop and ("apps", "deployments", "patch", "") in shop
+    assert not any(verb in ("delete", "list", "watch") for _, _, verb, _ in shop)
+    namespaces = {doc["metadata"].get("namespace") for doc in docs if doc["kind"] == "Role"}
+    assert namespaces == {"argocd", "flux-system", "shop-staging", "worker-staging", "billing-staging"}
+    # staging is not the preview environment: nothing cluster-wide
+    assert [doc for doc in docs if doc["kind"].startswith("Cluster")] == []
+    # every Role has its binding to the ServiceAccount
+    bindings = [doc for doc in docs if doc["kind"] == "RoleBinding"]
+    assert len(bindings) == len(namespaces)
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "prbot", "namespace": "prbot"}] for b in bindings)
+
+
+def test_the_preview_environment_gets_namespaces_and_never_reads_secrets_cluster_wide(
+        example_repo: Path, capsys) -> None:
+    code, docs, text = rbac(capsys, example_repo, "dev", "--service-account", "tools/bot")
+    assert code == 0, text
+    assert_least_privilege(docs)
+    cluster = grants(docs, "ClusterRole")
+    assert {("", "namespaces", verb, "") for verb in ("create", "delete")} <= cluster
+    assert ("", "secrets", "create", "") in cluster and ("", "secrets", "get", "") not in cluster
+    assert "cluster-wide" in text and "pr-*" in text
+    assert all(s == {"kind": "ServiceAccount", "name": "bot", "namespace": "tools"}
+               for doc in docs if doc["kind"].endswith("Binding") for s in doc["subjects"])
+
+
+def test_the_printed_objects_validate_against_the_kubernetes_schemas(example_repo: Path, capsys) -> None:
+    code, docs, text = rbac(capsys, example_repo, "dev")
+    assert code == 0, text
+    assert docs and validate_objects(docs, None) == []
+
+
+APPLY_CONFIG = """\
+version: 1
+environments:
+  - name: dev
+    cluster: dev
+  - name: prod
+    cluster: prod
+  - name: local
+apps:
+  - path: "apps/{app}/{env}"
+    namespace: "{app}-{env}"
+    sync:
+      apply: {prune: true}
+preview: {environment: prod}
+"""
+
+HOSTILE = """\
+apiVersion: v1
+kind: Pod/exec
+metadata: {name: shell, namespace: kube-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: x}
+---
+apiVersion: "*/v1"
+kind: Anything
+metadata: {name: wild}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: escape, namespace: "../kube-system"}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: secrets.core}
+spec:
+  group: ""
+  scope: Cluster
+  names: {kind: Secret, plural: secrets}
+  versions: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: exec-everything}
+rules:
+  - apiGroups: [""]
+    resources: [pods/exec, secrets]
+    verbs: ["*"]
+"""
+
+
+def test_apply_grants_the_rendered_kinds_in_their_namespaces_and_prunes(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    write(repo, ".prbot.yml", APPLY_CONFIG)
+    write(repo, "apps/api/dev/all.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\n"
+          "spec: {selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, "
+          "spec: {containers: [{name: c, image: i}]}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+          "metadata: {name: api, namespace: edge}\nspec: {}\n")
+    code, docs, text = rbac(capsys, repo, "dev")
+    assert code == 0, text
+    assert_least_privilege(docs)
+    api = grants(docs, "Role", "api-dev")
+    assert {("apps", "deployments", verb, "") for verb in ("get", "create", "patch", "list", "delete")} <= api
+    assert ("", "configmaps", "get", "prbot-applied.api.dev") in api        # the record of what was applied
+    assert ("networking.k8s.io", "ingresses", "delete", "") in grants(docs, "Role", "edge")
+    code, docs, text = rbac(capsys, repo, "local")                            # no cluster: nothing to grant
+    assert code == 0 and docs == [] and "no cluster" in text
+
+
+def test_a_target_that_would_need_exec_or_cluster_wide_secrets_gets_neither(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    write(repo, ".prbot.yml", APPLY_CONFIG)
+    write(repo, "apps/evil/prod/all.yaml", HOSTILE)
+    code, docs, text = rbac(capsys, repo, "prod")
+    assert code == 0, text
+    assert_least_privilege(docs)
+    every = {g for doc in docs if doc["kind"] in ("Role", "ClusterRole")
+             for g in grants(docs, doc["kind"], doc["metadata"].get("namespace"))}
+    assert not any(resource.startswith("pods") for _, resource, _, _ in every)    # no Pod/exec kind
+    assert not any(group == "*" for group, _, _, _ in every)
+    assert ("", "secrets", "get", "") not in grants(docs, "ClusterRole")  # no CRD makes Secret cluster-wide
+    assert ("", "secrets", "get", "") in grants(docs, "Role", "evil-prod")        # its own namespace only
+    roles = {doc["metadata"].get("namespace") for doc in docs if doc["kind"] == "Role"}
+    assert "kube-system" not in roles and not any(".." in (ns or "") for ns in roles)
+    # the ClusterRole it renders may be applied (by name), never with bind/escalate
+    cluster = grants(docs, "ClusterRole")
+    assert ("rbac.authorization.k8s.io", "clusterroles", "patch", "") in cluster
+    assert not any(verb in ("bind", "escalate") for _, _, verb, _ in cluster)
+    assert validate_objects(docs, None) == []
+
+
+def test_a_hostile_sync_spec_names_no_wildcard(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    write(repo, ".prbot.yml", "version: 1\nenvironments:\n  - name: dev\n    cluster: dev\napps:\n"
+          "  - path: \"apps/{app}/{env}\"\n    sync:\n      argocd: {application: \"*\", namespace: \"*\"}\n")
+    write(repo, "apps/a/dev/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+    code = main(["rbac", "--env", "dev", "--repo", str(repo)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "application" in err          # refused whole: no RBAC printed
+
+
+def test_unknown_environment_and_bad_service_account_are_bad_input(example_repo: Path, capsys) -> None:
+    code, _, text = rbac(capsys, example_repo, "qa")
+    assert code == 2 and "qa" in text
+    code, _, text = rbac(capsys, example_repo, "dev", "--service-account", "Not/A Name")
+    assert code == 2 and "--service-account" in text
