@@ -211,9 +211,15 @@ def rbac_for_env(root: Path, config: Config, env: str) -> RbacPlan:
                 for workload in WORKLOADS:
                     plan.add(Grant("flux", workload_ns, "apps", workload, ("get",)))
         else:
-            verbs = ("get", "create", "patch") + (("list", "delete") if spec.options.get("prune") else ())
+            prune = bool(spec.options.get("prune"))
+            verbs = ("get", "create", "patch") + (("list", "delete") if prune else ())
             for group, kind, ns, _ in found:
                 plan.add(Grant("apply", ns, group, resource_of(kind), verbs))
+            if prune:       # pruning lists every applied namespaced kind in every namespace the target owns
+                namespaced = {(group, kind) for group, kind, ns, _ in found if ns is not None}
+                for ns in sorted({ns for _, _, ns, _ in found if ns} | {default_ns}):
+                    for group, kind in sorted(namespaced):
+                        plan.add(Grant("apply", ns, group, resource_of(kind), ("list", "delete")))
             record = record_ref(target, default_ns)
             plan.add(Grant("apply", default_ns, "", "configmaps", ("create",)))
             plan.add(Grant("apply", default_ns, "", "configmaps", ("get", "patch"), (record.name,)))
@@ -222,6 +228,10 @@ def rbac_for_env(root: Path, config: Config, env: str) -> RbacPlan:
         plan.add(Grant("preview", None, "", "configmaps", ("create", "get", "list", "patch", "delete")))
         for group, kind in sorted(preview_namespaced):
             plan.add(Grant("preview", None, group, resource_of(kind), ("create", "get", "list", "patch", "delete")))
+        if ("", "Secret") in preview_namespaced:
+            plan.notes.append("previews: these targets render Secrets; pruning them lists Secrets, which is "
+                              "not granted cluster-wide, so a preview's update or removal fails with 403 Forbidden "
+                              "until you grant `list` on secrets on a preview cluster of its own")
         plan.notes.append(f"previews: RBAC cannot limit a grant to {PREVIEW_PREFIX}* namespaces, so the "
                           "preview grants are cluster-wide; run previews on a cluster of their own. "
                           "Secrets in previews are written, never read.")

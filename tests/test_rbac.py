@@ -205,3 +205,159 @@ def test_unknown_environment_and_bad_service_account_are_bad_input(example_repo:
     assert code == 2 and "qa" in text
     code, _, text = rbac(capsys, example_repo, "dev", "--service-account", "Not/A Name")
     assert code == 2 and "--service-account" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Every call prbot makes is inside the RBAC it prints: the deploy, prune, dry-run and preview
+# flows run against the fake API, then each recorded request is authorised against the printed
+# Roles the way the API server would (discovery, which every authenticated user may read, aside).
+# A new cluster call that needs a new permission fails here until `prbot rbac` grants it.
+# --------------------------------------------------------------------------------------------
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+FLOW_CONFIG = """\
+version: 1
+environments:
+  - name: dev
+    cluster: dev
+apps:
+  - path: "apps/{app}/{env}"
+    namespace: "{app}-{env}"
+    sync:
+      apply: {prune: true}
+"""
+FLOW_OBJECTS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: api-dev}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: edge}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: t}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: "ghcr.io/acme/api:1"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: edge}
+spec: {ports: [{port: 80}]}
+"""
+
+
+def authorised(docs: list[dict], verb: str, group: str, resource: str, namespace: str | None, name: str) -> bool:
+    for doc in docs:
+        if doc["kind"] == "Role" and doc["metadata"]["namespace"] != namespace:
+            continue
+        if doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in doc["rules"]:
+            if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"] and (
+                    not rule.get("resourceNames") or (name and name in rule["resourceNames"])):
+                return True
+    return False
+
+
+def refused_calls(fake: Any, docs: list[dict]) -> list[str]:
+    """The recorded requests the printed RBAC would refuse (verb group/resource namespace/name)."""
+    out = []
+    for call in fake.requests:
+        parts = [p for p in call.segments if p]
+        if parts in (["api"], ["apis"], ["version"]):
+            continue                                      # discovery and /version: every user may read them
+        if parts[:1] == ["api"]:
+            group, rest = "", parts[2:]
+        elif parts[:1] == ["apis"]:
+            group, rest = parts[1], parts[3:]
+        else:
+            out.append(f"{call.method} {call.path}")
+            continue
+        if not rest:
+            continue                                      # discovery: /api/v1, /apis/GROUP/VERSION
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) > 2:
+            namespace, rest = rest[1], rest[2:]
+        resource, name = rest[0], (rest[1] if len(rest) > 1 else "")
+        if len(rest) > 2:
+            resource = f"{resource}/{rest[2]}"           # a subresource: never granted
+        verb = {"GET": "get" if name else "list", "PATCH": "patch", "DELETE": "delete",
+                "POST": "create", "PUT": "update"}[call.method]
+        if not authorised(docs, verb, group, resource, namespace, name):
+            out.append(f"{verb} {group or 'core'}/{resource} {namespace or '-'}/{name}")
+    return out
+
+
+def test_every_call_of_deploy_prune_dry_run_and_preview_is_inside_the_printed_rbac(
+        tmp_path: Path, fake_kube: Any, cluster: Any, capsys) -> None:
+    from kubehelp import FAST
+
+    from prbot.cluster.client import ClusterClient
+    from prbot.cluster.deploy import Deployer
+    from prbot.cluster.dryrun import dry_run_objects
+    from prbot.config import SyncSpec, load_config_file
+    from prbot.render import render_target
+    from prbot.targets import discover_targets
+
+    repo = tmp_path / "repo"
+    write(repo, ".prbot.yml", FLOW_CONFIG)
+    write(repo, "apps/api/dev/all.yaml", FLOW_OBJECTS)
+    code, docs, text = rbac(capsys, repo, "dev")
+    assert code == 0, text
+    config = load_config_file(repo / ".prbot.yml")
+    (target,) = discover_targets(config, repo)
+    objects = render_target(repo, target)
+    spec = config.apps[0].sync
+    assert spec is not None
+    kept = [o for o in objects if o["kind"] != "Service"]
+
+    deployer = Deployer({"dev": cluster}, retry=FAST)
+    try:
+        deployer.start("dev", target, spec, SHA, objects=objects)                  # first deploy: creates
+        client = ClusterClient(cluster, retry=FAST)
+        try:
+            dry = dry_run_objects(client, objects, namespace=target.namespace, base=objects)
+        finally:
+            client.close()
+        assert dry.status == "ok", dry.errors
+        ticket, _ = deployer.start("dev", target, spec, SHA, objects=kept)         # the Service pruned
+        deployer.poll(ticket)
+        # the preview of PR 7 on the preview environment (the first one): up, then down
+        preview = type(target)(app="pr-7", env="dev", path="", renderer="plain", namespace="pr-7")
+        confined = SyncSpec("apply", {"prune": True, "confine": True})
+        moved = [{**o, "metadata": {**o["metadata"], "namespace": "pr-7"}} for o in objects
+                 if o["kind"] not in ("Namespace", "Secret")]     # Secrets in previews: see the next test
+        deployer.start("dev", preview, confined, SHA,
+                       objects=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pr-7"}}, *moved])
+        deployer.start("dev", preview, confined, SHA, objects=[])
+    finally:
+        deployer.close()
+    assert fake_kube.live("v1", "Service", "edge", "api") is None                  # the flows did run
+    assert fake_kube.live("v1", "Namespace", None, "pr-7") is None
+    assert fake_kube.deletes() and fake_kube.applies()
+    refused = refused_calls(fake_kube, docs)
+    assert refused == [], "\n".join(refused)
+    # and the check bites: without the Role of the target's namespace its calls are refused
+    narrower = [d for d in docs if d["metadata"].get("namespace") != "api-dev"]
+    assert any("api-dev/" in call for call in refused_calls(fake_kube, narrower))
+
+
+def test_a_preview_rendering_secrets_is_told_it_cannot_prune_them(example_repo: Path, capsys) -> None:
+    code, docs, text = rbac(capsys, example_repo, "dev")            # shop renders a Secret
+    assert code == 0 and "render Secrets" in text and "403" in text
+    assert ("", "secrets", "list", "") not in grants(docs, "ClusterRole")
