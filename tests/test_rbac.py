@@ -361,3 +361,46 @@ def test_a_preview_rendering_secrets_is_told_it_cannot_prune_them(example_repo: 
     code, docs, text = rbac(capsys, example_repo, "dev")            # shop renders a Secret
     assert code == 0 and "render Secrets" in text and "403" in text
     assert ("", "secrets", "list", "") not in grants(docs, "ClusterRole")
+
+
+def test_argocd_and_flux_syncs_of_the_example_repo_stay_inside_the_printed_rbac(
+        example_repo: Path, fake_kube: Any, cluster: Any, capsys) -> None:
+    from kubehelp import FAST
+
+    from prbot.cluster.deploy import Deployer
+    from prbot.config import load_config_file
+    from prbot.targets import discover_targets
+
+    code, docs, text = rbac(capsys, example_repo, "dev")
+    assert code == 0, text
+    fake_kube.seed({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                    "metadata": {"name": "shop-dev", "namespace": "argocd"},
+                    "spec": {"project": "default", "destination": {"namespace": "shop-dev"},
+                             "source": {"repoURL": "https://github.com/acme/gitops.git",
+                                        "path": "apps/shop/envs/dev", "targetRevision": "main"}},
+                    "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}})
+    fake_kube.seed({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+                    "metadata": {"name": "acme", "namespace": "flux-system"},
+                    "spec": {"url": "https://charts.example.com"}})
+    fake_kube.seed({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+                    "metadata": {"name": "flux-system-billing-dev", "namespace": "flux-system"},
+                    "spec": {"chart": "billing", "sourceRef": {"kind": "HelmRepository", "name": "acme"}}})
+    fake_kube.seed({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                    "metadata": {"name": "billing-dev", "namespace": "flux-system"},
+                    "spec": {"chart": {"spec": {"chart": "billing", "version": "1.0.0",
+                                                "sourceRef": {"kind": "HelmRepository", "name": "acme"}}}}})
+    config = load_config_file(example_repo / ".prbot.yml")
+    targets = {t.app: t for t in discover_targets(config, example_repo) if t.env == "dev"}
+    deployer = Deployer({"dev": cluster}, retry=FAST)
+    try:
+        for app in ("shop", "billing"):
+            spec = config.apps[targets[app].app_index].sync
+            assert spec is not None
+            ticket, _ = deployer.start("dev", targets[app], spec, SHA, repo_urls=["https://github.com/acme/gitops"])
+            for _ in range(2):
+                ticket, _ = deployer.poll(ticket)
+    finally:
+        deployer.close()
+    assert fake_kube.patches("Application") and fake_kube.patches("HelmRelease") and fake_kube.patches("HelmChart")
+    refused = refused_calls(fake_kube, docs)
+    assert refused == [], "\n".join(refused)
