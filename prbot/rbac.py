@@ -245,10 +245,18 @@ def rbac_manifests(plan: RbacPlan, *, service_account: str = "prbot", sa_namespa
         raise PrbotError("--service-account must be NAMESPACE/NAME with valid Kubernetes names")
     by_scope: dict[str | None, dict[tuple[str, tuple[str, ...], tuple[str, ...]], set[str]]] = {}
     purposes: dict[str | None, set[str]] = {}
+    merged: dict[tuple[str | None, str, str, tuple[str, ...]], set[str]] = {}
+    for grant in plan.grants:                   # one rule per resource and verbs, its names together
+        if grant.names:
+            merged.setdefault((grant.namespace, grant.group, grant.resource, grant.verbs), set()).update(grant.names)
+    grants = [g for g in plan.grants if not g.names] + [
+        Grant("", namespace, group, resource, verbs, tuple(sorted(names)))
+        for (namespace, group, resource, verbs), names in merged.items()]
     for grant in plan.grants:
+        purposes.setdefault(grant.namespace, set()).add(grant.purpose)
+    for grant in grants:
         rules = by_scope.setdefault(grant.namespace, {})
         rules.setdefault((grant.group, grant.verbs, grant.names), set()).add(grant.resource)
-        purposes.setdefault(grant.namespace, set()).add(grant.purpose)
     base = re.sub(r"[^a-z0-9-]+", "-", f"prbot-{plan.env}".lower()).strip("-")[:60]
     labels = {"app.kubernetes.io/managed-by": "prbot", "prbot.dev/environment": base[6:] or "env"}
     subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": sa_namespace}]
