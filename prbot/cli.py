@@ -107,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     tg.add_argument("--format", choices=("table", "json"), default="table",
                     help="table: aligned columns (default); json: a list of objects")
 
+    rb = sub.add_parser("rbac", help="print the least-privilege RBAC an environment's cluster must grant prbot",
+                        description="Render every target of ENV and print, as YAML, the Roles, ClusterRole and "
+                        "bindings prbot needs on ENV's cluster for its syncs (Argo CD, Flux, apply), dry-runs and "
+                        "previews, and nothing more: no subresource (exec, proxy, attach, portforward), no "
+                        "impersonate, escalate or bind, no Secret read outside the namespaces a target owns. "
+                        "Exit 0, or 2 on bad input or a target that does not render.")
+    rb.add_argument("--env", required=True, help="the environment, as named in .prbot.yml")
+    rb.add_argument("--repo", default=".", type=Path, metavar="DIR",
+                    help="the GitOps repository's working tree (default: the current directory)")
+    rb.add_argument("--config", type=Path, metavar="FILE",
+                    help="configuration file (default: DIR/.prbot.yml)")
+    rb.add_argument("--service-account", default="prbot/prbot", metavar="NAMESPACE/NAME",
+                    help="the ServiceAccount the bindings name (default: prbot/prbot)")
+
     tl = sub.add_parser("tools", help="install or show the kubectl and helm binaries prbot renders with",
                         description="prbot renders with the first kubectl/helm found in $PRBOT_TOOLS_DIR, "
                         "then the pinned tools `prbot tools install` puts into prbot's cache, then PATH.")
@@ -263,6 +277,22 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
+def cmd_rbac(args: argparse.Namespace) -> int:
+    import yaml
+
+    from prbot.rbac import rbac_for_env, rbac_manifests
+
+    config = _load(args.repo, args.config)
+    namespace, _, name = str(args.service_account).rpartition("/")
+    plan = rbac_for_env(args.repo, config, args.env)
+    notes = [f"# {note}" for note in plan.notes]
+    docs = rbac_manifests(plan, service_account=name, sa_namespace=namespace)
+    header = [f"# prbot's RBAC on cluster {plan.cluster!r} for environment {plan.env!r}", *notes]
+    _out("\n".join(header) + ("\n" + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True).rstrip()
+                               if docs else ""))
+    return EXIT_OK
+
+
 def cmd_tools(args: argparse.Namespace) -> int:
     from prbot import tools
 
@@ -331,8 +361,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"bump": cmd_bump, "plan": cmd_plan, "promote": cmd_promote,
-            "check-config": cmd_check_config, "targets": cmd_targets, "tools": cmd_tools, "demo": cmd_demo,
-            "serve": cmd_serve, "worker": cmd_worker}
+            "check-config": cmd_check_config, "targets": cmd_targets, "rbac": cmd_rbac, "tools": cmd_tools,
+            "demo": cmd_demo, "serve": cmd_serve, "worker": cmd_worker}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
