@@ -39,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the GitOps repository's working tree (default: the current directory)")
     b.add_argument("--app", help="only this app's target (default: every app of ENV using the image)")
     b.add_argument("--force", action="store_true",
-                   help="bump even when the image's images[] rule refuses it (a tag not matching `tags`, "
-                   "a lower or non-semantic version under `policy: semver`)")
+                   help="bump even to a lower version (1.25, v2, v2.0.1 and pre-releases are versions, read "
+                   "as Flux reads them) or when the image's images[] rule refuses it (a tag not matching "
+                   "`tags`, a tag that is no version under `policy: semver`)")
 
     pl = sub.add_parser("plan", help="render affected targets at base and head and report the difference",
                         description="Render every target whose inputs differ between BASE and HEAD, diff the "
@@ -70,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)",
                         description="For each app present in both environments, set the image versions "
                         "FROM_ENV renders into TO_ENV's target (only images TO_ENV already uses). All or "
-                        "nothing. A move to a lower semantic version is refused unless --force. Exit 0 "
+                        "nothing. A move to a lower version (1.25, v2, v2.0.1 and pre-releases are versions, "
+                        "read as Flux reads them) is refused unless --force. Exit 0 "
                         "changed or already current, 1 nothing to promote, 2 bad input or refused.")
     pr.add_argument("from_env", metavar="FROM_ENV", help="the environment whose versions are carried (e.g. dev)")
     pr.add_argument("to_env", metavar="TO_ENV", help="the environment that receives them (e.g. staging)")

@@ -304,11 +304,11 @@ def test_kustomize_entry_matched_by_new_name_in_flow_style(kustomize_repo: Path)
     # the manifests' name `nginx` is renamed away in staging: docker.io nginx is not used there
     assert bump(repo, config, "nginx:1.27", "staging") == EditResult(matched=False)
     assert snapshot_files(repo) == snap
-    result = bump(repo, config, "registry.example.com/mirror/nginx:1.10", "staging")
+    result = bump(repo, config, "registry.example.com/mirror/nginx:1.30", "staging")
     assert [(e.image, e.old, e.new) for e in result.edits] == [
-        ("registry.example.com/mirror/nginx", "1.25", "1.10")]
-    assert (repo / rel).read_bytes() == original.replace(b'newTag: "1.25"}', b'newTag: "1.10"}')
-    assert "registry.example.com/mirror/nginx:1.10" in images_of(
+        ("registry.example.com/mirror/nginx", "1.25", "1.30")]
+    assert (repo / rel).read_bytes() == original.replace(b'newTag: "1.25"}', b'newTag: "1.30"}')
+    assert "registry.example.com/mirror/nginx:1.30" in images_of(
         render_target(repo, target(repo, config, "web/staging")))
 
 
@@ -816,3 +816,79 @@ def test_helm_parameters_registry_pair_without_a_tag_gets_one_and_image_paramete
     assert snapshot_files(repo) == snap
     promoted = promote(repo, load(repo), "dev", "prod")
     assert promoted.errors == [] and {(e.old, e.new) for e in promoted.edits} == {("", "2.0.0"), ("1.27", "1.28")}
+
+
+# -- one version rule for bump and promote ----------------------------------------------------------------
+
+def versions_repo(tmp_path: Path, dev: str, prod: str, policy: str | None = None) -> Path:
+    """web in dev and prod: each overlay sets nginx's tag in its own images: entry."""
+    repo = init_repo(tmp_path / "v")
+    rules = f"images:\n  - repository: nginx\n    policy: {policy}\n" if policy else ""
+    write(repo, CONFIG_FILE, "version: 1\nenvironments:\n  - name: dev\n  - name: prod\n"
+          "apps:\n  - path: \"apps/{app}/envs/{env}\"\n" + rules)
+    write(repo, "apps/web/base/deployment.yaml", BASE_DEPLOYMENT)
+    write(repo, "apps/web/base/kustomization.yaml", "resources:\n  - deployment.yaml\n")
+    for env, tag in (("dev", dev), ("prod", prod)):
+        write(repo, f"apps/web/envs/{env}/kustomization.yaml",
+              f"resources:\n  - ../../base\nimages:\n  - name: nginx\n    newTag: \"{tag}\"\n")
+    commit_all(repo, "versions")
+    return repo
+
+
+@pytest.mark.parametrize(("dev", "prod"), [
+    ("2.0", "3.0"), ("v2.0", "v3.0"), ("v2", "v3"), ("1.9", "1.25"), ("v2.0.0-rc.1", "v2.0.0"),
+    ("2.0.0", "v2.0.1"), ("2", "2.0.1"),
+])
+def test_promote_refuses_a_downgrade_however_the_versions_are_written(tmp_path: Path, dev: str, prod: str) -> None:
+    repo = versions_repo(tmp_path, dev, prod)
+    snap = snapshot_files(repo)
+    result = promote(repo, load(repo), "dev", "prod")
+    assert not result.written and result.errors == []
+    assert result.refused == [f"web/prod: apps/web/envs/prod/kustomization.yaml: nginx {prod} → {dev}: "
+                              f"{dev} is a lower version than {prod}"]
+    assert snapshot_files(repo) == snap                    # nothing written
+    forced = promote(repo, load(repo), "dev", "prod", force=True)
+    assert forced.written and [(e.old, e.new) for e in forced.edits] == [(prod, dev)]
+
+
+@pytest.mark.parametrize(("dev", "prod"), [("3.0", "2.0"), ("1.25", "1.9"), ("v2.0.0", "v2.0.0-rc.1"), ("v3", "2.9.9")])
+def test_promote_moves_up_however_the_versions_are_written(tmp_path: Path, dev: str, prod: str) -> None:
+    repo = versions_repo(tmp_path, dev, prod, policy="semver")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.written and [(e.old, e.new) for e in result.edits] == [(prod, dev)]
+    assert f'newTag: "{dev}"' in (repo / "apps/web/envs/prod/kustomization.yaml").read_text()
+
+
+def test_promote_between_the_same_version_written_two_ways_is_no_downgrade(tmp_path: Path) -> None:
+    repo = versions_repo(tmp_path, "2.0", "2.0.0")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.refused == [] and result.written            # same version: carried, never refused
+
+
+@pytest.mark.parametrize("policy", [None, "semver"])
+def test_bump_reads_versions_as_promote_does(tmp_path: Path, policy: str | None) -> None:
+    repo = versions_repo(tmp_path, "1.9", "2.0", policy=policy)
+    config = load(repo)
+    up = bump(repo, config, "nginx:1.25", "dev")                # 1.25 is above 1.9 (not text order)
+    assert up.written and [(e.old, e.new) for e in up.edits] == [("1.9", "1.25")]
+    up = bump(repo, config, "nginx:v3", "prod")                 # two-part and one-part tags are versions
+    assert up.written and [(e.old, e.new) for e in up.edits] == [("2.0", "v3")]
+    snap = snapshot_files(repo)
+    for image, env, current in (("nginx:1.9", "dev", "1.25"), ("nginx:3.0.0-rc.1", "prod", "v3"),
+                                ("nginx:v2.9", "prod", "v3")):
+        down = bump(repo, config, image, env)
+        assert not down.written and down.refused and f"is a lower version than {current}" in down.refused[0]
+    assert snapshot_files(repo) == snap
+    assert bump(repo, config, "nginx:1.9", "dev", force=True).written
+
+
+def test_bump_under_semver_refuses_a_tag_that_is_no_version(tmp_path: Path) -> None:
+    repo = versions_repo(tmp_path, "2.0", "3.0", policy="semver")
+    snap = snapshot_files(repo)
+    for tag in ("latest", "1.02", "3.0.0.1", "V4"):
+        result = bump(repo, load(repo), f"nginx:{tag}", "dev")
+        assert result.refused and f"{tag} is not a semantic version" in result.refused[0]
+    assert snapshot_files(repo) == snap
+    # without the policy, a tag that is no version has no order: a move to it is no downgrade
+    repo2 = versions_repo(tmp_path / "2", "2.0", "3.0")
+    assert bump(repo2, load(repo2), "nginx:latest", "dev").written

@@ -106,15 +106,18 @@ def _finish(ctx: EditContext, result: EditResult) -> EditResult:
 
 
 def bump(root: Path, config: Config, image: str, env: str, app: str | None = None, *,
-         force: bool = False, pool: RenderPool | None = None) -> EditResult:
+         force: bool = False, lower: bool = False, pool: RenderPool | None = None) -> EditResult:
     """Move every target of `env` (or only `app`'s) that uses the image's repository to its version.
 
     Raises ImageError for a bad reference and PrbotError for an unknown environment or app, or a
     tag the image's `images[].tags` refuses (unless `force`), before anything is read or written.
-    Per-target problems are returned in ``errors``; a move ``policy: semver`` forbids (a lower or
-    not semantic version) in ``refused`` (unless `force`).  Files are written only when there
-    are neither (all or nothing).  `pool` renders the targets that must be rendered to find the
-    image through its cache (a service bumping one base again and again renders each target once).
+    Per-target problems are returned in ``errors``; a move to a lower version (as `promote`:
+    versions read as Flux reads them, see `prbot.images.parse_semver`) or, under ``policy:
+    semver``, to a tag that is no version, in ``refused`` (unless `force`; `lower` allows a lower
+    version only: the registry flow under ``policy: pushed``, where the latest push wins).  Files
+    are written only when there are neither (all or nothing).  `pool` renders the targets that must
+    be rendered to find the image through its cache (a service bumping one base again and again
+    renders each target once).
     """
     want = parse_image(image)
     if want.tag is None and want.digest is None:
@@ -123,10 +126,11 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     rule = rule_for(config, want.name)
     if not force and (why := tag_refusal(rule, want.tag)):
         raise PolicyError(f"refused {want}: {why}; --force bumps anyway")
+    semver = rule is not None and rule.policy == "semver"
     check: Check | None = None
-    if not force and rule is not None and rule.policy == "semver":
+    if not force and (semver or not lower):
         def check(e: FileEdit) -> str | None:
-            return version_refusal(_tag(e.old), _tag(e.new), semver_policy=True)
+            return version_refusal(_tag(e.old), _tag(e.new), semver_policy=semver)
     ctx = EditContext(Path(root), config, pool)
     result = EditResult()
     for target in _select(ctx, env, app):

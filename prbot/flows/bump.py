@@ -192,7 +192,7 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
     if base_sha is None:
         raise ForgeError(f"{repo.name}: default branch {forge.default_branch} not found")
     with ws.checkout(base_sha) as root:
-        result = edit_bump(root, config, str(image), env, pool=pool)
+        result = edit_bump(root, config, str(image), env, lower=rule.policy != "semver", pool=pool)
         if result.errors:
             raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
         if not result.matched:
