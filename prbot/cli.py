@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bump", help="move an image to a new version in one environment (edits the working tree)",
                        description="Set IMAGE's version in every target of ENV that uses its repository, "
                        "where a human would. All or nothing: when one target cannot be edited, "
-                       "no file is written. Exit 0 changed or already current, 1 no target of ENV uses "
+                       "no file is written; a target that cannot be checked for the image (it reads a remote "
+                       "input render.remote does not allow) is named as not checked and left as it is. "
+                       "Exit 0 changed or already current, 1 no target of ENV uses "
                        "the repository, 2 bad input or refused.")
     b.add_argument("image", metavar="IMAGE", help="image reference with a tag and/or digest, e.g. "
                    "ghcr.io/acme/app:1.2.3 or ghcr.io/acme/app:1.2.3@sha256:…")
@@ -162,7 +164,9 @@ def _out(text: str) -> None:
 
 def _finish_edits(result, nothing: str) -> int:  # type: ignore[no-untyped-def]
     """Print what an edit command changed, or why it wrote nothing (exit 2 on errors and refusals,
-    1 when `nothing` happened)."""
+    1 when `nothing` happened); targets it could not check are named either way."""
+    for key, why in result.unchecked:
+        print(f"prbot: not checked: {key}: {why}", file=sys.stderr)
     if not result.written:
         for err in result.errors:
             print(f"prbot: error: {err}", file=sys.stderr)
@@ -188,6 +192,8 @@ def cmd_bump(args: argparse.Namespace) -> int:
 
     result = bump(args.repo, _load(args.repo), args.image, args.env, args.app, force=args.force)
     nothing = "" if result.matched else f"no target of {args.env} uses {parse_image(args.image).name}"
+    if nothing and result.unchecked:
+        nothing = f"no checked target of {args.env} uses {parse_image(args.image).name}"
     return _finish_edits(result, nothing)
 
 

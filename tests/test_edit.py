@@ -892,3 +892,53 @@ def test_bump_under_semver_refuses_a_tag_that_is_no_version(tmp_path: Path) -> N
     # without the policy, a tag that is no version has no order: a move to it is no downgrade
     repo2 = versions_repo(tmp_path / "2", "2.0", "3.0")
     assert bump(repo2, load(repo2), "nginx:latest", "dev").written
+
+
+# -- targets that cannot be checked for the image ----------------------------------------------------------
+
+REMOTE_BASE = "https://github.com/acme/infra//base?ref=v1.0.0"
+
+
+def test_a_target_reading_a_remote_base_not_allowed_is_named_and_the_bump_proceeds(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    write(repo, "apps/vendor/envs/dev/kustomization.yaml", f"resources:\n  - {REMOTE_BASE}\n")
+    # a target with a remote base that sets the image in its own images: entry needs no render
+    write(repo, "apps/mirror/envs/dev/kustomization.yaml",
+          f"resources:\n  - {REMOTE_BASE}\nimages:\n  - name: nginx\n    newTag: \"1.25\"\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and result.refused == [] and result.written
+    assert result.unchecked == [("vendor/dev", f"it reads {REMOTE_BASE}, a remote input that render.remote "
+                                 "in .prbot.yml does not allow")]
+    assert sorted((e.target, e.path) for e in result.edits) == [
+        ("mirror/dev", "apps/mirror/envs/dev/kustomization.yaml"),
+        ("web/dev", "apps/web/envs/dev/kustomization.yaml")]
+    assert set(changed(snap, snapshot_files(repo))) == {"apps/mirror/envs/dev/kustomization.yaml",
+                                                       "apps/web/envs/dev/kustomization.yaml"}
+
+
+def test_a_not_checked_target_never_shows_the_credentials_of_its_remote(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    secret_url = "https://deploy:ghp_s3cr3tT0ken@github.com/acme/infra//base?ref=v1.0.0"
+    write(repo, "apps/vendor/envs/dev/kustomization.yaml", f"resources:\n  - {secret_url}\n")
+    write(repo, "apps/vendor/envs/prod/kustomization.yaml",
+          "resources:\n  - git@github.com:acme/infra.git//base?ref=v1\n")
+    config = load(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    [(key, why)] = result.unchecked
+    assert key == "vendor/dev" and "ghp_s3cr3tT0ken" not in why and "deploy" not in why
+    assert "https://github.com/acme/infra//base?ref=v1.0.0" in why
+    # a remote the configuration allows is not a way around it: the ssh form is not fetched either
+    prod = bump(repo, config, "nginx:1.27", "prod")
+    assert prod.written and [k for k, _ in prod.unchecked] == ["vendor/prod"]
+
+
+def test_promote_names_a_source_it_cannot_read_and_carries_the_others(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    for env in ("dev", "prod"):
+        write(repo, f"apps/vendor/envs/{env}/kustomization.yaml", f"resources:\n  - {REMOTE_BASE}\n")
+    bump(repo, load(repo), "nginx:1.27", "dev")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.written and [k for k, _ in result.unchecked] == ["vendor/dev"]
+    assert [(e.target, e.old, e.new) for e in result.edits] == [("web/prod", "1.25", "1.27")]

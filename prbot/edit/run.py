@@ -13,7 +13,7 @@ from prbot.config import Config
 from prbot.edit.base import EditContext
 from prbot.edit.editors import editor_for
 from prbot.edit.transaction import FileEdit, TargetEdits
-from prbot.errors import ImageError, PolicyError, PrbotError
+from prbot.errors import ImageError, NotChecked, PolicyError, PrbotError
 from prbot.image_rules import rule_for, tag_refusal, version_refusal
 from prbot.images import ImageRef, parse_image
 from prbot.model import Target
@@ -26,7 +26,8 @@ class EditResult:
 
     Files are written only when there is neither an error nor a refusal (all or nothing): then
     `edits` lists what was written; otherwise nothing was written and `edits` lists what would
-    have been.
+    have been.  A target that cannot be checked (`unchecked`) blocks nothing: it is named, and
+    left as it is.
     """
 
     edits: list[FileEdit] = field(default_factory=list)
@@ -34,6 +35,8 @@ class EditResult:
     errors: list[str] = field(default_factory=list)    # one line per failed target, FILE:LINE first
     matched: bool = False                               # some target of the environment uses the image
     refused: list[str] = field(default_factory=list)   # moves the image policy forbids (see --force)
+    unchecked: list[tuple[str, str]] = field(default_factory=list)   # (target key, why): could not be
+    # checked for the image (a remote input render.remote does not allow); the others are edited
 
     @property
     def written(self) -> bool:
@@ -72,6 +75,9 @@ def _run_target(ctx: EditContext, result: EditResult, target: Target, wants: lis
             outcome = edit(ctx, tx, target, want)
             used |= outcome.used
             changed |= outcome.changed
+    except NotChecked as exc:
+        result.unchecked.append((target.key, str(exc)))
+        return
     except PrbotError as exc:
         result.errors.append(_located(str(exc), target))
         return
@@ -115,7 +121,8 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     versions read as Flux reads them, see `prbot.images.parse_semver`) or, under ``policy:
     semver``, to a tag that is no version, in ``refused`` (unless `force`; `lower` allows a lower
     version only: the registry flow under ``policy: pushed``, where the latest push wins).  Files
-    are written only when there are neither (all or nothing).  `pool` renders the targets that must
+    are written only when there are neither (all or nothing); a target that cannot be checked for
+    the image (`unchecked`: a remote input `render.remote` does not allow) is named and skipped.  `pool` renders the targets that must
     be rendered to find the image through its cache (a service bumping one base again and again
     renders each target once).
     """
@@ -132,10 +139,13 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
         def check(e: FileEdit) -> str | None:
             return version_refusal(_tag(e.old), _tag(e.new), semver_policy=semver)
     ctx = EditContext(Path(root), config, pool)
-    result = EditResult()
-    for target in _select(ctx, env, app):
-        _run_target(ctx, result, target, [want], check)
-    return _finish(ctx, result)
+    try:
+        result = EditResult()
+        for target in _select(ctx, env, app):
+            _run_target(ctx, result, target, [want], check)
+        return _finish(ctx, result)
+    finally:
+        ctx.close()
 
 
 def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | None = None, *,
@@ -150,20 +160,26 @@ def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | N
     if config.env(from_env).name == config.env(to_env).name:
         raise PrbotError(f"cannot promote {from_env!r} into itself")
     ctx = EditContext(Path(root), config)
-    sources = {t.app: t for t in _select(ctx, from_env, app)}
-    dests = {t.app: t for t in _select(ctx, to_env, app)}
-    result = EditResult()
+    try:
+        sources = {t.app: t for t in _select(ctx, from_env, app)}
+        dests = {t.app: t for t in _select(ctx, to_env, app)}
+        result = EditResult()
 
-    def check(e: FileEdit) -> str | None:
-        return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
+        def check(e: FileEdit) -> str | None:
+            return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
 
-    for name in sorted(set(sources) & set(dests)):
-        try:
-            images = {repo: refs[0] for repo, refs in ctx.declared(sources[name]).items()}
-        except PrbotError as exc:
-            result.errors.append(_located(str(exc), sources[name]))
-            continue
-        wants = [ref for _, ref in sorted(images.items()) if ref.tag or ref.digest]
-        if wants:
-            _run_target(ctx, result, dests[name], wants, check)
-    return _finish(ctx, result)
+        for name in sorted(set(sources) & set(dests)):
+            try:
+                images = {repo: refs[0] for repo, refs in ctx.declared(sources[name]).items()}
+            except NotChecked as exc:
+                result.unchecked.append((sources[name].key, str(exc)))
+                continue
+            except PrbotError as exc:
+                result.errors.append(_located(str(exc), sources[name]))
+                continue
+            wants = [ref for _, ref in sorted(images.items()) if ref.tag or ref.digest]
+            if wants:
+                _run_target(ctx, result, dests[name], wants, check)
+        return _finish(ctx, result)
+    finally:
+        ctx.close()
