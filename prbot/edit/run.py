@@ -122,9 +122,9 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     semver``, to a tag that is no version, in ``refused`` (unless `force`; `lower` allows a lower
     version only: the registry flow under ``policy: pushed``, where the latest push wins).  Files
     are written only when there are neither (all or nothing); a target that cannot be checked for
-    the image (`unchecked`: a remote input `render.remote` does not allow) is named and skipped.  `pool` renders the targets that must
-    be rendered to find the image through its cache (a service bumping one base again and again
-    renders each target once).
+    the image (`unchecked`: a remote input `render.remote` does not allow) is named and skipped.
+    `pool` renders the targets that must be rendered to find the image through its cache (a
+    service bumping one base again and again renders each target once).
     """
     want = parse_image(image)
     if want.tag is None and want.digest is None:
