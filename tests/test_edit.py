@@ -942,3 +942,76 @@ def test_promote_names_a_source_it_cannot_read_and_carries_the_others(kustomize_
     result = promote(repo, load(repo), "dev", "prod")
     assert result.written and [k for k, _ in result.unchecked] == ["vendor/dev"]
     assert [(e.target, e.old, e.new) for e in result.edits] == [("web/prod", "1.25", "1.27")]
+
+
+# -- files shared within one environment -------------------------------------------------------------------
+
+SHARED_CONFIG = """version: 1
+environments:
+  - name: dev
+  - name: staging
+apps:
+  - name: one
+    path: "one/{env}"
+    helm: {chart: "charts/multi", values: ["../../shared/{env}.yaml", "values.yaml"]}
+  - name: two
+    path: "two/{env}"
+    helm: {chart: "charts/multi", values: ["../../shared/{env}.yaml", "values.yaml"]}
+"""
+
+
+@pytest.fixture
+def shared_repo(tmp_path: Path) -> Path:
+    """Two apps of one chart; each environment's shared/{env}.yaml sets the api image for both."""
+    repo = init_repo(tmp_path / "s")
+    write(repo, CONFIG_FILE, SHARED_CONFIG)
+    write(repo, "charts/multi/Chart.yaml", "apiVersion: v2\nname: multi\nversion: 0.1.0\n")
+    write(repo, "charts/multi/values.yaml", HDEFAULTS)
+    write(repo, "charts/multi/templates/deployment.yaml", HTEMPLATE)
+    for env, tag in (("dev", "1.0"), ("staging", "0.9")):
+        write(repo, f"shared/{env}.yaml", f"# {env}: every app\napi:\n  image:\n    repository: ghcr.io/acme/api\n"
+              f"    tag: \"{tag}\"\n")
+        for app in ("one", "two"):
+            write(repo, f"{app}/{env}/values.yaml", "api:\n  replicas: 1\n")
+    commit_all(repo, "shared within an environment")
+    return repo
+
+
+def test_a_file_shared_within_one_environment_is_edited_once(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
+    assert result.errors == [] and result.refused == [] and result.written
+    assert [(e.target, e.path, e.old, e.new) for e in result.edits] == [("one/dev", "shared/dev.yaml", "1.0", "1.1")]
+    diff = changed(snap, snapshot_files(repo))
+    assert diff == {"shared/dev.yaml": (snap["shared/dev.yaml"],
+                                        snap["shared/dev.yaml"].replace(b'tag: "1.0"', b'tag: "1.1"'))}
+    for app in ("one", "two"):
+        assert "ghcr.io/acme/api:1.1" in images_of(render_target(repo, target(repo, config, f"{app}/dev")))
+        assert "ghcr.io/acme/api:0.9" in images_of(render_target(repo, target(repo, config, f"{app}/staging")))
+    assert sorted(bump(repo, config, "ghcr.io/acme/api:1.1", "dev").current) == ["one/dev", "two/dev"]
+
+
+def test_a_file_shared_with_an_app_not_asked_for_is_not_edited(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    # --app one: two/dev reads shared/dev.yaml too and was not asked to move: one's own file overrides it
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev", app="one")
+    assert [(e.target, e.path) for e in result.edits] == [("one/dev", "one/dev/values.yaml")]
+    assert (repo / "shared/dev.yaml").read_text().endswith('tag: "1.0"\n')
+    assert "ghcr.io/acme/api:1.0" in images_of(render_target(repo, target(repo, config, "two/dev")))
+
+
+def test_promote_refuses_two_versions_for_one_shared_file(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    bump(repo, config, "ghcr.io/acme/api:1.1", "dev", app="one")      # one/dev runs 1.1, two/dev 1.0
+    snap = snapshot_files(repo)
+    result = promote(repo, config, "dev", "staging")
+    assert not result.written and result.errors == [
+        "shared/staging.yaml: one/staging and two/staging read it and would set ghcr.io/acme/api to 1.1 and "
+        "1.0; one file holds one version (--app moves one app)"]
+    assert snapshot_files(repo) == snap
+    one = promote(repo, config, "dev", "staging", app="one")            # one app: its own file overrides
+    assert one.written and [(e.target, e.path) for e in one.edits] == [("one/staging", "one/staging/values.yaml")]

@@ -25,7 +25,8 @@ is), `transaction.py` (file texts edited in memory, written all together or not 
 Flux HelmRelease's values, an Argo CD Application's images and parameters), `rendered.py` (the
 images rendered objects use or set).
 
-No file that another target also reads is ever edited.  Edits are byte-preserving
+No file that a target of another environment (or one the command does not move) also reads is ever
+edited; a file only the moved targets of one environment read is edited once.  Edits are byte-preserving
 (:mod:`prbot.yamledit`); every file of one command is written together, or none is.
 """
 

@@ -1,7 +1,8 @@
 """What every editor works with: the command's context and what an editor is.
 
 `EditContext` holds one command's view of the repository: its targets, each target's rendered
-objects (rendered once), which other targets read a file (so shared files are never edited) and
+objects (rendered once), which other targets read a file (so files other environments read are
+never edited; one only the targets this command moves in one environment read is edited once) and
 the pending file texts.  An `Editor` moves one image in one target; its `Outcome` says whether the
 target uses the image and whether anything changed.
 """
@@ -53,6 +54,9 @@ class EditContext:
         self.closures = ClosureCache()
         self._objects: dict[str, list[dict[str, Any]]] = {}
         self._remotes: Remotes | None = None
+        # keys of the targets this command edits: a file only they read (one environment's) is
+        # edited once, by the first of them; the others find it at the version already
+        self.editing: set[str] = set()
 
     def close(self) -> None:
         """Remove what fetching remote inputs left behind (a command's scratch copies)."""
@@ -106,11 +110,17 @@ class EditContext:
         """The images the target sets, in containers and in GitOps objects, by repository."""
         return declared_images(self.objects(target))
 
+    def _others(self, besides: Target) -> list[Target]:
+        """The targets an edit for `besides` must not move unasked: every target but it and the
+        others this command edits in its environment."""
+        return [t for t in self.targets if t.key != besides.key
+                and not (t.key in self.editing and t.env == besides.env)]
+
     def readers(self, rel: str, besides: Target) -> list[str]:
-        """Keys of the other targets whose rendering reads the file (their input closures)."""
+        """Keys of the other targets whose rendering reads the file (their input closures), but for
+        the targets of `besides`'s environment this command edits too."""
         rel = PurePosixPath(os.path.normpath(rel)).as_posix()
-        return [t.key for t in self.targets
-                if t.key != besides.key and rel in self.closures.closure(self.root, t).files]
+        return [t.key for t in self._others(besides) if rel in self.closures.closure(self.root, t).files]
 
     def value_readers(self, rel: str, besides: Target) -> list[str]:
         """Keys of the other targets that read the file as a values file or as an input of their
@@ -119,8 +129,8 @@ class EditContext:
         beside a shared chart belong to their own environment."""
         rel = PurePosixPath(os.path.normpath(rel)).as_posix()
         readers: list[str] = []
-        for t in self.targets:
-            if t.key == besides.key or rel not in self.closures.closure(self.root, t).files:
+        for t in self._others(besides):
+            if rel not in self.closures.closure(self.root, t).files:
                 continue
             if t.renderer == "helm" and rel not in t.values:
                 chart = PurePosixPath(t.chart or t.path)

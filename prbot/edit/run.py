@@ -15,7 +15,7 @@ from prbot.edit.editors import editor_for
 from prbot.edit.transaction import FileEdit, TargetEdits
 from prbot.errors import ImageError, NotChecked, PolicyError, PrbotError
 from prbot.image_rules import rule_for, tag_refusal, version_refusal
-from prbot.images import ImageRef, parse_image
+from prbot.images import ImageRef, parse_image, same_repository
 from prbot.model import Target
 from prbot.render import RenderPool
 
@@ -84,6 +84,13 @@ def _run_target(ctx: EditContext, result: EditResult, target: Target, wants: lis
     except OSError as exc:
         result.errors.append(f"{target.key}: {exc.strerror or exc}")
         return
+    for e in tx.edits:                  # a file of the environment another target already moved
+        first = next((p for p in result.edits if p.path == e.path and p.target != target.key
+                      and same_repository(p.image, e.image)), None)
+        if first is not None:
+            result.errors.append(f"{e.path}: {first.target} and {target.key} read it and would set {e.image} "
+                                 f"to {first.new} and {e.new}; one file holds one version (--app moves one app)")
+            return
     refusals = [f"{target.key}: {e.path}: {e.image} {e.old or '(no tag)'} → {e.new}: {why}"
                 for e in tx.edits if check is not None and (why := check(e))]
     result.matched |= used
@@ -141,7 +148,9 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     ctx = EditContext(Path(root), config, pool)
     try:
         result = EditResult()
-        for target in _select(ctx, env, app):
+        chosen = _select(ctx, env, app)
+        ctx.editing = {t.key for t in chosen}
+        for target in chosen:
             _run_target(ctx, result, target, [want], check)
         return _finish(ctx, result)
     finally:
@@ -164,6 +173,7 @@ def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | N
         sources = {t.app: t for t in _select(ctx, from_env, app)}
         dests = {t.app: t for t in _select(ctx, to_env, app)}
         result = EditResult()
+        ctx.editing = {dests[name].key for name in set(sources) & set(dests)}
 
         def check(e: FileEdit) -> str | None:
             return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
