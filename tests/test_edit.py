@@ -1015,3 +1015,21 @@ def test_promote_refuses_two_versions_for_one_shared_file(shared_repo: Path) -> 
     assert snapshot_files(repo) == snap
     one = promote(repo, config, "dev", "staging", app="one")            # one app: its own file overrides
     assert one.written and [(e.target, e.path) for e in one.edits] == [("one/staging", "one/staging/values.yaml")]
+
+
+# -- the image is edited where the target sets it ----------------------------------------------------------
+
+def test_helm_only_the_values_file_that_decides_is_edited(helm_repo: Path) -> None:
+    repo = helm_repo
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["values.yaml", "pin.yaml"]'))
+    write(repo, "multi/dev/pin.yaml", "# what dev runs\napi:\n  image:\n    tag: \"1.5\"\n")
+    write(repo, "multi/staging/pin.yaml", "{}\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.6", "dev")
+    assert [(e.path, e.old, e.new) for e in result.edits] == [("multi/dev/pin.yaml", "1.5", "1.6")]
+    assert set(changed(snap, snapshot_files(repo))) == {"multi/dev/pin.yaml"}      # values.yaml's 1.0 decides nothing
+    assert "ghcr.io/acme/api:1.6" in helm_images(repo, config, "dev")
+    # the other images of values.yaml, set nowhere later, are still edited there
+    result = bump(repo, config, "ghcr.io/acme/sidecar:2.1", "dev")
+    assert [e.path for e in result.edits] == ["multi/dev/values.yaml"]

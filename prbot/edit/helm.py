@@ -46,12 +46,17 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
         """What a values file overrides: the other values files (last first), then the chart's."""
         return [tx.parse(other) for other in reversed(files) if other != rel] + chart_defaults
 
+    def places_of(rel: str) -> list[ValuesImage]:
+        return [p for p in values_file_images(tx.parse(rel), defaults_of(rel))
+                if same_repository(p.repository, want.repository)]
+
     out = Outcome()
     shared: list[str] = []            # values files that set the image but other targets read too
-    for rel in files:
+    for i, rel in enumerate(files):
         defaults = defaults_of(rel)
-        places = [p for p in values_file_images(tx.parse(rel), defaults)
-                  if same_repository(p.repository, want.repository)]
+        # a place a later values file sets again does not decide: Helm takes the last one
+        later = {p.path for other in files[i + 1:] for p in places_of(other)}
+        places = [p for p in places_of(rel) if p.path not in later]
         if not places:
             continue
         if ctx.value_readers(rel, target):
@@ -61,7 +66,7 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
         for n in range(len(places)):
             f = tx.parse(rel)
             place = [p for p in values_file_images(f, defaults)
-                     if same_repository(p.repository, want.repository)][n]
+                     if same_repository(p.repository, want.repository) and p.path not in later][n]
             edits, old, new = place_edits(f, place, want, defaults)
             if edits:
                 tx.apply(rel, edits)
