@@ -1033,3 +1033,43 @@ def test_helm_only_the_values_file_that_decides_is_edited(helm_repo: Path) -> No
     # the other images of values.yaml, set nowhere later, are still edited there
     result = bump(repo, config, "ghcr.io/acme/sidecar:2.1", "dev")
     assert [e.path for e in result.edits] == ["multi/dev/values.yaml"]
+
+
+def test_kustomize_patch_of_the_overlay_that_sets_the_image_is_edited(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    rel = "apps/web/envs/dev/version.yml"
+    write(repo, "apps/web/envs/dev/kustomization.yaml", "resources:\n- ../../base\npatches:\n- path: version.yml\n")
+    write(repo, rel, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+          "    spec:\n      containers:\n        - name: web\n          image: nginx:1.26   # dev runs\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and [(e.path, e.old, e.new) for e in result.edits] == [(rel, "1.26", "1.27")]
+    assert changed(snap, snapshot_files(repo)) == {rel: (snap[rel], snap[rel].replace(b"nginx:1.26", b"nginx:1.27"))}
+    assert images_of(render_target(repo, target(repo, config, "web/dev"))) == {"nginx:1.27", "busybox:1.36"}
+
+
+def test_kustomize_patch_shared_or_not_deciding_gets_an_images_entry_instead(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    patch = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+             "    spec:\n      containers:\n        - name: web\n          image: nginx:1.26\n")
+    # a patch every environment reads: never edited, the overlay's own images: entry overrides it
+    write(repo, "apps/web/version/version.yml", patch)
+    write(repo, "apps/web/version/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1alpha1\n"
+          "kind: Component\npatches:\n- path: version.yml\n")
+    for env in ("dev", "prod"):
+        write(repo, f"apps/web/envs/{env}/kustomization.yaml",
+              "resources:\n- ../../base\ncomponents:\n- ../../version\n")
+    config = load(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and [e.path for e in result.edits] == ["apps/web/envs/dev/kustomization.yaml"]
+    assert (repo / "apps/web/version/version.yml").read_text() == patch
+    assert "nginx:1.27" in images_of(render_target(repo, target(repo, config, "web/dev")))
+    # an own file naming another version than the one rendered does not decide: left alone
+    write(repo, "apps/web/envs/prod/kustomization.yaml", "resources:\n- ../../base\n- extra.yaml\n"
+          "images:\n- name: nginx\n  newTag: \"1.26\"\n")
+    write(repo, "apps/web/envs/prod/extra.yaml", patch.replace("name: web\n", "name: extra\n", 1)
+          .replace("nginx:1.26", "nginx:1.0"))
+    result = bump(repo, config, "nginx:1.27", "prod")
+    assert [e.path for e in result.edits] == ["apps/web/envs/prod/kustomization.yaml"]
+    assert "nginx:1.0" in (repo / "apps/web/envs/prod/extra.yaml").read_text()
