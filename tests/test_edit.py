@@ -984,6 +984,7 @@ def test_a_file_shared_within_one_environment_is_edited_once(shared_repo: Path) 
     result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
     assert result.errors == [] and result.refused == [] and result.written
     assert [(e.target, e.path, e.old, e.new) for e in result.edits] == [("one/dev", "shared/dev.yaml", "1.0", "1.1")]
+    assert result.current == []                         # two/dev moved with one/dev: not "already current"
     diff = changed(snap, snapshot_files(repo))
     assert diff == {"shared/dev.yaml": (snap["shared/dev.yaml"],
                                         snap["shared/dev.yaml"].replace(b'tag: "1.0"', b'tag: "1.1"'))}

@@ -10,7 +10,8 @@ Where an edit goes, per renderer (one editor module each, listed in `prbot.edit.
   components are never edited: whether the image is used is decided by *rendering* the target
   (the only way to see through bases, components, remote-free generators and other overlays'
   transformers), not by guessing from files.
-* helm (`helm.py`) — the target's values files (only the last one setting a place: Helm's winner): ``repository`` + ``tag`` maps at any depth
+* helm (`helm.py`) — the target's values files (only the last one setting a place: Helm's
+  winner): ``repository`` + ``tag`` maps at any depth
   (``registry`` + ``repository`` split maps too, a ``digest`` field when the chart has one),
   ``image: repo:tag`` strings, and ``tag``-only overrides whose repository comes from the chart's
   defaults or an earlier values file.  When the image is set only where other targets read it too

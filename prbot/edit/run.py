@@ -99,7 +99,8 @@ def _run_target(ctx: EditContext, result: EditResult, target: Target, wants: lis
         return
     tx.merge()
     result.edits.extend(tx.edits)
-    if used and not changed:
+    moved_here = any(e.path in ctx.closures.closure(ctx.root, target).files for e in result.edits)
+    if used and not changed and not moved_here:      # not "already current" when this command moved it
         result.current.append(target.key)
 
 
