@@ -2,7 +2,7 @@
 
 One place decides for every way an image moves: a registry push (`decide`), `prbot bump` and the
 service's bump flow (`tag_refusal`, `version_refusal` with the rule's policy) and `prbot promote`
-(`version_refusal`: never to a lower semantic version).
+(`version_refusal`): neither command moves to a lower version, versions read as Flux reads them.
 """
 
 from __future__ import annotations
