@@ -1074,3 +1074,17 @@ def test_kustomize_patch_shared_or_not_deciding_gets_an_images_entry_instead(kus
     result = bump(repo, config, "nginx:1.27", "prod")
     assert [e.path for e in result.edits] == ["apps/web/envs/prod/kustomization.yaml"]
     assert "nginx:1.0" in (repo / "apps/web/envs/prod/extra.yaml").read_text()
+
+
+def test_helm_an_override_that_would_not_win_is_refused(helm_repo: Path) -> None:
+    repo = helm_repo
+    # common.yaml comes last: it decides, and every environment reads it
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["values.yaml", "../common.yaml"]'))
+    write(repo, "multi/common.yaml", "api:\n  image:\n    repository: ghcr.io/acme/api\n    tag: '0.5'\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
+    assert result.edits == [] and result.errors == [
+        "multi/common.yaml:3: also read by multi/staging; prbot does not edit shared files (multi/dev)"]
+    assert snapshot_files(repo) == snap
+    assert "ghcr.io/acme/api:0.5" in helm_images(repo, config, "dev")
