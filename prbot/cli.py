@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bump", help="move an image to a new version in one environment (edits the working tree)",
                        description="Set IMAGE's version in every target of ENV that uses its repository, "
                        "where a human would. All or nothing: when one target cannot be edited, "
-                       "no file is written. Exit 0 changed or already current, 1 no target of ENV uses "
+                       "no file is written; a target that cannot be checked for the image (it reads a remote "
+                       "input render.remote does not allow) is named as not checked and left as it is. "
+                       "Exit 0 changed or already current, 1 no target of ENV uses "
                        "the repository, 2 bad input or refused.")
     b.add_argument("image", metavar="IMAGE", help="image reference with a tag and/or digest, e.g. "
                    "ghcr.io/acme/app:1.2.3 or ghcr.io/acme/app:1.2.3@sha256:…")
@@ -39,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the GitOps repository's working tree (default: the current directory)")
     b.add_argument("--app", help="only this app's target (default: every app of ENV using the image)")
     b.add_argument("--force", action="store_true",
-                   help="bump even when the image's images[] rule refuses it (a tag not matching `tags`, "
-                   "a lower or non-semantic version under `policy: semver`)")
+                   help="bump even to a lower version (1.25, v2, v2.0.1 and pre-releases are versions, read "
+                   "as Flux reads them) or when the image's images[] rule refuses it (a tag not matching "
+                   "`tags`, a tag that is no version under `policy: semver`)")
 
     pl = sub.add_parser("plan", help="render affected targets at base and head and report the difference",
                         description="Render every target whose inputs differ between BASE and HEAD, diff the "
@@ -70,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)",
                         description="For each app present in both environments, set the image versions "
                         "FROM_ENV renders into TO_ENV's target (only images TO_ENV already uses). All or "
-                        "nothing. A move to a lower semantic version is refused unless --force. Exit 0 "
+                        "nothing. A move to a lower version (1.25, v2, v2.0.1 and pre-releases are versions, "
+                        "read as Flux reads them) is refused unless --force. Exit 0 "
                         "changed or already current, 1 nothing to promote, 2 bad input or refused.")
     pr.add_argument("from_env", metavar="FROM_ENV", help="the environment whose versions are carried (e.g. dev)")
     pr.add_argument("to_env", metavar="TO_ENV", help="the environment that receives them (e.g. staging)")
@@ -174,7 +178,9 @@ def _out(text: str) -> None:
 
 def _finish_edits(result, nothing: str) -> int:  # type: ignore[no-untyped-def]
     """Print what an edit command changed, or why it wrote nothing (exit 2 on errors and refusals,
-    1 when `nothing` happened)."""
+    1 when `nothing` happened); targets it could not check are named either way."""
+    for key, why in result.unchecked:
+        print(f"prbot: not checked: {key}: {why}", file=sys.stderr)
     if not result.written:
         for err in result.errors:
             print(f"prbot: error: {err}", file=sys.stderr)
@@ -200,6 +206,8 @@ def cmd_bump(args: argparse.Namespace) -> int:
 
     result = bump(args.repo, _load(args.repo), args.image, args.env, args.app, force=args.force)
     nothing = "" if result.matched else f"no target of {args.env} uses {parse_image(args.image).name}"
+    if nothing and result.unchecked:
+        nothing = f"no checked target of {args.env} uses {parse_image(args.image).name}"
     return _finish_edits(result, nothing)
 
 

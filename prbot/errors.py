@@ -209,3 +209,9 @@ class PolicyError(PrbotError):
 
 class NotAvailable(PrbotError):
     """A command this deployment of prbot cannot run; its message is the whole reply line."""
+
+
+class NotChecked(PrbotError):
+    """An edit command cannot tell whether a target uses the image: rendering it would read a
+    remote input `render.remote` does not allow (or one prbot never fetches).  The target is named
+    as not checked and the rest of the command proceeds."""

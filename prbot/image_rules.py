@@ -2,7 +2,7 @@
 
 One place decides for every way an image moves: a registry push (`decide`), `prbot bump` and the
 service's bump flow (`tag_refusal`, `version_refusal` with the rule's policy) and `prbot promote`
-(`version_refusal`: never to a lower semantic version).
+(`version_refusal`): neither command moves to a lower version, versions read as Flux reads them.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ def tag_refusal(rule: ImageRule | None, tag: str | None) -> str | None:
 def version_refusal(current: str | None, new: str | None, *, semver_policy: bool) -> str | None:
     """Why moving from tag `current` to tag `new` is refused, or None.
 
-    A lower semantic version is always refused (for `promote`; for `bump` and pushes under
-    ``policy: semver``).  Under ``policy: semver`` the new tag must also be a semantic version
-    (``latest``, a commit sha or a digest alone are not).  Tags that are not semantic versions have
-    no order: moving between them is never a downgrade.
+    A lower version is always refused (`promote`, `bump`; registry pushes under ``policy:
+    semver``).  Versions are read as Flux reads them (`parse_semver`: ``1.25``, ``v2``,
+    ``v2.0.1``, pre-releases), so ``3.0`` → ``2.0.0`` is a downgrade and ``2.0`` → ``2.0.0`` is none.
+    Under ``policy: semver`` the new tag must also be a version (``latest``, a commit sha or a
+    digest alone are not).  Tags that are not versions have no order: moving between them is never
+    a downgrade.
     """
     new_key = parse_semver(new) if new else None
     current_key = parse_semver(current) if current else None

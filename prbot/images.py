@@ -33,8 +33,10 @@ _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _PORT = re.compile(r"[0-9]{1,5}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# Versions as Flux (Masterminds semver) reads them: ``v`` optional, minor and patch optional
+# (``1.25`` is 1.25.0, ``v2`` is 2.0.0), no leading zeros, SemVer 2.0 pre-releases and build metadata.
 _SEMVER = re.compile(
-    r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"v?(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?(?:\.(0|[1-9][0-9]*))?"
     r"(?:-((?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
     r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
@@ -159,8 +161,11 @@ SemverKey = tuple[int, int, int, int, tuple[_PreId, ...]]
 
 
 def parse_semver(tag: str) -> SemverKey | None:
-    """A sortable key for a semantic version (``v`` prefix allowed), or None when `tag` is not one.
+    """A sortable key for a semantic version, or None when `tag` is not one.
 
+    Versions are read as Flux's image policies read them: a ``v`` prefix is allowed and minor and
+    patch may be left out (``1.25`` = ``1.25.0``, ``v2`` = ``2.0.0``, ``2.0-rc.1`` = ``2.0.0-rc.1``);
+    leading zeros (``1.02``), four parts, ``V1.2.3`` and words (``latest``) are not versions.
     The key orders by SemVer 2.0 precedence: a release sorts after its pre-releases, pre-release
     identifiers compare numerically or in ASCII order, a longer identifier list wins a tie, and
     build metadata (``+…``) is ignored.
@@ -171,6 +176,7 @@ def parse_semver(tag: str) -> SemverKey | None:
     if not m:
         return None
     major, minor, patch, pre, _build = m.groups()
+    minor, patch = minor or "0", patch or "0"
     if pre is None:
         return (int(major), int(minor), int(patch), 1, ())
     ids = tuple(_PreId(int(p), p) if p.isdigit() else _PreId(None, p) for p in pre.split("."))

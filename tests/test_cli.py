@@ -340,3 +340,26 @@ def test_demo_keep_leaves_a_clone_of_the_sample_repository_as_the_story_leaves_i
     assert code == 0 and "**1 environment changes** · staging ✅" in planned
     code, _, err = run(capsys, "demo", "--keep", str(keep))
     assert code == 2 and "not an empty directory" in err
+
+
+def test_promote_to_a_lower_two_part_version_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from support import commit_all, init_repo
+
+    repo = init_repo(tmp_path / "r")
+    write(repo, ".prbot.yml", "version: 1\nenvironments:\n  - name: dev\n  - name: prod\n"
+          "apps:\n  - path: \"apps/{app}/{env}\"\nimages:\n  - repository: nginx\n    policy: semver\n")
+    deploy = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {a: b}}\n"
+              "  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers:\n"
+              "        - {name: web, image: \"nginx:%s\"}\n")
+    write(repo, "apps/web/dev/web.yaml", deploy % "2.0")
+    write(repo, "apps/web/prod/web.yaml", deploy % "3.0")
+    commit_all(repo, "two-part tags")
+    before = snapshot_files(repo)
+    code, out, err = run(capsys, "promote", "dev", "prod", "--repo", str(repo))
+    assert code == 2 and out == ""
+    assert "refused: web/prod: apps/web/prod/web.yaml: nginx 3.0 → 2.0: 2.0 is a lower version than 3.0" in err
+    assert "nothing written" in err and "--force" in err
+    assert snapshot_files(repo) == before
+    code, out, err = run(capsys, "bump", "nginx:3.1", "--env", "prod", "--repo", str(repo))
+    assert code == 0, err                          # 3.1 is a version under policy: semver
+    assert "web/prod: apps/web/prod/web.yaml 3.0 → 3.1" in out

@@ -304,11 +304,11 @@ def test_kustomize_entry_matched_by_new_name_in_flow_style(kustomize_repo: Path)
     # the manifests' name `nginx` is renamed away in staging: docker.io nginx is not used there
     assert bump(repo, config, "nginx:1.27", "staging") == EditResult(matched=False)
     assert snapshot_files(repo) == snap
-    result = bump(repo, config, "registry.example.com/mirror/nginx:1.10", "staging")
+    result = bump(repo, config, "registry.example.com/mirror/nginx:1.30", "staging")
     assert [(e.image, e.old, e.new) for e in result.edits] == [
-        ("registry.example.com/mirror/nginx", "1.25", "1.10")]
-    assert (repo / rel).read_bytes() == original.replace(b'newTag: "1.25"}', b'newTag: "1.10"}')
-    assert "registry.example.com/mirror/nginx:1.10" in images_of(
+        ("registry.example.com/mirror/nginx", "1.25", "1.30")]
+    assert (repo / rel).read_bytes() == original.replace(b'newTag: "1.25"}', b'newTag: "1.30"}')
+    assert "registry.example.com/mirror/nginx:1.30" in images_of(
         render_target(repo, target(repo, config, "web/staging")))
 
 
@@ -816,3 +816,275 @@ def test_helm_parameters_registry_pair_without_a_tag_gets_one_and_image_paramete
     assert snapshot_files(repo) == snap
     promoted = promote(repo, load(repo), "dev", "prod")
     assert promoted.errors == [] and {(e.old, e.new) for e in promoted.edits} == {("", "2.0.0"), ("1.27", "1.28")}
+
+
+# -- one version rule for bump and promote ----------------------------------------------------------------
+
+def versions_repo(tmp_path: Path, dev: str, prod: str, policy: str | None = None) -> Path:
+    """web in dev and prod: each overlay sets nginx's tag in its own images: entry."""
+    repo = init_repo(tmp_path / "v")
+    rules = f"images:\n  - repository: nginx\n    policy: {policy}\n" if policy else ""
+    write(repo, CONFIG_FILE, "version: 1\nenvironments:\n  - name: dev\n  - name: prod\n"
+          "apps:\n  - path: \"apps/{app}/envs/{env}\"\n" + rules)
+    write(repo, "apps/web/base/deployment.yaml", BASE_DEPLOYMENT)
+    write(repo, "apps/web/base/kustomization.yaml", "resources:\n  - deployment.yaml\n")
+    for env, tag in (("dev", dev), ("prod", prod)):
+        write(repo, f"apps/web/envs/{env}/kustomization.yaml",
+              f"resources:\n  - ../../base\nimages:\n  - name: nginx\n    newTag: \"{tag}\"\n")
+    commit_all(repo, "versions")
+    return repo
+
+
+@pytest.mark.parametrize(("dev", "prod"), [
+    ("2.0", "3.0"), ("v2.0", "v3.0"), ("v2", "v3"), ("1.9", "1.25"), ("v2.0.0-rc.1", "v2.0.0"),
+    ("2.0.0", "v2.0.1"), ("2", "2.0.1"),
+])
+def test_promote_refuses_a_downgrade_however_the_versions_are_written(tmp_path: Path, dev: str, prod: str) -> None:
+    repo = versions_repo(tmp_path, dev, prod)
+    snap = snapshot_files(repo)
+    result = promote(repo, load(repo), "dev", "prod")
+    assert not result.written and result.errors == []
+    assert result.refused == [f"web/prod: apps/web/envs/prod/kustomization.yaml: nginx {prod} → {dev}: "
+                              f"{dev} is a lower version than {prod}"]
+    assert snapshot_files(repo) == snap                    # nothing written
+    forced = promote(repo, load(repo), "dev", "prod", force=True)
+    assert forced.written and [(e.old, e.new) for e in forced.edits] == [(prod, dev)]
+
+
+@pytest.mark.parametrize(("dev", "prod"), [("3.0", "2.0"), ("1.25", "1.9"), ("v2.0.0", "v2.0.0-rc.1"), ("v3", "2.9.9")])
+def test_promote_moves_up_however_the_versions_are_written(tmp_path: Path, dev: str, prod: str) -> None:
+    repo = versions_repo(tmp_path, dev, prod, policy="semver")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.written and [(e.old, e.new) for e in result.edits] == [(prod, dev)]
+    assert f'newTag: "{dev}"' in (repo / "apps/web/envs/prod/kustomization.yaml").read_text()
+
+
+def test_promote_between_the_same_version_written_two_ways_is_no_downgrade(tmp_path: Path) -> None:
+    repo = versions_repo(tmp_path, "2.0", "2.0.0")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.refused == [] and result.written            # same version: carried, never refused
+
+
+@pytest.mark.parametrize("policy", [None, "semver"])
+def test_bump_reads_versions_as_promote_does(tmp_path: Path, policy: str | None) -> None:
+    repo = versions_repo(tmp_path, "1.9", "2.0", policy=policy)
+    config = load(repo)
+    up = bump(repo, config, "nginx:1.25", "dev")                # 1.25 is above 1.9 (not text order)
+    assert up.written and [(e.old, e.new) for e in up.edits] == [("1.9", "1.25")]
+    up = bump(repo, config, "nginx:v3", "prod")                 # two-part and one-part tags are versions
+    assert up.written and [(e.old, e.new) for e in up.edits] == [("2.0", "v3")]
+    snap = snapshot_files(repo)
+    for image, env, current in (("nginx:1.9", "dev", "1.25"), ("nginx:3.0.0-rc.1", "prod", "v3"),
+                                ("nginx:v2.9", "prod", "v3")):
+        down = bump(repo, config, image, env)
+        assert not down.written and down.refused and f"is a lower version than {current}" in down.refused[0]
+    assert snapshot_files(repo) == snap
+    assert bump(repo, config, "nginx:1.9", "dev", force=True).written
+
+
+def test_bump_under_semver_refuses_a_tag_that_is_no_version(tmp_path: Path) -> None:
+    repo = versions_repo(tmp_path, "2.0", "3.0", policy="semver")
+    snap = snapshot_files(repo)
+    for tag in ("latest", "1.02", "3.0.0.1", "V4"):
+        result = bump(repo, load(repo), f"nginx:{tag}", "dev")
+        assert result.refused and f"{tag} is not a semantic version" in result.refused[0]
+    assert snapshot_files(repo) == snap
+    # without the policy, a tag that is no version has no order: a move to it is no downgrade
+    repo2 = versions_repo(tmp_path / "2", "2.0", "3.0")
+    assert bump(repo2, load(repo2), "nginx:latest", "dev").written
+
+
+# -- targets that cannot be checked for the image ----------------------------------------------------------
+
+REMOTE_BASE = "https://github.com/acme/infra//base?ref=v1.0.0"
+
+
+def test_a_target_reading_a_remote_base_not_allowed_is_named_and_the_bump_proceeds(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    write(repo, "apps/vendor/envs/dev/kustomization.yaml", f"resources:\n  - {REMOTE_BASE}\n")
+    # a target with a remote base that sets the image in its own images: entry needs no render
+    write(repo, "apps/mirror/envs/dev/kustomization.yaml",
+          f"resources:\n  - {REMOTE_BASE}\nimages:\n  - name: nginx\n    newTag: \"1.25\"\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and result.refused == [] and result.written
+    assert result.unchecked == [("vendor/dev", f"it reads {REMOTE_BASE}, a remote input that render.remote "
+                                 "in .prbot.yml does not allow")]
+    assert sorted((e.target, e.path) for e in result.edits) == [
+        ("mirror/dev", "apps/mirror/envs/dev/kustomization.yaml"),
+        ("web/dev", "apps/web/envs/dev/kustomization.yaml")]
+    assert set(changed(snap, snapshot_files(repo))) == {"apps/mirror/envs/dev/kustomization.yaml",
+                                                       "apps/web/envs/dev/kustomization.yaml"}
+
+
+def test_a_not_checked_target_never_shows_the_credentials_of_its_remote(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    secret_url = "https://deploy:ghp_s3cr3tT0ken@github.com/acme/infra//base?ref=v1.0.0"
+    write(repo, "apps/vendor/envs/dev/kustomization.yaml", f"resources:\n  - {secret_url}\n")
+    write(repo, "apps/vendor/envs/prod/kustomization.yaml",
+          "resources:\n  - git@github.com:acme/infra.git//base?ref=v1\n")
+    config = load(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    [(key, why)] = result.unchecked
+    assert key == "vendor/dev" and "ghp_s3cr3tT0ken" not in why and "deploy" not in why
+    assert "https://github.com/acme/infra//base?ref=v1.0.0" in why
+    # a remote the configuration allows is not a way around it: the ssh form is not fetched either
+    prod = bump(repo, config, "nginx:1.27", "prod")
+    assert prod.written and [k for k, _ in prod.unchecked] == ["vendor/prod"]
+
+
+def test_promote_names_a_source_it_cannot_read_and_carries_the_others(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    for env in ("dev", "prod"):
+        write(repo, f"apps/vendor/envs/{env}/kustomization.yaml", f"resources:\n  - {REMOTE_BASE}\n")
+    bump(repo, load(repo), "nginx:1.27", "dev")
+    result = promote(repo, load(repo), "dev", "prod")
+    assert result.written and [k for k, _ in result.unchecked] == ["vendor/dev"]
+    assert [(e.target, e.old, e.new) for e in result.edits] == [("web/prod", "1.25", "1.27")]
+
+
+# -- files shared within one environment -------------------------------------------------------------------
+
+SHARED_CONFIG = """version: 1
+environments:
+  - name: dev
+  - name: staging
+apps:
+  - name: one
+    path: "one/{env}"
+    helm: {chart: "charts/multi", values: ["../../shared/{env}.yaml", "values.yaml"]}
+  - name: two
+    path: "two/{env}"
+    helm: {chart: "charts/multi", values: ["../../shared/{env}.yaml", "values.yaml"]}
+"""
+
+
+@pytest.fixture
+def shared_repo(tmp_path: Path) -> Path:
+    """Two apps of one chart; each environment's shared/{env}.yaml sets the api image for both."""
+    repo = init_repo(tmp_path / "s")
+    write(repo, CONFIG_FILE, SHARED_CONFIG)
+    write(repo, "charts/multi/Chart.yaml", "apiVersion: v2\nname: multi\nversion: 0.1.0\n")
+    write(repo, "charts/multi/values.yaml", HDEFAULTS)
+    write(repo, "charts/multi/templates/deployment.yaml", HTEMPLATE)
+    for env, tag in (("dev", "1.0"), ("staging", "0.9")):
+        write(repo, f"shared/{env}.yaml", f"# {env}: every app\napi:\n  image:\n    repository: ghcr.io/acme/api\n"
+              f"    tag: \"{tag}\"\n")
+        for app in ("one", "two"):
+            write(repo, f"{app}/{env}/values.yaml", "api:\n  replicas: 1\n")
+    commit_all(repo, "shared within an environment")
+    return repo
+
+
+def test_a_file_shared_within_one_environment_is_edited_once(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
+    assert result.errors == [] and result.refused == [] and result.written
+    assert [(e.target, e.path, e.old, e.new) for e in result.edits] == [("one/dev", "shared/dev.yaml", "1.0", "1.1")]
+    assert result.current == []                         # two/dev moved with one/dev: not "already current"
+    diff = changed(snap, snapshot_files(repo))
+    assert diff == {"shared/dev.yaml": (snap["shared/dev.yaml"],
+                                        snap["shared/dev.yaml"].replace(b'tag: "1.0"', b'tag: "1.1"'))}
+    for app in ("one", "two"):
+        assert "ghcr.io/acme/api:1.1" in images_of(render_target(repo, target(repo, config, f"{app}/dev")))
+        assert "ghcr.io/acme/api:0.9" in images_of(render_target(repo, target(repo, config, f"{app}/staging")))
+    assert sorted(bump(repo, config, "ghcr.io/acme/api:1.1", "dev").current) == ["one/dev", "two/dev"]
+
+
+def test_a_file_shared_with_an_app_not_asked_for_is_not_edited(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    # --app one: two/dev reads shared/dev.yaml too and was not asked to move: one's own file overrides it
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev", app="one")
+    assert [(e.target, e.path) for e in result.edits] == [("one/dev", "one/dev/values.yaml")]
+    assert (repo / "shared/dev.yaml").read_text().endswith('tag: "1.0"\n')
+    assert "ghcr.io/acme/api:1.0" in images_of(render_target(repo, target(repo, config, "two/dev")))
+
+
+def test_promote_refuses_two_versions_for_one_shared_file(shared_repo: Path) -> None:
+    repo = shared_repo
+    config = load(repo)
+    bump(repo, config, "ghcr.io/acme/api:1.1", "dev", app="one")      # one/dev runs 1.1, two/dev 1.0
+    snap = snapshot_files(repo)
+    result = promote(repo, config, "dev", "staging")
+    assert not result.written and result.errors == [
+        "shared/staging.yaml: one/staging and two/staging read it and would set ghcr.io/acme/api to 1.1 and "
+        "1.0; one file holds one version (--app moves one app)"]
+    assert snapshot_files(repo) == snap
+    one = promote(repo, config, "dev", "staging", app="one")            # one app: its own file overrides
+    assert one.written and [(e.target, e.path) for e in one.edits] == [("one/staging", "one/staging/values.yaml")]
+
+
+# -- the image is edited where the target sets it ----------------------------------------------------------
+
+def test_helm_only_the_values_file_that_decides_is_edited(helm_repo: Path) -> None:
+    repo = helm_repo
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["values.yaml", "pin.yaml"]'))
+    write(repo, "multi/dev/pin.yaml", "# what dev runs\napi:\n  image:\n    tag: \"1.5\"\n")
+    write(repo, "multi/staging/pin.yaml", "{}\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.6", "dev")
+    assert [(e.path, e.old, e.new) for e in result.edits] == [("multi/dev/pin.yaml", "1.5", "1.6")]
+    assert set(changed(snap, snapshot_files(repo))) == {"multi/dev/pin.yaml"}      # values.yaml's 1.0 decides nothing
+    assert "ghcr.io/acme/api:1.6" in helm_images(repo, config, "dev")
+    # the other images of values.yaml, set nowhere later, are still edited there
+    result = bump(repo, config, "ghcr.io/acme/sidecar:2.1", "dev")
+    assert [e.path for e in result.edits] == ["multi/dev/values.yaml"]
+
+
+def test_kustomize_patch_of_the_overlay_that_sets_the_image_is_edited(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    rel = "apps/web/envs/dev/version.yml"
+    write(repo, "apps/web/envs/dev/kustomization.yaml", "resources:\n- ../../base\npatches:\n- path: version.yml\n")
+    write(repo, rel, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+          "    spec:\n      containers:\n        - name: web\n          image: nginx:1.26   # dev runs\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and [(e.path, e.old, e.new) for e in result.edits] == [(rel, "1.26", "1.27")]
+    assert changed(snap, snapshot_files(repo)) == {rel: (snap[rel], snap[rel].replace(b"nginx:1.26", b"nginx:1.27"))}
+    assert images_of(render_target(repo, target(repo, config, "web/dev"))) == {"nginx:1.27", "busybox:1.36"}
+
+
+def test_kustomize_patch_shared_or_not_deciding_gets_an_images_entry_instead(kustomize_repo: Path) -> None:
+    repo = kustomize_repo
+    patch = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+             "    spec:\n      containers:\n        - name: web\n          image: nginx:1.26\n")
+    # a patch every environment reads: never edited, the overlay's own images: entry overrides it
+    write(repo, "apps/web/version/version.yml", patch)
+    write(repo, "apps/web/version/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1alpha1\n"
+          "kind: Component\npatches:\n- path: version.yml\n")
+    for env in ("dev", "prod"):
+        write(repo, f"apps/web/envs/{env}/kustomization.yaml",
+              "resources:\n- ../../base\ncomponents:\n- ../../version\n")
+    config = load(repo)
+    result = bump(repo, config, "nginx:1.27", "dev")
+    assert result.errors == [] and [e.path for e in result.edits] == ["apps/web/envs/dev/kustomization.yaml"]
+    assert (repo / "apps/web/version/version.yml").read_text() == patch
+    assert "nginx:1.27" in images_of(render_target(repo, target(repo, config, "web/dev")))
+    # an own file naming another version than the one rendered does not decide: left alone
+    write(repo, "apps/web/envs/prod/kustomization.yaml", "resources:\n- ../../base\n- extra.yaml\n"
+          "images:\n- name: nginx\n  newTag: \"1.26\"\n")
+    write(repo, "apps/web/envs/prod/extra.yaml", patch.replace("name: web\n", "name: extra\n", 1)
+          .replace("nginx:1.26", "nginx:1.0"))
+    result = bump(repo, config, "nginx:1.27", "prod")
+    assert [e.path for e in result.edits] == ["apps/web/envs/prod/kustomization.yaml"]
+    assert "nginx:1.0" in (repo / "apps/web/envs/prod/extra.yaml").read_text()
+
+
+def test_helm_an_override_that_would_not_win_is_refused(helm_repo: Path) -> None:
+    repo = helm_repo
+    # common.yaml comes last: it decides, and every environment reads it
+    write(repo, CONFIG_FILE, HCONFIG.replace('values: ["values.yaml"]', 'values: ["values.yaml", "../common.yaml"]'))
+    write(repo, "multi/common.yaml", "api:\n  image:\n    repository: ghcr.io/acme/api\n    tag: '0.5'\n")
+    config = load(repo)
+    snap = snapshot_files(repo)
+    result = bump(repo, config, "ghcr.io/acme/api:1.1", "dev")
+    assert result.edits == [] and result.errors == [
+        "multi/common.yaml:3: also read by multi/staging; prbot does not edit shared files (multi/dev)"]
+    assert snapshot_files(repo) == snap
+    assert "ghcr.io/acme/api:0.5" in helm_images(repo, config, "dev")

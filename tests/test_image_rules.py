@@ -39,3 +39,16 @@ def test_branch_names_are_one_per_update() -> None:
     assert slug("registry.cn-hangzhou.aliyuncs.com/Demo/app") == "registry-cn-hangzhou-aliyuncs-com-demo-app"
     assert bump_branch("dev", "docker.io/library/nginx") == "prbot/bump/dev/docker-io-library-nginx"
     assert promote_branch("staging", "shop") == "prbot/promote/staging/shop"
+
+
+def test_semver_policy_reads_versions_as_flux_does() -> None:
+    cfg = _config(ImageRule("acme/app", policy="semver"))
+    assert decide(cfg, parse_image("acme/app:3.0"), current_tag="2.0").accepted
+    assert decide(cfg, parse_image("acme/app:v2"), current_tag="1.25").accepted
+    assert decide(cfg, parse_image("acme/app:1.25"), current_tag="1.9").accepted
+    for tag, current in (("2.0", "3.0"), ("v2.0", "v3.0"), ("1.9", "1.25"), ("v2.0.0-rc.1", "v2.0.0"),
+                         ("2.0.0", "2.0"), ("v2", "2.0.0")):       # lower, or the same version again
+        d = decide(cfg, parse_image(f"acme/app:{tag}"), current_tag=current)
+        assert not d.accepted and f"not a higher version than {current}" in d.reason, (tag, current)
+    d = decide(cfg, parse_image("acme/app:1.02"), current_tag="1.1")    # a leading zero: no version
+    assert not d.accepted and "not a semantic version" in d.reason

@@ -206,13 +206,16 @@ def test_imageref_is_frozen_hashable_and_validated() -> None:
     "0.0.0", "1.2.3", "v1.2.3", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-0.3.7",
     "1.0.0-x.7.z.92", "1.0.0-x-y-z.--", "1.0.0+20130313144700", "1.0.0-beta+exp.sha.5114f85",
     "1.0.0+21AF26D3----117B344092BD", "v1.0.0-rc.1+build.5", "99999999999999999999.0.0",
+    # as Flux reads versions: minor and patch may be left out, with or without the v
+    "1", "v2", "1.2", "v2.0", "1.25", "2.0-rc.1", "v3-beta.2", "1.2+build.7",
 ])
 def test_semver_accepted(tag: str) -> None:
     assert parse_semver(tag) is not None
 
 
 @pytest.mark.parametrize("tag", [
-    "", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.03", "1.2.3-", "1.2.3-01", "1.2.3-a..b",
+    "", "1.2.3.4", "01.2.3", "01", "1.02", "v", "1.", ".1", "1..2", "2.0-", "v2.0.01",
+    "1.02.3", "1.2.03", "1.2.3-", "1.2.3-01", "1.2.3-a..b",
     "1.2.3+", "1.2.3+a..b", "V1.2.3", "vv1.2.3", "latest", "abc1234", "1.2.3 ", " 1.2.3", "1.2.3-α",
     "-1.2.3", "1.2.3_4",
 ])
@@ -228,6 +231,14 @@ ORDERED = [
     "1.0.0-rc.1", "1.0.0", "1.0.1", "1.1.0-rc.1", "1.1.0", "1.2.0", "1.10.0", "2.0.0-alpha", "2.0.0",
     "2.1.1", "10.0.0",
 ]
+
+
+def test_short_versions_read_as_flux_reads_them() -> None:
+    assert parse_semver("1.25") == parse_semver("1.25.0") == parse_semver("v1.25.0")
+    assert parse_semver("v2") == parse_semver("2.0.0") == parse_semver("2.0")
+    assert parse_semver("2.0-rc.1") == parse_semver("v2.0.0-rc.1")
+    tags = ["v2", "1.9", "1.25", "2.0.1", "1.25.1", "v2.0.0-rc.1", "1", "10"]
+    assert sorted(tags, key=parse_semver) == ["1", "1.9", "1.25", "1.25.1", "v2.0.0-rc.1", "v2", "2.0.1", "10"]
 
 
 def test_semver_precedence_matches_the_spec() -> None:
@@ -250,7 +261,19 @@ def test_semver_precedence_matches_the_spec() -> None:
     ("2.0.0", "10.0.0", False),
     ("latest", "1.2.3", None),
     ("1.2.3", "abc1234", None),
-    ("1.2", "1.1", None),
+    ("1.2", "1.1", True),
+    ("3.0", "2.0", True),
+    ("v2.0", "v3.0", False),
+    ("1.25", "1.9", True),                     # numeric, not text: 25 > 9
+    ("1.9", "1.25", False),
+    ("2.0", "2.0.0", False),                   # the same version written two ways
+    ("v2", "2.0.0", False),
+    ("2.0.1", "v2", True),
+    ("v2.0.0", "v2.0.0-rc.1", True),           # a release follows its pre-releases
+    ("v2.0.0-rc.1", "v2.0.0", False),
+    ("2.0-rc.1", "1.9", True),
+    ("latest", "3.0", None),
+    ("1.02", "1.1", None),                     # a leading zero is no version: no order
 ])
 def test_is_newer(candidate: str, current: str, expected: bool | None) -> None:
     assert is_newer(candidate, current) is expected

@@ -539,3 +539,35 @@ def test_a_remote_file_on_a_branch_is_fetched_again_by_the_next_plan(
     assert not parse_ref("https://github.com/acme/files/raw/main/branch.yaml").pinned
     assert parse_ref(f"https://github.com/acme/files/raw/{sha}/pinned.yaml").pinned
     assert not parse_ref(f"https://github.com/acme/files/raw/{sha}/pinned.yaml?x=1").pinned
+
+
+def test_bump_sees_through_an_allowed_remote_base_and_names_one_not_allowed(
+        tmp_path: Path, standin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url, served = standin
+    monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://github.com/={url}/")
+    work = init_repo(tmp_path / "work-app")
+    write(work, "base/kustomization.yaml", "resources: [deployment.yaml]\n")
+    write(work, "base/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n"
+          "  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n"
+          "      containers: [{name: app, image: 'nginx:1.25'}]\n")
+    commit_all(work, "remote app")
+    git(work, "tag", "v1.0.0")
+    bare = served / "acme" / "app"
+    bare.parent.mkdir(parents=True)
+    git(work, "clone", "-q", "--bare", str(work), str(bare))
+    git(bare, "update-server-info")
+    repo = init_repo(tmp_path / "gitops")
+    write(repo, ".prbot.yml", ENVS + 'render:\n  remote: ["https://github.com/acme/app"]\n')
+    write(repo, "apps/web/envs/dev/kustomization.yaml", "resources:\n  - https://github.com/acme/app//base?ref=v1.0.0\n")
+    write(repo, "apps/other/envs/dev/kustomization.yaml", f"resources:\n  - {REF}\n")      # acme/infra: not allowed
+    commit_all(repo, "gitops")
+    code = main(["bump", "nginx:1.27", "--env", "dev", "--repo", str(repo)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out == "web/dev: apps/web/envs/dev/kustomization.yaml 1.25 → 1.27\n"
+    assert err == (f"prbot: not checked: other/dev: it reads {REF}, a remote input that render.remote in "
+                   ".prbot.yml does not allow\n")
+    assert (repo / "apps/web/envs/dev/kustomization.yaml").read_text().endswith(
+        "images:\n  - name: nginx\n    newTag: \"1.27\"\n")
+    assert not any("/acme/infra" in r for r in _Served.requests)        # the refused remote is never fetched

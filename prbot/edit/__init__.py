@@ -3,13 +3,15 @@
 Where an edit goes, per renderer (one editor module each, listed in `prbot.edit.editors.EDITORS`):
 
 * kustomize (`kustomize.py`) — the target's own kustomization ``images:`` entry whose effective
-  repository (``newName`` when set, else ``name``) is the image's; when the target has none but
-  renders the image (it comes from a base or component), an entry is appended the way ``kustomize
+  repository (``newName`` when set, else ``name``) is the image's; when the target has none, its
+  own files that set the image at the version it renders (a ``version.yml`` patch); when those do
+  not account for it (it comes from a base or component), an entry is appended the way ``kustomize
   edit set image`` would write it, named as the image appears in the rendered manifests.  Bases and
   components are never edited: whether the image is used is decided by *rendering* the target
   (the only way to see through bases, components, remote-free generators and other overlays'
   transformers), not by guessing from files.
-* helm (`helm.py`) — the target's values files: ``repository`` + ``tag`` maps at any depth
+* helm (`helm.py`) — the target's values files (only the last one setting a place: Helm's
+  winner): ``repository`` + ``tag`` maps at any depth
   (``registry`` + ``repository`` split maps too, a ``digest`` field when the chart has one),
   ``image: repo:tag`` strings, and ``tag``-only overrides whose repository comes from the chart's
   defaults or an earlier values file.  When the image is set only where other targets read it too
@@ -25,7 +27,8 @@ is), `transaction.py` (file texts edited in memory, written all together or not 
 Flux HelmRelease's values, an Argo CD Application's images and parameters), `rendered.py` (the
 images rendered objects use or set).
 
-No file that another target also reads is ever edited.  Edits are byte-preserving
+No file that a target of another environment (or one the command does not move) also reads is ever
+edited; a file only the moved targets of one environment read is edited once.  Edits are byte-preserving
 (:mod:`prbot.yamledit`); every file of one command is written together, or none is.
 """
 

@@ -1,7 +1,8 @@
 """What every editor works with: the command's context and what an editor is.
 
 `EditContext` holds one command's view of the repository: its targets, each target's rendered
-objects (rendered once), which other targets read a file (so shared files are never edited) and
+objects (rendered once), which other targets read a file (so files other environments read are
+never edited; one only the targets this command moves in one environment read is edited once) and
 the pending file texts.  An `Editor` moves one image in one target; its `Outcome` says whether the
 target uses the image and whether anything changed.
 """
@@ -9,6 +10,7 @@ target uses the image and whether anything changed.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -18,9 +20,10 @@ from ruamel.yaml.nodes import Node
 from prbot.config import Config
 from prbot.edit.rendered import container_images, declared_images
 from prbot.edit.transaction import PendingFiles, TargetEdits
-from prbot.errors import YamlEditError
+from prbot.errors import NotChecked, RenderError, YamlEditError
 from prbot.images import ImageRef
 from prbot.model import Target
+from prbot.remote import Remotes, allowed, vendor
 from prbot.render import RenderPool, cache_extra, render_target
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import discover_targets
@@ -50,19 +53,54 @@ class EditContext:
         self.files = PendingFiles(self.root)
         self.closures = ClosureCache()
         self._objects: dict[str, list[dict[str, Any]]] = {}
+        self._remotes: Remotes | None = None
+        # keys of the targets this command edits: a file only they read (one environment's) is
+        # edited once, by the first of them; the others find it at the version already
+        self.editing: set[str] = set()
+
+    def close(self) -> None:
+        """Remove what fetching remote inputs left behind (a command's scratch copies)."""
+        if self._remotes is not None:
+            self._remotes.close()
+            self._remotes = None
 
     def objects(self, target: Target) -> list[dict[str, Any]]:
         """The target's rendered objects (from the files on disk, rendered once; through `pool`'s
-        cache when there is one, keyed as the plan keys them)."""
+        cache when there is one, keyed as the plan keys them).
+
+        Remote inputs are fetched as a plan fetches them, when `render.remote` allows them; a
+        target reading one it does not allow (or a Helm target's remote chart, which prbot never
+        fetches) raises NotChecked: whether it uses an image cannot be known.
+        """
         if target.key not in self._objects:
             closure = self.closures.closure(self.root, target)
+            blocked = [r for r in closure.remote if not allowed(r, self.config.render_remote)]
+            if blocked:
+                raise NotChecked(f"it reads {shown_url(blocked[0])}, a remote input that render.remote "
+                                 "in .prbot.yml does not allow")
+            if closure.remote and target.renderer != "kustomize":
+                raise NotChecked(f"it reads the remote chart {shown_url(closure.remote[0])}, which prbot "
+                                 "does not fetch")
+            remotes = self.remotes() if closure.remote else None
             if self.pool is not None:
                 key = self.closures.digest(self.root, closure, cache_extra(target))
-                self._objects[target.key] = self.pool.render(self.root, target, key)
+                got = self.pool.render_many([(self.root, target, key)], remotes=remotes)[key]
+                if isinstance(got, RenderError):
+                    raise got
+                self._objects[target.key] = got
             else:
                 kube = self.config.env(target.env).kubernetes_version
-                self._objects[target.key] = render_target(self.root, target, kube_version=kube, closure=closure)
+                fetched = {r: vendor(remotes, r) for r in closure.remote} if remotes is not None else None
+                self._objects[target.key] = render_target(self.root, target, kube_version=kube, closure=closure,
+                                                          remotes=fetched)
         return self._objects[target.key]
+
+    def remotes(self) -> Remotes:
+        """The command's fetcher of the remote inputs `render.remote` allows (made when first needed)."""
+        if self._remotes is None:
+            self._remotes = (Remotes(self.config.render_remote, limits=self.pool.limits) if self.pool is not None
+                             else Remotes(self.config.render_remote))
+        return self._remotes
 
     def rendered(self, target: Target) -> dict[str, list[ImageRef]]:
         """The target's container images by repository."""
@@ -72,11 +110,17 @@ class EditContext:
         """The images the target sets, in containers and in GitOps objects, by repository."""
         return declared_images(self.objects(target))
 
+    def _others(self, besides: Target) -> list[Target]:
+        """The targets an edit for `besides` must not move unasked: every target but it and the
+        others this command edits in its environment."""
+        return [t for t in self.targets if t.key != besides.key
+                and not (t.key in self.editing and t.env == besides.env)]
+
     def readers(self, rel: str, besides: Target) -> list[str]:
-        """Keys of the other targets whose rendering reads the file (their input closures)."""
+        """Keys of the other targets whose rendering reads the file (their input closures), but for
+        the targets of `besides`'s environment this command edits too."""
         rel = PurePosixPath(os.path.normpath(rel)).as_posix()
-        return [t.key for t in self.targets
-                if t.key != besides.key and rel in self.closures.closure(self.root, t).files]
+        return [t.key for t in self._others(besides) if rel in self.closures.closure(self.root, t).files]
 
     def value_readers(self, rel: str, besides: Target) -> list[str]:
         """Keys of the other targets that read the file as a values file or as an input of their
@@ -85,8 +129,8 @@ class EditContext:
         beside a shared chart belong to their own environment."""
         rel = PurePosixPath(os.path.normpath(rel)).as_posix()
         readers: list[str] = []
-        for t in self.targets:
-            if t.key == besides.key or rel not in self.closures.closure(self.root, t).files:
+        for t in self._others(besides):
+            if rel not in self.closures.closure(self.root, t).files:
                 continue
             if t.renderer == "helm" and rel not in t.values:
                 chart = PurePosixPath(t.chart or t.path)
@@ -103,6 +147,20 @@ class EditContext:
             where = f"{rel}:{node.start_mark.line + 1}" if node is not None else rel
             raise YamlEditError(f"{where}: also read by {', '.join(others)}; "
                                 "prbot does not edit shared files")
+
+
+def shown_url(ref: str) -> str:
+    """A remote reference as messages show it: without any user name or password it carries."""
+    try:
+        parts = urllib.parse.urlsplit(ref)
+    except ValueError:
+        return ref.rpartition("@")[2]
+    if parts.username is None and parts.password is None:
+        return ref
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
 
 
 class Editor(Protocol):

@@ -46,12 +46,17 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
         """What a values file overrides: the other values files (last first), then the chart's."""
         return [tx.parse(other) for other in reversed(files) if other != rel] + chart_defaults
 
+    def places_of(rel: str) -> list[ValuesImage]:
+        return [p for p in values_file_images(tx.parse(rel), defaults_of(rel))
+                if same_repository(p.repository, want.repository)]
+
     out = Outcome()
     shared: list[str] = []            # values files that set the image but other targets read too
-    for rel in files:
+    for i, rel in enumerate(files):
         defaults = defaults_of(rel)
-        places = [p for p in values_file_images(tx.parse(rel), defaults)
-                  if same_repository(p.repository, want.repository)]
+        # a place a later values file sets again does not decide: Helm takes the last one
+        later = {p.path for other in files[i + 1:] for p in places_of(other)}
+        places = [p for p in places_of(rel) if p.path not in later]
         if not places:
             continue
         if ctx.value_readers(rel, target):
@@ -61,7 +66,7 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
         for n in range(len(places)):
             f = tx.parse(rel)
             place = [p for p in values_file_images(f, defaults)
-                     if same_repository(p.repository, want.repository)][n]
+                     if same_repository(p.repository, want.repository) and p.path not in later][n]
             edits, old, new = place_edits(f, place, want, defaults)
             if edits:
                 tx.apply(rel, edits)
@@ -72,9 +77,11 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
     # The image is set only in files other targets read too (a shared values file, the chart's
     # defaults): set it in the target's own values file, the way a human overrides a default.
     default: ValuesImage | None = None
+    deciding: str | None = None                         # the shared values file the image comes from
     for rel in reversed(shared):                        # the last values file wins in Helm
         default = _default_place(tx.parse(rel), want, chart_defaults)
         if default is not None:
+            deciding = rel
             break
     if default is None and chart_defaults:
         default = _default_place(chart_defaults[0], want, [])
@@ -92,6 +99,10 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
         raise YamlEditError(f"{target.key} has no values file of its own to set {want.repository} in "
                             f"({chart_values} holds the chart's shared defaults)")
     rel = own[-1]
+    if deciding is not None and files.index(deciding) > files.index(rel):
+        # every own values file comes before the shared one that sets the image: no override of
+        # the target's own would win, so the shared file is the only place, and it is not ours
+        ctx.check_own(deciding, target, default.node, readers=ctx.value_readers(deciding, target))
     if default.kind == "string":
         value = str(parse_image(scalar_value(default.node) or "").with_version(want.tag, want.digest))
         tx.apply(rel, [insert_path(tx.parse(rel), default.path, value)])

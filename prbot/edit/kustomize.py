@@ -55,6 +55,9 @@ def edit_kustomize(ctx: EditContext, tx: TargetEdits, target: Target, want: Imag
     stale = [r for r in refs if (r.tag, r.digest) != (want.tag, want.digest)]
     if not stale:
         return Outcome(used=True)
+    patched = _own_manifests(ctx, tx, target, want, stale)
+    if patched is not None:
+        return patched
     images_entry = get_entry(doc, "images")
     ctx.check_own(rel, target, images_entry[0] if images_entry else doc)
     for name in dict.fromkeys(r.name for r in stale):
@@ -78,6 +81,47 @@ def edit_kustomize(ctx: EditContext, tx: TargetEdits, target: Target, want: Imag
         old = next(r for r in stale if r.name == name)
         tx.record(rel, target, str(old), name + version_text(want.tag, want.digest))
     return Outcome(used=True, changed=True)
+
+
+def _own_manifests(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef,
+                   stale: list[ImageRef]) -> Outcome | None:
+    """When the target's own files set the image at the version it renders (a ``version.yaml``
+    patch of the overlay, a resource of its own), edit them, as a human would, instead of adding an
+    ``images:`` override that leaves them showing the old version; None when they do not account
+    for every container the image renders in (it comes from a base: the override is the way)."""
+    versions = {(r.tag, r.digest) for r in stale}
+    found: list[str] = []
+    count = 0
+    for rel in sorted(ctx.closures.closure(ctx.root, target).files):
+        if not rel.endswith((".yaml", ".yml")) or PurePosixPath(rel).name in KUSTOMIZATION_FILES:
+            continue
+        if ctx.readers(rel, target):
+            continue                    # a base's or another target's file: never edited
+        try:
+            f = tx.parse(rel)
+        except YamlEditError:
+            continue                    # not every input is a manifest the edit would touch
+        matching = 0
+        for place in object_places(f):
+            if not same_repository(place.repository, want.repository):
+                continue
+            _, old, _ = place.edits(f, want)
+            try:
+                ref = parse_image(old)
+            except PrbotError:
+                return None
+            if (ref.tag, ref.digest) not in versions:
+                return None             # a version the render does not show: something else decides
+            matching += 1
+        if matching:
+            found.append(rel)
+            count += matching
+    if not found or count < len(stale):
+        return None
+    out = Outcome(used=True)
+    for rel in found:
+        out.changed |= edit_objects(ctx, tx, target, rel, want).changed
+    return out
 
 
 def _kustomize_objects(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef) -> Outcome:

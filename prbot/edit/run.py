@@ -13,9 +13,9 @@ from prbot.config import Config
 from prbot.edit.base import EditContext
 from prbot.edit.editors import editor_for
 from prbot.edit.transaction import FileEdit, TargetEdits
-from prbot.errors import ImageError, PolicyError, PrbotError
+from prbot.errors import ImageError, NotChecked, PolicyError, PrbotError
 from prbot.image_rules import rule_for, tag_refusal, version_refusal
-from prbot.images import ImageRef, parse_image
+from prbot.images import ImageRef, parse_image, same_repository
 from prbot.model import Target
 from prbot.render import RenderPool
 
@@ -26,7 +26,8 @@ class EditResult:
 
     Files are written only when there is neither an error nor a refusal (all or nothing): then
     `edits` lists what was written; otherwise nothing was written and `edits` lists what would
-    have been.
+    have been.  A target that cannot be checked (`unchecked`) blocks nothing: it is named, and
+    left as it is.
     """
 
     edits: list[FileEdit] = field(default_factory=list)
@@ -34,6 +35,8 @@ class EditResult:
     errors: list[str] = field(default_factory=list)    # one line per failed target, FILE:LINE first
     matched: bool = False                               # some target of the environment uses the image
     refused: list[str] = field(default_factory=list)   # moves the image policy forbids (see --force)
+    unchecked: list[tuple[str, str]] = field(default_factory=list)   # (target key, why): could not be
+    # checked for the image (a remote input render.remote does not allow); the others are edited
 
     @property
     def written(self) -> bool:
@@ -72,12 +75,22 @@ def _run_target(ctx: EditContext, result: EditResult, target: Target, wants: lis
             outcome = edit(ctx, tx, target, want)
             used |= outcome.used
             changed |= outcome.changed
+    except NotChecked as exc:
+        result.unchecked.append((target.key, str(exc)))
+        return
     except PrbotError as exc:
         result.errors.append(_located(str(exc), target))
         return
     except OSError as exc:
         result.errors.append(f"{target.key}: {exc.strerror or exc}")
         return
+    for e in tx.edits:                  # a file of the environment another target already moved
+        first = next((p for p in result.edits if p.path == e.path and p.target != target.key
+                      and same_repository(p.image, e.image)), None)
+        if first is not None:
+            result.errors.append(f"{e.path}: {first.target} and {target.key} read it and would set {e.image} "
+                                 f"to {first.new} and {e.new}; one file holds one version (--app moves one app)")
+            return
     refusals = [f"{target.key}: {e.path}: {e.image} {e.old or '(no tag)'} → {e.new}: {why}"
                 for e in tx.edits if check is not None and (why := check(e))]
     result.matched |= used
@@ -86,7 +99,8 @@ def _run_target(ctx: EditContext, result: EditResult, target: Target, wants: lis
         return
     tx.merge()
     result.edits.extend(tx.edits)
-    if used and not changed:
+    moved_here = any(e.path in ctx.closures.closure(ctx.root, target).files for e in result.edits)
+    if used and not changed and not moved_here:      # not "already current" when this command moved it
         result.current.append(target.key)
 
 
@@ -106,15 +120,19 @@ def _finish(ctx: EditContext, result: EditResult) -> EditResult:
 
 
 def bump(root: Path, config: Config, image: str, env: str, app: str | None = None, *,
-         force: bool = False, pool: RenderPool | None = None) -> EditResult:
+         force: bool = False, lower: bool = False, pool: RenderPool | None = None) -> EditResult:
     """Move every target of `env` (or only `app`'s) that uses the image's repository to its version.
 
     Raises ImageError for a bad reference and PrbotError for an unknown environment or app, or a
     tag the image's `images[].tags` refuses (unless `force`), before anything is read or written.
-    Per-target problems are returned in ``errors``; a move ``policy: semver`` forbids (a lower or
-    not semantic version) in ``refused`` (unless `force`).  Files are written only when there
-    are neither (all or nothing).  `pool` renders the targets that must be rendered to find the
-    image through its cache (a service bumping one base again and again renders each target once).
+    Per-target problems are returned in ``errors``; a move to a lower version (as `promote`:
+    versions read as Flux reads them, see `prbot.images.parse_semver`) or, under ``policy:
+    semver``, to a tag that is no version, in ``refused`` (unless `force`; `lower` allows a lower
+    version only: the registry flow under ``policy: pushed``, where the latest push wins).  Files
+    are written only when there are neither (all or nothing); a target that cannot be checked for
+    the image (`unchecked`: a remote input `render.remote` does not allow) is named and skipped.
+    `pool` renders the targets that must be rendered to find the image through its cache (a
+    service bumping one base again and again renders each target once).
     """
     want = parse_image(image)
     if want.tag is None and want.digest is None:
@@ -123,15 +141,21 @@ def bump(root: Path, config: Config, image: str, env: str, app: str | None = Non
     rule = rule_for(config, want.name)
     if not force and (why := tag_refusal(rule, want.tag)):
         raise PolicyError(f"refused {want}: {why}; --force bumps anyway")
+    semver = rule is not None and rule.policy == "semver"
     check: Check | None = None
-    if not force and rule is not None and rule.policy == "semver":
+    if not force and (semver or not lower):
         def check(e: FileEdit) -> str | None:
-            return version_refusal(_tag(e.old), _tag(e.new), semver_policy=True)
+            return version_refusal(_tag(e.old), _tag(e.new), semver_policy=semver)
     ctx = EditContext(Path(root), config, pool)
-    result = EditResult()
-    for target in _select(ctx, env, app):
-        _run_target(ctx, result, target, [want], check)
-    return _finish(ctx, result)
+    try:
+        result = EditResult()
+        chosen = _select(ctx, env, app)
+        ctx.editing = {t.key for t in chosen}
+        for target in chosen:
+            _run_target(ctx, result, target, [want], check)
+        return _finish(ctx, result)
+    finally:
+        ctx.close()
 
 
 def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | None = None, *,
@@ -146,20 +170,27 @@ def promote(root: Path, config: Config, from_env: str, to_env: str, app: str | N
     if config.env(from_env).name == config.env(to_env).name:
         raise PrbotError(f"cannot promote {from_env!r} into itself")
     ctx = EditContext(Path(root), config)
-    sources = {t.app: t for t in _select(ctx, from_env, app)}
-    dests = {t.app: t for t in _select(ctx, to_env, app)}
-    result = EditResult()
+    try:
+        sources = {t.app: t for t in _select(ctx, from_env, app)}
+        dests = {t.app: t for t in _select(ctx, to_env, app)}
+        result = EditResult()
+        ctx.editing = {dests[name].key for name in set(sources) & set(dests)}
 
-    def check(e: FileEdit) -> str | None:
-        return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
+        def check(e: FileEdit) -> str | None:
+            return None if force else version_refusal(_tag(e.old), _tag(e.new), semver_policy=False)
 
-    for name in sorted(set(sources) & set(dests)):
-        try:
-            images = {repo: refs[0] for repo, refs in ctx.declared(sources[name]).items()}
-        except PrbotError as exc:
-            result.errors.append(_located(str(exc), sources[name]))
-            continue
-        wants = [ref for _, ref in sorted(images.items()) if ref.tag or ref.digest]
-        if wants:
-            _run_target(ctx, result, dests[name], wants, check)
-    return _finish(ctx, result)
+        for name in sorted(set(sources) & set(dests)):
+            try:
+                images = {repo: refs[0] for repo, refs in ctx.declared(sources[name]).items()}
+            except NotChecked as exc:
+                result.unchecked.append((sources[name].key, str(exc)))
+                continue
+            except PrbotError as exc:
+                result.errors.append(_located(str(exc), sources[name]))
+                continue
+            wants = [ref for _, ref in sorted(images.items()) if ref.tag or ref.digest]
+            if wants:
+                _run_target(ctx, result, dests[name], wants, check)
+        return _finish(ctx, result)
+    finally:
+        ctx.close()

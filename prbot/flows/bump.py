@@ -192,7 +192,7 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
     if base_sha is None:
         raise ForgeError(f"{repo.name}: default branch {forge.default_branch} not found")
     with ws.checkout(base_sha) as root:
-        result = edit_bump(root, config, str(image), env, pool=pool)
+        result = edit_bump(root, config, str(image), env, lower=rule.policy != "semver", pool=pool)
         if result.errors:
             raise PrbotError(f"cannot bump {image.repository} in {env}: {result.errors[0]}")
         if not result.matched:
@@ -205,7 +205,7 @@ def _bump(repo: Repo, push: Push, config: Config | None) -> BumpOutcome:
     title = text("bump_title", repository=image.repository, version=image.version, env=env)
     commit = ws.commit(parent=base_sha, files=files, message=text("bump_commit", repository=image.repository,
                                                                  version=image.version, env=env))
-    body = _bump_body(config, env, image, result.edits, push)
+    body = _bump_body(config, env, image, result.edits, push, result.unchecked)
     writes = 0
     head = ws.resolve(f"refs/heads/{branch}")
     if head is None or not ws.same_tree(head, commit) or ws.resolve(f"{head}^") != base_sha:
@@ -266,7 +266,8 @@ def _older_than_pull(ws: Workspace, config: Config, env: str, policy: str, image
 _SHA_TAG = re.compile(r"[0-9a-f]{7,40}")
 
 
-def _bump_body(config: Config, env: str, image: ImageRef, edits: Sequence[object], push: Push) -> str:
+def _bump_body(config: Config, env: str, image: ImageRef, edits: Sequence[object], push: Push,
+               unchecked: Sequence[tuple[str, str]] = ()) -> str:
     rows = "\n".join(text("bump_row", target=code(getattr(e, "target", "")), path=code(getattr(e, "path", "")),
                           old=code(getattr(e, "old", "")), new=code(getattr(e, "new", ""))) for e in edits)
     details = []
@@ -275,6 +276,8 @@ def _bump_body(config: Config, env: str, image: ImageRef, edits: Sequence[object
         details.append(text("bump_digest", digest=code(digest)))
     if push.source and image.tag and _SHA_TAG.fullmatch(image.tag) and re.fullmatch(r"https://[^\s<>()]+", push.source):
         details.append(text("bump_source", link=f"[{image.tag[:7]}]({push.source.rstrip('/')}/commit/{image.tag})"))
+    for key, why in unchecked:                      # targets whose use of the image prbot could not see
+        details.append(text("bump_not_checked", target=code(key), why=md(why)))
     note = text("bump_auto_merge", env=env) if config.env(env).auto_merge else text("bump_manual_merge", env=env)
     return text("bump_body", repository=code(image.repository), version=code(image.version), env=md(env),
                 rows=rows, details="".join(f"{d}\n" for d in details), merge_note=note)

@@ -3,7 +3,7 @@ rewritten in place by later pushes, nothing for a tag the image rule refuses."""
 
 from __future__ import annotations
 
-from flowkit import IMAGE, GitOps, overlay, overlay_path
+from flowkit import CONFIG, GITOPS_FILES, IMAGE, GitOps, Make, overlay, overlay_path
 
 from prbot import flows
 from prbot.images import parse_image
@@ -104,3 +104,22 @@ def test_bump_pending_carries_the_best_recorded_push_and_forgets_them_all(gitops
     assert gitops.file(BRANCH, overlay_path("dev")) == overlay("dev", "1.3.0")
     assert flows.take_pushes(store, name, IMAGE) == []
     assert flows.bump_pending(gitops.repo, IMAGE) is None
+
+
+def test_a_target_reading_a_remote_base_not_allowed_is_named_and_the_bump_proceeds(make: Make) -> None:
+    remote = "https://github.com/acme/infra//base?ref=v1.0.0"
+    repo = make({**GITOPS_FILES,
+                 "apps/vendor/envs/dev/kustomization.yaml": f"resources:\n  - {remote}\n"})
+    outcome = flows.bump_pull_request(repo.repo, push("1.1.0"))
+    assert outcome.status == "opened", outcome.reason
+    [pr] = repo.open_pulls()
+    assert "| `shop/dev` | `apps/shop/envs/dev/kustomization.yaml` | `1.0.0` | `1.1.0` |" in pr.body
+    assert "- not checked: `vendor/dev` — it reads https" in pr.body and "render.remote" in pr.body
+    assert repo.file(BRANCH, overlay_path("dev")) == overlay("dev", "1.1.0")
+
+
+def test_under_policy_pushed_the_latest_push_wins_even_when_lower(make: Make) -> None:
+    repo = make({**GITOPS_FILES, ".prbot.yml": CONFIG.replace("policy: semver", "policy: pushed")})
+    outcome = flows.bump_pull_request(repo.repo, push("0.9.0"))       # dev runs 1.0.0: a rollback by push
+    assert outcome.status == "opened", outcome.reason
+    assert repo.file(BRANCH, overlay_path("dev")) == overlay("dev", "0.9.0")
