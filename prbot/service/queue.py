@@ -8,6 +8,7 @@ enqueues; a `prbot.service.worker.Worker` attached to a `Queue` executes.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,8 @@ PRIORITIES = {"plan": WORK, "command": WORK, "deploy": WORK, "deploy_poll": WORK
 for (plans, commands, deploys) before GitHub's events, and both before routing jobs (registry
 pushes, index refreshes), which anyone holding a registry token can cause."""
 
+
+log = logging.getLogger("prbot.queue")
 
 def priority_of(kind: str) -> int:
     return PRIORITIES.get(kind, ROUTING)
@@ -138,11 +141,13 @@ def _adopt_fifo(huey: Huey) -> None:
             storage.conn.rename(storage.queue_key, aside)
         if storage.conn.type(aside) not in (b"list", "list"):
             return
-    except Exception:  # noqa: BLE001 - Redis unreachable, or another process renamed it first
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable, or another process renamed it first
+        log.warning("an older queue was not checked for jobs to move over: %s", " ".join(str(exc).split())[:200])
         return
     while (data := storage.conn.rpop(aside)) is not None:     # LPUSH-ed: the oldest is at the right
         try:
             priority = huey.serializer.deserialize(data).priority
         except Exception:  # noqa: BLE001 - unreadable here: the consumer reports it when it comes up
+            log.warning("a job of the older queue could not be read here; moved over as it is")
             priority = None
         storage.enqueue(data, priority)
