@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -71,3 +75,30 @@ def snapshot_files(root: Path) -> dict[str, bytes]:
     """Every file below root (outside .git) with its bytes, to prove nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes()
             for p in sorted(root.rglob("*")) if p.is_file() and ".git" not in p.relative_to(root).parts}
+
+
+@contextmanager
+def recording_server(body: bytes) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server answering every GET with `body` and recording each request path:
+    (`http://127.0.0.1:PORT`, the list of paths asked for).  Attack tests assert it stays empty."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()

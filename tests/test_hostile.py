@@ -3,7 +3,6 @@ asserts what the PR author must NOT get.  Real git repositories, real kubectl / 
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
@@ -11,13 +10,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from support import PROJECT, commit_all, init_repo, write
+from support import PROJECT, commit_all, init_repo, recording_server, write
 
 from prbot import sandbox
 from prbot.cli import main
@@ -185,33 +183,16 @@ def test_the_render_cache_never_serves_another_repositorys_output(tmp_path: Path
 # 2. URLs through every field that takes one: found, refused, never fetched
 # ====================================================================================================
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        _Recorder.hits.append(self.path)
-        body = CM.format(name="fetched", value="FETCHED-FROM-LOOPBACK").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Recorder:
+    hits: list[str] = []         # the paths the loopback server was asked for, this test
 
 
 @pytest.fixture
 def loopback() -> Iterator[str]:
     """A local HTTP server recording every request: `http://127.0.0.1:PORT`."""
-    _Recorder.hits = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with recording_server(CM.format(name="fetched", value="FETCHED-FROM-LOOPBACK").encode()) as (url, hits):
+        _Recorder.hits = hits
+        yield url
 
 
 def url_layouts(url: str) -> dict[str, str]:

@@ -8,17 +8,15 @@ helmCharts) and, for the class as a whole, any process run in the jail looking a
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import commit_all, init_repo, write
+from support import commit_all, init_repo, recording_server, write
 
 from prbot import sandbox, tools
 from prbot.cli import main
@@ -46,32 +44,16 @@ def host_secret(tmp_path: Path) -> Path:
     return secret
 
 
-class _Hits(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        _Hits.hits.append(self.path)
-        body = json.dumps({"type": "object", "required": [CANARY]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Hits:
+    hits: list[str] = []         # the paths the server was asked for, this test
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    _Hits.hits = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hits)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    body = json.dumps({"type": "object", "required": [CANARY]}).encode()
+    with recording_server(body) as (url, hits):
+        _Hits.hits = hits
+        yield url
 
 
 def _dirs(tmp_path: Path) -> tuple[Path, Path]:
