@@ -87,7 +87,12 @@ def env_state_key(repo: Repo, env: str) -> str:
 
 def env_state(repo: Repo, env: str) -> Mapping[str, Any] | None:
     """What the deploy flow last recorded for `env`: sha, state, PR, deployment id, time."""
-    raw = repo.store.get(env_state_key(repo, env))
+    return stored_record(repo, env_state_key(repo, env))
+
+
+def stored_record(repo: Repo, key: str) -> Mapping[str, Any] | None:
+    """The JSON object a flow keeps in the store at `key`; None when absent or unreadable."""
+    raw = repo.store.get(key)
     try:
         data = json.loads(raw) if raw else None
     except ValueError:

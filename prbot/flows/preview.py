@@ -24,7 +24,7 @@ from typing import Any
 
 from prbot.config import Config, SyncSpec
 from prbot.errors import HeadMoved, PrbotError, RenderError
-from prbot.flows.context import Repo
+from prbot.flows.context import Repo, stored_record
 from prbot.flows.heads import MOVED
 from prbot.flows.sticky import sticky_comment
 from prbot.model import Target
@@ -62,12 +62,7 @@ def state_key(repo: str, number: int) -> str:
 
 
 def active(repo: Repo, number: int) -> Mapping[str, Any] | None:
-    raw = repo.store.get(_key(repo, number))
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return stored_record(repo, _key(repo, number))
 
 
 def preview_env(config: Config) -> str:
