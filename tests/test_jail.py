@@ -360,7 +360,13 @@ def test_an_unprivileged_service_user_renders_in_the_jail(tmp_path: Path) -> Non
         shutil.copy(kubectl, work / "kubectl")
         (tree / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
         (tree / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: jailed}\n")
-        project = Path(__file__).resolve().parent.parent
+        # the checkout may sit where user 65534 cannot read (a private temporary directory):
+        # the package goes beside the tree, readable by that user
+        shutil.copytree(Path(__file__).resolve().parent.parent / "prbot", work / "lib" / "prbot",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [work / "lib", *(work / "lib").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        project = work / "lib"
         code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
                 "from prbot import sandbox; from prbot.limits import Limits; "
                 "print(sandbox.isolation(), sandbox.jail_problem()); "
