@@ -515,6 +515,9 @@ def test_worker_restarted_while_waiting_for_health_resumes(world: Callable[..., 
     w.bot.worker = Worker(w.bot.settings, threads=1)      # a new worker process takes over
     w.bot.worker.start()
     w.bot.settle()
+    # the dead worker's lease must lapse before its job is recovered: wait for the outcome, generously
+    wait_for(lambda: w.statuses("dev") == [["in_progress", "success"]] or w.bot.settle() or False, timeout=90,
+             what="the resumed deployment to succeed")
     assert w.statuses("dev") == [["in_progress", "success"]]
     assert "✅ healthy" in w.deploy_comment(number)
 
