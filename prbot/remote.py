@@ -34,10 +34,13 @@ be plain HTTP on a private address).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gzip
 import hashlib
 import io
 import ipaddress
+import json
 import logging
 import os
 import posixpath
@@ -65,7 +68,12 @@ log = logging.getLogger("prbot.remote")
 _PINNED = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.-]+)?)$")
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _CHART = re.compile(r"^(?P<repo>\S+)/(?P<name>[^/\s]+) \((?:version (?P<version>[^)]+)|chart)\)$")
+_CHART_SUFFIX = re.compile(r" \((?:version (?P<version>[^)]+)|chart)\)$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CONNECT_TIMEOUT = 10.0
+_SMALL_BODY = 4 << 20          # a manifest, a tag list, a token: never more than this
+HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +90,9 @@ class RemoteRef:
     repo: str = ""             # git: the repository URL; chart: the chart repository
     path: str = ""             # git: the directory inside the repository; chart: its name
     ref: str = ""              # git: the ref (tag, branch, sha), "" for the default branch; chart: version
+                               # or version range ("" for the newest)
     why: str = ""              # unsupported: why not
+    digest: str = ""           # OCI chart: the manifest digest it is pinned to ("sha256:<hex>"), if any
 
     @property
     def pinned(self) -> bool:
@@ -93,7 +103,50 @@ class RemoteRef:
             parts = urllib.parse.urlsplit(self.url)
             return not parts.query and not parts.fragment and \
                 any(_PINNED.match(segment) for segment in parts.path.split("/")[:-1])
-        return bool(_PINNED.match(self.ref))
+        return bool(self.digest) or bool(_PINNED.match(self.ref))
+
+    @property
+    def oci(self) -> bool:
+        """A chart in an OCI registry (`oci://HOST/PATH/NAME`)."""
+        return self.kind == "chart" and self.repo.startswith("oci://")
+
+
+def chart_ref(repo: str, name: str = "", version: str = "", digest: str = "") -> str:
+    """The reference text of a chart that `parse_ref` and `Remotes.chart_dir` read: `REPO/NAME
+    (version V)` (`(chart)`: the newest), REPO a chart repository (`https://…`) or an OCI
+    repository path (`oci://HOST/PATH`; with `name` empty, REPO is the chart's whole OCI
+    address).  `version` may be a range (`^1.2`, `>=1.0.0 <2.0.0`); `digest` (`sha256:…`) pins an
+    OCI chart to its manifest."""
+    url = repo.rstrip("/") + (f"/{name}" if name else "")
+    if digest:
+        url += f"@{digest}"
+    return f"{url} (version {version})" if version else f"{url} (chart)"
+
+
+def _parse_oci(text: str, s: str) -> RemoteRef:
+    """`oci://HOST/PATH/NAME` with `:TAG`, `@sha256:…` or a ` (version V)` / ` (chart)` suffix."""
+    version = ""
+    suffix = _CHART_SUFFIX.search(s)
+    if suffix:
+        version = (suffix["version"] or "").strip()
+        s = s[:suffix.start()]
+    rest = s[len("oci://"):]
+    host, _, path = rest.partition("/")
+    digest = ""
+    if "@" in path:
+        path, _, digest = path.rpartition("@")
+    head, _, name = path.rpartition("/")
+    if ":" in name:
+        name, _, tag = name.partition(":")
+        if version and tag and tag != version:
+            return RemoteRef(text, s, "unsupported", why=f"two versions given ({tag} and {version})")
+        version = version or tag
+    if not host or not name or any(c.isspace() for c in s):
+        return RemoteRef(text, s, "unsupported", why="not an OCI chart address (oci://HOST/PATH/NAME)")
+    if digest and not _DIGEST.fullmatch(digest):
+        return RemoteRef(text, s, "unsupported", why="a digest must be sha256:<64 hex digits>")
+    repo = f"oci://{host}/{head}" if head else f"oci://{host}"
+    return RemoteRef(text, f"{repo}/{name}", "chart", repo=repo, path=name, ref=version, digest=digest)
 
 
 def parse_ref(text: str) -> RemoteRef:
@@ -106,13 +159,11 @@ def parse_ref(text: str) -> RemoteRef:
     if "://" not in s:
         s = f"https://{s}"
     scheme = s.split("://", 1)[0].lower()
-    if scheme == "oci" and not _CHART.match(s):
-        return RemoteRef(text, s, "unsupported", why="OCI charts are not fetched yet")
+    if scheme == "oci":
+        return _parse_oci(text, s)
     chart = _CHART.match(s)
     if chart:                       # a chart kustomize would pull: "REPO/NAME (version V)" or "(chart)"
         url = f"{chart['repo']}/{chart['name']}"
-        if scheme == "oci":
-            return RemoteRef(text, url, "unsupported", why="OCI charts are not fetched yet")
         return RemoteRef(text, url, "chart", repo=chart["repo"], path=chart["name"], ref=chart["version"] or "")
     if scheme not in ("https", "http"):
         return RemoteRef(text, s, "unsupported", why=f"{scheme}:// is not fetched")
@@ -131,6 +182,101 @@ def parse_ref(text: str) -> RemoteRef:
         parts = rest.split("/")
         repo_part, sub = "/".join(parts[:3]), "/".join(parts[3:])
     return RemoteRef(text, s, "git", repo=f"{scheme}://{repo_part.rstrip('/')}", path=sub.strip("/"), ref=ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Chart versions: an exact version, or a range picked from the versions a repository lists
+# --------------------------------------------------------------------------------------------
+
+_SEMVER = re.compile(r"^v?(\d+)(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_EXACT = re.compile(r"^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_Version = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def exact_version(text: str) -> bool:
+    """Whether a chart version names one version (`1.2.3`), not a range (`^1.2`, `1.x`, `>=1 <2`)."""
+    return bool(_EXACT.match(text.strip()))
+
+
+def _version(text: str) -> _Version | None:
+    """A full semantic version, comparable (a pre-release sorts below its release), or None."""
+    m = _EXACT.match(text.strip())
+    if not m:
+        return None
+    core, _, pre = text.strip().lstrip("v").split("+")[0].partition("-")
+    major, minor, patch = (int(x) for x in core.split("."))
+    tail = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")) if pre else ((2, 0),)
+    return major, minor, patch, tail          # type: ignore[return-value]
+
+
+def _bounds(term: str) -> list[tuple[str, _Version]] | None:
+    """One comparison of a range as (operator, version) bounds, None when it does not parse."""
+    m = re.match(r"^(\^|~>?|>=|<=|>|<|=|!=)?\s*(.*)$", term)
+    assert m is not None
+    op, rest = m[1] or "", m[2]
+    if rest in ("*", "x", "X", ""):
+        return [] if op in ("", "=", ">=", "^", "~", "~>") else None
+    v = _SEMVER.match(rest)
+    if not v:
+        return None
+    parts = [v[1], v[2], v[3]]
+    wild = next((i for i, x in enumerate(parts) if x is None or not x.isdigit()), 3)
+    nums = [int(x) if x is not None and x.isdigit() else 0 for x in parts]
+    pre = v[4]
+    low: _Version = (nums[0], nums[1], nums[2], tuple((0, int(p)) if p.isdigit() else (1, p)
+                                                      for p in pre.split(".")) if pre else ((0, -1),))
+
+    def up(i: int) -> _Version:
+        n = nums[:i] + [0] * (3 - i)
+        n[i - 1] += 1
+        return n[0], n[1], n[2], ((0, -1),)
+
+    if op == "^":
+        first = next((i for i, x in enumerate(nums[:wild]) if x), min(wild, 3) - 1 if wild < 3 else 2)
+        return [(">=", low), ("<", up(max(first, 0) + 1))]
+    if op in ("~", "~>"):
+        return [(">=", low), ("<", up(max(min(wild, 2), 1)))]
+    if wild < 3:
+        if op in ("", "="):
+            return [(">=", low), ("<", up(wild))] if wild else []
+        if op in (">", "<="):
+            return [(">=" if op == ">" else "<", up(wild))] if wild else None
+        return [(op, low)] if op in (">=", "<") else None
+    if not pre and op in ("", "=", "!=", ">", "<="):
+        low = (nums[0], nums[1], nums[2], ((2, 0),))
+    return [(op or "=", low)]
+
+
+def version_matches(version: str, constraint: str) -> bool:
+    """Whether `version` is in the range `constraint` (Helm's syntax: `^1.2`, `~1.2.3`, `1.2.x`,
+    `>=1.0.0 <2.0.0`, `>=1, <2`, `1.x || 2.x`); a pre-release only when the range names one."""
+    got = _version(version)
+    if got is None:
+        return False
+    for alternative in constraint.split("||"):
+        terms = [t for t in re.split(r"\s*,\s*|\s+", re.sub(r"([<>=!~^]+)\s+", r"\1", alternative.strip())) if t]
+        bounds: list[tuple[str, _Version]] = []
+        for term in terms or ["*"]:
+            got_bounds = _bounds(term)
+            if got_bounds is None:
+                break
+            bounds += got_bounds
+        else:
+            if got[3] != ((2, 0),) and "-" not in alternative:
+                continue                       # pre-releases only when asked for
+            if all(_compare(got, op, b) for op, b in bounds):
+                return True
+    return False
+
+
+def _compare(v: _Version, op: str, b: _Version) -> bool:
+    return {"=": v == b, "!=": v != b, ">": v > b, ">=": v >= b, "<": v < b, "<=": v <= b}[op]
+
+
+def pick_version(versions: list[str], constraint: str) -> str | None:
+    """The highest of `versions` in the range `constraint` ("" or "*": the newest release)."""
+    fits = [v for v in versions if version_matches(v, constraint or "*")]
+    return max(fits, key=lambda v: _version(v) or (0, 0, 0, ()), default=None)
 
 
 def _clean_url(url: str) -> str | None:
@@ -235,6 +381,9 @@ class Remotes:
         if self.cache_dir is None:
             self.cache_dir = remote_cache_dir()
         self._standins = standins()
+        self._ca = os.environ.get("PRBOT_REMOTE_CA") or None      # trusted for https stand-ins only
+        if self._ca and not os.path.isfile(self._ca):
+            raise PrbotError(f"PRBOT_REMOTE_CA: {self._ca} is not a file")
         self._usage = DiskUsage.of(self.cache_dir.parent)
 
     def close(self) -> None:
@@ -258,16 +407,20 @@ class Remotes:
         """The local copy of an allowed remote reference; RemoteError when refused or failing.
         `deadline` (time.monotonic()) is when the plan's budget runs out: no fetch runs past it."""
         ref = parse_ref(text)
+        if _shown(ref.url) != ref.url:
+            raise RemoteError(f"remote {_shown(ref.url)}: refused: its address carries a user name, password, "
+                              "`..` or %-escape")
         if not self.allowed(text):
             raise RemoteError(f"remote {ref.url} is not allowed by render.remote")
         if ref.kind == "unsupported":
             raise RemoteError(f"remote {ref.url}: {ref.why}")
-        key = f"{ref.kind}\0{ref.repo or ref.url}\0{ref.ref}"
+        key = f"{ref.kind}\0{ref.repo or ref.url}\0{ref.path}\0{ref.ref}\0{ref.digest}"
         with self._lock:
             got = self._memo.get(key)
             if got is None:
                 try:
-                    fetch = {"git": self._fetch_git, "chart": self._fetch_chart}.get(ref.kind, self._fetch_file)
+                    fetch = {"git": self._fetch_git, "chart": self._fetch_oci if ref.oci else self._fetch_chart
+                             }.get(ref.kind, self._fetch_file)
                     got = fetch(ref, self._clock(deadline))
                 except RemoteError as exc:
                     got = exc
@@ -275,6 +428,17 @@ class Remotes:
         if isinstance(got, RemoteError):
             raise got
         return got
+
+    def chart_dir(self, text: str, *, deadline: float | None = None) -> Path:
+        """The directory of a fetched chart (holding its `Chart.yaml`) for a chart reference text
+        (`chart_ref`: `https://REPO/NAME (version V)`, `oci://HOST/PATH/NAME (version V)`,
+        `oci://…/NAME:V` or `@sha256:…`), fetched under every rule of this module when
+        `render.remote` allows it; RemoteError (saying why) when not.  The directory is shared
+        (the cache): copy from it, never write into it."""
+        fetched = self.fetch(text, deadline=deadline)
+        if fetched.ref.kind != "chart":
+            raise RemoteError(f"remote {fetched.ref.url}: not a chart reference")
+        return fetched.root
 
     # ---------------------------------------------------------------- bounds
     def _clock(self, deadline: float | None) -> _Clock:
@@ -396,9 +560,24 @@ class Remotes:
     def _get(self, url: str, clock: _Clock) -> bytes:
         """The body of `url`: at most `_max_bytes()`, all of it before `clock` runs out (a host
         sending slowly is cut off then, however steadily it sends)."""
+        most, named = self._max_bytes()
+        status, _, body = self._exchange("GET", url, self._connect(url), clock, most=most, named=named)
+        if 300 <= status < 400:
+            raise RemoteError(f"{url}: redirected ({status}); redirects are not followed")
+        if status != 200:
+            raise RemoteError(f"{url}: HTTP {status}")
+        return body
+
+    def _exchange(self, method: str, url: str, connect: tuple[urllib.parse.SplitResult, str | None, bool],
+                  clock: _Clock, *, most: int, named: str, headers: dict[str, str] | None = None,
+                  body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request as `_connect` decided it (`connect`: the URL to reach, the address to
+        pin or None for a stand-in, stand-in?): (status, headers, body).  The body is at most
+        `most` bytes (`named` says which limit) and all of it arrives before `clock` runs out;
+        redirects are answered, never followed."""
         import urllib3
 
-        parts, address, _ = self._connect(url)
+        parts, address, standin = connect
         host = parts.hostname or ""
         path = parts.path or "/"
         if parts.query:
@@ -410,15 +589,16 @@ class Remotes:
         pool: Any
         if parts.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(address or host, parts.port or 443, timeout=timeout, retries=False,
-                                               server_hostname=host, assert_hostname=host)
+                                               server_hostname=host, assert_hostname=host,
+                                               ca_certs=self._ca if standin and self._ca else None)
         else:
             pool = urllib3.HTTPConnectionPool(address or host, parts.port or 80, timeout=timeout, retries=False)
-        most, named = self._max_bytes()
+        sent = {k: v for k, v in (headers or {}).items() if k.lower() not in ("host", "connection", "cookie")}
+        sent.update({"Host": parts.netloc.rpartition("@")[2], "User-Agent": "prbot"})
         late = threading.Event()
         timer: threading.Timer | None = None
         try:
-            response = pool.urlopen("GET", path, headers={"Host": parts.netloc, "User-Agent": "prbot"},
-                                    redirect=False, preload_content=False)
+            response = pool.urlopen(method, path, headers=sent, body=body, redirect=False, preload_content=False)
 
             def cut_off() -> None:
                 late.set()
@@ -428,21 +608,20 @@ class Remotes:
             timer.daemon = True
             timer.start()
             try:
-                if 300 <= response.status < 400:
-                    raise RemoteError(f"{url}: redirected ({response.status}); redirects are not followed")
-                if response.status != 200:
-                    raise RemoteError(f"{url}: HTTP {response.status}")
                 chunks, size = [], 0
-                while chunk := response.read1(1 << 16):
-                    if late.is_set() or clock.left() <= 0:
-                        raise self._late(url, clock)
-                    size += len(chunk)
-                    if size > most:
-                        raise RemoteError(f"{url}: larger than {named}")
-                    chunks.append(chunk)
+                if 200 <= response.status < 300 and method != "HEAD":
+                    while chunk := response.read1(1 << 16):
+                        if late.is_set() or clock.left() <= 0:
+                            raise self._late(url, clock)
+                        size += len(chunk)
+                        if size > most:
+                            raise RemoteError(f"{url}: larger than {named}")
+                        chunks.append(chunk)
+                elif response.status >= 400:           # an error's explanation: a little of it
+                    chunks.append(response.read1(4096))
                 if late.is_set():
                     raise self._late(url, clock)
-                return b"".join(chunks)
+                return response.status, dict(response.headers.items()), b"".join(chunks)
             finally:
                 response.release_conn()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -453,6 +632,114 @@ class Remotes:
             if timer is not None:
                 timer.cancel()
             pool.close()
+
+    # ---------------------------------------------------------------- OCI registries
+    def _oci_connect(self, ref: RemoteRef) -> tuple[urllib.parse.SplitResult, str | None, bool]:
+        """How to reach the registry of an OCI chart: a real host over https at its public address
+        (pinned), or the operator's stand-in as given — `oci://` and `http://` stand-ins in plain
+        HTTP (Helm's `--plain-http`), `https://` ones over TLS (`PRBOT_REMOTE_CA` trusted for them)."""
+        target, standin = self._target(ref.url)
+        parts = urllib.parse.urlsplit(target)
+        if not parts.hostname:
+            raise RemoteError(f"{ref.url}: no host")
+        if standin:
+            scheme = "https" if parts.scheme == "https" else "http"
+            return parts._replace(scheme=scheme), None, True
+        if parts.scheme != "oci":
+            raise RemoteError(f"{ref.url}: not an OCI address")
+        return parts._replace(scheme="https"), public_address(parts.hostname, parts.port or 443), False
+
+    def _fetch_oci(self, ref: RemoteRef, clock: _Clock) -> Fetched:
+        """A chart from an OCI registry, through the `oras` client with prbot's connection rules
+        (`_OciRegistry`): the version (a tag, the highest tag in a range, or the manifest digest
+        given), its manifest (digest checked when pinned), the one Helm chart layer it names
+        (digest and size checked), unpacked like a chart repository's archive.  Kept in the cache
+        by name, version and manifest digest: a tag moved to other content is fetched again, the
+        same content never."""
+        name = ref.path
+        if ref.digest:
+            store = self._store(ref, f"oci\0{ref.repo}\0{name}\0{ref.digest}")
+            ident = self._cached(ref, store, store / "tree" / name)
+            if ident is not None:
+                return Fetched(ref, store / "tree" / name, ident)
+        connect = self._oci_connect(ref)
+        registry = _OciRegistry(self, connect, ref, clock)
+        try:
+            return self._pull_oci(ref, registry, clock)
+        except ValueError as exc:           # oras: an answer that is not what the protocol says
+            raise RemoteError(f"{ref.url}: {' '.join(str(exc).split())[:200]}") from exc
+        finally:
+            registry.session.close()
+
+    def _pull_oci(self, ref: RemoteRef, registry: Any, clock: _Clock) -> Fetched:
+        import oras.container
+
+        name = ref.path
+        parts = registry.connect[0]
+        repository = f"{parts.path.strip('/')}"
+        container = oras.container.Container(f"{parts.netloc}/{repository}", registry=parts.netloc)
+        if f"{container.registry}/{container.api_prefix}" != f"{parts.netloc}/{repository}":
+            raise RemoteError(f"{ref.url}: not an OCI repository address")
+        version = ref.ref
+        if not ref.digest and not exact_version(version):
+            tags = registry.get_tags(container)
+            listed = [str(t).replace("_", "+") for t in tags if isinstance(t, str)]
+            picked = pick_version(listed, version)
+            if picked is None:
+                raise RemoteError(f"{ref.url}: no version " + (f"in {version}" if version else "") +
+                                  f" among its {len(listed)} tags")
+            version = picked
+        wanted = ref.digest or version.replace("+", "_")
+        manifest_url = f"{registry.prefix}://{container.manifest_url(wanted)}"
+        response = registry.do_request(manifest_url, "GET", headers={"Accept": OCI_MANIFEST})
+        if response.status_code != 200:
+            raise RemoteError(f"{ref.url}: manifest {wanted}: HTTP {response.status_code}")
+        body = response.content
+        manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if ref.digest and manifest_digest != ref.digest:
+            raise RemoteError(f"{ref.url}@{ref.digest}: the registry answered another manifest "
+                              f"({manifest_digest}): refused")
+        try:
+            manifest = json.loads(body)
+        except ValueError as exc:
+            raise RemoteError(f"{ref.url}: manifest {wanted}: not JSON") from exc
+        layers = [layer for layer in (manifest.get("layers") if isinstance(manifest, dict) else None) or []
+                  if isinstance(layer, dict) and layer.get("mediaType") == HELM_CHART_LAYER]
+        if len(layers) != 1:
+            raise RemoteError(f"{ref.url}: manifest {wanted}: not a Helm chart (it names {len(layers)} chart layers)")
+        layer_digest, layer_size = layers[0].get("digest"), layers[0].get("size")
+        if not isinstance(layer_digest, str) or not _DIGEST.fullmatch(layer_digest) or \
+                not isinstance(layer_size, int) or layer_size < 0:
+            raise RemoteError(f"{ref.url}: manifest {wanted}: its chart layer has no sha256 digest and size")
+        most, named = self._max_bytes()
+        if layer_size > most:
+            raise RemoteError(f"{ref.url}: its chart layer is {format_size(layer_size)}, more than {named}")
+        pinned = dataclasses.replace(ref, ref=version if not ref.digest else ref.ref, digest=manifest_digest)
+        store = self._store(pinned, f"oci\0{ref.repo}\0{name}\0{manifest_digest}" if ref.digest
+                            else f"oci\0{ref.repo}\0{name}\0{version}\0{manifest_digest}")
+        ident = self._cached(pinned, store, store / "tree" / name)
+        if ident is not None:
+            return Fetched(ref, store / "tree" / name, ident)
+        blob = registry.get_blob(container, layer_digest)
+        if blob.status_code != 200:
+            raise RemoteError(f"{ref.url}: chart layer: HTTP {blob.status_code}")
+        data = blob.content
+        if "sha256:" + hashlib.sha256(data).hexdigest() != layer_digest or len(data) != layer_size:
+            raise RemoteError(f"{ref.url}: its chart layer is not the digest the manifest gives: refused")
+        ident = f"oci:{manifest_digest}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(store.parent)))
+        try:
+            self._unpack(ref.url, data, name, tmp / "tree", clock)
+            self._check_tree(ref.url, tmp / "tree")
+            if not (tmp / "tree" / name / "Chart.yaml").is_file():
+                raise RemoteError(f"{ref.url}: its chart layer holds no {name}/Chart.yaml")
+            self._keep(pinned, tmp, store, ident)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise RemoteError(f"{ref.url}: cannot be unpacked ({type(exc).__name__})") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("fetched chart %s %s (%s) from %s", name, version, manifest_digest, ref.repo)
+        return Fetched(ref, store / "tree" / name, ident)
 
     # ---------------------------------------------------------------- Helm chart repositories
     def _fetch_chart(self, ref: RemoteRef, clock: _Clock) -> Fetched:
@@ -474,8 +761,12 @@ class Remotes:
             raise RemoteError(f"{index_url}: not a chart repository index ({exc})") from exc
         entries = index.get("entries", {}).get(ref.path) if isinstance(index, dict) and \
             isinstance(index.get("entries"), dict) else None
-        chosen = [e for e in (entries or [])
-                  if isinstance(e, dict) and (not ref.ref or str(e.get("version")) == ref.ref)]
+        listed = [e for e in (entries or []) if isinstance(e, dict)]
+        if ref.ref and exact_version(ref.ref):
+            chosen = [e for e in listed if str(e.get("version")) == ref.ref]
+        else:                           # a range, or none: the highest version in it
+            best = pick_version([str(e.get("version")) for e in listed], ref.ref)
+            chosen = [e for e in listed if best is not None and str(e.get("version")) == best]
         if not chosen or not isinstance(chosen[0].get("urls"), list) or not chosen[0]["urls"]:
             raise RemoteError(f"{index_url}: no chart {ref.path}" + (f" version {ref.ref}" if ref.ref else ""))
         entry = chosen[0]
@@ -540,6 +831,8 @@ class Remotes:
                        "-c", "http.followRedirects=false", "-c", "core.hooksPath=/dev/null",
                        "-c", "submodule.recurse=false", "-c", "credential.helper=", "-c", "core.symlinks=true",
                        "-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"]
+            if standin and self._ca and parts.scheme == "https":
+                options += ["-c", f"http.sslCAInfo={self._ca}"]
             if address is not None:
                 host_address = f"[{address}]" if ":" in address else address
                 options += ["-c", f"http.curloptResolve={parts.hostname}:{parts.port or 443}:{host_address}"]
@@ -586,6 +879,114 @@ class Remotes:
             message = " ".join(proc.stderr.decode("utf-8", "replace").split())[:300]
             raise RemoteError(f"git {args[0]}: {message or f'exit {proc.returncode}'}")
         return proc.stdout.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------
+# The oras client, held to prbot's connection rules
+# --------------------------------------------------------------------------------------------
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: without a user name or password."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
+
+def _OciRegistry(remotes: Remotes, connect: tuple[urllib.parse.SplitResult, str | None, bool],
+                 ref: RemoteRef, clock: _Clock) -> Any:
+    """An `oras.provider.Registry` for one fetch whose HTTP goes through `Remotes._exchange` only.
+
+    oras speaks the registry protocol (token authentication, tag lists and their pages, manifest
+    and blob addresses); left to itself its `requests` session would follow redirects anywhere,
+    resolve the host again at every connection (no pinning), read bodies without bound, retry a
+    failing request for minutes and read the host's docker credentials.  Here its session has one
+    transport (`_GuardedAdapter`): the registry's own origin at the address checked (or the
+    operator's stand-in), any other host (a token service) https and public only, a redirect
+    followed once and only to a URL `render.remote` allows, bodies bounded, all within the
+    fetch's time; its retrying wrapper is bypassed and no credentials are loaded."""
+    return _oci_classes()[0](remotes, connect, ref, clock)
+
+
+@functools.cache
+def _oci_classes() -> tuple[type, type]:
+    import oras.provider
+    import requests
+    import requests.adapters
+    import requests.structures
+
+    unretried = getattr(oras.provider.Registry.do_request, "__wrapped__", oras.provider.Registry.do_request)
+
+    class GuardedAdapter(requests.adapters.BaseAdapter):
+        def __init__(self, remotes: Remotes, connect: tuple[urllib.parse.SplitResult, str | None, bool],
+                     ref: RemoteRef, clock: _Clock) -> None:
+            super().__init__()
+            self.remotes, self.connect, self.ref, self.clock = remotes, connect, ref, clock
+            self.origin = (connect[0].scheme, connect[0].netloc)
+
+        def route(self, url: str) -> tuple[urllib.parse.SplitResult, str | None, bool]:
+            parts = urllib.parse.urlsplit(url)
+            if (parts.scheme, parts.netloc) == self.origin:
+                return parts, self.connect[1], self.connect[2]
+            if parts.scheme != "https" or not parts.hostname or _clean_url(url) is None:
+                raise RemoteError(f"{self.ref.url}: the registry sent prbot to {_shown(url)}: "
+                                  "only https:// is fetched")
+            return parts, public_address(parts.hostname, parts.port or 443), False
+
+        def send(self, request: Any, stream: bool = False, timeout: Any = None, verify: Any = True,
+                 cert: Any = None, proxies: Any = None) -> Any:
+            url = str(request.url)
+            most, named = self.remotes._max_bytes()
+            if "/blobs/" not in urllib.parse.urlsplit(url).path and most > _SMALL_BODY:
+                most, named = _SMALL_BODY, format_size(_SMALL_BODY)
+            body = request.body.encode() if isinstance(request.body, str) else request.body
+            headers = dict(request.headers)
+            connect = self.route(url)
+            status, answer, content = self.remotes._exchange(str(request.method), url, connect, self.clock,
+                                                             most=most, named=named, headers=headers, body=body)
+            if 300 <= status < 400:
+                where = urllib.parse.urljoin(url, answer.get("Location") or answer.get("location") or "")
+                parts = urllib.parse.urlsplit(where)
+                if (parts.scheme, parts.netloc) == self.origin:
+                    connect = self.route(where)
+                elif self.remotes.allowed(where):
+                    connect = self.remotes._connect(where)
+                else:
+                    raise RemoteError(f"{self.ref.url}: the registry redirected ({status}) to "
+                                      f"{_shown(where).split('?')[0]}, which render.remote does not allow: refused")
+                headers.pop("Authorization", None)            # never sent on to another host
+                status, answer, content = self.remotes._exchange("GET", where, connect, self.clock,
+                                                                 most=most, named=named, headers=headers)
+                if 300 <= status < 400:
+                    raise RemoteError(f"{self.ref.url}: redirected twice; not followed")
+            response = requests.Response()
+            response.status_code = status
+            response.headers = requests.structures.CaseInsensitiveDict(answer)
+            response._content = content
+            response.url = url
+            response.request = request
+            response.reason = ""
+            return response
+
+        def close(self) -> None:
+            pass
+
+    class GuardedRegistry(oras.provider.Registry):          # type: ignore[misc]
+        def __init__(self, remotes: Remotes, connect: tuple[urllib.parse.SplitResult, str | None, bool],
+                     ref: RemoteRef, clock: _Clock) -> None:
+            super().__init__(hostname=connect[0].netloc, insecure=connect[0].scheme == "http")
+            self.connect = connect
+            self.session.trust_env = False                    # no proxies, no .netrc
+            self.session.max_redirects = 0
+            adapter = GuardedAdapter(remotes, connect, ref, clock)
+            self.session.mount("http://", adapter)
+            self.session.mount("https://", adapter)
+            self.auth._auth_config = {"auths": {}}            # never the host's docker credentials
+
+        def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
+                       json: Any = None, stream: bool = False) -> Any:
+            return unretried(self, url, method, data, headers, json, stream)
+
+    return GuardedRegistry, GuardedAdapter
 
 
 class _Inflated:
