@@ -39,8 +39,24 @@ class Environment:
 
 @dataclass(frozen=True)
 class HelmSpec:
-    chart: str | None = None                # repo-relative chart directory; None: the target dir
+    chart: str | None = None                # repo-relative chart directory; None: the target dir;
+                                            # or a remote chart: oci://HOST/PATH/NAME, or NAME in `repo`
     values: tuple[str, ...] = ()            # values files relative to the target directory
+    version: str | None = None              # remote chart: its version or range (None: the newest)
+    repo: str | None = None                 # remote chart: the https:// chart repository of `chart`
+
+    @property
+    def reference(self) -> str | None:
+        """A remote chart as the reference text `prbot.remote` reads, None for a chart directory."""
+        if not self.chart:
+            return None
+        if self.repo:
+            base = f"{self.repo.rstrip('/')}/{self.chart.strip('/')}"
+        elif "://" in self.chart:
+            base = self.chart.rstrip("/")
+        else:
+            return None
+        return f"{base} (version {self.version})" if self.version else f"{base} (chart)"
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,7 @@ SYNC_KEYS = frozenset({"argocd", "flux", "apply"})
 ARGOCD_KEYS = frozenset({"application", "namespace"})
 FLUX_KEYS = frozenset({"kind", "name", "namespace"})
 APPLY_KEYS = frozenset({"prune"})
-HELM_KEYS = frozenset({"chart", "values"})
+HELM_KEYS = frozenset({"chart", "values", "version", "repo"})
 IMAGE_KEYS = frozenset({"repository", "land_in", "tags", "policy", "digest"})
 PREVIEW_KEYS = frozenset({"environment", "url"})
 DIFF_KEYS = frozenset({"ignore"})
@@ -716,16 +732,32 @@ class _Checker:
         if self.mapping(node, where, line, HELM_KEYS) is None:
             return None
         chart = self.value(node, "chart", where, line, "string")
-        if chart is not _MISSING:
+        version = self.value(node, "version", where, line, "string")
+        repo = self.value(node, "repo", where, line, "string")
+        remote = repo is not _MISSING or (chart is not _MISSING and "://" in str(chart))
+        if repo is not _MISSING and not str(repo).startswith("https://"):
+            self.error(self.lines[f"{where}.repo"], f"{where}.repo", "must be an https:// chart repository")
+        if remote and chart is _MISSING:
+            self.error(line, f"{where}.chart", "names the chart of the repository (repo: needs chart:)")
+        elif remote and not re.match(r"^(?:oci|https)://[^\s]+$", str(chart)) and \
+                (repo is _MISSING or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(chart))):
+            self.error(self.lines[f"{where}.chart"], f"{where}.chart",
+                       "a remote chart is oci://HOST/PATH/NAME, https://REPOSITORY/NAME or a NAME in repo:")
+        elif chart is not _MISSING and not remote:
             self.relative(str(chart), f"{where}.chart", self.lines[f"{where}.chart"], 0,
                           "relative to the repository root")
+        if version is not _MISSING and not remote:
+            self.error(self.lines[f"{where}.version"], f"{where}.version",
+                       "is for a remote chart (oci://…, https://… or repo:)")
         values = self.strings(node, "values", where, line)
         for i, rel in enumerate(values or ()):
             vloc, vline = f"{where}.values[{i}]", _item_line(node["values"], i, line)
             if self.pattern(rel, vloc, vline):      # {app} and {env} expand per target
                 self.relative(_PLACEHOLDER.sub("x", rel), vloc, vline, depth, "relative to the target directory",
                               shown=rel)
-        return HelmSpec(chart=None if chart is _MISSING else str(chart), values=values or ())
+        return HelmSpec(chart=None if chart is _MISSING else str(chart), values=values or (),
+                        version=None if version is _MISSING else str(version),
+                        repo=None if repo is _MISSING else str(repo))
 
     def relative(self, rel: str, where: str, line: int, depth: int | None, relative_to: str,
                  shown: str | None = None) -> None:

@@ -195,10 +195,6 @@ class RenderPool:
                 fetched: dict[str, Vendored] | None = None
                 if remotes is not None:
                     closure = closures.closure(root, target)
-                    if closure.remote and target.renderer != "kustomize":
-                        results[key] = RenderError(f"remote chart {closure.remote[0]} of a Helm target is not "
-                                                   "fetched: vendor the chart into the repository")
-                        continue
                     if closure.remote:
                         try:
                             fetched = {ref: vendor(remotes, ref, deadline=deadline) for ref in closure.remote}

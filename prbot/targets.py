@@ -102,7 +102,8 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
             chart: str | None = None
             values: tuple[str, ...] = ()
             if renderer == "helm":
-                chart = spec.helm.chart.strip("/") if spec.helm and spec.helm.chart else rel
+                chart = (spec.helm.reference or spec.helm.chart.strip("/")) if spec.helm and spec.helm.chart \
+                    else rel                    # a remote chart: its reference text (prbot.remote)
                 names = spec.helm.values if spec.helm and spec.helm.values else ()
                 if not names and chart != rel and not outside and \
                         reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
@@ -134,7 +135,7 @@ def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
         return checked.errors
     problems: list[tuple[int, str]] = []
     for i, app in enumerate(config.apps):
-        if app.helm is None or not app.helm.chart:
+        if app.helm is None or not app.helm.chart or app.helm.reference:     # remote: fetched by a plan
             continue
         chart = app.helm.chart.strip("/")
         where = f"apps[{i}].helm.chart"

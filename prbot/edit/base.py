@@ -69,8 +69,8 @@ class EditContext:
         cache when there is one, keyed as the plan keys them).
 
         Remote inputs are fetched as a plan fetches them, when `render.remote` allows them; a
-        target reading one it does not allow (or a Helm target's remote chart, which prbot never
-        fetches) raises NotChecked: whether it uses an image cannot be known.
+        target reading one it does not allow raises NotChecked: whether it uses an image cannot be
+        known.
         """
         if target.key not in self._objects:
             closure = self.closures.closure(self.root, target)
@@ -78,9 +78,6 @@ class EditContext:
             if blocked:
                 raise NotChecked(f"it reads {shown_url(blocked[0])}, a remote input that render.remote "
                                  "in .prbot.yml does not allow")
-            if closure.remote and target.renderer != "kustomize":
-                raise NotChecked(f"it reads the remote chart {shown_url(closure.remote[0])}, which prbot "
-                                 "does not fetch")
             remotes = self.remotes() if closure.remote else None
             if self.pool is not None:
                 key = self.closures.digest(self.root, closure, cache_extra(target))

@@ -2,7 +2,9 @@
 
 Closure rule: every file below the chart directory (templates, `values.yaml`, `Chart.yaml`,
 vendored `charts/`, `.helmignore` …) and the values files of the target; a chart given as a URL
-(`oci://…`, `https://…`) is remote.  Dependencies must be vendored (`helm dependency build`): a
+(`oci://…`, `https://…`: `apps[].helm` with `version`, or `repo`) is remote: prbot fetches it
+(`prbot.remote`) when `render.remote` allows it, and it is staged beside the target's files.
+Dependencies of a chart in the repository must be vendored (`helm dependency build`): a
 dependency missing from `charts/` is refused with the repository it would come from.  Helm renders
 with `--include-crds --skip-tests` (what Argo CD and Flux apply), the environment's Kubernetes
 version and the target's namespace, from a copy of the closure alone.
@@ -10,6 +12,7 @@ version and the target's namespace, from a copy of the closure alone.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from prbot.config import AppSpec
@@ -18,6 +21,8 @@ from prbot.model import Target, TreeReader
 from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
 from prbot.renderers.closure import Closure, ClosureBuilder, ClosureCache, Invalid, items, join, norm
 from prbot.tools import find_tool
+
+REMOTE_CHART_DIR = ".prbot-remote-chart"
 
 
 class HelmRenderer(Renderer):
@@ -52,8 +57,12 @@ class HelmRenderer(Renderer):
     def render(self, job: RenderJob) -> list[dict[str, Any]]:
         helm = find_tool("helm")
         target = job.target
-        chart_rel = norm(target.chart or target.path)
-        _check_dependencies(job, chart_rel)
+        remote = (job.remotes or {}).get((target.chart or "").strip())
+        if remote is not None:              # fetched by prbot (prbot.remote): staged beside the tree
+            chart_rel = f"{REMOTE_CHART_DIR}/{remote.fetched.ref.path}"
+        else:
+            chart_rel = norm(target.chart or target.path)
+            _check_dependencies(job, chart_rel)
         argv = [helm, "template", f"{target.app}-{target.env}", f"./{chart_rel}" if chart_rel else ".",
                 "--include-crds", "--skip-tests"]
         if target.namespace:
@@ -63,6 +72,10 @@ class HelmRenderer(Renderer):
         for values in target.values:
             argv += ["--values", f"./{norm(values)}"]     # the staged tree holds no directory just for `..`
         with job.staged() as (home, tree):
+            if remote is not None:
+                for rel in remote.files:
+                    (tree / chart_rel / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(remote.fetched.root / rel, tree / chart_rel / rel)
             text = run(job, argv, label="helm template", cwd=tree, home=home)
         return parse_documents(text, f"helm template {chart_rel}", max_bytes=job.limits.output,
                                limits=job.limits, deadline=job.deadline)
