@@ -809,7 +809,8 @@ class Remotes:
                     raise RemoteError(f"{url}: holds more than {self.limits.describe('remote_files')}")
                 if total > most:
                     raise RemoteError(f"{url}: unpacks to more than {named}")
-                if member.name.split("/")[0] != name or member.issym() or member.islnk():
+                if member.name.split("/")[0] != name or ".." in member.name.split("/") or member.issym() \
+                        or member.islnk():
                     raise RemoteError(f"{url}: not a chart archive of {name} (or it holds links)")
                 if clock.left() <= 0:
                     raise self._late(url, clock)

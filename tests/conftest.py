@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fakegithub import FakeGitHub
 from fakekube import FakeKube
+from stands import OciRegistry, oci_registry
 from support import TOOLS, copy_example
 
 from prbot.cluster.clusters import ClusterRef
@@ -45,6 +46,14 @@ def example_repo(tmp_path: Path) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the render cache of each test session away from the user's ~/.cache."""
     monkeypatch.setenv("PRBOT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[OciRegistry]:
+    """A real OCI registry (Debian's docker-registry) on 127.0.0.1 for the whole session (tests/stands.py);
+    charts are pushed to it with `helm push`.  Without the binary the tests using it fail, saying so."""
+    with oci_registry() as running:
+        yield running
 
 
 @pytest.fixture
