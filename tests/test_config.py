@@ -89,6 +89,9 @@ apps:
     path: "charts/api"
     helm: {chart: "charts/api", values: ["values.yaml", "values-{env}.yaml"]}
     environments: [staging, prod]
+  - name: podinfo
+    path: "remote/{env}"
+    helm: {repo: "https://charts.example.com/stable", chart: podinfo, version: "^6.5"}
 images:
   - repository: registry.cn-hangzhou.aliyuncs.com/demo/app
     land_in: dev
@@ -164,6 +167,8 @@ def test_maximal_config_loads_every_key() -> None:
     assert config.apps[3].sync == SyncSpec("flux", {"kind": "Kustomization", "name": "{app}-{env}",
                                                     "namespace": "flux-system"})
     assert config.apps[1].helm == HelmSpec("charts/billing", ("values.yaml", "../common-values.yaml"))
+    assert config.apps[6].helm == HelmSpec("podinfo", (), "^6.5", "https://charts.example.com/stable")
+    assert config.apps[6].helm.reference == "https://charts.example.com/stable/podinfo (version ^6.5)"
     assert config.images[0] == ImageRule("registry.cn-hangzhou.aliyuncs.com/demo/app", land_in="dev",
                                          tags="^[0-9a-f]{7,40}$", policy="pushed", digest=False)
     assert config.images[1] == ImageRule("localhost:5000/team/tool", land_in="staging", policy="semver",

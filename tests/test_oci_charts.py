@@ -378,3 +378,29 @@ def test_a_layer_that_is_not_gzip_or_no_chart_is_refused(hostile: Hostile) -> No
     assert "holds no web/Chart.yaml" in fetch()
     hostile.chart(gzip.compress(b"\0" * 1024))       # an empty tar
     assert "holds no web/Chart.yaml" in fetch()
+
+
+def test_a_remote_chart_in_prbot_yml_is_checked_as_a_remote_chart(tmp_path: Path) -> None:
+    from prbot.config import load_config
+    from prbot.errors import ConfigError
+    from prbot.targets import check_config, discover_targets
+
+    base = "version: 1\nenvironments: [{name: dev}]\napps:\n  - path: 'helm/{env}'\n    name: api\n"
+    ok = load_config(base + "    helm: {chart: 'oci://registry.example.com/charts/web', version: '1.0.0'}\n")
+    assert ok.apps[0].helm is not None
+    assert ok.apps[0].helm.reference == "oci://registry.example.com/charts/web (version 1.0.0)"
+    for bad, says in [("{chart: charts/web, version: '1.0.0'}", "is for a remote chart"),
+                      ("{repo: 'http://charts.example.com', chart: web}", "must be an https:// chart repository"),
+                      ("{repo: 'https://charts.example.com'}", "repo: needs chart:"),
+                      ("{repo: 'https://charts.example.com', chart: 'a/b'}", "a remote chart is oci://")]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(base + f"    helm: {bad}\n")
+        assert any(says in e for e in caught.value.errors), (bad, caught.value.errors)
+    # check-config does not look for a chart directory; the target is a Helm target reading the chart
+    repo = init_repo(tmp_path / "gitops")
+    write(repo, ".prbot.yml", base + "    helm: {chart: 'oci://registry.example.com/charts/web'}\n")
+    write(repo, "helm/dev/values.yaml", "greeting: hi\n")
+    assert check_config(repo) == []
+    [target] = discover_targets(load_config((repo / ".prbot.yml").read_text()), repo)
+    assert (target.renderer, target.chart, target.values) == \
+        ("helm", "oci://registry.example.com/charts/web (chart)", ("helm/dev/values.yaml",))
