@@ -7,6 +7,8 @@ is *skipped* — not rendered, which fails the check with the way out (allow the
 input) — and affected only when its local inputs change.
 
 Allowed remotes are fetched by `Remotes`, never by kustomize or Helm (they run without a network):
+git bases, files, and Helm charts from chart repositories (`index.yaml`) and OCI registries
+(`oci://…`, through the `oras` client held to these rules: see `_OciRegistry`):
 - only the host of the URL, only `https` (the URL may carry no credentials, `..` or `%`-escapes);
 - the host's DNS answers must all be public addresses — never loopback, link-local, private,
   multicast or reserved ones — and the connection is pinned to the address checked (curl's
@@ -29,7 +31,12 @@ Allowed remotes are fetched by `Remotes`, never by kustomize or Helm (they run w
 `PRBOT_REMOTE_STANDINS` (operator only, never a repository's file) maps URL prefixes to stand-in
 locations, e.g. an internal mirror or a test server:
 `https://github.com/=http://mirror.internal:8080/github/` — a stand-in is trusted as given (it may
-be plain HTTP on a private address).
+be plain HTTP on a private address; an `oci://` stand-in is spoken to in plain HTTP, an `https://`
+one over TLS).  `PRBOT_REMOTE_CA` (a PEM file) is trusted for `https://` stand-ins only: a mirror
+with its own CA; real hosts are checked against the system's trust store alone.
+
+`Remotes.chart_dir(text)` is the one call for a fetched chart's directory, from the reference text
+`chart_ref` makes (`REPO/NAME (version V)`, `oci://HOST/PATH/NAME:V` or `@sha256:…`).
 """
 
 from __future__ import annotations
@@ -928,7 +935,8 @@ def _oci_classes() -> tuple[type, type]:
             parts = urllib.parse.urlsplit(url)
             if (parts.scheme, parts.netloc) == self.origin:
                 return parts, self.connect[1], self.connect[2]
-            if parts.scheme != "https" or not parts.hostname or _clean_url(url) is None:
+            bare = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))     # a token query is escaped
+            if parts.scheme != "https" or not parts.hostname or _clean_url(bare) is None:
                 raise RemoteError(f"{self.ref.url}: the registry sent prbot to {_shown(url)}: "
                                   "only https:// is fetched")
             return parts, public_address(parts.hostname, parts.port or 443), False
@@ -949,7 +957,7 @@ def _oci_classes() -> tuple[type, type]:
                 parts = urllib.parse.urlsplit(where)
                 if (parts.scheme, parts.netloc) == self.origin:
                     connect = self.route(where)
-                elif self.remotes.allowed(where):
+                elif self.remotes.allowed(urllib.parse.urlunsplit(parts._replace(query="", fragment=""))):
                     connect = self.remotes._connect(where)
                 else:
                     raise RemoteError(f"{self.ref.url}: the registry redirected ({status}) to "

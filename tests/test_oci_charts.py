@@ -404,3 +404,16 @@ def test_a_remote_chart_in_prbot_yml_is_checked_as_a_remote_chart(tmp_path: Path
     [target] = discover_targets(load_config((repo / ".prbot.yml").read_text()), repo)
     assert (target.renderer, target.chart, target.values) == \
         ("helm", "oci://registry.example.com/charts/web (chart)", ("helm/dev/values.yaml",))
+
+
+@pytest.mark.parametrize(("realm", "says"), [
+    ("http://10.0.0.1/token", "only https:// is fetched"),
+    ("https://localhost:1/token", "not a public address: refused"),
+    ("https://169.254.169.254/latest/api/token", "not a public address: refused")])
+def test_a_token_service_the_registry_names_is_held_to_the_same_rules(
+        hostile: Hostile, realm: str, says: str) -> None:
+    hostile.chart(archive(GOOD))
+    challenge = {"Www-Authenticate": f'Bearer realm="{realm}",service="evil",scope="repository:charts/web:pull"'}
+    hostile.routes["/v2/charts/web/manifests/1.0.0"] = (401, challenge, b'{"errors":[]}')
+    assert says in fetch()
+    assert hostile.hits == ["/v2/charts/web/manifests/1.0.0"]     # asked once, no retries
