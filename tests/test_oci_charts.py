@@ -103,7 +103,7 @@ def test_charts_from_the_oci_registry_plan_for_helm_charts_and_helm_targets_and_
     write(repo, ".prbot.yml", ENVS + helm_app(f"oci://registry.example.com/{ns}/web", "~1.1.0") + allow)
     write(repo, "apps/web/envs/dev/kustomization.yaml", kustomize_chart(ns, "1.1.0"))
     write(repo, "helm/dev/values.yaml", "greeting: hi again\n")
-    commit_all(repo, "head: web 1.1.0")
+    head = commit_all(repo, "head: web 1.1.0")
 
     got = targets(plan(repo, base, capsys))
     web, api = got["web/dev"], got["api/dev"]
@@ -127,6 +127,14 @@ def test_charts_from_the_oci_registry_plan_for_helm_charts_and_helm_targets_and_
     got = targets(plan(repo, base, capsys))
     assert (got["web/dev"]["status"], got["api/dev"]["status"]) == ("changed", "changed"), got
     assert len(registry.requests(rf"GET /v2/{ns}/web/blobs/")) == 2
+
+    # a PR changing only the Helm target's values: that target alone is affected and planned
+    write(repo, "helm/dev/values.yaml", "greeting: hi thrice\n")
+    commit_all(repo, "values only")
+    got = targets(plan(repo, head, capsys))
+    assert got["api/dev"]["status"] == "changed", got["api/dev"]["error"]
+    assert "+  greeting: hi thrice" in got["api/dev"]["changes"][0]["diff"]
+    assert got.get("web/dev", {"status": "unaffected"})["status"] in ("unaffected", "unchanged")
 
     # a prefix render.remote does not list: named, not fetched
     write(repo, ".prbot.yml", ENVS + helm_app("oci://other.example.com/charts/web", "1.0.0") + allow)
