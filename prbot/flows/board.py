@@ -355,7 +355,7 @@ def _when(seconds: float | None, now: float) -> str:
 def _versions_md(versions: list[Version] | None) -> str:
     if not versions:
         return "—"
-    return "<br>".join(md(v.short) for v in versions)
+    return "<br>".join(code(v.short) for v in versions)        # tags and digests: no `|` can be in them
 
 
 def deploy_text(deploy: Deploy | None, now: float) -> str:

@@ -270,8 +270,9 @@ def _pr_closed(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -
 
 
 def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
-    """A new comment with `/prbot` on a PR: a `command` job, once per comment whatever the delivery
-    id (`_first_time`; edited comments are not run again)."""
+    """A new comment with `/prbot` on a PR or an issue (where only `status` and `help` run): a
+    `command` job, once per comment whatever the delivery id (`_first_time`; edited comments are not
+    run again)."""
     if ev.action != "created" or _sender_is_bot(ev.body):
         return
     issue = _obj(ev.body.get("issue"))
@@ -282,15 +283,12 @@ def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
     if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
             or not isinstance(user, str) or not isinstance(comment_id, int) or isinstance(comment_id, bool):
         return
-    if "pull_request" not in issue:
-        log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
-        return
     if not _first_time(rt, ev, comment_id, text):
         return
     created = comment.get("created_at") if isinstance(comment.get("created_at"), str) else None
     rt.enqueue(Job("command", {"installation": ev.installation, "number": issue["number"], "user": user,
                                "comment_id": comment_id, "body": text[:20_000], "received": _received(ev),
-                               "created_at": created},
+                               "created_at": created, "issue": "pull_request" not in issue},
                    repo=ev.repo, delivery=ev.delivery, pr=issue["number"]))
 
 
@@ -433,7 +431,8 @@ def command(rt: Runtime, job: Job) -> None:
                             created if isinstance(created, str) else None)
     outcome = flows.run_commands(repo, number=_int(job.payload, "number"),
                                  comment_id=_int(job.payload, "comment_id"), user=str(job.payload.get("user")),
-                                 body=str(job.payload.get("body", "")), seen=seen)
+                                 body=str(job.payload.get("body", "")), seen=seen,
+                                 issue=job.payload.get("issue") is True)
     for sha in outcome.deploys:
         _enqueue_poll(rt, installation, job.repo, sha, flows.deploy.POLL_DELAYS[0], job.pr)
 

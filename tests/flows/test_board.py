@@ -72,7 +72,7 @@ def test_a_failed_deployment_keeps_the_last_healthy_version_and_the_comment_says
     comment = board_markdown(board)
     assert comment.startswith("### Where every version runs — acme/gitops\n")
     assert "| app | dev | staging | prod |" in comment
-    assert "| shop | 1.2.0 / 1.1.0 | 1.0.0 / — | 1.0.0 / — |" in comment
+    assert "| shop | `1.2.0` / `1.1.0` | `1.0.0` / — | `1.0.0` / — |" in comment
     assert f"| ❌ failed · #{number} · `{second[:7]}` · 0s ago |" in comment
     assert "```mermaid\nflowchart LR\n" in comment and "e0 --> e1 --> e2" in comment
 
@@ -93,3 +93,39 @@ def test_no_configuration_is_said(make: object) -> None:
     board = build_board(gitops.repo)
     assert board.error == "no .prbot.yml on main" and board.envs == []
     assert board_markdown(board).endswith("no .prbot.yml on main")
+
+
+def test_status_on_a_pr_replies_with_the_board(gitops: GitOps) -> None:
+    pr = gitops.open_pr("feature", {overlay_path("staging"): overlay("staging", "1.1.0")})
+    comment = gitops.comment(pr.number, "carol", "/prbot status")
+    outcome = flows.run_commands(gitops.repo, number=pr.number, comment_id=comment.id, user="carol",
+                                 body="/prbot status")
+    assert outcome.ran == ["status"]
+    [reply] = gitops.bot_comments(pr.number)
+    assert reply.startswith("### Where every version runs — acme/gitops\n")
+    assert "| shop | `1.0.0` / — | `1.0.0` / — | `1.0.0` / — |" in reply and "```mermaid" in reply
+    assert [r for c, r in gitops.forge.reactions if c == comment.id] == ["eyes", "rocket"]
+
+
+def test_status_on_an_issue_replies_and_pr_commands_there_are_refused(gitops: GitOps) -> None:
+    number = gitops.forge.open_issue("Where is 1.1.0?")
+    body = "/prbot status\n/prbot plan"
+    comment = gitops.comment(number, "carol", body)
+    outcome = flows.run_commands(gitops.repo, number=number, comment_id=comment.id, user="carol", body=body,
+                                 issue=True)
+    assert outcome.ran == ["status"]
+    [reply] = gitops.bot_comments(number)
+    assert reply.startswith("### Where every version runs — acme/gitops\n")
+    assert reply.endswith("- `/prbot plan`: failed — this command works on pull requests only (on an issue: "
+                          "`/prbot status`, `/prbot help`)")
+    assert [r for c, r in gitops.forge.reactions if c == comment.id] == ["eyes", "confused"]
+
+
+def test_status_by_a_reader_is_refused_without_a_reply(gitops: GitOps) -> None:
+    """Building the board renders every target: someone without write cannot make prbot do it (nor
+    post it) from a comment."""
+    number = gitops.forge.open_issue("hello")
+    comment = gitops.comment(number, "dave", "/prbot status")
+    outcome = flows.run_commands(gitops.repo, number=number, comment_id=comment.id, user="dave",
+                                 body="/prbot status", issue=True)
+    assert outcome.refused == ["status"] and gitops.bot_comments(number) == []
