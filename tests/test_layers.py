@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: what a change does: the plan, the edits, the report
     ("prbot.plan", "prbot.edit", "prbot.report"),
     # 5: the interfaces use cases are written against
-    ("prbot.ports", "prbot.progress"),
+    ("prbot.ports", "prbot.progress", "prbot.envboard"),
     # 6: the use cases
     ("prbot.flows", "prbot.commands", "prbot.repoindex"),
     # 7: adapters to the outside world

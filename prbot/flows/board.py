@@ -16,21 +16,31 @@ data: the markdown escapes it here, the page's templates escape it as HTML.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prbot.branches import bump_branch, promote_branch, slug
 from prbot.config import CONFIG_FILE, Config, load_config
 from prbot.edit import rendered_images
+from prbot.envboard import (
+    STATE_ICONS,
+    Board,
+    Cell,
+    Deploy,
+    Env,
+    Lock,
+    OpenPull,
+    ServiceHealth,
+    Version,
+    deploy_history,
+    read_lock,
+    refresh_live,
+    when,
+)
 from prbot.errors import ConfigError, ImageError, PrbotError, RenderError
 from prbot.flows.context import Repo, default_config
-from prbot.flows.deploy import DeployState, state_key
-from prbot.flows.locks import get_lock
 from prbot.flows.promote import known_digests
 from prbot.images import ImageRef
 from prbot.ports import PullRequest
@@ -39,147 +49,8 @@ from prbot.targets import discover_targets
 
 log = logging.getLogger("prbot.flows")
 
-STATE_ICONS = {"waiting": "⏳", "syncing": "🔄", "progressing": "🔄", "healthy": "✅", "failed": "❌", "held": "🔒"}
-RUNNING = frozenset({"waiting", "syncing", "progressing"})
-MAX_DEPLOY_RECORDS = 500          # deploy records read per board, at most (newest kept by start time)
-
-
-@dataclass(frozen=True)
-class Version:
-    """One image a target renders: its repository, tag and digest (a digest the tag was pushed with,
-    when the bump flow recorded the push, stands in for one the manifest does not pin)."""
-
-    image: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def text(self) -> str:
-        return (self.tag or "") + (f"@{self.digest}" if self.digest else "") or "—"
-
-    @property
-    def short(self) -> str:
-        """The tag, and the digest's first 12 hex digits."""
-        digest = f"@{self.digest.split(':', 1)[-1][:12]}" if self.digest else ""
-        return (self.tag or "") + digest or "—"
-
-
-@dataclass(frozen=True)
-class Deploy:
-    """One environment's part of one deployment (a merge or a `/prbot sync`)."""
-
-    sha: str
-    state: str                    # waiting | syncing | progressing | healthy | failed | held
-    pr: int
-    author: str
-    started: float
-    finished: float | None
-    reason: str = ""
-    deployment: int | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None and self.state in RUNNING
-
-    @property
-    def at(self) -> float:
-        return self.finished if self.finished is not None else self.started
-
-
-@dataclass(frozen=True)
-class Lock:
-    by: str
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True)
-class OpenPull:
-    kind: str                     # bump | promote | rollback
-    number: int
-    title: str
-    url: str
-    env: str                      # the environment it changes
-    subject: str                  # the image (bump) or app (promote); "" for rollbacks
-
-
-@dataclass
-class Cell:
-    """One app in one environment."""
-
-    path: str = ""                                        # the target's directory; "" when it has none
-    rendered: list[Version] = field(default_factory=list)  # on the default branch
-    healthy: list[Version] | None = None                  # at the last healthy deployment; None: none known
-    error: str = ""                                       # why `rendered` is empty (a render failure)
-
-
-@dataclass
-class Env:
-    name: str
-    cluster: str | None
-    lock: Lock | None = None
-    last: Deploy | None = None            # the newest deployment touching the environment
-    healthy: Deploy | None = None         # the newest one that ended healthy
-
-
-@dataclass(frozen=True)
-class ServiceHealth:
-    """The service's own health, as the web page shows it (not part of a repository)."""
-
-    queue_depth: int
-    workers: int
-    dead_letters: int
-    oldest_seconds: float = 0.0
-    by_kind: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Board:
-    repo: str
-    html_url: str
-    default_branch: str
-    sha: str = ""                                           # the default branch's commit
-    envs: list[Env] = field(default_factory=list)           # promotion order
-    apps: list[str] = field(default_factory=list)
-    cells: dict[str, dict[str, Cell]] = field(default_factory=dict)   # app → env → cell
-    pulls: list[OpenPull] = field(default_factory=list)
-    error: str = ""                                         # why the board is empty (no / invalid config)
-    at: float = 0.0                                         # when it was built
-
-    @property
-    def path(self) -> list[str]:
-        """The promotion path: the environments in promotion order."""
-        return [e.name for e in self.envs]
-
-    @property
-    def deploying(self) -> bool:
-        return any(e.last is not None and e.last.running for e in self.envs)
-
-    def cell(self, app: str, env: str) -> Cell:
-        return self.cells.get(app, {}).get(env, Cell())
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: str) -> Board:
-        data = json.loads(raw)
-
-        def versions(items: Iterable[Mapping[str, Any]] | None) -> list[Version] | None:
-            return None if items is None else [Version(**v) for v in items]
-
-        envs = [Env(name=e["name"], cluster=e.get("cluster"),
-                    lock=Lock(**e["lock"]) if e.get("lock") else None,
-                    last=Deploy(**e["last"]) if e.get("last") else None,
-                    healthy=Deploy(**e["healthy"]) if e.get("healthy") else None) for e in data.get("envs", [])]
-        cells = {app: {env: Cell(path=c.get("path", ""), rendered=versions(c.get("rendered")) or [],
-                                 healthy=versions(c.get("healthy")), error=c.get("error", ""))
-                       for env, c in by_env.items()} for app, by_env in data.get("cells", {}).items()}
-        return cls(repo=data["repo"], html_url=data.get("html_url", ""), default_branch=data.get("default_branch", ""),
-                   sha=data.get("sha", ""), envs=envs, apps=list(data.get("apps", [])), cells=cells,
-                   pulls=[OpenPull(**p) for p in data.get("pulls", [])], error=data.get("error", ""),
-                   at=float(data.get("at", 0.0)))
-
+__all__ = ["STATE_ICONS", "Board", "Cell", "Deploy", "Env", "Lock", "OpenPull", "ServiceHealth", "Version",
+           "board_markdown", "build_board", "deploy_history", "mermaid_path", "open_pulls", "refresh_live"]
 
 # --------------------------------------------------------------------------------------------
 # Building it
@@ -205,11 +76,10 @@ def build_board(repo: Repo) -> Board:
     if config is None:
         board.error = f"no .prbot.yml on {forge.default_branch}"
         return board
-    last, healthy = deploy_history(repo, config.env_names)
+    last, healthy = deploy_history(repo.store, repo.name, config.env_names)
     for environment in config.environments:
-        lock = get_lock(repo.store, repo.name, environment.name)
         board.envs.append(Env(name=environment.name, cluster=environment.cluster,
-                              lock=Lock(lock.by, lock.reason, lock.at) if lock else None,
+                              lock=read_lock(repo.store, repo.name, environment.name),
                               last=last.get(environment.name), healthy=healthy.get(environment.name)))
     digests = known_digests(repo)
     with repo.workspace.materialize(sha) as root:
@@ -276,34 +146,6 @@ def _config_in(root: Path) -> Config | None:
         return None
 
 
-def deploy_history(repo: Repo, envs: Iterable[str]) -> tuple[dict[str, Deploy], dict[str, Deploy]]:
-    """env → its newest deployment, and env → its newest deployment that ended healthy, from the
-    deploy flow's records in the store."""
-    wanted = set(envs)
-    states: list[DeployState] = []
-    for _, raw in repo.store.items(state_key(repo.name, "")):
-        try:
-            states.append(DeployState.from_json(raw))
-        except (ValueError, KeyError, TypeError):
-            continue
-    states.sort(key=lambda s: s.started)
-    last: dict[str, Deploy] = {}
-    healthy: dict[str, Deploy] = {}
-    for state in states[-MAX_DEPLOY_RECORDS:]:
-        for entry in state.envs:
-            if entry.env not in wanted:
-                continue
-            deploy = Deploy(sha=state.sha, state=entry.state, pr=state.pr, author=state.author,
-                            started=entry.started, finished=entry.finished, reason=entry.reason,
-                            deployment=entry.deployment)
-            if entry.env not in last or deploy.started >= last[entry.env].started:
-                last[entry.env] = deploy
-            if entry.state == "healthy" and entry.finished is not None and \
-                    (entry.env not in healthy or entry.finished >= (healthy[entry.env].finished or 0)):
-                healthy[entry.env] = deploy
-    return last, healthy
-
-
 def open_pulls(repo: Repo, config: Config, apps: Iterable[str]) -> list[OpenPull]:
     """The open PRs prbot made, found by their branches: a bump per image rule, a promotion per
     (app, environment after the first), a rollback per environment."""
@@ -339,41 +181,19 @@ def open_pulls(repo: Repo, config: Config, apps: Iterable[str]) -> list[OpenPull
 # The board as a comment
 # --------------------------------------------------------------------------------------------
 
-def _when(seconds: float | None, now: float) -> str:
-    if seconds is None:
-        return ""
-    ago = max(0, int(now - seconds))
-    if ago < 90:
-        return f"{ago}s ago"
-    if ago < 90 * 60:
-        return f"{round(ago / 60)} min ago"
-    if ago < 36 * 3600:
-        return f"{round(ago / 3600)} h ago"
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
-
-
 def _versions_md(versions: list[Version] | None) -> str:
     if not versions:
         return "—"
     return "<br>".join(code(v.short) for v in versions)        # tags and digests: no `|` can be in them
 
 
-def deploy_text(deploy: Deploy | None, now: float) -> str:
-    """`✅ healthy · #12 · 3 min ago`, as plain text (escape it where it lands)."""
-    if deploy is None:
-        return "not deployed by prbot"
-    icon = STATE_ICONS.get(deploy.state, "•")
-    when = _when(deploy.at, now)
-    return f"{icon} {deploy.state} · PR #{deploy.pr} · {short_sha(deploy.sha)}" + (f" · {when}" if when else "")
-
-
 def _deploy_md(deploy: Deploy | None, now: float) -> str:
     """The last deployment in a table cell: the PR is prbot's own reference (a link), the rest inert."""
     if deploy is None:
         return "not deployed by prbot"
-    when = _when(deploy.at, now)
+    ago = when(deploy.at, now)
     return (f"{STATE_ICONS.get(deploy.state, '•')} {md(deploy.state)} · #{deploy.pr} · {code(short_sha(deploy.sha))}"
-            + (f" · {when}" if when else ""))
+            + (f" · {ago}" if ago else ""))
 
 
 def board_markdown(board: Board, now: float | None = None) -> str:

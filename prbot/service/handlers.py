@@ -11,7 +11,8 @@ The real work, one repository at a time (`Job.repo`):
 - ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`);
 - ``deploy``: a merged PR's sync (`prbot.flows.deploy`), then ``deploy_poll`` jobs re-enqueued with
   a delay until every environment is healthy or failed (a restarted worker resumes them);
-- ``preview``: deploy / update / tear down a PR's preview environment.
+- ``preview``: deploy / update / tear down a PR's preview environment;
+- ``board``: the environments page's board of a repository, kept in the store.
 
 This is the only place where adapters (GitHub, the mirror, clusters) meet the flows.
 """
@@ -29,11 +30,13 @@ from typing import Any
 from prbot import flows
 from prbot.config import CONFIG_FILE, Config
 from prbot.errors import HeadMoved, NotFound, PrbotError, TransientError
+from prbot.flows.board import build_board
 from prbot.flows.heads import Seen, record_head
 from prbot.images import parse_image
 from prbot.ports import WRITE_PERMISSIONS
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
+from prbot.service.boards import snapshot_key
 from prbot.service.jobs import Job, Runtime, register
 from prbot.service.logs import add_secret
 
@@ -641,3 +644,12 @@ def _index_everything(rt: Runtime) -> None:
         for repo in app.repositories(installation):
             _index_one(rt, installation, repo.full_name)
     log.info("indexed every installation in %.1fs", time.monotonic() - started)
+
+
+@register("board")
+def board(rt: Runtime, job: Job) -> None:
+    """Build the environments page's board of one repository and keep it in the store (the page
+    asks for it: `prbot.service.boards.StoreBoards`)."""
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    rt.store.put(snapshot_key(job.repo), build_board(repo).to_json())

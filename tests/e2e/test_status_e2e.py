@@ -12,8 +12,10 @@ from fakegithub import FakeGitHub
 from gitops import OLD_TAG, acr_push, repo_files
 
 from prbot.report.markdown import MARKER
+from prbot.service.settings import Secret
 
 REPO = "acme/gitops"
+TOKEN = "served-status-token-0123456789"
 
 
 @pytest.fixture
@@ -52,3 +54,28 @@ def test_status_replies_with_the_board_and_the_open_bump_pr(bot: Bot, fake_githu
     assert len([c for c in fake.comments(REPO, pr.number) if c.user.type == "Bot"]) == 2
     assert [r.content for c in fake.comments(REPO, pr.number) if c.id == reader for r in c.reactions] == [
         "eyes", "confused"]
+
+
+def test_the_served_page_is_built_by_the_worker_and_kept(tmp_path: Path, fake_github: FakeGitHub) -> None:
+    """The web process renders nothing: the first look asks the worker for the board (a `board`
+    job), the page says it is being built, and the next look shows it."""
+    fake = fake_github
+    fake.add_installation("acme")
+    fake.create_repo(REPO, files=repo_files())
+    bot = Bot(tmp_path, fake, status_page="token", status_token=Secret(TOKEN))
+    try:
+        fake.drain_events()
+        assert bot.registry_push("acr", acr_push("3f9c2e1")).status_code == 202     # indexes the repository
+        bot.settle()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        first = bot.client.get(f"/status/{REPO}", headers=auth)
+        assert first.status_code == 200 and b'id="building"' in first.data
+        bot.settle()
+        page = bot.client.get(f"/status/{REPO}", headers=auth)
+        html = page.data.decode()
+        assert page.status_code == 200 and 'id="board"' in html and OLD_TAG in html
+        assert "Bump " in html and 'data-kind="bump"' in html                      # the open bump PR
+        assert "workers: <b" in html and TOKEN not in html
+        assert bot.client.get(f"/status/{REPO}").status_code == 401
+    finally:
+        bot.stop()
