@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("prbot.flows", "prbot.commands", "prbot.repoindex"),
     # 7: adapters to the outside world
     ("prbot.github", "prbot.workspace", "prbot.registries", "prbot.cluster", "prbot.standins", "prbot.service",
-     "prbot.cli", "prbot.demo", "prbot.rbac"),
+     "prbot.cli", "prbot.demo", "prbot.demo_serve", "prbot.rbac"),
 ]
 
 

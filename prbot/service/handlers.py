@@ -94,10 +94,11 @@ class _JsonDeployer:
 
 
 def deployer(rt: Runtime) -> Any:
-    """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS."""
+    """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS (unless
+    the process was given one: `prbot demo --serve` gives its stand-in clusters)."""
     path = rt.settings.clusters_file
     if path is None:
-        return None
+        return rt.services.get("deployer")
 
     def build(rt: Runtime) -> Any:
         from prbot.cluster.clusters import load_clusters
