@@ -203,7 +203,7 @@ def serve_demo(out: TextIO, *, host: str = "127.0.0.1", port: int = 8080, open_b
         finally:
             server.shutdown()
             served.join(10)
-            worker.stop(graceful=False, timeout=10)
+            worker.stop(graceful=True, timeout=60)          # running jobs end before their files go
             queue.close()
         say("Stopped.")
     return 0 if ok else 1
