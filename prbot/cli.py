@@ -152,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--pause", type=float, metavar="SECONDS", default=None,
                     help="pause between polls of the rollout, to watch it move (default: 0.5 on a terminal, "
                     "else 0)")
+    dm.add_argument("--serve", action="store_true",
+                    help="run the real App (web app and worker) on 127.0.0.1 against the stand-ins and play the "
+                    "story through its webhooks, with the environments page to watch it (until Ctrl-C)")
+    dm.add_argument("--port", type=int, default=8080, help="--serve: the port on 127.0.0.1 (default 8080; 0: any)")
+    dm.add_argument("--open", action="store_true", help="--serve: open the environments page in a browser")
     return p
 
 
@@ -321,6 +326,11 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from prbot.demo import run_demo
+
+    if args.serve:
+        from prbot.demo_serve import serve_demo
+
+        return serve_demo(sys.stdout, port=args.port, open_browser=args.open)
 
     pause = args.pause if args.pause is not None else (0.5 if sys.stdout.isatty() else 0.0)
     return run_demo(sys.stdout, keep=args.keep, pause=max(0.0, pause))

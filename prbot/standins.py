@@ -136,6 +136,7 @@ class MemoryForge:
     allow_auto_merge: bool = True
     listener: Listener | None = None
     pulls: dict[int, PullRequest] = field(default_factory=dict)
+    issues: dict[int, str] = field(default_factory=dict)                      # number -> title (not PRs)
     comments: dict[int, tuple[int, Comment]] = field(default_factory=dict)   # id -> (pr, comment)
     reactions: list[tuple[int, str]] = field(default_factory=list)
     checks: dict[int, _Check] = field(default_factory=dict)
@@ -288,16 +289,27 @@ class MemoryForge:
     def list_comments(self, number: int) -> list[Comment]:
         return [c for pr, c in sorted(self.comments.values(), key=lambda pc: pc[1].id) if pr == number]
 
+    def open_issue(self, title: str) -> int:
+        """An issue (not a pull request): its number, from the PRs' sequence as on GitHub."""
+        number = next(self._numbers)
+        self.issues[number] = title
+        return number
+
+    def _conversation(self, number: int) -> None:
+        """A PR or an issue: comments go on either."""
+        if number not in self.issues:
+            self.get_pull(number)
+
     def create_comment(self, number: int, body: str) -> Comment:
-        self.get_pull(number)
+        self._conversation(number)
         comment = Comment(id=next(self._ids), body=body, author=self.bot_login, author_is_bot=True)
         self.comments[comment.id] = (number, comment)
-        self._tell(f"commented on PR #{number}", body)
+        self._tell(f"commented on {'issue' if number in self.issues else 'PR'} #{number}", body)
         return comment
 
     def add_user_comment(self, number: int, user: str, body: str) -> Comment:
         """A person's comment (the demo types slash commands with it)."""
-        self.get_pull(number)
+        self._conversation(number)
         comment = Comment(id=next(self._ids), body=body, author=user)
         self.comments[comment.id] = (number, comment)
         return comment

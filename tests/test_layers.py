@@ -30,12 +30,12 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: what a change does: the plan, the edits, the report
     ("prbot.plan", "prbot.edit", "prbot.report"),
     # 5: the interfaces use cases are written against
-    ("prbot.ports", "prbot.progress"),
+    ("prbot.ports", "prbot.progress", "prbot.envboard"),
     # 6: the use cases
     ("prbot.flows", "prbot.commands", "prbot.repoindex"),
     # 7: adapters to the outside world
     ("prbot.github", "prbot.workspace", "prbot.registries", "prbot.cluster", "prbot.standins", "prbot.service",
-     "prbot.cli", "prbot.demo", "prbot.rbac"),
+     "prbot.cli", "prbot.demo", "prbot.demo_serve", "prbot.rbac"),
 ]
 
 

@@ -75,9 +75,10 @@ def test_comments_with_a_command_on_a_pr_queue_a_command_job(tmp_path: Any) -> N
     [(kind, payload)] = route("issue_comment", comment("created", "/prbot plan"), tmp_path)
     assert kind == "command" and isinstance(payload.pop("received"), float)
     assert payload == {"installation": 7, "number": 3, "user": "carol", "comment_id": 11, "body": "/prbot plan",
-                       "created_at": "2026-12-07T07:00:00Z"}
+                       "created_at": "2026-12-07T07:00:00Z", "issue": False}
     assert route("issue_comment", comment("edited", "/prbot plan"), tmp_path) == []
-    assert route("issue_comment", comment("created", "/prbot plan", on_pr=False), tmp_path) == []
+    [(kind, payload)] = route("issue_comment", comment("created", "/prbot status", on_pr=False, ident=12), tmp_path)
+    assert kind == "command" and payload["issue"] is True        # an issue: only status and help run there
     assert route("issue_comment", comment("created", "/prbot plan", bot=True), tmp_path) == []
     assert route("issue_comment", comment("created", "looks good"), tmp_path) == []
 

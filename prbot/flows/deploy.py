@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prbot.config import CONFIG_FILE, Config
+from prbot.envboard import deploy_key
 from prbot.errors import PrbotError, RenderError, TransientError
 from prbot.flows.context import Repo, config_at, env_state_key
 from prbot.flows.locks import get_lock
@@ -131,7 +132,7 @@ class DeployState:
 
 
 def state_key(repo: str, sha: str) -> str:
-    return f"deploy:{repo}:{sha}"
+    return deploy_key(repo, sha)                 # the board reads these records too (`prbot.envboard`)
 
 
 def load_state(repo: Repo, sha: str) -> DeployState | None:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prbot.envboard import lock_key
 from prbot.ports import (
     Store,
 )
@@ -34,7 +35,7 @@ class Lock:
 
 
 def _lock_key(repo: str, env: str) -> str:
-    return f"lock:{repo}:{env}"
+    return lock_key(repo, env)                   # the board reads locks too (`prbot.envboard`)
 
 
 def get_lock(store: Store, repo: str, env: str) -> Lock | None:

@@ -167,7 +167,7 @@ def _digests(repo: Repo, root: Path, config: Config, env: str, app: str) -> list
     if target is None:
         return []
     out = []
-    known = _known_digests(repo)
+    known = known_digests(repo)
     for ref in _images(root, target, config).values():
         digest = ref.digest or known.get((ref.repository, ref.tag or ""))
         if digest:
@@ -175,7 +175,7 @@ def _digests(repo: Repo, root: Path, config: Config, env: str, app: str) -> list
     return out
 
 
-def _known_digests(repo: Repo) -> dict[tuple[str, str], str]:
+def known_digests(repo: Repo) -> dict[tuple[str, str], str]:
     """(repository, tag) → digest of the pushes the bump flow recorded."""
     out: dict[tuple[str, str], str] = {}
     for _, raw in repo.store.items(f"bump:{repo.name}:"):

@@ -27,6 +27,7 @@ from prbot import commands as cmds
 from prbot.commands import Spec
 from prbot.config import CONFIG_FILE, Config
 from prbot.errors import ConfigError, HeadMoved, NotAvailable, PrbotError, TransientError
+from prbot.flows.board import board_markdown, build_board
 from prbot.flows.context import Repo, config_at, default_config
 from prbot.flows.deploy import pr_plan, pr_targets, record_pr_targets, start_deploy
 from prbot.flows.heads import MOVED, Seen, head_at, record_head
@@ -56,13 +57,19 @@ class Call:
     """One command to run: what its handler gets."""
 
     repo: Repo
-    pr: PullRequest
+    pull: PullRequest | None               # None: the comment is on an issue (only `on_issues` commands run)
     command: cmds.Command
     user: str
     config_or_none: Config | None          # None only for a command declared with needs_config=False
     outcome: CommandOutcome
     comment_id: int = 0
     seen: Seen | None = None               # when the comment was made; None: unbound (CLI, demo)
+
+    @property
+    def pr(self) -> PullRequest:
+        """The pull request commented on (`run_commands` runs no PR command on an issue)."""
+        assert self.pull is not None
+        return self.pull
 
     @property
     def config(self) -> Config:
@@ -110,13 +117,15 @@ class SlashCommand:
     run: Handler
     acting_envs: ActingEnvs | None = None  # when ENV is not given; None: the named one only
     needs_config: bool = True              # False: runs without a valid `.prbot.yml` (help)
+    on_issues: bool = False                # True: runs on an issue's comment too, not only a PR's
     changes_state: bool = False            # logged with who asked, from which comment
 
 
 def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: str,
-                 seen: Seen | None = None) -> CommandOutcome:
+                 seen: Seen | None = None, issue: bool = False) -> CommandOutcome:
     """Run the `/prbot` lines of a PR comment by `user`; `seen`: when the comment was made (binds
-    `plan` and `preview` to the head its author saw; None binds nothing)."""
+    `plan` and `preview` to the head its author saw; None binds nothing).  `issue`: the comment is
+    on an issue, where only the commands declared `on_issues` run (the others are refused)."""
     forge = repo.forge
     outcome = CommandOutcome()
     repo.workspace.fetch(repo.default_ref())
@@ -128,7 +137,7 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
     if not parsed:
         return outcome
     forge.react(comment_id, "eyes")
-    pr = forge.get_pull(number)
+    pr = None if issue else forge.get_pull(number)
     permission: str | None = None
     if any(not isinstance(item, cmds.Command) or item.spec.permission != "anyone" for item in parsed):
         permission = forge.permission(user)
@@ -142,6 +151,11 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
             failed = True
             continue
         entry = COMMANDS[item.name]
+        if pr is None and not entry.on_issues:
+            if writer:
+                outcome.replies.append(text("reply_failed", line=line, message=text("reply_not_pull")))
+            failed = True
+            continue
         if config is None and entry.needs_config:
             if writer:
                 outcome.replies.append(text("reply_failed", line=line, message=(
@@ -152,7 +166,7 @@ def run_commands(repo: Repo, *, number: int, comment_id: int, user: str, body: s
             why = None
             if item.spec.permission != "anyone":      # write first: an outsider costs no plan of the PR
                 why = cmds.refusal(item, user, permission or "none", (), lambda org, team: False)
-            for env in _acting_envs(repo, pr, item, config) if config and why is None else []:
+            for env in _acting_envs(repo, pr, item, config) if config and pr and why is None else []:
                 why = cmds.refusal(item, user, permission or "none", config.env(env).deployers if config else (),
                                    lambda org, team: forge.is_team_member(org, team, user))
                 if why:
@@ -246,6 +260,10 @@ def _acting_envs(repo: Repo, pr: PullRequest, command: cmds.Command, config: Con
 # --------------------------------------------------------------------------------------------
 # The handlers, one per command
 # --------------------------------------------------------------------------------------------
+
+def _status(call: Call) -> str:
+    return board_markdown(build_board(call.repo))
+
 
 def _help(call: Call) -> str:
     return text("reply_help", table=cmds.help_text(GRAMMAR))
@@ -353,7 +371,9 @@ _ENTRIES = (
     SlashCommand(Spec("unlock", "unfreeze deployments to ENV", env="required", permission="deployers"), _unlock,
                  changes_state=True),
     SlashCommand(Spec("preview", "deploy (or tear down) this PR's preview environment", words=("stop",)), _preview),
-    SlashCommand(Spec("help", "list the commands", permission="anyone"), _help, needs_config=False),
+    SlashCommand(Spec("status", "show where every version runs: apps × environments, deployments, locks, open PRs"),
+                 _status, on_issues=True),
+    SlashCommand(Spec("help", "list the commands", permission="anyone"), _help, needs_config=False, on_issues=True),
 )
 
 GRAMMAR: cmds.Grammar = cmds.grammar(c.spec for c in _ENTRIES)    # refuses a name declared twice

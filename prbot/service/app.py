@@ -14,20 +14,23 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import prbot.service.health as health
 import prbot.service.metrics as metrics
+from prbot.service.boards import BoardSource, StoreBoards
 from prbot.service.context import Service, install, service
 from prbot.service.logs import add_secret, setup_logging
 from prbot.service.queue import Queue
 from prbot.service.settings import Settings
+from prbot.service.status_page import install_boards, status_blueprint
 from prbot.service.webhooks import github_blueprint, registry_blueprint
 
 log = logging.getLogger("prbot.web")
 
 
 def create_app(settings: Settings | None = None, *, queue: Queue | None = None, configure_logging: bool = True,
-               **overrides: Any) -> Flask:
+               boards: BoardSource | None = None, **overrides: Any) -> Flask:
     """The web app.  `settings` default to the environment; `overrides` replace single fields
     (``create_app(github_webhook_secret=Secret("…"), queue_url="sqlite:///…")``).  Raises
-    `SettingsError` when GITHUB_WEBHOOK_SECRET is missing or a setting is invalid."""
+    `SettingsError` when GITHUB_WEBHOOK_SECRET is missing or a setting is invalid.  `boards`: where
+    the environments page (`/status`) gets its boards (default: kept in the store by the worker)."""
     settings = settings or Settings.from_env()
     if overrides:
         settings = settings.with_overrides(**overrides)
@@ -40,9 +43,12 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None, 
     app = Flask("prbot")
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_github_body, settings.max_registry_body)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    install(app, Service(settings, queue or Queue(settings)))
+    svc = Service(settings, queue or Queue(settings))
+    install(app, svc)
     app.register_blueprint(github_blueprint)
     app.register_blueprint(registry_blueprint)
+    app.register_blueprint(status_blueprint)
+    install_boards(app, boards or StoreBoards(svc.store, svc.queue))
 
     @app.get("/healthz")
     def healthz() -> Response:

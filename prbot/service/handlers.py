@@ -11,7 +11,8 @@ The real work, one repository at a time (`Job.repo`):
 - ``index_repo`` / ``index_installation``: refresh the routing index (`prbot.repoindex`);
 - ``deploy``: a merged PR's sync (`prbot.flows.deploy`), then ``deploy_poll`` jobs re-enqueued with
   a delay until every environment is healthy or failed (a restarted worker resumes them);
-- ``preview``: deploy / update / tear down a PR's preview environment.
+- ``preview``: deploy / update / tear down a PR's preview environment;
+- ``board``: the environments page's board of a repository, kept in the store.
 
 This is the only place where adapters (GitHub, the mirror, clusters) meet the flows.
 """
@@ -29,11 +30,13 @@ from typing import Any
 from prbot import flows
 from prbot.config import CONFIG_FILE, Config
 from prbot.errors import HeadMoved, NotFound, PrbotError, TransientError
+from prbot.flows.board import build_board
 from prbot.flows.heads import Seen, record_head
 from prbot.images import parse_image
 from prbot.ports import WRITE_PERMISSIONS
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
+from prbot.service.boards import snapshot_key
 from prbot.service.jobs import Job, Runtime, register
 from prbot.service.logs import add_secret
 
@@ -91,10 +94,11 @@ class _JsonDeployer:
 
 
 def deployer(rt: Runtime) -> Any:
-    """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS."""
+    """The cluster deployer of this process, or None when the server has no PRBOT_CLUSTERS (unless
+    the process was given one: `prbot demo --serve` gives its stand-in clusters)."""
     path = rt.settings.clusters_file
     if path is None:
-        return None
+        return rt.services.get("deployer")
 
     def build(rt: Runtime) -> Any:
         from prbot.cluster.clusters import load_clusters
@@ -270,8 +274,9 @@ def _pr_closed(rt: Runtime, ev: RepoEvent, pr: Mapping[str, Any], number: int) -
 
 
 def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
-    """A new comment with `/prbot` on a PR: a `command` job, once per comment whatever the delivery
-    id (`_first_time`; edited comments are not run again)."""
+    """A new comment with `/prbot` on a PR or an issue (where only `status` and `help` run): a
+    `command` job, once per comment whatever the delivery id (`_first_time`; edited comments are not
+    run again)."""
     if ev.action != "created" or _sender_is_bot(ev.body):
         return
     issue = _obj(ev.body.get("issue"))
@@ -282,15 +287,12 @@ def _on_issue_comment(rt: Runtime, ev: RepoEvent) -> None:
     if not isinstance(text, str) or "/prbot" not in text or not isinstance(issue.get("number"), int) \
             or not isinstance(user, str) or not isinstance(comment_id, int) or isinstance(comment_id, bool):
         return
-    if "pull_request" not in issue:
-        log.info("slash command on issue #%s ignored: commands work on pull requests", issue.get("number"))
-        return
     if not _first_time(rt, ev, comment_id, text):
         return
     created = comment.get("created_at") if isinstance(comment.get("created_at"), str) else None
     rt.enqueue(Job("command", {"installation": ev.installation, "number": issue["number"], "user": user,
                                "comment_id": comment_id, "body": text[:20_000], "received": _received(ev),
-                               "created_at": created},
+                               "created_at": created, "issue": "pull_request" not in issue},
                    repo=ev.repo, delivery=ev.delivery, pr=issue["number"]))
 
 
@@ -433,7 +435,8 @@ def command(rt: Runtime, job: Job) -> None:
                             created if isinstance(created, str) else None)
     outcome = flows.run_commands(repo, number=_int(job.payload, "number"),
                                  comment_id=_int(job.payload, "comment_id"), user=str(job.payload.get("user")),
-                                 body=str(job.payload.get("body", "")), seen=seen)
+                                 body=str(job.payload.get("body", "")), seen=seen,
+                                 issue=job.payload.get("issue") is True)
     for sha in outcome.deploys:
         _enqueue_poll(rt, installation, job.repo, sha, flows.deploy.POLL_DELAYS[0], job.pr)
 
@@ -642,3 +645,12 @@ def _index_everything(rt: Runtime) -> None:
         for repo in app.repositories(installation):
             _index_one(rt, installation, repo.full_name)
     log.info("indexed every installation in %.1fs", time.monotonic() - started)
+
+
+@register("board")
+def board(rt: Runtime, job: Job) -> None:
+    """Build the environments page's board of one repository and keep it in the store (the page
+    asks for it: `prbot.service.boards.StoreBoards`)."""
+    assert job.repo is not None
+    repo = repo_context(rt, _int(job.payload, "installation"), job.repo)
+    rt.store.put(snapshot_key(job.repo), build_board(repo).to_json())

@@ -69,6 +69,12 @@ class Settings:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     clusters_file: Path | None = None            # PRBOT_CLUSTERS
     acr_hosts: Mapping[str, str] = field(default_factory=dict)
+    status_page: Literal["off", "token", "github"] = "off"      # PRBOT_STATUS_PAGE: who may see /status
+    status_token: Secret | None = None           # PRBOT_STATUS_TOKEN (status_page=token)
+    github_client_id: str | None = None          # GITHUB_CLIENT_ID: the App's OAuth client (status_page=github)
+    github_client_secret: Secret | None = None   # GITHUB_CLIENT_SECRET
+    github_web_url: str | None = None            # GITHUB_WEB_URL: sign-in pages; None: derived from the API URL
+    public_url: str | None = None                # PRBOT_PUBLIC_URL: where users reach prbot (the OAuth callback)
     problems: tuple[str, ...] = ()               # invalid values found while reading the environment
 
     # tunables
@@ -143,7 +149,17 @@ class Settings:
             except ValueError:
                 tunables.pop(field_name, None)
                 problems.append(f"{name} (expected a positive number, got {raw[:40]!r})")
+        page = (get("PRBOT_STATUS_PAGE") or "off").strip().lower()
+        if page not in ("off", "token", "github"):
+            problems.append(f"PRBOT_STATUS_PAGE (expected off, token or github, got {page[:40]!r})")
+            page = "off"
         values: dict[str, Any] = {
+            "status_page": page,
+            "status_token": Secret(v) if (v := get("PRBOT_STATUS_TOKEN")) else None,
+            "github_client_id": get("GITHUB_CLIENT_ID"),
+            "github_client_secret": Secret(v) if (v := get("GITHUB_CLIENT_SECRET")) else None,
+            "github_web_url": (get("GITHUB_WEB_URL") or "").rstrip("/") or None,
+            "public_url": (get("PRBOT_PUBLIC_URL") or "").rstrip("/") or None,
             "github_app_id": get("GITHUB_APP_ID"),
             "github_private_key": private_key,
             "github_webhook_secret": Secret(v) if (v := get("GITHUB_WEBHOOK_SECRET")) else None,
@@ -179,6 +195,16 @@ class Settings:
         return self.queue_url or f"sqlite:///{self.data_dir / 'queue.db'}"
 
     @property
+    def web_url(self) -> str:
+        """GitHub's web pages (sign-in): `GITHUB_WEB_URL`, else github.com for the public API and the
+        API URL without `/api/v3` for GitHub Enterprise Server."""
+        if self.github_web_url:
+            return self.github_web_url
+        if self.github_api_url.rstrip("/") == DEFAULT_API_URL:
+            return "https://github.com"
+        return self.github_api_url.rstrip("/").removesuffix("/api/v3")
+
+    @property
     def sqlite_path(self) -> Path:
         """The queue file of a ``sqlite:///path`` URL (``sqlite:////abs`` or ``sqlite:///rel``)."""
         url = self.effective_queue_url
@@ -199,6 +225,12 @@ class Settings:
                            "use the .pem GitHub generated for the App)")
         if role in ("web", "serve") and not self.github_webhook_secret:
             out.append("GITHUB_WEBHOOK_SECRET")
+        if role in ("web", "serve") and self.status_page == "token" and \
+                (self.status_token is None or len(self.status_token.reveal()) < 16):
+            out.append("PRBOT_STATUS_TOKEN (PRBOT_STATUS_PAGE=token needs a token of 16 characters or more)")
+        if role in ("web", "serve") and self.status_page == "github":
+            out.extend(name for name, value in (("GITHUB_CLIENT_ID", self.github_client_id),
+                                                ("GITHUB_CLIENT_SECRET", self.github_client_secret)) if not value)
         out.extend(self.problems)
         url = self.effective_queue_url
         if not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
@@ -214,7 +246,8 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value (for the log redactor)."""
         out = []
-        for s in (self.github_private_key, self.github_webhook_secret, self.registry_token):
+        for s in (self.github_private_key, self.github_webhook_secret, self.registry_token, self.status_token,
+                  self.github_client_secret):
             if s:
                 out.append(s.reveal())
         if (pw := _url_password(self.queue_url)) is not None:

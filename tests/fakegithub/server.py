@@ -168,6 +168,13 @@ class FakeGitHub:
         self._pace: tuple[int, float] | None = None       # (writes, per seconds)
         self._paced: list[float] = []
         self.tokens_issued = 0
+        # GitHub sign-in (the App's OAuth client): who is signed in to the fake's web pages, the
+        # codes handed to the App's callback, the user tokens they were exchanged for
+        self.client_id = f"Iv1.fake{app_id}"
+        self.client_secret = secrets.token_hex(20)
+        self.signed_in: str | None = None
+        self._codes: dict[str, tuple[str, str]] = {}          # code -> (login, redirect_uri)
+        self._user_tokens: dict[str, str] = {}                # token -> login
         self.bot = self._user(f"{app_slug}[bot]", "Bot")
         self.app_owner = self._user("prbot-dev", "Organization")
         self._server: BaseWSGIServer | None = None
@@ -533,6 +540,10 @@ class FakeGitHub:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
         path = request.path
+        if path.startswith("/login/oauth/"):                 # GitHub's web sign-in, not the API
+            response = self._oauth(request, path)
+            self._log(request.method, path, response.status_code, "oauth", False, None)
+            return response(environ, start_response)
         if path.startswith(API + "/") or path == API:
             kind, rel = "api", path[len(API):] or "/"
         elif path == GRAPHQL:
@@ -669,6 +680,10 @@ class FakeGitHub:
         if scheme.lower() == "bearer" and credential.count(".") == 2:
             return self._verify_jwt(credential)
         if scheme.lower() in ("token", "bearer"):
+            with self._lock:
+                login = self._user_tokens.get(credential)
+            if login is not None:
+                return _Actor("user", None, self._users[login.lower()])
             return self._installation_actor(credential)
         raise ApiError(401, "Bad credentials")
 
@@ -996,6 +1011,9 @@ class FakeGitHub:
             ("GET", repo + r"/installation", self._repo_installation),
             ("GET", r"/installation/repositories", self._installation_repositories),
             ("GET", r"/rate_limit", self._rate_limit),
+            ("GET", r"/user", self._get_signed_in_user),
+            ("GET", r"/user/installations", self._user_installations),
+            ("GET", r"/user/installations/(?P<iid>\d+)/repositories", self._user_installation_repositories),
             ("GET", r"/users/(?P<login>[^/]+)", self._get_user),
             ("GET", repo, self._get_repo),
             ("GET", repo + r"/branches", self._list_branches),
@@ -1131,6 +1149,65 @@ class FakeGitHub:
         if actor.installation is None:
             raise ApiError(403, "This endpoint requires an installation access token")
         repos = [self._repo_json(r, full=True) for r in self._installed_repos(actor.installation)]
+        return self._page(request, repos, wrap="repositories")
+
+    # ------------------------------------------------------------------ GitHub sign-in (OAuth web flow)
+    def _oauth(self, request: Request, path: str) -> Response:
+        """`GET /login/oauth/authorize`: the signed-in person approves at once (a redirect to the
+        App's callback with a one-time code and the App's state); `POST /login/oauth/access_token`:
+        the code for a user token (GitHub answers a bad code with 200 and an `error`)."""
+        if path == "/login/oauth/authorize" and request.method == "GET":
+            if request.args.get("client_id") != self.client_id:
+                return Response("unknown client", status=404)
+            redirect_uri = request.args.get("redirect_uri", "")
+            with self._lock:
+                login = self.signed_in
+                if login is None:
+                    return Response("sign in to the fake GitHub first (FakeGitHub.signed_in)", status=401)
+                code = secrets.token_hex(10)
+                self._codes[code] = (login, redirect_uri)
+            sep = "&" if "?" in redirect_uri else "?"
+            query = urlencode({"code": code, "state": request.args.get("state", "")})
+            return Response(status=302, headers={"Location": f"{redirect_uri}{sep}{query}"})
+        if path == "/login/oauth/access_token" and request.method == "POST":
+            form = request.form if request.form else (self._body(request) or {})
+            if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+                return self._json(200, {"error": "incorrect_client_credentials"})
+            with self._lock:
+                found = self._codes.pop(str(form.get("code", "")), None)      # one use only
+                if found is None:
+                    return self._json(200, {"error": "bad_verification_code"})
+                token = "ghu_" + secrets.token_hex(18)
+                self._user_tokens[token] = found[0]
+            return self._json(200, {"access_token": token, "token_type": "bearer", "scope": ""})
+        return Response("not found", status=404)
+
+    def _can_read(self, login: str, repo: Repo) -> bool:
+        role = repo.collaborators.get(login.lower(), "none")
+        return not repo.private or repo.owner.login.lower() == login.lower() or role != "none"
+
+    def _need_user(self, actor: _Actor) -> User:
+        if actor.kind != "user" or actor.user is None:
+            raise ApiError(403, "You must authenticate with an access token authorized to a GitHub App")
+        return actor.user
+
+    def _get_signed_in_user(self, request: Request, actor: _Actor) -> Response:
+        return self._json(200, self._user_json(self._need_user(actor)))
+
+    def _user_installations(self, request: Request, actor: _Actor) -> Response:
+        user = self._need_user(actor)
+        found = [self._installation_json(i) for i in self._installations.values()
+                 if any(self._can_read(user.login, r) for r in self._installed_repos(i))]
+        return self._page(request, found, wrap="installations")
+
+    def _user_installation_repositories(self, request: Request, actor: _Actor, iid: str) -> Response:
+        user = self._need_user(actor)
+        inst = self._installations.get(int(iid))
+        if inst is None:
+            raise ApiError(404, "Not Found")
+        repos = [self._repo_json(r, full=True) for r in self._installed_repos(inst) if self._can_read(user.login, r)]
+        if not repos:
+            raise ApiError(404, "Not Found")
         return self._page(request, repos, wrap="repositories")
 
     def _rate_limit(self, request: Request, actor: _Actor) -> Response:
