@@ -406,3 +406,16 @@ def test_a_grouped_plan_too_big_for_its_comments_hides_every_target_of_a_summari
     assert "2 targets are summarised without their diffs" in comment.parts[0]
 
 
+
+
+def test_the_readme_layouts_example_is_a_valid_configuration() -> None:
+    import jsonschema
+    import yaml
+
+    from prbot.config import config_schema, load_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Layouts", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(ENVS + block)
+    assert [a.path for a in config.apps] == ["apps/{app}/overlays/{env}", "charts/api", "k8s", "k8s"]
+    assert list(jsonschema.Draft202012Validator(config_schema()).iter_errors(yaml.safe_load(ENVS + block))) == []
