@@ -419,3 +419,16 @@ def test_the_readme_layouts_example_is_a_valid_configuration() -> None:
     config = load_config(ENVS + block)
     assert [a.path for a in config.apps] == ["apps/{app}/overlays/{env}", "charts/api", "k8s", "k8s"]
     assert list(jsonschema.Draft202012Validator(config_schema()).iter_errors(yaml.safe_load(ENVS + block))) == []
+
+
+def test_a_pr_removing_a_directory_no_renderer_takes_is_planned(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The base's discovery problem does not fail the PR that fixes it."""
+    repo, _ = jsonnet_repo(tmp_path)
+    write(repo, "apps/dash/dev/main.jsonnet", "{}\n")
+    base = commit_all(repo, "base")
+    (repo / "apps/dash/dev/main.jsonnet").unlink()
+    write(repo, "apps/web/dev/cm.yaml", CM.format(name="web").replace('"1"', '"2"'))
+    head = commit_all(repo, "fix")
+    code, targets, err = plan_json(capsys, repo, base, head)
+    assert (code, err) == (0, "") and targets[("web", "dev")]["status"] == "changed"
