@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from prbot import __version__
 from prbot.errors import PrbotError
+
+if TYPE_CHECKING:
+    from prbot.model import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -272,7 +275,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
                          for t in targets], indent=2))
     elif targets:
         rows = [("ENV", "APP", "RENDERER", "PATH"), *((t.env, t.app, t.renderer, t.path + (
-            f"  (chart {t.chart}; values {', '.join(t.values) or '-'})" if t.renderer == "helm" and (
+            f"  (chart {t.chart}; values {', '.join(_values_shown(t)) or '-'})" if t.renderer == "helm" and (
                 t.chart != t.path or t.values) else "")) for t in targets)]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         _out("\n".join("  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in rows))
@@ -282,6 +285,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def _values_shown(t: Target) -> list[str]:
+    """A target's values files as `targets` lists them: optional ones marked."""
+    return [f"{v} (if present)" if v in t.optional_values else v for v in t.values]
 
 
 def cmd_rbac(args: argparse.Namespace) -> int:

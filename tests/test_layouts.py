@@ -75,6 +75,9 @@ def test_an_optional_values_file_is_used_where_present_and_its_appearing_affects
         ("dev", ["charts/api/values.yaml", "charts/api/../../env-values/dev.yaml"]),
         ("staging", ["charts/api/values.yaml", "charts/api/../../env-values/staging.yaml"]),
         ("prod", ["charts/api/values.yaml", "charts/api/../../env-values/prod.yaml"])]
+    code, out, err = run(capsys, "targets", "--repo", str(repo), "--env", "dev")
+    assert (code, err) == (0, "") and out.splitlines()[1].endswith(
+        "(chart charts/api; values charts/api/values.yaml, charts/api/../../env-values/dev.yaml (if present))")
     base = commit_all(repo, "base")
     write(repo, "env-values/dev.yaml", "replicas: 2\n")               # dev gets its own file
     head = commit_all(repo, "dev values")
