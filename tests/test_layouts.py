@@ -435,3 +435,25 @@ def test_a_pr_removing_a_directory_no_renderer_takes_is_planned(
     head = commit_all(repo, "fix")
     code, targets, err = plan_json(capsys, repo, base, head)
     assert (code, err) == (0, "") and targets[("web", "dev")]["status"] == "changed"
+
+
+def test_env_names_reach_the_sync_the_cluster_is_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`{env}` in `sync` stands for the app's word too: prod's Argo CD Application is web-production,
+    and the RBAC prbot asks of the prod cluster names it."""
+    repo = init_repo(tmp_path / "repo")
+    write(repo, ".prbot.yml", """version: 1
+environments: [{name: dev, cluster: dev}, {name: prod, cluster: prod}]
+apps:
+  - path: "overlays/{env}"
+    name: web
+    namespace: "web-{env}"
+    env_names: {prod: production}
+    sync:
+      argocd: {application: "web-{env}"}
+""")
+    for env in ("dev", "production"):
+        write(repo, f"overlays/{env}/cm.yaml", CM.format(name="web"))
+    code, out, err = run(capsys, "rbac", "--repo", str(repo), "--env", "prod")
+    assert (code, err) == (0, "")
+    assert "resourceNames:\n  - web-production\n" in out and "namespace: web-production" in out
+    assert "web-prod\n" not in out
