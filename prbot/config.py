@@ -692,7 +692,7 @@ class _Checker:
 
     def exclude_glob(self, text: str, where: str, line: int) -> bool:
         """A glob over the matched directories' repository-relative paths."""
-        if text.startswith("/") or _escapes(text):
+        if text.startswith("/") or ".." in PurePosixPath(text).parts:
             self.error(line, where, f"{_q(text)}: write the glob relative to the repository root, "
                        "as the matched directories are (e.g. apps/legacy-*)")
             return False

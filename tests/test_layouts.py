@@ -457,3 +457,24 @@ apps:
     assert (code, err) == (0, "")
     assert "resourceNames:\n  - web-production\n" in out and "namespace: web-production" in out
     assert "web-prod\n" not in out
+
+
+@pytest.mark.parametrize(("snippet", "message"), [
+    ('    exclude: ["../apps"]', 'apps[0].exclude[0]: "../apps": write the glob relative to the repository root, '
+                               "as the matched directories are (e.g. apps/legacy-*)"),
+    ("    helm: {values: [{file: a.yaml, optionl: true}]}",
+     'apps[0].helm.values[0]: unknown key "optionl" (did you mean "optional"?)'),
+    ("    helm: {values: [{optional: true}]}", 'apps[0].helm.values[0]: missing required key "file"'),
+    ("    helm: {values: [{file: a.yaml, optional: maybe}]}",
+     "apps[0].helm.values[0].optional: expected a boolean, got string"),
+    ("    env_names: {prod: ../up}", 'apps[0].env_names.prod: "../up" is not a directory name {env} can stand for '
+                                   "(letters, digits, '-', '_' and '.')"),
+])
+def test_layout_keys_are_checked_with_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    snippet: str, message: str) -> None:
+    repo = init_repo(tmp_path / "repo")
+    write(repo, "apps/web/dev/cm.yaml", CM.format(name="web"))
+    config = ENVS + f'apps:\n  - path: "apps/{{app}}/{{env}}"\n{snippet}\n'
+    write(repo, ".prbot.yml", config)
+    code, out, err = run(capsys, "check-config", "--repo", str(repo))
+    assert (code, out, err) == (2, "", f".prbot.yml:5: {message}\n")
