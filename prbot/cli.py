@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from prbot import __version__
 from prbot.errors import PrbotError
+
+if TYPE_CHECKING:
+    from prbot.model import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -168,7 +171,7 @@ def _load(repo: Path, config_file: Path | None = None):  # type: ignore[no-untyp
     path = config_file or repo / CONFIG_FILE
     if not path.is_file():
         raise PrbotError(f"{path}: no such file (is --repo a GitOps repository with a {CONFIG_FILE}?)")
-    return load_config_file(path)
+    return load_config_file(path, str(config_file) if config_file is not None else None)
 
 
 def _out(text: str) -> None:
@@ -264,30 +267,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_targets(args: argparse.Namespace) -> int:
     import json
 
-    from prbot.config import CONFIG_FILE
-    from prbot.targets import discover_targets, unmatched_paths
+    from prbot.targets import find_targets, tree_problems
 
     config = _load(args.repo, args.config)
     for env in args.env or ():
         config.env(env)
-    targets = [t for t in discover_targets(config, args.repo) if not args.env or t.env in args.env]
+    found, _ = find_targets(config, args.repo)
+    targets = [t for t in found if not args.env or t.env in args.env]
     if args.format == "json":
         _out(json.dumps([{"app": t.app, "env": t.env, "path": t.path, "renderer": t.renderer,
                           "namespace": t.namespace, "chart": t.chart, "values": list(t.values)}
                          for t in targets], indent=2))
     elif targets:
         rows = [("ENV", "APP", "RENDERER", "PATH"), *((t.env, t.app, t.renderer, t.path + (
-            f"  (chart {t.chart}; values {', '.join(t.values) or '-'})" if t.renderer == "helm" and (
+            f"  (chart {t.chart}; values {', '.join(_values_shown(t)) or '-'})" if t.renderer == "helm" and (
                 t.chart != t.path or t.values) else "")) for t in targets)]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         _out("\n".join("  ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]).rstrip() for r in rows))
     else:
         print("prbot: no targets", file=sys.stderr)
-    name = str(args.config or CONFIG_FILE)
-    problems = [f"{name}:{config.apps[i].line or 1}: {message}" for i, message in unmatched_paths(config, args.repo)]
+    problems = [f"{config.source}:{line}: {message}" for line, message in tree_problems(config, args.repo)]
     for problem in problems:
         print(problem, file=sys.stderr)
     return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def _values_shown(t: Target) -> list[str]:
+    """A target's values files as `targets` lists them: optional ones marked."""
+    return [f"{v} (if present)" if v in t.optional_values else v for v in t.values]
 
 
 def cmd_rbac(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ class HelmSpec:
     values: tuple[str, ...] = ()            # values files relative to the target directory
     version: str | None = None              # remote chart: its version or range (None: the newest)
     repo: str | None = None                 # remote chart: the https:// chart repository of `chart`
+    optional: frozenset[str] = frozenset()  # the values patterns used only where the file exists
+    ignore_missing_values: bool = False     # every values file optional (Argo CD's ignoreMissingValueFiles)
 
     @property
     def reference(self) -> str | None:
@@ -57,6 +59,17 @@ class HelmSpec:
         else:
             return None
         return f"{base} (version {self.version})" if self.version else f"{base} (chart)"
+
+    def is_optional(self, pattern: str) -> bool:
+        return self.ignore_missing_values or pattern in self.optional
+
+
+LOAD_RESTRICTORS = {"root_only": "LoadRestrictionsRootOnly", "none": "LoadRestrictionsNone"}
+
+
+@dataclass(frozen=True)
+class KustomizeSpec:
+    load_restrictor: Literal["root_only", "none"] = "root_only"    # kustomize --load-restrictor
 
 
 @dataclass(frozen=True)
@@ -75,9 +88,20 @@ class AppSpec:
     helm: HelmSpec | None = None            # values may hold {app} and {env}
     environments: tuple[str, ...] | None = None   # the environments the app exists in; None: all
     line: int = field(default=0, compare=False)    # line of `path` in the file, for messages
+    env_names: tuple[tuple[str, str], ...] = ()   # (environment, the word {env} stands for in this app)
+    exclude: tuple[str, ...] = ()           # globs over matched directories that are no target
+    kustomize: KustomizeSpec | None = None
 
     def in_env(self, env: str) -> bool:
         return self.environments is None or env in self.environments
+
+    def env_word(self, env: str) -> str:
+        """What `{env}` stands for in this app's patterns for environment `env` (`env_names`)."""
+        return dict(self.env_names).get(env, env)
+
+    def env_of(self, word: str, envs: list[str]) -> str | None:
+        """The environment whose `{env}` word in this app is `word`, or None."""
+        return next((e for e in envs if self.env_word(e) == word), None)
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,7 @@ class Config:
     preview: PreviewSpec | None = None
     diff_ignore: tuple[str, ...] = ()
     render_remote: tuple[str, ...] = ()     # URL prefixes of remote bases/charts rendered
+    source: str = field(default=CONFIG_FILE, compare=False)   # the file as messages name it
 
     @property
     def env_names(self) -> list[str]:
@@ -126,12 +151,15 @@ class Config:
 
 TOP_KEYS = frozenset({"version", "environments", "apps", "images", "preview", "diff", "render"})
 ENVIRONMENT_KEYS = frozenset({"name", "cluster", "auto_merge", "kubernetes_version", "deployers"})
-APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm", "environments"})
+APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm", "environments", "env_names", "exclude",
+                      "kustomize"})
 SYNC_KEYS = frozenset({"argocd", "flux", "apply"})
 ARGOCD_KEYS = frozenset({"application", "namespace"})
 FLUX_KEYS = frozenset({"kind", "name", "namespace"})
 APPLY_KEYS = frozenset({"prune"})
-HELM_KEYS = frozenset({"chart", "values", "version", "repo"})
+HELM_KEYS = frozenset({"chart", "values", "version", "repo", "ignore_missing_values"})
+HELM_VALUES_KEYS = frozenset({"file", "optional"})
+KUSTOMIZE_KEYS = frozenset({"load_restrictor"})
 IMAGE_KEYS = frozenset({"repository", "land_in", "tags", "policy", "digest"})
 PREVIEW_KEYS = frozenset({"environment", "url"})
 DIFF_KEYS = frozenset({"ignore"})
@@ -147,6 +175,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "apps[].sync.flux": FLUX_KEYS,
     "apps[].sync.apply": APPLY_KEYS,
     "apps[].helm": HELM_KEYS,
+    "apps[].helm.values[]": HELM_VALUES_KEYS,
+    "apps[].kustomize": KUSTOMIZE_KEYS,
     "images[]": IMAGE_KEYS,
     "preview": PREVIEW_KEYS,
     "diff": DIFF_KEYS,
@@ -165,6 +195,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _K8S_VERSION = re.compile(r"[0-9]+\.[0-9]+")
 _DEPLOYER = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 _APP_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
+_ENV_WORD = re.compile(r"[A-Za-z0-9._-]+")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _URL = re.compile(r"https?://\S+")
 _REMOTE_PREFIX = re.compile(r"(?:https|oci)://[A-Za-z0-9.-]+(?::\d+)?(?:/\S*)?")
@@ -191,13 +222,14 @@ def load_config(text: str, filename: str = CONFIG_FILE) -> Config:
     config, errors, _ = _check_text(text, filename)
     if errors or config is None:
         raise ConfigError(errors or [f"{filename}:1: invalid configuration"])
-    return config
+    return replace(config, source=filename)
 
 
-def load_config_file(path: Path) -> Config:
-    """Load `.prbot.yml` from disk; errors name the file as the user knows it (``.prbot.yml``)."""
+def load_config_file(path: Path, filename: str | None = None) -> Config:
+    """Load `.prbot.yml` from disk; errors name the file as the user knows it (``.prbot.yml``, or
+    `filename`: the path a user gave with ``--config``)."""
     path = Path(path)
-    filename = _display_name(path)
+    filename = filename or _display_name(path)
     text, error = _read(path, filename)
     if error:
         raise ConfigError([error])
@@ -230,7 +262,8 @@ def check_file(repo: Path, config_file: Path | None = None) -> CheckedFile:
             error = f"{path}: no such file (a GitOps repository needs a {CONFIG_FILE} at its root)"
         return CheckedFile(filename, None, [error], {})
     config, errors, lines = _check_text(text, filename)
-    return CheckedFile(filename, None if errors else config, errors, lines)
+    return CheckedFile(filename, None if errors or config is None else replace(config, source=filename),
+                       errors, lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,7 +618,7 @@ class _Checker:
         if seq is _MISSING:
             return None
         out: list[AppSpec] = []
-        paths: dict[str, str] = {}
+        paths: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {}
         for _, item, where, iline in self.items(seq, "apps", self.lines["apps"]):
             app = self.mapping(item, where, iline, APP_KEYS)
             if app is None:
@@ -596,10 +629,6 @@ class _Checker:
             if path is not _MISSING:
                 ploc = f"{where}.path"
                 depth, has_app = self.app_path(str(path), ploc, self.lines[ploc])
-                norm = str(PurePosixPath(path))
-                if norm in paths:
-                    self.error(self.lines[ploc], ploc, f"same path as {paths[norm]}")
-                paths.setdefault(norm, where)
             name = self.value(app, "name", where, iline, "string")
             if name is not _MISSING:
                 nloc = f"{where}.name"
@@ -624,12 +653,83 @@ class _Checker:
                     self.error(self.lines[eloc], eloc, "lists no environment (leave it out for all)")
                 for dup in sorted({e for e in environments if environments.count(e) > 1}):
                     self.error(self.lines[eloc], eloc, f"{_q(dup)} is listed twice")
+            env_names = self.env_words(app, where, iline)
+            exclude = self.strings(app, "exclude", where, iline, self.exclude_glob)
+            kustomize = self.kustomize(app, where, iline)
             if path is not _MISSING:
+                ploc = f"{where}.path"
+                norm = str(PurePosixPath(path))
+                for other, other_envs in paths.get(norm, ()):
+                    shared = _overlap(environments, other_envs, self.env_names)
+                    if shared:       # one directory, two apps in one environment: which one is it?
+                        self.error(self.lines[ploc], ploc, f"same path as {other} in environment(s) "
+                                   f"{', '.join(shared)} (give each an `environments` list without overlap)")
+                paths.setdefault(norm, []).append((where, environments))
                 out.append(AppSpec(path=str(path), name=None if name is _MISSING else str(name),
                                    namespace=None if namespace is _MISSING else str(namespace),
                                    sync=sync, helm=helm, environments=environments,
-                                   line=self.lines.get(f"{where}.path", iline)))
+                                   line=self.lines.get(ploc, iline), env_names=env_names,
+                                   exclude=exclude or (), kustomize=kustomize))
         return tuple(out)
+
+    def env_words(self, app: dict[Any, Any], where: str, line: int) -> tuple[tuple[str, str], ...]:
+        """`env_names`: what `{env}` stands for in this app, per environment (`{prod: production}`)."""
+        node = self.value(app, "env_names", where, line, "map")
+        if node is _MISSING:
+            return ()
+        loc = f"{where}.env_names"
+        mline = self.lines[loc]
+        out: dict[str, str] = {}
+        for key in node:
+            kline = _key_line(node, key, mline)
+            word = _plain(node[key])
+            if not isinstance(key, str) or not self.env_name(key, loc, kline):
+                if not isinstance(key, str):
+                    self.error(kline, loc, f"expected an environment name as key, got {_kind(key)}")
+                continue
+            kloc = f"{loc}.{key}"
+            if not isinstance(word, str):
+                self.error(kline, kloc, f"expected a string, got {_kind(word)}")
+            elif not _ENV_WORD.fullmatch(word) or word in (".", ".."):
+                self.error(kline, kloc, f"{_q(word)} is not a directory name {{env}} can stand for "
+                           "(letters, digits, '-', '_' and '.')")
+            else:
+                out[key] = word
+        # every environment's word, mapped or not: two environments may not share one (a directory
+        # would then be a target of both)
+        words: dict[str, str] = {}
+        for env in self.env_names or ():
+            word = out.get(env, env)
+            if word in words:
+                self.error(mline, loc, f"environments {_q(words[word])} and {_q(env)} both stand for "
+                           f"{_q(word)} in {{env}}")
+            words.setdefault(word, env)
+        return tuple(out.items())
+
+    def exclude_glob(self, text: str, where: str, line: int) -> bool:
+        """A glob over the matched directories' repository-relative paths."""
+        if text.startswith("/") or ".." in PurePosixPath(text).parts:
+            self.error(line, where, f"{_q(text)}: write the glob relative to the repository root, "
+                       "as the matched directories are (e.g. apps/legacy-*)")
+            return False
+        return True
+
+    def kustomize(self, app: dict[Any, Any], where: str, line: int) -> KustomizeSpec | None:
+        node = self.value(app, "kustomize", where, line, "map")
+        if node is _MISSING:
+            return None
+        where = f"{where}.kustomize"
+        line = self.lines[where]
+        if self.mapping(node, where, line, KUSTOMIZE_KEYS) is None:
+            return None
+        restrictor = self.value(node, "load_restrictor", where, line, "string")
+        if restrictor is _MISSING:
+            return KustomizeSpec()
+        if restrictor not in LOAD_RESTRICTORS:
+            loc = f"{where}.load_restrictor"
+            self.error(self.lines[loc], loc, f"{_q(restrictor)} is not one of {', '.join(LOAD_RESTRICTORS)}")
+            return None
+        return KustomizeSpec(load_restrictor=restrictor)
 
     def app_path(self, path: str, where: str, line: int) -> tuple[int | None, bool]:
         """Check an `apps[].path` pattern; returns (depth below the root or None, has {app})."""
@@ -749,15 +849,44 @@ class _Checker:
         if version is not _MISSING and not remote:
             self.error(self.lines[f"{where}.version"], f"{where}.version",
                        "is for a remote chart (oci://…, https://… or repo:)")
-        values = self.strings(node, "values", where, line)
-        for i, rel in enumerate(values or ()):
+        values, optional = self.values_files(node, where, line)
+        for i, rel in enumerate(values):
             vloc, vline = f"{where}.values[{i}]", _item_line(node["values"], i, line)
             if self.pattern(rel, vloc, vline):      # {app} and {env} expand per target
                 self.relative(_PLACEHOLDER.sub("x", rel), vloc, vline, depth, "relative to the target directory",
                               shown=rel)
-        return HelmSpec(chart=None if chart is _MISSING else str(chart), values=values or (),
+        ignore = self.value(node, "ignore_missing_values", where, line, "boolean")
+        return HelmSpec(chart=None if chart is _MISSING else str(chart), values=values,
                         version=None if version is _MISSING else str(version),
-                        repo=None if repo is _MISSING else str(repo))
+                        repo=None if repo is _MISSING else str(repo),
+                        optional=frozenset(optional), ignore_missing_values=ignore is True)
+
+    def values_files(self, node: dict[Any, Any], where: str, line: int) -> tuple[tuple[str, ...], set[str]]:
+        """`helm.values`: each a path, or {file: path, optional: true} for one used where it exists."""
+        seq = self.value(node, "values", where, line, "list")
+        if seq is _MISSING:
+            return (), set()
+        out: list[str] = []
+        optional: set[str] = set()
+        for _, item, loc, iline in self.items(seq, f"{where}.values", self.lines[f"{where}.values"]):
+            item = _plain(item)
+            if isinstance(item, dict):
+                if self.mapping(item, loc, iline, HELM_VALUES_KEYS, required=("file",)) is None:
+                    continue
+                file = self.value(item, "file", loc, iline, "string")
+                flag = self.value(item, "optional", loc, iline, "boolean")
+                if file is _MISSING:
+                    continue
+                item = str(file)
+                if flag is True:
+                    optional.add(item)
+            if not isinstance(item, str):
+                self.error(iline, loc, f"expected a string or a map with file (and optional), got {_kind(item)}")
+            elif not item.strip():
+                self.error(iline, loc, "must not be empty")
+            else:
+                out.append(item)
+        return tuple(out), optional
 
     def relative(self, rel: str, where: str, line: int, depth: int | None, relative_to: str,
                  shown: str | None = None) -> None:
@@ -866,6 +995,15 @@ class _Checker:
                                    "(e.g. https://github.com/acme/)")
             return False
         return True
+
+
+def _overlap(a: tuple[str, ...] | None, b: tuple[str, ...] | None, envs: list[str] | None) -> list[str]:
+    """The environments two apps' `environments` lists share (None: every environment)."""
+    every = list(envs or ())
+    left = every if a is None else list(a)
+    right = set(every if b is None else b)
+    shared = [e for e in left if e in right]
+    return shared or (["(all)"] if a is None and b is None and not every else [])
 
 
 def _image_problem(text: str) -> str | None:

@@ -668,6 +668,11 @@ class TreeView:
         self._through(rel)                     # a symbolic link on the way: TreeViewUnsure, the disk decides
         return False
 
+    def list_files(self, rel: str) -> list[str]:
+        if self._through(rel) != _TREE:
+            return []
+        return sorted(n for n, m in self._children.get(rel, {}).items() if m in ("100644", "100755", _SYMLINK))
+
     def has_manifest(self, rel: str) -> bool:
         if self._through(rel) != _TREE:
             return False

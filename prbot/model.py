@@ -27,10 +27,18 @@ class Target:
     namespace: str | None = None   # expanded default namespace, if configured
     chart: str | None = None       # helm: repo-relative chart directory
     values: tuple[str, ...] = ()   # helm: repo-relative values files
+    optional_values: tuple[str, ...] = ()   # helm: those of `values` used only where they exist
+    load_restrictor: str = "root_only"      # kustomize: "root_only" | "none"
+    env_label: str | None = None   # what {env} stands for in this app's patterns, when not `env`
 
     @property
     def key(self) -> str:
         return f"{self.app}/{self.env}"
+
+    @property
+    def env_word(self) -> str:
+        """The word `{env}` expands to in this target's app (its `env_names`), by default `env`."""
+        return self.env_label or self.env
 
 
 def expand(pattern: str, app: str, env: str) -> str:
@@ -86,6 +94,10 @@ class TreeReader(Protocol):
         """Whether `rel`, symbolic links resolved, is outside the repository."""
         ...
 
+    def list_files(self, rel: str) -> list[str]:
+        """Names of the files (and symbolic links to files) directly in `rel`, sorted."""
+        ...
+
 
 class DiskTree:
     """A `TreeReader` answering from the directory on disk."""
@@ -105,6 +117,13 @@ class DiskTree:
 
     def is_file(self, rel: str) -> bool:
         return (self.root / rel).is_file()
+
+    def list_files(self, rel: str) -> list[str]:
+        try:
+            with os.scandir(self.root / rel if rel else self.root) as it:
+                return sorted(e.name for e in it if _followed_file(e))
+        except OSError:
+            return []
 
     def has_manifest(self, rel: str) -> bool:
         try:

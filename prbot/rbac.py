@@ -181,13 +181,13 @@ def rbac_for_env(root: Path, config: Config, env: str) -> RbacPlan:
         if spec is None:
             continue
         if spec.kind == "argocd":
-            ns = expand(str(spec.options["namespace"]), target.app, target.env)
-            app = expand(str(spec.options["application"]), target.app, target.env)
+            ns = expand(str(spec.options["namespace"]), target.app, target.env_word)
+            app = expand(str(spec.options["application"]), target.app, target.env_word)
             plan.add(Grant("argocd", ns, APPLICATION[0], resource_of(APPLICATION[1]), ("get", "patch"), (app,)))
         elif spec.kind == "flux":
             kind = str(spec.options["kind"])
-            ns = expand(str(spec.options["namespace"]), target.app, target.env)
-            name = expand(str(spec.options["name"]), target.app, target.env)
+            ns = expand(str(spec.options["namespace"]), target.app, target.env_word)
+            name = expand(str(spec.options["name"]), target.app, target.env_word)
             plan.add(Grant("flux", ns, FLUX_GROUPS[kind], resource_of(kind), ("get", "patch"), (name,)))
             for source in FLUX_SOURCES:
                 plan.add(Grant("flux", ns, SOURCE_GROUP, source, ("get", "patch")))

@@ -119,7 +119,8 @@ def cache_extra(target: Target) -> str:
     """Everything besides file contents that changes a target's rendering: with the digest of its
     input closure (`prbot.renderers.closure.ClosureCache.digest`) the cache key a `RenderPool` wants."""
     return json.dumps([target.renderer, target.path, target.namespace, target.chart, list(target.values),
-                       f"{target.app}-{target.env}"])
+                       f"{target.app}-{target.env}"]
+                      + ([target.load_restrictor] if target.load_restrictor != "root_only" else []))
 
 
 class RenderPool:

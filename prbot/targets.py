@@ -7,14 +7,15 @@ thousands of directories costs what its patterns touch, not its size.  Nothing i
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
 import re
 from pathlib import Path, PurePosixPath
 
 from prbot import renderers
 from prbot.config import AppSpec, Config, check_file
-from prbot.errors import PrbotError
-from prbot.model import DiskTree, Target, TreeReader, expand, list_dirs
+from prbot.errors import ConfigError
+from prbot.model import DiskTree, Target, TreeReader, expand
 
 _PLACEHOLDER = re.compile(r"\{(app|env)\}")
 
@@ -56,26 +57,58 @@ def _expand_pattern(tree: TreeReader, pattern: str) -> list[tuple[str, dict[str,
     return results
 
 
+def _excluded(spec: AppSpec, rel: str) -> bool:
+    """Whether an `exclude` glob of the app matches the directory `rel` or one above it."""
+    return any(_glob_matches(glob.strip("/"), rel) for glob in spec.exclude)
+
+
+def _glob_matches(glob: str, rel: str) -> bool:
+    """A glob over repository-relative directories, segment by segment (`*`, `?`, `[…]` within one
+    segment, `**` across any number); matching a directory excludes everything below it too."""
+    def match(gs: tuple[str, ...], ps: tuple[str, ...]) -> bool:
+        if not gs:
+            return True                          # the glob named a directory above: all below it
+        if gs[0] == "**":
+            return any(match(gs[1:], ps[i:]) for i in range(len(ps) + 1))
+        return bool(ps) and fnmatch.fnmatchcase(ps[0], gs[0]) and match(gs[1:], ps[1:])
+    return bool(glob) and match(PurePosixPath(glob).parts, PurePosixPath(rel).parts)
+
+
 def _matches(tree: TreeReader, spec: AppSpec, envs: list[str]) -> list[tuple[str, str, str]]:
     """(directory, app, env) for every directory the spec's pattern matches, per environment: a
     pattern without {env} names a directory that is a target in every environment (of the spec's
-    `environments`, when given)."""
+    `environments`, when given).  `{env}` matches the word the app's `env_names` gives an
+    environment; directories matching an `exclude` glob are left out."""
     out: list[tuple[str, str, str]] = []
     for rel, bound in _expand_pattern(tree, spec.path.strip("/")):
         app = bound.get("app") or spec.name
-        if not app:
+        if not app or _excluded(spec, rel):
             continue
-        env = bound.get("env")
+        word = bound.get("env")
+        env = spec.env_of(word, envs) if word is not None else None
+        if word is not None and env is None:
+            continue
         for name in ([env] if env is not None else envs):
-            if name in envs and spec.in_env(name):
+            if spec.in_env(name):
                 out.append((rel, app, name))
     return out
+
+
+# Files that are no input of any renderer: a directory holding only these (and subdirectories)
+# is no target, silently.
+_INERT_FILE = re.compile(r"(?i)(\..*|.*\.(md|txt|rst|adoc)|license.*|owners.*|codeowners|notice.*)")
 
 
 def _renders_something(tree: TreeReader, rel: str, renderer: str) -> bool:
     """A plain directory with no manifest (only subdirectories, a .gitkeep …) is no target: it
     would show as an empty new target in every plan."""
     return renderer != "plain" or tree.has_manifest(rel)
+
+
+def _unrendered_files(tree: TreeReader, rel: str) -> list[str]:
+    """The files of a directory no renderer takes that look like inputs of another tool (jsonnet,
+    a config management plugin's files): configured, yet nothing would render them."""
+    return [name for name in tree.list_files(rel) if not _INERT_FILE.fullmatch(name)]
 
 
 def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
@@ -85,12 +118,26 @@ def _renderer(tree: TreeReader, rel: str, spec: AppSpec) -> str:
 
 def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[Target]:
     """Every target of the repository checked out at `root` (or of `tree`, which then answers
-    instead of the disk), in promotion order then by app."""
+    instead of the disk), in promotion order then by app.  A problem only the tree shows (a
+    directory two apps match in one environment, a configured directory no renderer takes) is a
+    `ConfigError` naming the configuration file and line."""
+    targets, problems = find_targets(config, root, tree=tree)
+    if problems:
+        raise ConfigError([f"{config.source}:{line}: {message}" for line, message in problems])
+    return targets
+
+
+def find_targets(config: Config, root: Path, *, tree: TreeReader | None = None,
+                 ) -> tuple[list[Target], list[tuple[int, str]]]:
+    """`discover_targets`'s targets and problems, as (line, message), without raising."""
     root = Path(root)
     reader = tree if tree is not None else DiskTree(root)
     envs = config.env_names
     found: dict[tuple[str, str], Target] = {}
+    problems: list[tuple[int, str]] = []
+    unrendered: set[str] = set()
     for index, spec in enumerate(config.apps):
+        where = f"apps[{index}].path"
         for rel, app, env in _matches(reader, spec, envs):
             outside = reader.leaves(rel)
             if outside:                 # a linked directory leading out: nothing there is read, the
@@ -98,9 +145,18 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
             else:
                 renderer = _renderer(reader, rel, spec)
                 if not _renders_something(reader, rel, renderer):
+                    files = _unrendered_files(reader, rel)
+                    if files and rel not in unrendered:
+                        unrendered.add(rel)
+                        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+                        problems.append((spec.line or 1, f"{where}: {rel}: no renderer takes this directory "
+                                         f"(it holds {shown}; prbot renders kustomize, Helm and plain "
+                                         "manifests): exclude it or render it to manifests"))
                     continue
+            word = spec.env_word(env)
             chart: str | None = None
             values: tuple[str, ...] = ()
+            optional: tuple[str, ...] = ()
             if renderer == "helm":
                 chart = (spec.helm.reference or spec.helm.chart.strip("/")) if spec.helm and spec.helm.chart \
                     else rel                    # a remote chart: its reference text (prbot.remote)
@@ -108,16 +164,34 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
                 if not names and chart != rel and not outside and \
                         reader.is_file(f"{rel}/values.yaml" if rel else "values.yaml"):
                     names = ("values.yaml",)
-                values = tuple(str(PurePosixPath(rel) / expand(v, app, env)) for v in names)
-            ns = expand(spec.namespace, app, env) if spec.namespace else None
+                values = tuple(str(PurePosixPath(rel) / expand(v, app, word)) for v in names)
+                optional = tuple(str(PurePosixPath(rel) / expand(v, app, word)) for v in names
+                                 if spec.helm is not None and spec.helm.is_optional(v))
+            ns = expand(spec.namespace, app, word) if spec.namespace else None
             key = (app, env)
             if key in found:
                 other = found[key]
-                raise PrbotError(f"app {app!r} in environment {env!r} is matched twice: "
-                                 f"{other.path} and {rel}")
+                mine = f"apps[{index}]" if other.app_index != index else "it"
+                problems.append((spec.line or 1, f"{where}: app {app!r} in environment {env!r} is matched twice: "
+                                 f"{other.path} (apps[{other.app_index}], line {config.apps[other.app_index].line}) "
+                                 f"and {rel} ({mine}); give one an `exclude` or a fixed `name`"))
+                continue
             found[key] = Target(app=app, env=env, path=rel, renderer=renderer, app_index=index,
-                                namespace=ns, chart=chart, values=values)
-    return sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
+                                namespace=ns, chart=chart, values=values, optional_values=optional,
+                                load_restrictor=spec.kustomize.load_restrictor if spec.kustomize else "root_only",
+                                env_label=word if word != env else None)
+    targets = sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
+    return targets, problems
+
+
+def tree_problems(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[tuple[int, str]]:
+    """Every problem of `config` only the tree at `root` shows, as (line, message): path patterns
+    that match nothing, directories matched twice, configured directories no renderer takes.  What
+    `check-config`, `targets` and `plan` all refuse."""
+    reader = tree if tree is not None else DiskTree(Path(root))
+    problems = [(config.apps[i].line or 1, message) for i, message in unmatched_paths(config, Path(root), tree=reader)]
+    problems += find_targets(config, root, tree=reader)[1]
+    return sorted(problems, key=lambda p: p[0])
 
 
 def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
@@ -143,8 +217,7 @@ def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
             problems.append((lines.get(where, 1), f"{where}: {chart}: no such directory in the repository"))
         elif not (repo / chart / "Chart.yaml").is_file():
             problems.append((lines.get(where, 1), f"{where}: {chart}: no Chart.yaml in that directory"))
-    for index, message in unmatched_paths(config, repo):
-        problems.append((config.apps[index].line or 1, message))
+    problems += tree_problems(config, repo)
     return [f"{checked.filename}:{line}: {msg}" for line, msg in sorted(problems, key=lambda p: p[0])]
 
 
@@ -154,44 +227,47 @@ def unmatched_indexes(config: Config, tree: TreeReader) -> list[int]:
     return [index for index, spec in enumerate(config.apps) if not _matches(tree, spec, envs)]
 
 
-def unmatched_paths(config: Config, root: Path) -> list[tuple[int, str]]:
+def unmatched_paths(config: Config, root: Path, *, tree: TreeReader | None = None) -> list[tuple[int, str]]:
     """(index in `config.apps`, message) for each `apps[].path` that matches no directory in any
     of its environments — a typo, which would otherwise plan nothing without a word."""
-    root = Path(root)
+    reader = tree if tree is not None else DiskTree(Path(root))
     envs = config.env_names
     out: list[tuple[int, str]] = []
     for index, spec in enumerate(config.apps):
-        if _matches(DiskTree(root), spec, envs):
+        if _matches(reader, spec, envs):
             continue
         where = f"apps[{index}].path"
         scope = f" (environments: {', '.join(spec.environments)})" if spec.environments else ""
+        excluded = " (the exclude globs leave none)" if spec.exclude and _matches(
+            reader, AppSpec(path=spec.path, name=spec.name, environments=spec.environments,
+                            env_names=spec.env_names), envs) else ""
         out.append((index, f"{where}: {json.dumps(spec.path)} matches no directory in any environment"
-                           f"{scope}{_closest(root, spec.path.strip('/'), envs)}"))
+                           f"{scope}{excluded}{_closest(reader, spec, envs)}"))
     return out
 
 
-def _closest(root: Path, pattern: str, envs: list[str]) -> str:
+def _closest(tree: TreeReader, spec: AppSpec, envs: list[str]) -> str:
     """Where a pattern stops matching, with a did-you-mean for a literal segment."""
+    words = [spec.env_word(e) for e in envs]
     matched: list[str] = [""]
-    for segment in PurePosixPath(pattern).parts:
+    for segment in PurePosixPath(spec.path.strip("/")).parts:
         below: list[str] = []
         for rel in matched:
-            base = root / rel if rel else root
-            for name in list_dirs(base):
+            for name in tree.list_dirs(rel):
                 got = _match_segment(segment, name)
-                if got is not None and ("env" not in got or got["env"] in envs):
+                if got is not None and ("env" not in got or got["env"] in words):
                     below.append(f"{rel}/{name}" if rel else name)
         if not below:
             where = ", ".join(f"{m}/" for m in matched[:3] if m) or "the repository root"
             if len(matched) > 3:
                 where += f" and {len(matched) - 3} more"
-            names = sorted({n for rel in matched for n in list_dirs(root / rel if rel else root)})
+            names = sorted({n for rel in matched for n in tree.list_dirs(rel)})
             hint = ""
             if not _PLACEHOLDER.search(segment):
                 close = difflib.get_close_matches(segment, names, n=1, cutoff=0.6)
                 hint = f"; did you mean {json.dumps(close[0])}?" if close else ""
             elif "{env}" in segment:
-                hint = f"; {{env}} matches only {', '.join(envs)}"
+                hint = f"; {{env}} matches only {', '.join(words)}"
             return f": nothing matches {json.dumps(segment)} in {where}{hint}"
         matched = below
     return ""

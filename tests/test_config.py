@@ -69,6 +69,9 @@ apps:
     namespace: "{app}-{env}"
     sync:
       argocd: {application: "{app}-{env}", namespace: argocd}
+    env_names: {prod: production}
+    exclude: ["apps/legacy-*"]
+    kustomize: {load_restrictor: none}
   - name: billing
     path: "billing/{env}"
     namespace: "billing-{env}"
@@ -87,7 +90,8 @@ apps:
       apply:
   - name: api
     path: "charts/api"
-    helm: {chart: "charts/api", values: ["values.yaml", "values-{env}.yaml"]}
+    helm: {chart: "charts/api", values: ["values.yaml", {file: "values-{env}.yaml", optional: true}],
+           ignore_missing_values: false}
     environments: [staging, prod]
   - name: podinfo
     path: "remote/{env}"

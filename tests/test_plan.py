@@ -516,18 +516,28 @@ def test_empty_directory_in_the_working_tree_is_no_target(example_repo: Path, ca
 
 
 def test_target_matched_twice_at_base_only(example_repo: Path, caplog) -> None:
-    """The same key matched by two app patterns at base: both ways report the same error."""
+    """The same key matched by two app patterns at base, fixed by the PR: both ways plan it alike
+    (a base's discovery problem does not fail the PR that fixes it); matched twice at head, both
+    ways report the same error, naming the file and line."""
     _edit(example_repo, ".prbot.yml", 'apps:\n', 'apps:\n  - path: "legacy/{app}/{env}"\n')
     write(example_repo, "legacy/worker/dev/cm.yaml", CM.format(name="old", value="1"))
     base = _commit_setup(example_repo)
     git(example_repo, "rm", "-q", "-r", "legacy")
     config = load_config_file(example_repo / ".prbot.yml")
+    plans = [_plan(example_repo, config, base, None, envs=None, pool=_pool(config), dry_runner=None,
+                   sparse=sparse).to_json() for sparse in (True, False)]
+    assert plans[0] == plans[1]
+    worker = next(t for t in plans[0]["targets"] if (t["app"], t["env"]) == ("worker", "dev"))
+    assert worker["path"] == "apps/worker/envs/dev" and worker["status"] == "changed"
+    git(example_repo, "reset", "-q", "--hard", base)
+    git(example_repo, "commit", "-q", "--allow-empty", "-m", "head")
+    head = git(example_repo, "rev-parse", "HEAD")
     errors = []
     for sparse in (True, False):
         with pytest.raises(PrbotError) as exc:
-            _plan(example_repo, config, base, None, envs=None, pool=_pool(config), dry_runner=None, sparse=sparse)
+            _plan(example_repo, config, base, head, envs=None, pool=_pool(config), dry_runner=None, sparse=sparse)
         errors.append(str(exc.value))
-    assert errors[0] == errors[1] and "matched twice" in errors[0]
+    assert errors[0] == errors[1] and errors[0].startswith(".prbot.yml:") and "matched twice" in errors[0]
 
 
 def test_config_change_and_attributes_take_the_full_way(example_repo: Path, caplog) -> None:

@@ -23,7 +23,7 @@ from prbot.report import (
     render_json,
     render_markdown,
 )
-from prbot.report.markdown import html_text, md
+from prbot.report.markdown import _sections, html_text, md
 from prbot.validate import ValidationIssue
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -715,8 +715,14 @@ def test_any_plan_splits_into_valid_parts(targets: list[TargetPlan], limit: int)
         assert part_of(part) == ((i, len(parts)) if len(parts) > 1 else None)
         blocks_of(part)
     shown = [line for part in parts for info, lines in blocks_of(part) if info == "diff" for line in lines]
+    # targets of one app changing identically share a section: its diffs are shown once, where the
+    # first of them stands; every target is in exactly one section
+    sections = _sections(plan)
+    assert sorted(id(t) for group in sections for t in group) == sorted(id(t) for t in targets if t.changes
+                                                                         or t.error or t.status != "unchanged")
+    assert all(t.changes == group[0].changes and t.app == group[0].app for group in sections for t in group)
     expected = []
-    for t in targets:
+    for t in (group[0] for group in sections):
         for c in t.changes:
             if c.diff.strip():
                 lines = c.diff.split("\n")

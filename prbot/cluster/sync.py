@@ -154,7 +154,7 @@ def subject(target: Target, spec: SyncSpec, versions: Versions) -> ObjectRef | N
     options = spec.options
 
     def name(key: str) -> str:
-        return expand(str(options[key]), target.app, target.env)
+        return expand(str(options[key]), target.app, target.env_word)
 
     found = subject_kind(spec)
     if found is None:

@@ -34,7 +34,8 @@ def edit_helm(ctx: EditContext, tx: TargetEdits, target: Target, want: ImageRef)
     chart = target.chart or target.path
     chart_values = f"{chart}/values.yaml"
     own_chart = PurePosixPath(chart).is_relative_to(PurePosixPath(target.path))
-    files = [PurePosixPath(os.path.normpath(v)).as_posix() for v in target.values]
+    files = [PurePosixPath(os.path.normpath(v)).as_posix() for v in target.values
+             if v not in target.optional_values or (ctx.root / v).is_file()]   # an optional one it lacks: not read
     if not files and own_chart and (ctx.root / chart_values).is_file():
         files = [chart_values]
     chart_defaults: list[YamlFile] = []

@@ -123,7 +123,7 @@ def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, h
     at_base = {index for index, _ in unmatched_paths(config, broot)}
     for index, message in missing:
         if index in at_base:
-            raise PrbotError(f"{CONFIG_FILE}:{config.apps[index].line or 1}: {message}")
+            raise PrbotError(f"{config.source}:{config.apps[index].line or 1}: {message}")
 
 
 def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSide, affected: list[Key],

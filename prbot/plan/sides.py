@@ -17,7 +17,7 @@ from prbot.model import Target
 from prbot.plan.model import Key
 from prbot.render import cache_extra
 from prbot.renderers.closure import ClosureCache
-from prbot.targets import discover_targets
+from prbot.targets import discover_targets, find_targets
 
 
 @dataclass
@@ -36,9 +36,12 @@ class PlanSide:
 
 
 def discover(root: Path, config: Config, envs: Sequence[str] | None,
-             tree: gitrepo.TreeView | None = None) -> dict[Key, Target]:
-    """The targets in the tree at `root` (read through `tree` when given), of `envs` (None: all)."""
-    return {(t.app, t.env): t for t in discover_targets(config, root, tree=tree) if envs is None or t.env in envs}
+             tree: gitrepo.TreeView | None = None, *, strict: bool = True) -> dict[Key, Target]:
+    """The targets in the tree at `root` (read through `tree` when given), of `envs` (None: all).
+    Not `strict` (the base): a discovery problem there (a directory no renderer takes, one matched
+    twice) does not fail the PR that fixes it; the head's are `ConfigError`s."""
+    found = discover_targets(config, root, tree=tree) if strict else find_targets(config, root, tree=tree)[0]
+    return {(t.app, t.env): t for t in found if envs is None or t.env in envs}
 
 
 def plan_side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> PlanSide:
@@ -62,7 +65,7 @@ def order(b: PlanSide, h: PlanSide) -> list[Key]:
 def full_sides(broot: Path, hroot: Path, config: Config, envs: Sequence[str] | None,
                closures: ClosureCache) -> tuple[PlanSide, PlanSide]:
     """Every target of both revisions, each tree complete."""
-    b_targets = discover(broot, config, envs)
+    b_targets = discover(broot, config, envs, strict=False)
     h_targets = discover(hroot, config, envs)
     return plan_side(broot, b_targets, closures), plan_side(hroot, h_targets, closures)
 

@@ -118,7 +118,7 @@ def sparse_sides(btree: gitrepo.PartialTree, config: Config, envs: Sequence[str]
     for round_ in itertools.count():
         bcache = ClosureCache()             # the tree grew: nothing computed on it before holds
         try:
-            b_all = discover(btree.root, config, envs)
+            b_all = discover(btree.root, config, envs, strict=False)
         except PrbotError:
             return None
         for key, target in b_all.items():

@@ -1,7 +1,8 @@
 """Helm: `helm template` of a chart in the repository, with the target's values files.
 
 Closure rule: every file below the chart directory (templates, `values.yaml`, `Chart.yaml`,
-vendored `charts/`, `.helmignore` …) and the values files of the target; a chart given as a URL
+vendored `charts/`, `.helmignore` …) and the values files of the target (an optional one that is
+missing counts as missing: its appearing affects the target); a chart given as a URL
 (`oci://…`, `https://…`: `apps[].helm` with `version`, or `repo`) is remote: prbot fetches it
 (`prbot.remote`) when `render.remote` allows it, and it is staged beside the target's files.
 Dependencies of a chart in the repository must be vendored (`helm dependency build`): a
@@ -51,6 +52,14 @@ class HelmRenderer(Renderer):
                 acc.missing.add(rel)
                 acc.errors.append(f"{where}: chart directory {rel or '.'} does not exist")
         for values in target.values:
+            if values in target.optional_values:
+                # used where present: its absence is an input too (the file appearing changes the digest)
+                rel = cache.local_or_remote(root, "", values, f"{target.path}: values", acc)
+                if rel is not None and cache.kind(root, rel) == "file":
+                    acc.files.update(cache.with_real(root, rel))
+                elif rel is not None:
+                    acc.missing.add(rel)
+                continue
             cache.add_file(root, "", values, f"{target.path}: values", acc)
         return acc.freeze()
 
@@ -70,6 +79,8 @@ class HelmRenderer(Renderer):
         if job.kube_version:
             argv += ["--kube-version", job.kube_version]
         for values in target.values:
+            if values in target.optional_values and norm(values) not in job.closure.files:
+                continue                                    # an optional values file this target lacks
             argv += ["--values", f"./{norm(values)}"]     # the staged tree holds no directory just for `..`
         with job.staged() as (home, tree):
             if remote is not None:

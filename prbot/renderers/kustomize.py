@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from prbot.config import AppSpec
+from prbot.config import LOAD_RESTRICTORS, AppSpec
 from prbot.errors import RenderError
 from prbot.model import KUSTOMIZATION_FILES, Target, TreeReader
 from prbot.renderers.base import Renderer, RenderJob, parse_documents, run
@@ -114,7 +114,9 @@ class KustomizeRenderer(Renderer):
             argv, label = [kustomize, "build"], "kustomize build"
         else:
             argv, label = [find_tool("kubectl"), "kustomize"], "kubectl kustomize"
-        argv += ["--load-restrictor", "LoadRestrictionsRootOnly"]
+        # the app's `kustomize.load_restrictor`: "none" lets a kustomization read files above its
+        # root, which is safe because the render sees only its closure (inside the repository)
+        argv += ["--load-restrictor", LOAD_RESTRICTORS.get(job.target.load_restrictor, "LoadRestrictionsRootOnly")]
         if job.closure.helm_charts:
             argv += ["--enable-helm", "--helm-command", which("helm3") or find_tool("helm")]
             if job.kube_version:

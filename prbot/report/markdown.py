@@ -39,6 +39,7 @@ _MAX_ISSUES = 50            # validation issues listed per target
 _MAX_SKIPPED_KINDS = 30
 _MAX_QUIET = 100            # unchanged targets named in the compact line
 _MAX_GROUPED = 5            # objects named on one line of dry-run refusals or notes
+_MAX_GROUP_PATHS = 5        # directories named in the heading of targets changing identically
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,11 +426,48 @@ def _dry_run(doc: _Doc, dry: DryRun) -> None:
         _object(doc, c)
 
 
-def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
-    """One `<details>` section; not `full`: the summary, a clipped error and a note only."""
-    summary = _t("summary", icon=_t("target_failed" if _failing(t) else "target_ok"),
-                 env=html_text(t.env), app=html_text(t.app), path=html_text(t.path),
-                 renderer=html_text(t.renderer), changes=_counts(t, "summary"))
+def _same_change(t: TargetPlan) -> tuple[object, ...] | None:
+    """What a target changes, for grouping the targets of one app that change the same way (the
+    same objects, the same diffs, validation and dry-run); None for a target shown on its own (a
+    failure, a note, nothing changed)."""
+    if _failing(t) or t.error or not (t.changes or (t.dry_run is not None and t.dry_run.changes)):
+        return None
+    return (t.app, t.status, t.renderer, repr(t.changes), repr(t.validation), repr(t.dry_run))
+
+
+def _sections(plan: Plan) -> list[list[TargetPlan]]:
+    """The loud targets as the comment's sections: targets of one app whose changes are identical
+    in several environments form one section (one diff under the list of environments), in the
+    order of their first target."""
+    sections: list[list[TargetPlan]] = []
+    by_change: dict[tuple[object, ...], list[TargetPlan]] = {}
+    for t in _loud(plan):
+        key = _same_change(t)
+        if key is not None and key in by_change:
+            by_change[key].append(t)
+            continue
+        sections.append([t])
+        if key is not None:
+            by_change[key] = sections[-1]
+    return sections
+
+
+def _target(doc: _Doc, group: Sequence[TargetPlan], full: bool = True) -> None:
+    """One `<details>` section for one target, or for a group of targets changing identically; not
+    `full`: the summary, a clipped error and a note only."""
+    t = group[0]
+    if len(group) == 1:
+        summary = _t("summary", icon=_t("target_failed" if _failing(t) else "target_ok"),
+                     env=html_text(t.env), app=html_text(t.app), path=html_text(t.path),
+                     renderer=html_text(t.renderer), changes=_counts(t, "summary"))
+    else:
+        paths = list(dict.fromkeys(g.path for g in group))
+        named = [f"<code>{html_text(p)}</code>" for p in paths[:_MAX_GROUP_PATHS]]
+        if len(paths) > _MAX_GROUP_PATHS:
+            named.append(_t("quiet_more", count=len(paths) - _MAX_GROUP_PATHS))
+        summary = _t("summary_group", icon=_t("target_ok"), count=len(group),
+                     envs=html_text(", ".join(g.env for g in group)), app=html_text(t.app),
+                     paths=", ".join(named), renderer=html_text(t.renderer), changes=_counts(t, "summary"))
     doc.push(_details(summary, _failing(t)))
     if t.error:
         intro = (_t("render_failed", renderer=_oneline(visible(t.renderer), _INLINE_MAX).replace("`", "'"))
@@ -483,20 +521,22 @@ def _document(plan: Plan, title: str, shape: _Shape = _Shape()) -> list[list[_At
         doc.add(_t("empty", base=code(short_sha(plan.base)), head=code(short_sha(plan.head))), "")
     else:
         loud = _loud(plan)
+        sections = _sections(plan)
         quiet = [t for t in plan.targets if _quiet(t)]
         doc.add(_verdict(plan), "")
-        summarised = 0 if shape.full is None else len(loud) - len(shape.full)
+        summarised = 0 if shape.full is None else \
+            sum(len(group) for i, group in enumerate(sections) if i not in shape.full)
         if summarised:
             doc.add(_n("summarised_note", summarised, parts=shape.parts), "")
         if loud:
             _table(doc, loud, shape.rows)
         if quiet:
             doc.add(_quiet_line(quiet), "")
-        for i, t in enumerate(loud):
+        for i, group in enumerate(sections):
             full = shape.full is None or i in shape.full
             if full or shape.sections:
                 doc.block()
-                _target(doc, t, full)
+                _target(doc, group, full)
     doc.block()
     doc.add("", "---", _t("footer", base=code(short_sha(plan.base)), head=code(short_sha(plan.head)))
             + _tools(plan))
@@ -683,7 +723,7 @@ def _pack(blocks: list[list[_Atom]], title: str, limit: int) -> list[list[str]]:
 def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> tuple[list[list[str]], list[TargetPlan]]:
     """The most of `plan` that `max_parts` comments hold (see `_Shape`), and the targets it does not
     show in full."""
-    loud = _loud(plan)
+    loud = _sections(plan)                  # sections: a target, or targets changing identically
     room = limit * max_parts
 
     def attempt(shape: _Shape) -> list[list[str]] | None:
@@ -692,16 +732,16 @@ def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> tuple[list[list[
 
     def besides(full: Iterable[int]) -> list[TargetPlan]:
         shown = set(full)
-        return [t for i, t in enumerate(loud) if i not in shown]
+        return [t for i, group in enumerate(loud) if i not in shown for t in group]
 
     # failures first, then the smallest: the most targets in full; at most as many as their own
     # sizes allow, then the most that really fit
     sizes = []
-    for t in loud:
+    for group in loud:
         doc = _Doc()
-        _target(doc, t)
+        _target(doc, group)
         sizes.append(sum(a.size for block in doc.blocks for a in block))
-    order = sorted(range(len(loud)), key=lambda i: (not _failing(loud[i]), sizes[i], i))
+    order = sorted(range(len(loud)), key=lambda i: (not _failing(loud[i][0]), sizes[i], i))
     upper, used = 0, 0
     while upper < len(order) and used + sizes[order[upper]] <= room:
         used += sizes[order[upper]]
@@ -720,7 +760,7 @@ def _fit(plan: Plan, title: str, limit: int, max_parts: int) -> tuple[list[list[
     best = attempt(_Shape(full=frozenset(), sections=False, parts=max_parts))
     if best is not None:
         return best, besides(())
-    lo, hi = 0, len(loud)                 # thousands of targets: the table itself is cut
+    lo, hi = 0, len(_loud(plan))          # thousands of targets: the table itself is cut
     packed = _pack(_document(plan, title, _Shape(full=frozenset(), sections=False, rows=0, parts=max_parts)),
                    title, limit)
     best = packed[:max_parts]
