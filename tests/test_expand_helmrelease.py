@@ -73,7 +73,8 @@ def charts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         data = _chart_archive(version)
         write(root, f"charts/redis-{version}.tgz", "")
         (root / f"charts/redis-{version}.tgz").write_bytes(data)
-        entries.append(f"    - name: redis\n      version: {version}\n      digest: {hashlib.sha256(data).hexdigest()}\n"
+        entries.append(f"    - name: redis\n      version: {version}\n"
+                       f"      digest: {hashlib.sha256(data).hexdigest()}\n"
                        f"      urls: [redis-{version}.tgz]\n")
     write(root, "charts/index.yaml", "apiVersion: v1\nentries:\n  redis:\n" + "".join(entries))
     _Served.requests = []
@@ -222,7 +223,7 @@ def test_a_chart_repository_render_remote_does_not_allow_is_named_and_the_target
     assert code == 1
     assert "❌ **Not expanded**" in text and "allow the chart's or source's URL prefix in `render.remote`" in text
     assert ("- not expanded: HelmRelease redis/redis: https://charts.example.com/charts/redis (version 1.x) is not "
-            "allowed by render.remote in .prbot.yml") in text.replace("\u200b", "")     # autolinks broken, as all PR text
+            "allowed by render.remote in .prbot.yml") in text.replace("\u200b", "")   # autolinks broken, as all PR text
 
 
 def test_semver_ranges_read_as_flux_reads_them() -> None:
@@ -324,7 +325,8 @@ def test_a_secret_in_valuesfrom_never_reaches_the_comment_the_json_the_log_or_an
     code, text = plan(repo, head, capsys, "markdown")
     # a chart failing with the value in its message: the reason is shown without it
     write(repo, "charts/podinfo/templates/check.yaml",
-          '{{- if .Values.redis.password }}{{ fail (printf "refusing password %s" .Values.redis.password) }}{{- end }}\n')
+          '{{- if .Values.redis.password }}{{ fail (printf "refusing password %s" .Values.redis.password) }}'
+          '{{- end }}\n')
     commit_all(repo, "a chart failing")           # a new file: planned once committed (tracked)
     code, failed = plan(repo, head, capsys)
     [reason] = targets(failed)["podinfo/staging"]["not_expanded"]
@@ -341,7 +343,8 @@ def test_a_release_expanding_into_itself_stops_at_the_depth_limit(
     head = commit_all(repo, "settled")
     write(repo, "charts/podinfo/templates/again.yaml",
           "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {{ .Release.Name }}x\n"
-          "  namespace: podinfo\nspec:\n  install:\n    crds: Skip\n  chart:\n    spec:\n      chart: ./charts/podinfo\n      sourceRef:\n"
+          "  namespace: podinfo\nspec:\n  install:\n    crds: Skip\n  chart:\n    spec:\n"
+          "      chart: ./charts/podinfo\n      sourceRef:\n"
           "        kind: GitRepository\n        name: fleet\n")
     commit_all(repo, "a chart releasing itself")
     code, data = plan(repo, head, capsys)
@@ -363,6 +366,7 @@ def test_huge_values_are_refused_within_the_limits(tmp_path: Path, charts: Path,
         assert t["not_expanded"] == [f"{FROM}: refused: valuesFrom holds more than 1024 KiB"]
         assert changes(t)[("ConfigMap", "podinfo", "podinfo-values")][0] == "changed"
     write(repo, "apps/base/podinfo/podinfo-values.yaml", "ui:\n  message: hi\n")
-    edit(repo, "apps/staging/podinfo-values.yaml", "  values:\n", "  values:\n    extra:\n" + big.replace("  k", "      k"))
+    edit(repo, "apps/staging/podinfo-values.yaml", "  values:\n",
+         "  values:\n    extra:\n" + big.replace("  k", "      k"))
     code, data = plan(repo, head, capsys)
     assert targets(data)["podinfo/staging"]["not_expanded"] == [f"{FROM}: refused: its values are larger than 1024 KiB"]
