@@ -451,12 +451,8 @@ def raw_documents(cache: ClosureCache, root: str, files: Sequence[str],
 def _documents(cache: ClosureCache, root: str, rel: str, markers: Sequence[bytes]) -> list[dict[str, Any]]:
     if not rel.endswith(PLAIN_SUFFIXES):
         return []
-    try:
-        with open(os.path.join(root, rel), "rb") as fh:
-            data = fh.read(MAX_VALUES * 8 + 1)
-    except OSError:
-        return []
-    if len(data) > MAX_VALUES * 8 or not any(m in data for m in markers):
+    data = cache._read(root, rel)[1]           # hashed on the way: the digest reads it from the cache
+    if data is None or len(data) > MAX_VALUES * 8 or not any(m in data for m in markers):
         return []
     docs = cache.load(root, rel, all_documents=True)
     if isinstance(docs, Invalid) or not isinstance(docs, list):
