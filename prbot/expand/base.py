@@ -462,12 +462,11 @@ def _documents(cache: ClosureCache, root: str, rel: str, markers: Sequence[bytes
 
 def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
     """The `prbot.renderers.closure.CLOSURE_EXTENSIONS` rule for these expanders."""
-    markers = sorted({group.encode() for group, _ in expanders}
-                     | {group.encode() for e in expanders.values() for group in e.looks_at})
-
     def extend(cache: ClosureCache, root: str, target: Target, closure: Closure) -> Closure:
-        if target.app == "expand-input":
+        if target.app == "expand-input" or not expanders:
             return closure                  # a path an expansion reads: the caller's rounds go on
+        markers = sorted({group.encode() for group, _ in expanders}
+                         | {group.encode() for e in expanders.values() for group in e.looks_at})
         seen_docs: set[str] = set()
         for _ in range(MAX_DEPTH + 1):
             new = [f for f in closure.files if f not in seen_docs]
