@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 from prbot.errors import ExpandError, RenderError
 from prbot.limits import Limits
-from prbot.model import PLAIN_SUFFIXES, Target
+from prbot.model import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target
 from prbot.remote import Vendored
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderJob, parse_documents, run
@@ -221,7 +221,7 @@ class ExpandContext:
         root = os.fspath(self.root)
         if renderer is None:
             renderer = ("kustomize" if any(cache.kind(root, posixpath.join(rel, n) if rel else n) == "file"
-                                           for n in ("kustomization.yaml", "kustomization.yml", "Kustomization"))
+                                           for n in KUSTOMIZATION_FILES)
                         else "helm" if cache.kind(root, posixpath.join(rel, "Chart.yaml") if rel else "Chart.yaml")
                         == "file" else "plain")
         target = Target(self.target.app, self.target.env, rel, renderer, namespace=namespace, chart=chart,
