@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -434,7 +434,7 @@ def normalise_repository_url(url: Any) -> str | None:
 # The closure rule: what expansions read, from the raw documents of the target's files
 # --------------------------------------------------------------------------------------------
 
-def raw_documents(cache: ClosureCache, root: str, files: Sequence[str],
+def raw_documents(cache: ClosureCache, root: str, files: Iterable[str],
                   markers: Sequence[bytes]) -> list[tuple[str, dict[str, Any]]]:
     """Every mapping document of the YAML/JSON files among `files` whose text holds one of
     `markers` (the API groups expanders know: a cheap test before any parse)."""
@@ -473,7 +473,9 @@ def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
             if not new:
                 break
             seen_docs.update(new)
-            docs = raw_documents(cache, root, sorted(closure.files), markers)
+            docs = raw_documents(cache, root, closure.files, markers)
+            if not docs:
+                break                       # nothing an expander reads: the closure as it was
             acc = ClosureBuilder()
             for rel, doc in docs:
                 expander = expanders.get((api_group(doc.get("apiVersion")), str(doc.get("kind"))))
