@@ -27,6 +27,8 @@ class Target:
     namespace: str | None = None   # expanded default namespace, if configured
     chart: str | None = None       # helm: repo-relative chart directory
     values: tuple[str, ...] = ()   # helm: repo-relative values files
+    flux: tuple[str, str, str] | None = None   # sync.flux.root: (root directory, namespace, name) of
+                                               # the Flux Kustomization deploying it (its postBuild applies)
 
     @property
     def key(self) -> str:

@@ -115,8 +115,17 @@ def discover_targets(config: Config, root: Path, *, tree: TreeReader | None = No
                 raise PrbotError(f"app {app!r} in environment {env!r} is matched twice: "
                                  f"{other.path} and {rel}")
             found[key] = Target(app=app, env=env, path=rel, renderer=renderer, app_index=index,
-                                namespace=ns, chart=chart, values=values)
+                                namespace=ns, chart=chart, values=values, flux=_flux_root(spec, app, env))
     return sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
+
+
+def _flux_root(spec: AppSpec, app: str, env: str) -> tuple[str, str, str] | None:
+    """`sync.flux.root`: where the Flux Kustomization deploying the target is defined (expanded)."""
+    options = spec.sync.options if spec.sync is not None and spec.sync.kind == "flux" else {}
+    if not options.get("root"):
+        return None
+    root = str(PurePosixPath(expand(options["root"], app, env))).strip("/")
+    return ("" if root == "." else root, expand(options["namespace"], app, env), expand(options["name"], app, env))
 
 
 def check_config(repo: Path, config_file: Path | None = None) -> list[str]:
