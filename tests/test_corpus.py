@@ -248,7 +248,8 @@ def test_flux_kustomization_postbuild_reaches_overlays_listed_as_targets(tmp_pat
     config.write_text(config.read_text().replace(', root: "clusters/{env}"}', "}"))
     code, out, _ = run(capsys, "plan", "--repo", str(repo), "--base", "HEAD", "--format", "json")
     web = next(t for t in json.loads(out)["targets"] if (t["app"], t["env"]) == ("web", "staging"))
-    assert code == 1 and [v["message"] for v in web["validation"]] == ["spec.replicas: '${replicas}' is not of type 'integer'"]
+    assert code == 1
+    assert [v["message"] for v in web["validation"]] == ["spec.replicas: '${replicas}' is not of type 'integer'"]
     subprocess.run(["git", "checkout", "-q", ".prbot.yml"], cwd=repo, check=True)
     commit_all(repo, "bump staging")
 

@@ -52,6 +52,7 @@ OWNER_NAMESPACE = "kustomize.toolkit.fluxcd.io/namespace"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 MAX_WALK = 20_000
 """Entries looked at when listing a directory without a kustomization file (closure and generator)."""
+_REMOTE_PREFIXES = ("git::", "gh:", "ssh://", "https://", "http://", "git@", "github.com:", "github.com/")
 INPUT_APP = "expand-input"      # the framework's name for a path an expansion reads
 
 
@@ -179,7 +180,8 @@ def _closure(rel: str, spec: Mapping[str, Any], ctx: ExpandContext) -> tuple[Clo
     components: list[str] = []
     listed = spec.get("components")
     for component in listed if isinstance(listed, list) else []:
-        if not isinstance(component, str) or posixpath.isabs(component) or component.startswith(".."):
+        if not isinstance(component, str) or posixpath.isabs(component) or \
+                component.lower().startswith(_REMOTE_PREFIXES) or component.lower().startswith("file://"):
             raise ExpandError(f"component path {str(component)[:200]!r} must be local and relative")
         sub = ctx.local_path(component, "spec.components", base=rel)
         if cache.kind(root, sub) != "dir":
@@ -306,7 +308,10 @@ def amend(kustomization: dict[str, Any], spec: Mapping[str, Any], components: Se
         extra = spec.get(key)
         if not isinstance(extra, list) or not extra:
             continue
-        if key == "patchesJson6902":
+        if key == "patches":        # Flux's Patch has these two fields only: a `path` is never read
+            extra = [{k: p[k] for k in ("patch", "target") if p.get(k) is not None} if isinstance(p, dict) else p
+                     for p in extra]
+        elif key == "patchesJson6902":
             import json
             extra = [{"target": p.get("target"), "patch": json.dumps(p.get("patch"))} if isinstance(p, dict) else p
                      for p in extra]
