@@ -14,17 +14,22 @@ from prbot.expand.base import (
     normalise_repository_url,
 )
 from prbot.expand.flux_kustomization import FluxKustomization, deployed_closure
+from prbot.expand.helmrelease import HelmReleaseExpander
 from prbot.renderers.closure import CLOSURE_EXTENSIONS
 
 _ALL: tuple[Expander, ...] = (
+    HelmReleaseExpander(),
     FluxKustomization(),
 )
 
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
 """(API group, kind) -> its expander."""
 
+MARKERS: tuple[bytes, ...] = tuple(sorted({group.encode() for group, _ in EXPANDERS}))
+"""Bytes a file holding an object with an expander holds (its API group): a cheap test before parsing."""
+
 CLOSURE_EXTENSIONS.append(closure_extension(EXPANDERS))
 CLOSURE_EXTENSIONS.append(deployed_closure)      # after the expanders': a Flux root is read, not expanded
 
-__all__ = ["EXPANDERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
+__all__ = ["EXPANDERS", "MARKERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
            "expand_objects", "normalise_repository_url"]
