@@ -260,6 +260,13 @@ def test_flux_kustomization_postbuild_reaches_overlays_listed_as_targets(tmp_pat
     web = next(t for t in plan["targets"] if (t["app"], t["env"]) == ("web", "staging"))
     assert "-    cluster: staging\n+    cluster: staging-eu" in web["changes"][0]["diff"]
     assert ("web", "production") not in {(t["app"], t["env"]) for t in plan["targets"]}
+    # the cluster root expands its Kustomizations (render.repository: the GitRepository is this one)
+    root = next(t for t in plan["targets"] if (t["app"], t["env"]) == ("cluster", "staging"))
+    assert [(c["kind"], c["name"], c["action"], c.get("from")) for c in root["changes"]] == [
+        ("ConfigMap", "cluster-vars", "changed", None),
+        ("Deployment", "web", "changed", "Kustomization flux-system/apps"),
+        ("IngressClass", "staging-eu-nginx", "added", "Kustomization flux-system/infra-configs"),
+        ("IngressClass", "staging-nginx", "removed", "Kustomization flux-system/infra-configs")]
 
 
 def test_promote_is_all_or_nothing(tmp_path: Path, capsys) -> None:
