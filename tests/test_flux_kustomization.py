@@ -129,6 +129,26 @@ def test_a_path_without_kustomization_gets_flux_generated_one(tmp_path: Path) ->
                                      "infra/deep/values.yaml: a document is not a Kubernetes object"]
 
 
+def test_flux_bootstrap_layout_applies_itself_once(tmp_path: Path) -> None:
+    # clusters/prod/flux-system holds the Kustomization applying clusters/prod, itself included
+    repo = cluster(tmp_path, {
+        "clusters/prod/flux-system.yaml": "",
+        "clusters/prod/flux-system/kustomization.yaml": "resources: [gotk-sync.yaml]\n",
+        "clusters/prod/flux-system/gotk-sync.yaml": SOURCE + "---\n" + flux_kustomization(
+            "flux-system", "  path: ./clusters/prod\n"),
+        "clusters/prod/apps.yaml": flux_kustomization("apps", "  path: ./apps\n"),
+        "apps/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\n"})
+    target = Target("flux-system", "prod", "clusters/prod/flux-system", "kustomize")
+    rendered = render_target(repo, target, repository_urls=THIS)
+    assert rendered.not_expanded == []
+    got = sorted((f"{o['kind']}/{o['metadata']['name']}", rendered.origins.get(i)) for i, o in enumerate(rendered))
+    assert got == [
+        ("ConfigMap/app", "Kustomization flux-system/flux-system › Kustomization flux-system/apps"),
+        ("GitRepository/flux-system", None),
+        ("Kustomization/apps", "Kustomization flux-system/flux-system"),
+        ("Kustomization/flux-system", None)]
+
+
 def test_the_closure_follows_the_path_and_the_root(tmp_path: Path) -> None:
     repo = tmp_path / "fleet"
     shutil.copytree(CORPUS, repo)
@@ -222,11 +242,16 @@ def test_an_oci_source_is_not_read(tmp_path: Path) -> None:
         "this repository's GitRepository sources only)"]
 
 
-def test_a_kustomization_building_itself_stops_at_the_depth_limit(tmp_path: Path) -> None:
-    repo = cluster(tmp_path, {"clusters/prod/self.yaml": flux_kustomization("self", "  path: ./clusters/prod\n")})
+def test_kustomizations_building_each_other_stop_at_the_depth_limit(tmp_path: Path) -> None:
+    repo = cluster(tmp_path, {"clusters/prod/ping.yaml": flux_kustomization("ping", "  path: ./pong\n"),
+                              "pong/pong.yaml": flux_kustomization("pong", "  path: ./clusters/prod\n")})
     rendered = render_cluster(repo)
-    assert rendered.not_expanded == ["Kustomization flux-system/self: expansions nested more than 3 deep"]
-    assert len(rendered) == 2 * 4
+    assert rendered.not_expanded == ["Kustomization flux-system/pong: expansions nested more than 3 deep"]
+    assert len(rendered) == 2 + 1 + 2 + 1
+    self_only = cluster(tmp_path / "self", {
+        "clusters/prod/self.yaml": flux_kustomization("self", "  path: ./clusters/prod\n")})
+    rendered = render_cluster(self_only)            # a Kustomization applying itself adds nothing
+    assert (rendered.not_expanded, len(rendered)) == ([], 2)
 
 
 def test_substitution_bombs_stop_at_the_output_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

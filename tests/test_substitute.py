@@ -96,6 +96,11 @@ def test_multi_line_strings_substitute_inside_literal_blocks() -> None:
     assert out["data"]["run.sh"] == 'echo "say "hi": now"\necho $HOME $HOME\n'
 
 
+def test_escapes_are_undone_in_objects_without_any_expression() -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prices"}, "data": {"a": "5$$ and $$1"}}
+    assert substitute([cm], {"x": "1"})[0]["data"] == {"a": "5$ and $1"}
+
+
 def test_variables_follow_flux_precedence_and_optional_sources() -> None:
     objects = [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-vars", "namespace": "flux-system"},

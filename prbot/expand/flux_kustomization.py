@@ -84,7 +84,19 @@ class FluxKustomization(Expander):
         objects = build(rel, spec, ctx)
         if spec.get("postBuild") is not None:
             objects = post_build(objects, spec.get("postBuild"), namespace, ctx)
+        if any(_identity(o) == _identity(obj) for o in objects):
+            # Flux's bootstrap layout: the path holds this Kustomization's own definition, so what the
+            # target rendered itself is the same objects again, not new ones (and not expanded again)
+            present = {_identity(o) for o in ctx.objects}
+            objects = [o for o in objects if _identity(o) not in present]
         return label(objects, spec.get("commonMetadata"), str(meta(obj).get("name") or ""), namespace)
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    api = obj.get("apiVersion")
+    group = api.rsplit("/", 1)[0] if isinstance(api, str) and "/" in api else ""
+    m = meta(obj)
+    return group, str(obj.get("kind")), str(m.get("namespace") or ""), str(m.get("name") or "")
 
 
 # --------------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def _describe(obj: Mapping[str, Any]) -> str:
 
 def _substitute_one(obj: dict[str, Any], variables: Variables, budget: _Budget) -> dict[str, Any]:
     text = dump(obj)
-    if "${" not in text:
+    if "$" not in text:                 # `$$` alone is unescaped too
         return obj
     in_secret = obj.get("kind") == "Secret"
     values = variables.values
