@@ -4,6 +4,7 @@ in the jail: Flux's amendments of `spec.path`'s kustomization, its generated kus
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -172,6 +173,23 @@ def test_a_root_without_the_named_kustomization_fails_the_target(tmp_path: Path)
 
 
 # -- attacks ----------------------------------------------------------------------------------------------
+
+def test_a_root_linked_outside_is_not_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    shutil.copytree(CORPUS / "clusters" / "production", outside)
+    repo = tmp_path / "fleet"
+    shutil.copytree(CORPUS, repo)
+    shutil.rmtree(repo / "clusters" / "production")
+    os.symlink(outside, repo / "clusters" / "production")
+    target = Target("web", "production", "apps/production", "kustomize",
+                    flux=("clusters/production", "flux-system", "apps"))
+    with pytest.raises(RenderError, match=r"refused: clusters/production: sync.flux.root resolves \(through a "
+                                          r"symbolic link\) outside the repository"):
+        render_target(repo, target)
+    missing = dataclasses.replace(target, flux=("clusters/nope", "flux-system", "apps"))
+    with pytest.raises(RenderError, match="sync.flux.root clusters/nope is not a directory of the repository"):
+        render_target(repo, missing)
+
 
 @pytest.mark.parametrize(("path", "message"), [
     ("../outside", "refused: spec.path ../outside leaves the repository"),

@@ -440,6 +440,9 @@ def deploying(root: Path, closure: Closure, target: Target) -> dict[str, Any]:
         if doc.get("kind") == "Kustomization" and isinstance(api, str) and api.startswith(f"{GROUP}/") \
                 and meta(doc).get("name") == name and meta(doc).get("namespace", namespace) == namespace:
             return doc
+    prefix = f"{rel}/" if rel else ""
+    if not any(f.startswith(prefix) for f in closure.files):
+        raise ExpandError(f"sync.flux.root {rel or '.'} is not a directory of the repository holding files")
     raise ExpandError(f"sync.flux.root {rel or '.'} defines no Flux Kustomization {namespace}/{name}")
 
 
