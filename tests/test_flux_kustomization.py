@@ -109,6 +109,22 @@ def test_flux_amends_the_kustomization_of_its_path(tmp_path: Path) -> None:
     assert web["metadata"]["labels"]["team"] == "shop"
 
 
+def test_v1beta2_strategic_merge_and_json6902_patches(tmp_path: Path) -> None:
+    repo = cluster(tmp_path, {
+        "clusters/prod/apps.yaml": flux_kustomization("apps", """\
+  path: ./apps
+  patchesStrategicMerge:
+    - {apiVersion: v1, kind: ConfigMap, metadata: {name: cm}, data: {merged: "yes"}}
+  patchesJson6902:
+    - target: {version: v1, kind: ConfigMap, name: cm}
+      patch: [{op: add, path: /data/json, value: "6902"}]
+""").replace("kustomize.toolkit.fluxcd.io/v1", "kustomize.toolkit.fluxcd.io/v1beta2"),
+        "apps/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {a: b}\n"})
+    rendered = render_cluster(repo)
+    assert rendered.not_expanded == []
+    assert by_name(rendered)["ConfigMap/cm"]["data"] == {"a": "b", "merged": "yes", "json": "6902"}
+
+
 def test_a_path_without_kustomization_gets_flux_generated_one(tmp_path: Path) -> None:
     cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {0}}}\ndata: {{k: v}}\n"
     repo = cluster(tmp_path, {
