@@ -156,7 +156,7 @@ APP_KEYS = frozenset({"path", "name", "namespace", "sync", "helm", "environments
                       "kustomize"})
 SYNC_KEYS = frozenset({"argocd", "flux", "apply"})
 ARGOCD_KEYS = frozenset({"application", "namespace"})
-FLUX_KEYS = frozenset({"kind", "name", "namespace"})
+FLUX_KEYS = frozenset({"kind", "name", "namespace", "root"})
 APPLY_KEYS = frozenset({"prune"})
 HELM_KEYS = frozenset({"chart", "values", "version", "repo", "ignore_missing_values"})
 HELM_VALUES_KEYS = frozenset({"file", "optional"})
@@ -814,6 +814,15 @@ class _Checker:
             if name is not _MISSING:
                 self.k8s_name_pattern(str(name), f"{loc}.name", label=False)
                 options["name"] = str(name)
+            root = self.value(block, "root", loc, kline, "string")
+            if root is not _MISSING:       # where the Kustomization is defined: its postBuild applies
+                rloc = f"{loc}.root"
+                if options.get("kind") != "Kustomization":
+                    self.error(self.lines[rloc], rloc, "only a Flux Kustomization has a root")
+                elif self.pattern(str(root), rloc, self.lines[rloc]):
+                    self.relative(_PLACEHOLDER.sub("x", str(root)), rloc, self.lines[rloc], 0,
+                                  "relative to the repository root", shown=str(root))
+                options["root"] = str(root)
         else:
             prune = self.value(block, "prune", loc, kline, "boolean")
             if prune is not _MISSING:

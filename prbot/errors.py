@@ -60,6 +60,11 @@ class YamlLimitError(ValueError):
         self.problem_mark = None
 
 
+class SubstitutionError(PrbotError):
+    """Flux post-build variable substitution failed (a malformed `${…}`, an invalid variable name, a
+    missing `substituteFrom` source, a value changing an object's structure).  Never holds a value."""
+
+
 class GitError(PrbotError):
     """A git operation that failed: unknown revision, not a repository, git missing."""
 

@@ -30,6 +30,8 @@ class Target:
     optional_values: tuple[str, ...] = ()   # helm: those of `values` used only where they exist
     load_restrictor: str = "root_only"      # kustomize: "root_only" | "none"
     env_label: str | None = None   # what {env} stands for in this app's patterns, when not `env`
+    flux: tuple[str, str, str] | None = None   # sync.flux.root: (root directory, namespace, name) of
+                                               # the Flux Kustomization deploying it (its postBuild applies)
 
     @property
     def key(self) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 from prbot.diskcache import DiskUsage
 from prbot.errors import RemoteError, RenderError
 from prbot.expand import EXPANDERS, ExpandContext, Rendered, expand_objects
+from prbot.expand.flux_kustomization import deployed
 from prbot.limits import Limits
 from prbot.model import Target
 from prbot.paths import render_cache_dir
@@ -98,6 +99,8 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
                                         kube_version=kube_version, deadline=deadline,
                                         remotes={r: remotes[r] for r in closure.remote} if closure.remote and remotes
                                         else None))
+    if target.flux is not None:         # sync.flux.root: as the Flux Kustomization deploying it applies it
+        objects = deployed(objects, root, target, closure, limits, kube_version, deadline)
     if not any((api_group(o.get("apiVersion")), o.get("kind")) in EXPANDERS for o in objects):
         return Rendered(objects)
     optional = {r: remotes[r] for r in closure.optional_remote if remotes and r in remotes}
@@ -140,7 +143,8 @@ def cache_extra(target: Target) -> str:
     input closure (`prbot.renderers.closure.ClosureCache.digest`) the cache key a `RenderPool` wants."""
     return json.dumps([target.renderer, target.path, target.namespace, target.chart, list(target.values),
                        f"{target.app}-{target.env}"]
-                      + ([target.load_restrictor] if target.load_restrictor != "root_only" else []))
+                      + ([target.load_restrictor] if target.load_restrictor != "root_only" else [])
+                      + ([list(target.flux)] if target.flux else []))
 
 
 class RenderPool:

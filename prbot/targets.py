@@ -179,7 +179,8 @@ def find_targets(config: Config, root: Path, *, tree: TreeReader | None = None,
             found[key] = Target(app=app, env=env, path=rel, renderer=renderer, app_index=index,
                                 namespace=ns, chart=chart, values=values, optional_values=optional,
                                 load_restrictor=spec.kustomize.load_restrictor if spec.kustomize else "root_only",
-                                env_label=word if word != env else None)
+                                env_label=word if word != env else None,
+                                flux=_flux_root(spec, app, word))
     targets = sorted(found.values(), key=lambda t: (envs.index(t.env), t.app))
     return targets, problems
 
@@ -192,6 +193,15 @@ def tree_problems(config: Config, root: Path, *, tree: TreeReader | None = None)
     problems = [(config.apps[i].line or 1, message) for i, message in unmatched_paths(config, Path(root), tree=reader)]
     problems += find_targets(config, root, tree=reader)[1]
     return sorted(problems, key=lambda p: p[0])
+
+
+def _flux_root(spec: AppSpec, app: str, env: str) -> tuple[str, str, str] | None:
+    """`sync.flux.root`: where the Flux Kustomization deploying the target is defined (expanded)."""
+    options = spec.sync.options if spec.sync is not None and spec.sync.kind == "flux" else {}
+    if not options.get("root"):
+        return None
+    root = str(PurePosixPath(expand(options["root"], app, env))).strip("/")
+    return ("" if root == "." else root, expand(options["namespace"], app, env), expand(options["name"], app, env))
 
 
 def check_config(repo: Path, config_file: Path | None = None) -> list[str]:

@@ -84,7 +84,7 @@ apps:
       apply: {prune: true}
   - path: "svc/{app}-{env}"
     sync:
-      flux: {kind: Kustomization, name: "{app}-{env}"}
+      flux: {kind: Kustomization, name: "{app}-{env}", root: "clusters/{env}"}
   - path: "plain/{env}/{app}"
     sync:
       apply:
@@ -170,7 +170,7 @@ def test_maximal_config_loads_every_key() -> None:
     assert config.apps[2].sync == SyncSpec("apply", {"prune": True})
     assert config.apps[4].sync == SyncSpec("apply", {"prune": False})     # `apply:` alone: defaults
     assert config.apps[3].sync == SyncSpec("flux", {"kind": "Kustomization", "name": "{app}-{env}",
-                                                    "namespace": "flux-system"})
+                                                    "namespace": "flux-system", "root": "clusters/{env}"})
     assert config.apps[1].helm == HelmSpec("charts/billing", ("values.yaml", "../common-values.yaml"))
     assert config.apps[6].helm == HelmSpec("podinfo", (), "^6.5", "https://charts.example.com/stable")
     assert config.apps[6].helm.reference == "https://charts.example.com/stable/podinfo (version ^6.5)"

@@ -59,8 +59,8 @@ def test_each_layout_is_a_valid_configuration(name: str, tmp_path: Path, capsys)
 
 def test_the_corpus_holds_every_layout_of_the_readme() -> None:
     readme = (CORPUS / "README.md").read_text()
-    assert LAYOUTS == ["argocd-apps", "chart-values-env", "flux-helm-local", "flux-helmrelease", "helmcharts",
-                       "single-env"]
+    assert LAYOUTS == ["argocd-apps", "chart-values-env", "flux-helm-local", "flux-helmrelease", "flux-kustomization",
+                       "helmcharts", "single-env"]
     assert all(f"`{name}/`" in readme for name in LAYOUTS)
 
 
@@ -238,6 +238,42 @@ def test_flux_helmrelease_values_in_patches_and_plain_files(tmp_path: Path, caps
     patch = "apps/production/podinfo-values.yaml"
     assert changed(before, snapshot_files(repo))[patch] == (
         before[patch].decode(), before[patch].decode() + "    image:\n      tag: 6.7.2\n    redis:\n      tag: 8.6.3\n")
+
+
+def test_flux_kustomization_postbuild_reaches_overlays_listed_as_targets(tmp_path: Path, capsys) -> None:
+    # apps/{env} use ${cluster_name} and ${replicas}: sync.flux.root finds the Flux Kustomization
+    # deploying them (clusters/{env}/apps.yaml) and its postBuild applies before validation
+    repo = layout("flux-kustomization", tmp_path)
+    code, out, err = run(capsys, "bump", "ghcr.io/acme/web:1.5.0", "--env", "staging", "--repo", str(repo))
+    assert (code, out, err) == (0, "web/staging: apps/staging/kustomization.yaml 1.4.0 → 1.5.0\n", "")
+    plan = plan_json(capsys, repo)
+    web = next(t for t in plan["targets"] if (t["app"], t["env"]) == ("web", "staging"))
+    assert [(c["kind"], c["action"]) for c in web["changes"]] == [("Deployment", "changed")]
+    assert "+        image: ghcr.io/acme/web:1.5.0" in web["changes"][0]["diff"]
+    assert web["validation"] == []                                        # replicas: 1, a number
+    config = repo / ".prbot.yml"                                          # without the root, as before:
+    config.write_text(config.read_text().replace(', root: "clusters/{env}"}', "}"))
+    code, out, _ = run(capsys, "plan", "--repo", str(repo), "--base", "HEAD", "--format", "json")
+    web = next(t for t in json.loads(out)["targets"] if (t["app"], t["env"]) == ("web", "staging"))
+    assert code == 1
+    assert [v["message"] for v in web["validation"]] == ["spec.replicas: '${replicas}' is not of type 'integer'"]
+    subprocess.run(["git", "checkout", "-q", ".prbot.yml"], cwd=repo, check=True)
+    commit_all(repo, "bump staging")
+
+    # the cluster-vars ConfigMap is an input of every app overlay of its environment
+    vars_file = repo / "clusters/staging/cluster-vars.yaml"
+    vars_file.write_text(vars_file.read_text().replace("cluster_name: staging", "cluster_name: staging-eu"))
+    plan = plan_json(capsys, repo)
+    web = next(t for t in plan["targets"] if (t["app"], t["env"]) == ("web", "staging"))
+    assert "-    cluster: staging\n+    cluster: staging-eu" in web["changes"][0]["diff"]
+    assert ("web", "production") not in {(t["app"], t["env"]) for t in plan["targets"]}
+    # the cluster root expands its Kustomizations (render.repository: the GitRepository is this one)
+    root = next(t for t in plan["targets"] if (t["app"], t["env"]) == ("cluster", "staging"))
+    assert [(c["kind"], c["name"], c["action"], c.get("from")) for c in root["changes"]] == [
+        ("ConfigMap", "cluster-vars", "changed", None),
+        ("Deployment", "web", "changed", "Kustomization flux-system/apps"),
+        ("IngressClass", "staging-eu-nginx", "added", "Kustomization flux-system/infra-configs"),
+        ("IngressClass", "staging-nginx", "removed", "Kustomization flux-system/infra-configs")]
 
 
 def test_promote_is_all_or_nothing(tmp_path: Path, capsys) -> None:

@@ -13,11 +13,13 @@ from prbot.expand.base import (
     expand_objects,
     normalise_repository_url,
 )
+from prbot.expand.flux_kustomization import FluxKustomization, deployed_closure
 from prbot.expand.helmrelease import HelmReleaseExpander
 from prbot.renderers.closure import CLOSURE_EXTENSIONS
 
 _ALL: tuple[Expander, ...] = (
     HelmReleaseExpander(),
+    FluxKustomization(),
 )
 
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
@@ -28,6 +30,7 @@ def markers() -> tuple[bytes, ...]:
     return tuple(sorted({group.encode() for group, _ in EXPANDERS}))
 
 CLOSURE_EXTENSIONS.append(closure_extension(EXPANDERS))
+CLOSURE_EXTENSIONS.append(deployed_closure)      # after the expanders': a Flux root is read, not expanded
 
 __all__ = ["EXPANDERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
            "expand_objects", "markers", "normalise_repository_url"]

@@ -162,8 +162,9 @@ def _needs(closure: Closure) -> set[str]:
 
 
 def _vetted(target: Target, probe: TreeProbe, involved: ChangedPaths) -> bool:
-    """The cheap scan proves a kustomize target's inputs avoid every involved path."""
-    return (target.renderer == "kustomize" and probe.kind(target.path) == "dir"
+    """The cheap scan proves a kustomize target's inputs avoid every involved path (it knows nothing of
+    a sync.flux.root, whose files are inputs too)."""
+    return (target.renderer == "kustomize" and target.flux is None and probe.kind(target.path) == "dir"
             and probe.kustomization_clean(target.path, involved))
 
 
