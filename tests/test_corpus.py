@@ -59,7 +59,8 @@ def test_each_layout_is_a_valid_configuration(name: str, tmp_path: Path, capsys)
 
 def test_the_corpus_holds_every_layout_of_the_readme() -> None:
     readme = (CORPUS / "README.md").read_text()
-    assert LAYOUTS == ["argocd-apps", "chart-values-env", "flux-helmrelease", "helmcharts", "single-env"]
+    assert LAYOUTS == ["argocd-apps", "argocd-example-apps", "chart-values-env", "flux-helmrelease", "helmcharts",
+                       "single-env"]
     assert all(f"`{name}/`" in readme for name in LAYOUTS)
 
 

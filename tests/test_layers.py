@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 2: the jail every renderer process runs in, and the renderers
     ("prbot.sandbox", "prbot.renderers"),
     # 3: discovery, remote inputs, the render pool
-    ("prbot.targets", "prbot.remote", "prbot.render"),
+    ("prbot.targets", "prbot.remote", "prbot.render", "prbot.expand"),
     # 4: what a change does: the plan, the edits, the report
     ("prbot.plan", "prbot.edit", "prbot.report"),
     # 5: the interfaces use cases are written against
