@@ -46,7 +46,7 @@ def app(source: dict[str, Any] | None = None, sources: list[dict[str, Any]] | No
 def test_a_path_in_this_repository_is_local_and_detected_as_argo_cd_does() -> None:
     plan = read_application(app({"repoURL": f"{REPO}.git", "path": "guestbook/", "targetRevision": "HEAD"}), this_repo)
     [src] = plan.sources
-    assert (src.local, src.path, src.remote, src.problem, src.note) == (True, "guestbook", "", "", "")
+    assert (src.local, src.path, src.remote, src.problem) == (True, "guestbook", "", "")
     assert (plan.name, plan.namespace) == ("guestbook", "guestbook")
     files = {"kust/kustomization.yaml", "chart/Chart.yaml", "both/Chart.yaml", "both/Kustomization"}
     for path, want in (("kust", KUSTOMIZE), ("chart", HELM), ("both", KUSTOMIZE), ("plain", PLAIN)):
@@ -96,15 +96,6 @@ def test_a_path_in_another_repository_is_a_remote_git_reference() -> None:
     [s] = read_application(app({"repoURL": "https://github.com/argoproj/argocd-example-apps", "path": "guestbook",
                                 "targetRevision": "master"}), this_repo).sources
     assert (s.local, s.remote) == (False, "https://github.com/argoproj/argocd-example-apps//guestbook?ref=master")
-
-
-def test_another_target_revision_is_rendered_at_the_planned_one_with_a_note() -> None:
-    for rev, noted in (("HEAD", False), ("", False), ("main", False), ("v1.2.0", True), ("release-1", True)):
-        [s] = read_application(app({"repoURL": REPO, "path": "a", "targetRevision": rev}), this_repo,
-                               default_branch="main").sources
-        assert bool(s.note) is noted, rev
-    assert s.note == "spec.source names targetRevision release-1: rendered from the revision prbot plans, " \
-                     "not from release-1"
 
 
 def test_helm_options_become_arguments_in_argo_cds_order() -> None:

@@ -24,19 +24,33 @@ The pure part reads one Application into an `AppPlan`: per source (`spec.source`
 - A path in another repository is the remote git reference ``URL//PATH?ref=REV`` — never read from
   the local checkout, whatever its URL looks like.
 - `targetRevision` of a source in this repository: prbot renders the revision it plans (the pull
-  request's head, and its base); a source naming another revision than `HEAD` or the default branch
-  is rendered there too, with a note saying which revision Argo CD would read.
+  request's head, and its base), whatever revision the source names: a change to the path is shown
+  where the Application is, as the change that reaches the cluster once that revision has it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from prbot.diff import CLUSTER_SCOPED, api_group
+from prbot.errors import ExpandError, RenderError
+from prbot.expand.base import MAX_VALUES, ExpandContext, Expander, Inputs, InputsContext
+from prbot.model import Target
+from prbot.remote import Vendored
+from prbot.renderers import get_renderer
+from prbot.renderers.base import RenderJob, parse_documents, parse_file
+from prbot.renderers.closure import Closure, ClosureCache, stage
+from prbot.tools import find_tool
 
 GROUP = "argoproj.io"
 KIND = "Application"
@@ -44,7 +58,6 @@ KIND = "Application"
 KUSTOMIZE, HELM, PLAIN = "kustomize", "helm", "plain"
 _EXPLICIT = (("kustomize", KUSTOMIZE), ("helm", HELM), ("directory", PLAIN))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_REVISION_HEADS = frozenset({"", "HEAD"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,6 @@ class SourcePlan:
     explicit: str = ""             # the renderer its options name ("" = discover from the directory)
     remote: str = ""               # remote reference text (chart, or git path of another repository)
     problem: str = ""              # why it cannot be rendered (named, never read)
-    note: str = ""                 # rendered, with something to say (another revision)
     helm: HelmOptions = HelmOptions()
     kustomize: KustomizeOptions = KustomizeOptions()
     directory: DirectoryOptions = DirectoryOptions()
@@ -148,8 +160,7 @@ def describe(doc: Mapping[str, Any]) -> str:
     return f"Application {ns}/{name}" if ns else f"Application {name}"
 
 
-def read_application(doc: Mapping[str, Any], this_repo: Callable[[str], bool],
-                     default_branch: str = "") -> AppPlan:
+def read_application(doc: Mapping[str, Any], this_repo: Callable[[str], bool]) -> AppPlan:
     """The sources of the Application `doc` and what each renders (see the module doc).  Never raises
     for odd documents: what cannot be read is a `problem` named on the source or the plan."""
     meta = _mapping(doc.get("metadata"))
@@ -167,7 +178,7 @@ def read_application(doc: Mapping[str, Any], this_repo: Callable[[str], bool],
     refs: dict[str, SourcePlan] = {}
     firsts: list[SourcePlan] = []
     for where, src in entries:
-        plan = _read_source(where, src, this_repo, name, default_branch)
+        plan = _read_source(where, src, this_repo, name)
         if plan.ref and plan.ref not in refs:
             refs[plan.ref] = plan
         firsts.append(plan)
@@ -175,8 +186,7 @@ def read_application(doc: Mapping[str, Any], this_repo: Callable[[str], bool],
     return AppPlan(name, namespace, sources)
 
 
-def _read_source(where: str, src: Any, this_repo: Callable[[str], bool], app_name: str,
-                 default_branch: str) -> SourcePlan:
+def _read_source(where: str, src: Any, this_repo: Callable[[str], bool], app_name: str) -> SourcePlan:
     if not isinstance(src, dict):
         return SourcePlan(where, "", False, problem=f"{where} is not a mapping")
     repo_url = src["repoURL"].strip() if isinstance(src.get("repoURL"), str) else ""
@@ -208,13 +218,9 @@ def _read_source(where: str, src: Any, this_repo: Callable[[str], bool], app_nam
         return _replace(base, local=local, problem=f"{where}: path {path_text!r} {rel.text}")
     if not local:
         return _replace(base, path=rel, remote=git_ref(repo_url, rel, revision))
-    note = ""
-    if revision not in _REVISION_HEADS and revision != default_branch:
-        note = (f"{where} names targetRevision {revision}: rendered from the revision prbot plans, "
-                f"not from {revision}")
     if isinstance(src.get("directory"), dict) and _set(src["directory"].get("jsonnet")):
         return _replace(base, local=True, path=rel, problem=f"{where}: jsonnet is not rendered by prbot")
-    return _replace(base, local=True, path=rel, note=note,
+    return _replace(base, local=True, path=rel,
                     helm=_helm_options(src.get("helm"), rel, app_name, local=True),
                     kustomize=_kustomize_options(src.get("kustomize"), rel),
                     directory=_directory_options(src.get("directory")))
@@ -362,16 +368,21 @@ def chart_ref(repo_url: str, chart: str, version: str) -> str | Problem:
     writes those without a scheme)."""
     if "/" in chart or chart in (".", "..") or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", chart):
         return Problem(f"chart {chart!r} is not a chart name")
-    url = repo_url.strip().rstrip("/")
+    url = shown_url(repo_url).rstrip("/")
     if not _SCHEME.match(url):
         url = f"oci://{url}"
     what = f"version {version}" if version and version != "*" else "chart"
     return f"{url}/{chart} ({what})"
 
 
+def shown_url(url: str) -> str:
+    """`url` without credentials (`https://user:token@host/…` → `https://host/…`), for messages."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", url.strip())[:300]
+
+
 def git_ref(repo_url: str, path: str, revision: str) -> str:
     """A path of another git repository as the remote reference text `prbot.remote.parse_ref` reads."""
-    url = repo_url.strip().rstrip("/")
+    url = shown_url(repo_url).rstrip("/")
     text = f"{url}//{path}" if path else url
     return f"{text}?ref={revision}" if revision and revision != "HEAD" else text
 
@@ -598,3 +609,338 @@ def _string_map(value: Any) -> dict[str, str]:
 
 def _replace(obj: Any, **changes: Any) -> Any:
     return replace(obj, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# The expander
+# --------------------------------------------------------------------------------------------
+
+WRAPPER_DIR = ".prbot-argocd"
+"""Where the kustomization around a source path is written in the staged tree (never a repository path)."""
+CHART_DIR = ".prbot-chart"
+"""Where a chart fetched from a chart repository is staged."""
+VALUES_FILE = ".prbot-argocd-values.json"
+"""The Application's own `values` / `valuesObject`, staged for `helm template`."""
+_SCAN_FILES = 200
+_SCAN_BYTES = 256 * 1024
+_TEMPLATED_PATH = re.compile(r"^\s*-?\s*path:\s*[\"']?([^\"'\s#]+)", re.MULTILINE)
+_TEMPLATED_REF = re.compile(r"\$[A-Za-z0-9_-]+/([^\s\"',\]]+)")
+
+
+class ApplicationExpander(Expander):
+    """An Argo CD Application renders its sources (see the module doc)."""
+
+    kinds = ((GROUP, KIND),)
+
+    # ---------------------------------------------------------------- inputs (static)
+    def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:
+        out = Inputs()
+        if not is_application(doc):
+            return out
+        # which repoURL is this repository is not known here: every path source counts as one (a
+        # superset: reading a path only adds files to the closure; `expand` never reads another
+        # repository's path from the checkout)
+        plan = read_application(doc, lambda url: True)
+        for src in plan.sources:
+            if src.chart:
+                if src.remote:
+                    out.remote.append(src.remote)
+            elif not src.problem and not src.ref_only:
+                self._local_inputs(src, ctx.root, out)
+            for vf in (*src.helm.value_files, *(v for _, v in src.helm.file_parameters)):
+                if vf.path and not vf.in_chart:
+                    out.local.append((vf.path, None))
+        return out
+
+    def _local_inputs(self, src: SourcePlan, root: str, out: Inputs) -> None:
+        renderer = detect(lambda rel: os.path.isfile(os.path.join(root, rel)), src)
+        if renderer == PLAIN:
+            out.local.append((src.path, None if src.directory.recurse else "plain"))
+            return
+        out.local.append((src.path, "kustomize" if renderer == KUSTOMIZE else None))
+        for patch in src.kustomize.patches:
+            if "path" in patch and "problem" not in patch:
+                out.local.append((str(patch["path"]), None))
+        out.local.extend((c, "kustomize") for c in src.kustomize.components if not c.startswith("!"))
+        out.local.extend(_templated_inputs(root, src.path))
+
+    # ---------------------------------------------------------------- expand
+    def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
+        plan = read_application(obj, ctx.this_repository)
+        if plan.problem:
+            raise ExpandError(plan.problem)
+        objects: list[dict[str, Any]] = []
+        for src in plan.sources:
+            if src.problem:
+                raise ExpandError(src.problem)
+            if src.ref_only:
+                continue
+            objects.extend(_render_source(src, plan, ctx))
+        return with_namespace(objects, plan.namespace, [*ctx.objects, *objects])
+
+
+def _render_source(src: SourcePlan, plan: AppPlan, ctx: ExpandContext) -> list[dict[str, Any]]:
+    if src.chart:
+        return _render_helm(src, plan, ctx, ctx.remote(src.remote))
+    if not src.local:
+        raise ExpandError(f"{src.where}: {shown_url(src.repo_url)} is another repository; prbot renders paths of this "
+                          "repository only (add it to render.repository in .prbot.yml if it is this one)")
+    rel = ctx.local_path(src.path or ".", f"{src.where} path")
+    cache = ctx.cache or ClosureCache()
+    root = os.fspath(ctx.root)
+    if cache.kind(root, rel) != "dir":
+        raise ExpandError(f"{src.where}: path {rel or '.'} is not a directory of the repository")
+    renderer = detect(lambda p: cache.kind(root, p) == "file", src)
+    if renderer == HELM:
+        return _render_helm(src, plan, ctx, rel)
+    if renderer == KUSTOMIZE:
+        if src.kustomize.empty:
+            return ctx.render_path(rel, KUSTOMIZE)
+        return _render_kustomize(src, rel, ctx)
+    return _render_directory(src, rel, ctx)
+
+
+def _render_directory(src: SourcePlan, rel: str, ctx: ExpandContext) -> list[dict[str, Any]]:
+    root = os.fspath(ctx.root)
+    cache = ctx.cache or ClosureCache()
+    listing: list[str] = []
+    for current, dirs, names in os.walk(os.path.join(root, rel) if rel else root):
+        inner = os.path.relpath(current, os.path.join(root, rel) if rel else root).replace(os.sep, "/")
+        inner = "" if inner == "." else inner
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        listing.extend(f"{inner}/{n}" if inner else n for n in names)
+        if not src.directory.recurse:
+            break
+    files, jsonnet = directory_files(listing, src.directory)
+    if jsonnet:
+        raise ExpandError(f"{src.where}: {_joined(rel, jsonnet[0])} is jsonnet, which prbot does not render")
+    objects: list[dict[str, Any]] = []
+    budget = ctx.limits.output
+    for name in files:
+        path = _joined(rel, name)
+        kind = cache.kind(root, path)
+        if kind == "outside":
+            raise ExpandError(f"refused: {path} is a symbolic link to a path outside the repository")
+        if path not in ctx.closure.files:
+            raise ExpandError(f"{path} is not among the target's inputs")
+        size = os.path.getsize(os.path.join(root, path))
+        if size > budget:
+            raise ExpandError(f"{rel or '.'}: the manifests are larger than {ctx.limits.describe('output')}")
+        budget -= size
+        objects.extend(parse_file(ctx.root, path, max_bytes=size, limits=ctx.limits, deadline=ctx.deadline))
+    return objects
+
+
+def _render_kustomize(src: SourcePlan, rel: str, ctx: ExpandContext) -> list[dict[str, Any]]:
+    opts = src.kustomize
+    problems = kustomize_problems(opts)
+    if problems:
+        raise ExpandError(f"refused: {src.where}: kustomize: {problems[0]}")
+    cache = ctx.cache or ClosureCache()
+    closure = _kustomize_closure(ctx, cache, rel)
+    components = []
+    for comp in opts.components:
+        crel = ctx.local_path(comp, f"{src.where} kustomize component")
+        closure = closure | _kustomize_closure(ctx, cache, crel)
+        components.append(crel)
+    patch_texts: dict[str, str] = {}
+    for patch in opts.patches:
+        if "path" in patch:
+            prel = ctx.local_path(str(patch["path"]), f"{src.where} kustomize patch")
+            if prel not in ctx.closure.files:
+                raise ExpandError(f"{prel} is not among the target's inputs")
+            patch_texts[str(patch["path"])] = _read_text(ctx, prel)
+    body = wrapper_kustomization(f"../{rel}" if rel else "..", replace(opts, components=tuple(components)),
+                                 patch_texts, "..")
+    with ctx.scratch() as (_home, tree):
+        stage(ctx.root, closure, tree)
+        (tree / WRAPPER_DIR).mkdir(mode=0o700, exist_ok=True)
+        (tree / WRAPPER_DIR / "kustomization.yaml").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+        target = Target(ctx.target.app, ctx.target.env, WRAPPER_DIR, KUSTOMIZE)
+        wrapped = ClosureCache().closure(tree, target)
+        if wrapped.outside or wrapped.errors or wrapped.remote:
+            raise ExpandError(f"{src.where}: kustomize: " + (wrapped.outside or wrapped.errors or wrapped.remote)[0])
+        try:
+            return get_renderer(KUSTOMIZE).render(RenderJob(root=tree, target=target, closure=wrapped,
+                                                            limits=ctx.limits, kube_version=ctx.kube_version,
+                                                            deadline=ctx.deadline))
+        except RenderError as exc:
+            if exc.transient:
+                raise
+            raise ExpandError(str(exc).replace(str(tree), ".")) from exc
+
+
+def _kustomize_closure(ctx: ExpandContext, cache: ClosureCache, rel: str) -> Closure:
+    """What kustomize reads for the directory `rel`, which must be inside the target's closure."""
+    closure = cache.closure(os.fspath(ctx.root), Target(ctx.target.app, ctx.target.env, rel, KUSTOMIZE))
+    if closure.outside:
+        raise ExpandError(f"refused: {closure.outside[0]}")
+    if closure.errors:
+        raise ExpandError(closure.errors[0])
+    if closure.remote:
+        raise ExpandError(f"{rel or '.'} reads the remote {closure.remote[0]}: vendor it into the repository")
+    missed = sorted(closure.files - ctx.closure.files)
+    if missed:
+        raise ExpandError(f"{missed[0]} is not among the target's inputs")
+    return closure
+
+
+def _render_helm(src: SourcePlan, plan: AppPlan, ctx: ExpandContext, chart: str | Vendored) -> list[dict[str, Any]]:
+    h = src.helm
+    if h.values_problem:
+        raise ExpandError(f"{src.where}: {h.values_problem}")
+    root = os.fspath(ctx.root)
+    cache = ctx.cache or ClosureCache()
+    with ctx.scratch() as (home, tree):
+        if isinstance(chart, str):
+            escapes = cache.tree(root, chart).outside
+            if escapes:
+                raise ExpandError(f"refused: {escapes[0]}")
+            ctx.stage_local(chart, tree / chart if chart else tree)
+            chart_arg, chart_dir = (f"./{chart}" if chart else "."), chart
+        else:
+            for f in sorted(chart.files):
+                out = tree / CHART_DIR / f
+                out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copyfile(chart.fetched.root / f, out, follow_symlinks=False)
+            chart_arg, chart_dir = f"./{CHART_DIR}", CHART_DIR
+        if not (tree / chart_dir / "Chart.yaml").is_file():
+            raise ExpandError(f"{src.where}: {src.chart or chart_dir} holds no Chart.yaml")
+        values: list[str] = []
+        for vf in h.value_files:
+            got = _stage_value_file(vf, src, chart_dir, ctx, tree)
+            if got is not None:
+                values.append(got)
+        extra = None
+        if h.values:
+            text = json.dumps(h.values, ensure_ascii=False)
+            if len(text) > MAX_VALUES:
+                raise ExpandError(f"refused: {src.where}: its values are larger than {MAX_VALUES // 1024} KiB")
+            (tree / VALUES_FILE).write_text(text, encoding="utf-8")
+            extra = f"./{VALUES_FILE}"
+        argv = [find_tool("helm"), "template", h.release_name or plan.name or "release", chart_arg, "--skip-tests"]
+        namespace = h.namespace or plan.namespace
+        if namespace:
+            argv += ["--namespace", namespace]
+        if ctx.kube_version:
+            argv += ["--kube-version", ctx.kube_version]
+        argv += helm_arguments(h, values, extra)
+        for name, vf in h.file_parameters:
+            got = _stage_value_file(replace(vf, text=f"fileParameters {name}: {vf.text}"), src, chart_dir, ctx, tree,
+                                    ignore_missing=False)
+            argv += ["--set-file", f"{name}={got}"]
+        printed = ctx.run(argv, label="helm template", cwd=tree, home=home)
+    return parse_documents(printed, f"helm template {h.release_name}", max_bytes=ctx.limits.output,
+                           limits=ctx.limits, deadline=ctx.deadline)
+
+
+def _stage_value_file(vf: ValueFile, src: SourcePlan, chart_dir: str, ctx: ExpandContext, tree: Path,
+                      ignore_missing: bool | None = None) -> str | None:
+    """Where `helm template` reads one value file in the staged tree (None: missing, and ignored)."""
+    ignore = src.helm.ignore_missing if ignore_missing is None else ignore_missing
+    if vf.problem:
+        raise ExpandError(f"refused: {src.where}: value file {vf.problem}")
+    if vf.remote:
+        raise ExpandError(f"{src.where}: value file {vf.text} is read from {vf.remote}, another repository or "
+                          "a URL, which prbot does not fetch")
+    if vf.in_chart:
+        if (tree / chart_dir / vf.path).is_file():
+            return f"./{chart_dir}/{vf.path}"
+        if ignore:
+            return None
+        raise ExpandError(f"{src.where}: value file {vf.text} is not in the chart")
+    rel = ctx.local_path(vf.path, f"{src.where} value file")
+    if rel not in ctx.closure.files:
+        kind = (ctx.cache or ClosureCache()).kind(os.fspath(ctx.root), rel)
+        if kind == "missing" and ignore:
+            return None
+        if kind == "missing":
+            raise ExpandError(f"{src.where}: value file {vf.text} does not exist")
+        raise ExpandError(f"{rel} is not among the target's inputs")
+    out = tree / rel
+    if not out.is_file():
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(ctx.root, rel), out, follow_symlinks=True)
+    return f"./{rel}"
+
+
+def _read_text(ctx: ExpandContext, rel: str) -> str:
+    try:
+        with open(os.path.join(ctx.root, rel), "rb") as fh:
+            data = fh.read(MAX_VALUES + 1)
+    except OSError as exc:
+        raise ExpandError(f"{rel} cannot be read ({exc.strerror})") from exc
+    if len(data) > MAX_VALUES:
+        raise ExpandError(f"refused: {rel} is larger than {MAX_VALUES // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExpandError(f"{rel} is not UTF-8 text") from exc
+
+
+def with_namespace(objects: list[dict[str, Any]], namespace: str, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The destination namespace set on every namespaced object naming none, as Argo CD does when it
+    applies (cluster-scoped kinds: the built-in ones and those a rendered CRD declares so)."""
+    if not namespace:
+        return objects
+    scoped = set(CLUSTER_SCOPED)
+    for obj in known:
+        spec = _mapping(obj.get("spec"))
+        names = _mapping(spec.get("names"))
+        if obj.get("kind") == "CustomResourceDefinition" and spec.get("scope") == "Cluster":
+            scoped.add((_text(spec.get("group")), _text(names.get("kind"))))
+    for obj in objects:
+        if (api_group(obj.get("apiVersion")), obj.get("kind")) in scoped:
+            continue
+        meta = obj.setdefault("metadata", {})
+        if isinstance(meta, dict) and not meta.get("namespace"):
+            meta["namespace"] = namespace
+    return objects
+
+
+def _templated_inputs(root: str, rel: str) -> list[tuple[str, str | None]]:
+    """Paths the Helm-templated Applications below `rel` may read (an app of apps as a chart): the
+    literal part of each `path:` and `$ref/…` value, a superset, since the templates cannot be read
+    as YAML before Helm renders them."""
+    out: list[tuple[str, str | None]] = []
+    base = os.path.join(root, rel) if rel else root
+    seen = 0
+    for current, dirs, names in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.endswith((".yaml", ".yml", ".tpl", ".json")):
+                continue
+            seen += 1
+            if seen > _SCAN_FILES:
+                return out
+            path = os.path.join(current, name)
+            if os.path.islink(path):
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    text = fh.read(_SCAN_BYTES).decode("utf-8", "replace")
+            except OSError:
+                continue
+            if GROUP not in text or "{{" not in text:
+                continue
+            for found in [*_TEMPLATED_PATH.findall(text), *_TEMPLATED_REF.findall(text)]:
+                got = _literal_part(root, found)
+                if got is not None:
+                    out.append(got)
+    return out
+
+
+def _literal_part(root: str, text: str) -> tuple[str, str | None] | None:
+    """A templated path's literal directory (`envs/{{ .Values.env }}/x.yaml` → `envs`), or the path."""
+    templated = "{{" in text
+    if templated:
+        text = text.split("{{", 1)[0].rpartition("/")[0]
+        if not text:
+            return None
+    rel = safe_path(text, "")
+    if isinstance(rel, Problem) or not rel:
+        return None
+    if not templated and any(os.path.isfile(os.path.join(root, rel, n))
+                             for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+        return rel, KUSTOMIZE
+    return rel, None
