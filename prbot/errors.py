@@ -111,6 +111,18 @@ class RenderError(PrbotError):
         self.limit = limit
 
 
+class ExpandError(PrbotError):
+    """An object the cluster would expand (a Flux HelmRelease or Kustomization, an Argo CD
+    Application) could not be expanded: the message says why, in one line, and is shown as
+    "not expanded: …" beside the target, which keeps its own objects (`prbot.expand`)."""
+
+    def __init__(self, message: str) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            text = text[:MAX_MESSAGE - 1] + "…"
+        super().__init__(text)
+
+
 class PlanBudgetError(PrbotError):
     """The plan's time budget (`PRBOT_PLAN_BUDGET`) ran out during `stage` ("comparing",
     "validating"); the plan says so for that target and keeps the others."""

@@ -34,6 +34,7 @@ from typing import Any
 
 from prbot.diskcache import DiskUsage
 from prbot.errors import RemoteError, RenderError
+from prbot.expand import EXPANDERS, ExpandContext, Rendered, expand_objects
 from prbot.limits import Limits
 from prbot.model import Target
 from prbot.paths import render_cache_dir
@@ -44,10 +45,10 @@ from prbot.renderers.closure import Closure, ClosureCache, input_closure
 from prbot.tools import which
 from prbot.yamlio import YAML_LOADER
 
-__all__ = ["CACHE_FORMAT", "RenderPool", "RenderResult", "render_target"]
+__all__ = ["CACHE_FORMAT", "RenderPool", "RenderResult", "Rendered", "render_target"]
 
 DEFAULT_TIMEOUT = Limits.timeout
-CACHE_FORMAT = "prbot-render-v2"
+CACHE_FORMAT = "prbot-render-v3"
 REMEMBERED_LIMITS = ("memory", "timeout", "output")     # a render over these fails again for the same inputs
 log = logging.getLogger("prbot.render")
 
@@ -70,14 +71,20 @@ def refuse_unsafe(target: Target, closure: Closure, remotes: Mapping[str, Any] |
 
 def render_target(root: Path, target: Target, *, timeout: float | None = None, kube_version: str | None = None,
                   closure: Closure | None = None, limits: Limits | None = None,
-                  deadline: float | None = None, remotes: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Render one target of the repository checked out at `root` into a list of objects.
+                  deadline: float | None = None, remotes: Mapping[str, Any] | None = None,
+                  remote_problems: Mapping[str, str] | None = None,
+                  repository_urls: Sequence[str] = ()) -> Rendered:
+    """Render one target of the repository checked out at `root` into a list of objects, expanded
+    (`prbot.expand`: a HelmRelease's chart, …; `Rendered.origins` and `.not_expanded` say what came
+    from where and what could not be).
 
     `kube_version` (e.g. "1.33") is passed to Helm as Capabilities.KubeVersion; `closure` (from
     `prbot.renderers.closure`) saves recomputing it; `limits` default to the operator's
     (`Limits.from_env()`), `timeout` overrides their render timeout; `deadline` (time.monotonic())
     is when the plan's budget runs out; `remotes` the fetched remote references the closure reads
-    (`prbot.remote.Vendored`, by reference).  Raises RenderError with a one-line message.
+    (`prbot.remote.Vendored`, by reference), the closure's optional ones included (those not
+    fetched: `remote_problems` says why); `repository_urls` the normalised URLs meaning "this
+    repository" (`prbot.expand.normalise_repository_url`).  Raises RenderError with a one-line message.
     """
     root = Path(root)
     limits = limits or Limits.from_env()
@@ -87,17 +94,30 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
         closure = input_closure(root, target)
     refuse_unsafe(target, closure, remotes)
     renderer = get_renderer(target.renderer)
-    return renderer.render(RenderJob(root=root, target=target, closure=closure, limits=limits,
-                                     kube_version=kube_version, deadline=deadline,
-                                     remotes={r: remotes[r] for r in closure.remote} if closure.remote and remotes
-                                     else None))
+    objects = renderer.render(RenderJob(root=root, target=target, closure=closure, limits=limits,
+                                        kube_version=kube_version, deadline=deadline,
+                                        remotes={r: remotes[r] for r in closure.remote} if closure.remote and remotes
+                                        else None))
+    if not any((api_group(o.get("apiVersion")), o.get("kind")) in EXPANDERS for o in objects):
+        return Rendered(objects)
+    optional = {r: remotes[r] for r in closure.optional_remote if remotes and r in remotes}
+    problems = {r: (remote_problems or {}).get(r) or f"{r} is not allowed by render.remote in .prbot.yml"
+                for r in closure.optional_remote if r not in optional}
+    ctx = ExpandContext(root=root, target=target, closure=closure, limits=limits, kube_version=kube_version,
+                        deadline=deadline, remotes=optional, remote_problems=problems,
+                        repository_urls=tuple(repository_urls), cache=closure._cache)
+    return expand_objects(objects, ctx, EXPANDERS)
+
+
+def api_group(api_version: Any) -> str:
+    return api_version.rsplit("/", 1)[0] if isinstance(api_version, str) and "/" in api_version else ""
 
 
 # --------------------------------------------------------------------------------------------
 # The pool: parallel, memoised, cached on disk
 # --------------------------------------------------------------------------------------------
 
-RenderResult = list[dict[str, Any]] | RenderError
+RenderResult = Rendered | RenderError
 
 
 def _tool_fingerprint(renderer: str) -> str:
@@ -156,7 +176,7 @@ class RenderPool:
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- public
-    def render(self, root: Path, target: Target, cache_key: str) -> list[dict[str, Any]]:
+    def render(self, root: Path, target: Target, cache_key: str) -> Rendered:
         """One target; raises RenderError."""
         got = self.render_many([(root, target, cache_key)])[cache_key]
         if isinstance(got, RenderError):
@@ -165,7 +185,8 @@ class RenderPool:
 
     def render_many(self, requests: Sequence[tuple[Path, Target, str]], *, deadline: float | None = None,
                     remotes: Remotes | None = None,
-                    ready: Callable[[str, RenderResult], None] | None = None) -> dict[str, RenderResult]:
+                    ready: Callable[[str, RenderResult], None] | None = None,
+                    repository_urls: Sequence[str] = ()) -> dict[str, RenderResult]:
         """Render every request, keyed by cache key: objects, or the RenderError of that target.
 
         Requests sharing a cache key are rendered once (the first request's root is used).  A
@@ -174,7 +195,10 @@ class RenderPool:
         remote references a plan allows (`prbot.remote`); what they hold is part of the cache
         identity, so a moved branch renders again.  `ready(cache key, result)` is called in the
         caller's thread as each result comes (cached ones first), while the others still render:
-        a plan compares a target as soon as it can, inside its time budget.
+        a plan compares a target as soon as it can, inside its time budget.  The closure's optional
+        remote references (what expansions read) are fetched when `remotes` allows them; the others
+        are named in the expansions they stop.  `repository_urls`: the normalised URLs meaning "this
+        repository" to expansions (part of the cache identity).
         """
         results: dict[str, RenderResult] = {}
         waits: dict[str, Future[str | RenderError]] = {}
@@ -193,8 +217,9 @@ class RenderPool:
                     fp = fingerprints[target.renderer] = _tool_fingerprint(target.renderer)
                 kube = self.kube_versions.get(target.env)
                 fetched: dict[str, Vendored] | None = None
+                closure = closures.closure(root, target)
+                problems: dict[str, str] = {}
                 if remotes is not None:
-                    closure = closures.closure(root, target)
                     if closure.remote and target.renderer != "kustomize":
                         results[key] = RenderError(f"remote chart {closure.remote[0]} of a Helm target is not "
                                                    "fetched: vendor the chart into the repository")
@@ -205,7 +230,18 @@ class RenderPool:
                         except RemoteError as exc:
                             results[key] = RenderError(str(exc))
                             continue
+                for ref in closure.optional_remote:       # an expansion's: never skips the target
+                    if remotes is None or not remotes.allowed(ref):
+                        problems[ref] = f"{ref} is not allowed by render.remote in .prbot.yml"
+                        continue
+                    try:
+                        fetched = fetched or {}
+                        fetched[ref] = vendor(remotes, ref, deadline=deadline)
+                    except RemoteError as exc:
+                        problems[ref] = str(exc)
                 extra = ",".join(f"{r}={v.ident}" for r, v in sorted(fetched.items())) if fetched else ""
+                if problems or repository_urls:     # what expansions could not fetch, what is "this repository"
+                    extra += json.dumps([sorted(problems.items()), sorted(repository_urls)])
                 ident = hashlib.sha256(f"{CACHE_FORMAT}\0{fp}\0{kube or ''}\0{key}\0{extra}".encode()).hexdigest()
                 with self._lock:
                     hit = self._memo.get(ident)
@@ -216,7 +252,7 @@ class RenderPool:
                         fut = self._inflight.get(ident)
                         if fut is None:
                             fut = executor.submit(self._compute, root, target, key, ident, kube, closures,
-                                                  deadline, fetched)
+                                                  deadline, fetched, problems, tuple(repository_urls))
                             self._inflight[ident] = fut
                         waits[key] = fut
                 if hit is not None:
@@ -238,7 +274,8 @@ class RenderPool:
     # ---------------------------------------------------------------- internals
     def _compute(self, root: Path, target: Target, key: str, ident: str, kube: str | None,
                  closures: ClosureCache, deadline: float | None,
-                 fetched: Mapping[str, Vendored] | None = None) -> str | RenderError:
+                 fetched: Mapping[str, Vendored] | None = None, problems: Mapping[str, str] | None = None,
+                 repository_urls: tuple[str, ...] = ()) -> str | RenderError:
         result: str | RenderError | None = None
         try:
             result = self._disk_read(ident, key)
@@ -256,8 +293,8 @@ class RenderPool:
             try:
                 objects = render_target(root, target, kube_version=kube, limits=self.limits,
                                         closure=closures.closure(root, target), deadline=deadline,
-                                        remotes=fetched)
-                result = json.dumps(objects, separators=(",", ":"), ensure_ascii=False)
+                                        remotes=fetched, remote_problems=problems, repository_urls=repository_urls)
+                result = objects.encode()
             except RenderError as exc:
                 result = exc
             except RecursionError as exc:
@@ -298,7 +335,7 @@ class RenderPool:
             return None
         got: str | RenderError | None = None
         if isinstance(data.get("objects"), list):
-            got = json.dumps(data["objects"], separators=(",", ":"), ensure_ascii=False)
+            got = Rendered.decode(data).encode()
         elif isinstance(data.get("error"), str) and data.get("limit") in REMEMBERED_LIMITS:
             limit = data["limit"]
             had = data.get("limit_value")
@@ -313,7 +350,8 @@ class RenderPool:
         return got
 
     def _disk_write(self, ident: str, key: str, text: str) -> None:
-        self._write(ident, f'{{"format":{json.dumps(CACHE_FORMAT)},"key":{json.dumps(key)},"objects":{text}}}')
+        # `text` is `Rendered.encode()`: {"objects": …, "origins": …, "not_expanded": …}
+        self._write(ident, f'{{"format":{json.dumps(CACHE_FORMAT)},"key":{json.dumps(key)},{text[1:]}')
 
     def _disk_write_failure(self, ident: str, key: str, error: RenderError) -> None:
         assert error.limit is not None
@@ -349,4 +387,4 @@ class RenderPool:
 
 
 def _decode(value: str | RenderError) -> RenderResult:
-    return value if isinstance(value, RenderError) else json.loads(value)
+    return value if isinstance(value, RenderError) else Rendered.decode(json.loads(value))

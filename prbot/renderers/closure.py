@@ -79,6 +79,9 @@ class Closure:
     globs: frozenset[str] = frozenset()
     # where a fetched copy of a remote input is read from (a chart pulled into chartHome): (remote, path)
     vendor_at: tuple[tuple[str, str], ...] = ()
+    # remote references an expansion reads (a HelmRelease's chart from a chart repository): fetched
+    # when `render.remote` allows them, else that expansion is "not expanded" — never the target skipped
+    optional_remote: tuple[str, ...] = ()
     # the cache that computed this closure, so `closure_digest` reuses its file hashes
     _cache: ClosureCache | None = field(default=None, compare=False, hash=False, repr=False)
 
@@ -89,7 +92,8 @@ class Closure:
                        outside=_merge(self.outside, other.outside),
                        helm_charts=self.helm_charts or other.helm_charts,
                        missing=self.missing | other.missing, globs=self.globs | other.globs,
-                       vendor_at=tuple(dict.fromkeys((*self.vendor_at, *other.vendor_at))))
+                       vendor_at=tuple(dict.fromkeys((*self.vendor_at, *other.vendor_at))),
+                       optional_remote=_merge(self.optional_remote, other.optional_remote))
 
     def touched_by(self, changed: Iterable[str]) -> bool:
         """Whether a change of these repo-relative paths (added, modified or deleted) can change
@@ -140,12 +144,14 @@ class ClosureBuilder:
     globs: set[str] = field(default_factory=set)
     parts: list[Closure] = field(default_factory=list)
     vendor_at: list[tuple[str, str]] = field(default_factory=list)
+    optional_remote: list[str] = field(default_factory=list)
 
     def freeze(self) -> Closure:
         out = Closure(frozenset(self.files), tuple(dict.fromkeys(self.remote)),
                       tuple(dict.fromkeys(self.errors)), tuple(dict.fromkeys(self.outside)),
                       self.helm_charts, missing=frozenset(self.missing), globs=frozenset(self.globs),
-                      vendor_at=tuple(dict.fromkeys(self.vendor_at)))
+                      vendor_at=tuple(dict.fromkeys(self.vendor_at)),
+                      optional_remote=tuple(dict.fromkeys(self.optional_remote)))
         for part in self.parts:
             out = out | part
         return out
@@ -167,6 +173,12 @@ ClosureRule = Callable[["ClosureCache", str, Target], Closure]
 CLOSURE_RULES: dict[str, ClosureRule] = {}
 """Each renderer's closure rule by renderer name, filled by `prbot.renderers` from its registry
 (importing this module imports that package first, so the rules are always there)."""
+
+ClosureExtension = Callable[["ClosureCache", str, Target, Closure], Closure]
+CLOSURE_EXTENSIONS: list[ClosureExtension] = []
+"""Rules adding to every target's closure what reading its files reveals beyond its renderer: the
+inputs of the objects the cluster would expand (`prbot.expand` registers one when imported, and
+`prbot.render` imports it, so every plan and render has it)."""
 
 
 class ClosureCache:
@@ -200,6 +212,8 @@ class ClosureCache:
                 raise RenderError(f"unknown renderer {target.renderer!r}")
             try:
                 got = rule(self, root_s, target)
+                for extend in CLOSURE_EXTENSIONS:
+                    got = extend(self, root_s, target, got)
             except OSError as exc:          # a link loop or chain met where a path is followed: refused
                 problem = path_problem(exc, root_s)
                 got = Closure(frozenset(), errors=(problem,), outside=(problem,), missing=frozenset({path}))
@@ -221,7 +235,8 @@ class ClosureCache:
             h.update(rel.encode())
             h.update(b"\0")
             h.update((self.file_hash(root, rel) or "-").encode())
-        for label, items in (("r", closure.remote), ("e", closure.errors), ("o", closure.outside)):
+        for label, items in (("r", closure.remote), ("e", closure.errors), ("o", closure.outside),
+                             ("p", closure.optional_remote)):
             for item in items:
                 h.update(f"\0{label}{item}".encode())
         h.update(b"\0h1" if closure.helm_charts else b"\0h0")
