@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prbot.expand.application import ApplicationExpander
 from prbot.expand.base import (
     MAX_DEPTH,
     ExpandContext,
@@ -16,6 +17,7 @@ from prbot.expand.base import (
 from prbot.renderers.closure import CLOSURE_EXTENSIONS
 
 _ALL: tuple[Expander, ...] = (
+    ApplicationExpander(),
 )
 
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
