@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from support import write
+from test_remote import chart_repository, standin  # noqa: F401 - the fixture, used by name
 
 from prbot.expand import normalise_repository_url
 from prbot.model import Target
+from prbot.remote import Remotes, vendor
 from prbot.render import render_target
 from prbot.renderers.closure import input_closure
 
@@ -250,3 +252,22 @@ def test_a_plain_directory_with_recurse_include_and_exclude(tmp_path: Path) -> N
     assert sorted(k[2] for k in objects_of(got) if k[0] == "ConfigMap") == ["a", "b"]
     assert got.not_expanded == ["Application argocd/j: spec.source: j/main.jsonnet is jsonnet, which prbot does "
                                 "not render"]
+
+
+def test_an_allowed_chart_from_a_chart_repository_renders_with_the_applications_values(
+        tmp_path: Path, standin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    url, served = standin
+    monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://charts.example.com/={url}/")
+    chart_repository(served)
+    root = tmp_path / "repo"
+    write(root, "apps/web.yaml", application("web", {
+        "repoURL": "https://charts.example.com/charts/", "chart": "web", "targetRevision": "1.2.0",
+        "helm": {"releaseName": "site", "valueFiles": ["values.yaml", "values-missing.yaml"],
+                 "ignoreMissingValueFiles": True, "parameters": [{"name": "greeting", "value": "hi"}]}}))
+    target = Target("apps", "dev", "apps", "plain")
+    ref = "https://charts.example.com/charts/web (version 1.2.0)"
+    assert input_closure(root, target).optional_remote == (ref,)
+    with Remotes(prefixes=("https://charts.example.com/charts/",), cache_dir=tmp_path / "cache") as remotes:
+        got = render_target(root, target, remotes={ref: vendor(remotes, ref)}, repository_urls=THIS)
+    assert got.not_expanded == []
+    assert objects_of(got)[("ConfigMap", "web", "site-chart")]["data"] == {"greeting": "hi"}
