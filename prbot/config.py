@@ -88,6 +88,7 @@ class Config:
     preview: PreviewSpec | None = None
     diff_ignore: tuple[str, ...] = ()
     render_remote: tuple[str, ...] = ()     # URL prefixes of remote bases/charts rendered
+    render_repository: tuple[str, ...] = ()  # more URLs of this repository (mirrors) to expansions
 
     @property
     def env_names(self) -> list[str]:
@@ -119,7 +120,7 @@ HELM_KEYS = frozenset({"chart", "values"})
 IMAGE_KEYS = frozenset({"repository", "land_in", "tags", "policy", "digest"})
 PREVIEW_KEYS = frozenset({"environment", "url"})
 DIFF_KEYS = frozenset({"ignore"})
-RENDER_KEYS = frozenset({"remote"})
+RENDER_KEYS = frozenset({"remote", "repository"})
 
 #: Every map of the file, by location ("[]" stands for "each item of the list").
 KNOWN_KEYS: dict[str, frozenset[str]] = {
@@ -151,6 +152,7 @@ _DEPLOYER = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)
 _APP_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _URL = re.compile(r"https?://\S+")
+_REPOSITORY_URL = re.compile(r"(?:(?:https|ssh)://(?:[\w.-]+@)?[A-Za-z0-9.-]+(?::\d+)?/|[\w.-]+@[A-Za-z0-9.-]+:)\S+")
 _REMOTE_PREFIX = re.compile(r"(?:https|oci)://[A-Za-z0-9.-]+(?::\d+)?(?:/\S*)?")
 # OCI distribution reference without tag or digest: [host[:port]/]component(/component)*
 _BOOL_WORDS = {"yes", "no", "on", "off", "true", "false", "y", "n"}
@@ -501,10 +503,12 @@ class _Checker:
         preview = self.preview(top)
         diff_ignore = self.diff(top)
         render_remote = self.render(top)
+        render_repository = self.render_repository(top)
         if self.problems or envs is None:
             return None
         return Config(version=SUPPORTED_VERSION, environments=envs, apps=apps or (), images=images or (),
-                      preview=preview, diff_ignore=diff_ignore or (), render_remote=render_remote or ())
+                      preview=preview, diff_ignore=diff_ignore or (), render_remote=render_remote or (),
+                      render_repository=render_repository or ())
 
     def environments(self, top: dict[Any, Any]) -> tuple[Environment, ...] | None:
         seq = self.value(top, "environments", "", 1, "list", required=True)
@@ -826,6 +830,20 @@ class _Checker:
         if self.mapping(node, "render", line, RENDER_KEYS) is None:
             return None
         return self.strings(node, "remote", "render", line, self.remote_prefix)
+
+    def render_repository(self, top: dict[Any, Any]) -> tuple[str, ...] | None:
+        """`render.repository`: git URLs that also name this repository (a mirror, a fork)."""
+        node = top.get("render") if isinstance(top, dict) else None
+        if not isinstance(node, dict):
+            return None
+        return self.strings(node, "repository", "render", self.lines["render"], self.repository_url)
+
+    def repository_url(self, text: str, path: str, line: int) -> bool:
+        if not _REPOSITORY_URL.fullmatch(text):
+            self.error(line, path, f"{_q(text)} is not a git URL (https://host/owner/name, ssh://git@host/owner/name "
+                                   "or git@host:owner/name)")
+            return False
+        return True
 
     def remote_prefix(self, text: str, path: str, line: int) -> bool:
         """An https:// or oci:// URL naming at least a host: the start of what may be fetched."""

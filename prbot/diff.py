@@ -34,11 +34,15 @@ class ObjectChange:
     action: str           # "added" | "removed" | "changed"
     diff: str             # unified diff of the normalised YAML ("--- a\n+++ b\n@@ ...")
     renamed_from: str | None = None   # previous name when a kustomize hash-suffix rename was detected
+    origin: str | None = None         # the object it was expanded from ("HelmRelease apps/podinfo")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if data.get("renamed_from") is None:
             data.pop("renamed_from")
+        origin = data.pop("origin")
+        if origin is not None:
+            data["from"] = origin
         return data
 
 

@@ -56,6 +56,15 @@ def tree_of(repo: Path, rev: str) -> str:
     return _git(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{tree}}").stdout.decode().strip()
 
 
+def origin_url(repo: Path) -> str | None:
+    """The URL of the `origin` remote of `repo` (None when it has none)."""
+    try:
+        got = _git(repo, "config", "--get", "remote.origin.url", ok=(0, 1)).stdout.decode().strip()
+    except (GitError, UnicodeDecodeError):
+        return None
+    return got or None
+
+
 def head_sha(repo: Path) -> str:
     """The commit checked out in `repo`."""
     return resolve(repo, "HEAD")

@@ -474,8 +474,7 @@ class Remotes:
             raise RemoteError(f"{index_url}: not a chart repository index ({exc})") from exc
         entries = index.get("entries", {}).get(ref.path) if isinstance(index, dict) and \
             isinstance(index.get("entries"), dict) else None
-        chosen = [e for e in (entries or [])
-                  if isinstance(e, dict) and (not ref.ref or str(e.get("version")) == ref.ref)]
+        chosen = pick_chart_versions(entries or [], ref.ref)
         if not chosen or not isinstance(chosen[0].get("urls"), list) or not chosen[0]["urls"]:
             raise RemoteError(f"{index_url}: no chart {ref.path}" + (f" version {ref.ref}" if ref.ref else ""))
         entry = chosen[0]
@@ -688,3 +687,117 @@ def _install(tmp: Path, store: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (store / IDENT_FILE).is_file():
             raise
+
+
+# --------------------------------------------------------------------------------------------
+# Chart versions: the semver constraints Flux and Helm read (Masterminds/semver)
+# --------------------------------------------------------------------------------------------
+
+_VERSION = re.compile(r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_COMPARATOR = re.compile(r"(!=|>=|=>|<=|=<|>|<|=|~>|~|\^)?\s*(v?[0-9xX*][0-9A-Za-z.+*-]*)")
+SemVer = tuple[int, int, int, tuple[Any, ...]]
+
+
+def _semver(text: str) -> SemVer | None:
+    """(major, minor, patch, pre-release parts) of a full version (`1.2.3`, `v1.2`, `1-rc.1`), or None."""
+    m = _VERSION.match(text.strip())
+    if not m or any(p is not None and not p.isdigit() for p in m.groups()[:3]):
+        return None
+    pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in m[4].split(".")) if m[4] else ()
+    return int(m[1]), int(m[2] or 0), int(m[3] or 0), pre
+
+
+def _order(v: SemVer) -> tuple[int, int, int, int, tuple[Any, ...]]:
+    return v[0], v[1], v[2], 0 if v[3] else 1, v[3]         # a release is above its pre-releases
+
+
+def _comparators(text: str) -> list[tuple[str, SemVer, SemVer | None]] | None:
+    """One AND group as (op, lowest, exclusive upper bound for ranges) triples; None when unreadable."""
+    text = re.sub(r"(\S+)\s+-\s+(\S+)", r">=\1 <=\2", text.strip())
+    out: list[tuple[str, SemVer, SemVer | None]] = []
+    rest = text
+    while rest.strip(" ,"):
+        m = _COMPARATOR.match(rest.strip(" ,"))
+        if not m:
+            return None
+        rest = rest.strip(" ,")[m.end():]
+        op, ver = m[1] or "=", m[2]
+        v = _VERSION.match(ver)
+        if not v:
+            return None
+        parts = [v[1], v[2], v[3]]
+        wild = next((i for i, p in enumerate(parts) if p is None or not p.isdigit()), 3)
+        nums = [int(p) if p is not None and p.isdigit() else 0 for p in parts]
+        pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in v[4].split(".")) if v[4] else ()
+        low: SemVer = (nums[0], nums[1], nums[2], pre if wild == 3 else ())
+        if op in ("~", "~>"):
+            wild = min(wild, 2) if wild > 1 else wild
+            op = "="
+        if op == "^":
+            first = next((i for i, n in enumerate(nums[:wild]) if n), min(wild, 3) - 1 if wild else 0)
+            wild = min(wild, first + 1)
+            op = "="
+        if wild == 0:
+            zero: SemVer = (0, 0, 0, ())
+            out.append((">=", zero, None) if op in ("=", ">=", "=>", "<=", "=<") else ("<", zero, None))
+            continue
+        upper: SemVer | None = None
+        if wild < 3:
+            bumped = nums[:wild]
+            bumped[-1] += 1
+            upper = (*(bumped + [0, 0, 0])[:3], ())  # type: ignore[assignment]
+        if op == "=":
+            out.append(("range", low, upper) if upper else ("=", low, None))
+        elif op == "!=":
+            out.append(("!range", low, upper) if upper else ("!=", low, None))
+        elif op in (">", ) and upper:
+            out.append((">=", upper, None))
+        elif op in ("<=", "=<") and upper:
+            out.append(("<", upper, None))
+        else:
+            out.append(({"=>": ">=", "=<": "<="}.get(op, op), low, None))
+    return out or None
+
+
+def _satisfies(v: SemVer, comparators: list[tuple[str, SemVer, SemVer | None]]) -> bool:
+    if v[3] and not any(c[1][3] for c in comparators):
+        return False                 # a pre-release only when the constraint names one
+    o = _order(v)
+    for op, low, upper in comparators:
+        lo = _order(low)
+        if op == "range":
+            ok = o >= lo and (upper is None or o < _order(upper))
+        elif op == "!range":
+            ok = not (o >= lo and (upper is None or o < _order(upper)))
+        else:
+            ok = {"=": o == lo, "!=": o != lo, ">": o > lo, ">=": o >= lo, "<": o < lo, "<=": o <= lo}[op]
+        if not ok:
+            return False
+    return True
+
+
+def version_matches(version: str, constraint: str) -> bool:
+    """Whether a chart `version` meets a semver `constraint` (`6.x`, `>=1.0 <2`, `^1.2`, `*`,
+    `1.0 - 1.4`, `a || b`), as Flux's source controller reads it: pre-releases only when the
+    constraint names one."""
+    v = _semver(version)
+    if v is None:
+        return version == constraint
+    for group in constraint.split("||"):
+        comparators = _comparators(group)
+        if comparators is not None and _satisfies(v, comparators):
+            return True
+    return False
+
+
+def pick_chart_versions(entries: list[Any], constraint: str) -> list[dict[str, Any]]:
+    """The index entries of one chart meeting `constraint`, the one Flux would install first: an
+    exact version as written, else the highest version meeting it (no constraint: the index's first)."""
+    listed = [e for e in entries if isinstance(e, dict)]
+    if not constraint:
+        return listed
+    exact = [e for e in listed if str(e.get("version")) == constraint]
+    if exact:
+        return exact
+    good = [(e, _semver(str(e.get("version")))) for e in listed if version_matches(str(e.get("version")), constraint)]
+    return [e for e, v in sorted(good, key=lambda ev: _order(ev[1]) if ev[1] else (0, 0, 0, 0, ()), reverse=True)]

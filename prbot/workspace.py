@@ -239,7 +239,8 @@ class Mirror:
     def plan(self, config: Config, base: str, head: str, *, pool: RenderPool | None = None,
              dry_runner: DryRunner | None = None) -> Plan:
         """The plan of base...head (`prbot.plan.make_plan`), read from the mirror without a working tree."""
-        return make_plan(self.git_dir, config, base, head, pool=pool, dry_runner=dry_runner)
+        return make_plan(self.git_dir, config, base, head, pool=pool, dry_runner=dry_runner,
+                         repository_urls=(self.clone_url,))
 
     # ------------------------------------------------------------------ writing
     def commit(self, *, parent: str, files: Mapping[str, bytes], message: str) -> str:

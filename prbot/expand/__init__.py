@@ -14,16 +14,21 @@ from prbot.expand.base import (
     expand_objects,
     normalise_repository_url,
 )
+from prbot.expand.helmrelease import HelmReleaseExpander
 from prbot.renderers.closure import CLOSURE_EXTENSIONS
 
 _ALL: tuple[Expander, ...] = (
+    HelmReleaseExpander(),
     ApplicationExpander(),
 )
 
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
 """(API group, kind) -> its expander."""
 
+MARKERS: tuple[bytes, ...] = tuple(sorted({group.encode() for group, _ in EXPANDERS}))
+"""Bytes a file holding an object with an expander holds (its API group): a cheap test before parsing."""
+
 CLOSURE_EXTENSIONS.append(closure_extension(EXPANDERS))
 
-__all__ = ["EXPANDERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
+__all__ = ["EXPANDERS", "MARKERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
            "expand_objects", "normalise_repository_url"]

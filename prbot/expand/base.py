@@ -554,6 +554,10 @@ def expand_objects(objects: list[dict[str, Any]], ctx: ExpandContext,
         except RecursionError:
             out.not_expanded.append(f"{name}: nested too deeply")
             continue
+        except Exception as exc:  # noqa: BLE001 - one odd object must not take the target; its text may hold values
+            log.warning("expanding %s of %s: %s", name, ctx.target.key, type(exc).__name__)
+            out.not_expanded.append(f"{name}: prbot could not expand it ({type(exc).__name__})")
+            continue
         if len(out) + len(made) > ctx.limits.max_objects:
             out.not_expanded.append(f"{name}: refused: the target would have more than "
                                     f"{ctx.limits.max_objects:,} objects ({ctx.limits.describe('max_objects')})")

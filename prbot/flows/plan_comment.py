@@ -185,7 +185,8 @@ def _gate(plan: Plan, comment: Comment) -> tuple[str, str]:
         sections.append(text("check_not_rendered", way_out=text("check_not_rendered_way_out"),
                              targets=_named(blind, lambda t: text(
                                  "check_not_rendered_target", target=md(f"{t.env}/{t.app}", 100),
-                                 path=code(t.path, 200), reason=md(t.error or "", 600)))))
+                                 path=code(t.path, 200),
+                                 reason=md(t.error or "not expanded: " + "; ".join(t.not_expanded), 600)))))
     if comment.hidden:
         suffix = " · " + text("check_hidden_title", count=len(comment.hidden))
         sections.append(text("check_hidden", parts=len(comment.parts), targets=_named(comment.hidden, lambda t: text(

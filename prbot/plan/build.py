@@ -7,6 +7,7 @@ picks the way, `_finish` renders and compares.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import posixpath
 import time
@@ -17,14 +18,15 @@ from typing import Any
 
 from prbot import gitrepo, remote, sandbox
 from prbot.config import CONFIG_FILE, Config
-from prbot.diff import diff_objects, duplicate_identities
+from prbot.diff import diff_objects, duplicate_identities, object_key
 from prbot.errors import PlanBudgetError, PrbotError
+from prbot.expand import normalise_repository_url
 from prbot.model import Target
 from prbot.plan.model import DryRunner, Key, Plan, TargetPlan
 from prbot.plan.probe import TreeProbe
 from prbot.plan.sides import PlanSide, discover, full_sides, order
 from prbot.plan.sparse import sparse_head_sides, sparse_sides
-from prbot.render import RenderPool
+from prbot.render import Rendered, RenderPool
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import unmatched_paths
 from prbot.tools import used_versions
@@ -35,7 +37,8 @@ log = logging.getLogger("prbot.plan")
 
 def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
               envs: Sequence[str] | None = None, pool: RenderPool | None = None,
-              dry_runner: DryRunner | None = None, untracked: bool = False) -> Plan:
+              dry_runner: DryRunner | None = None, untracked: bool = False,
+              repository_urls: Sequence[str] | None = None) -> Plan:
     """Plan base...head (head None: the working tree's tracked files, and with `untracked` the
     untracked files git does not ignore) for every affected target.
 
@@ -48,15 +51,23 @@ def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
     full (`full_sides`) when `.prbot.yml` changed, when git may convert file contents (attributes,
     ``core.autocrlf``), or when target discovery passes a symbolic link; both ways give the same plan.
     The pool made here (when `pool` is None) renders with each environment's Kubernetes version.
+    `repository_urls`: the URLs of this repository (default: its `origin`), which with
+    `render.repository` decide which GitRepository / Application reads this tree (`prbot.expand`).
     """
     return _plan(repo, config, base, head, envs=envs, pool=pool, dry_runner=dry_runner, sparse=True,
-                 untracked=untracked)
+                 untracked=untracked, repository_urls=repository_urls)
 
 
 def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequence[str] | None,
-          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool, untracked: bool = False) -> Plan:
+          pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool, untracked: bool = False,
+          repository_urls: Sequence[str] | None = None) -> Plan:
     """`make_plan`; `sparse` False: always the full way (the reference the sparse way must equal)."""
     repo = Path(repo)
+    if repository_urls is None:
+        origin = gitrepo.origin_url(repo)
+        repository_urls = (origin,) if origin else ()
+    urls = tuple(sorted({u for u in (normalise_repository_url(x) for x in (*repository_urls,
+                                                                          *config.render_repository)) if u}))
     for env in envs or ():
         config.env(env)                       # unknown environment -> PrbotError
     base_sha = gitrepo.resolve(repo, base)
@@ -71,7 +82,7 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     with contextlib.ExitStack() as stack:
         sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
         return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
-                       deadline=deadline)
+                       deadline=deadline, repository_urls=urls)
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str,
@@ -127,7 +138,8 @@ def _refuse_unmatched(stack: contextlib.ExitStack, repo: Path, config: Config, h
 
 
 def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSide, affected: list[Key],
-            *, pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None) -> Plan:
+            *, pool: RenderPool, dry_runner: DryRunner | None, deadline: float | None = None,
+            repository_urls: tuple[str, ...] = ()) -> Plan:
     """Render the affected targets at both sides (within the plan's deadline) and compare them."""
     for side in (b, h):                 # remote inputs: rendered when `render.remote` allows them
         for k, refs in side.remote.items():
@@ -158,7 +170,7 @@ def _finish(config: Config, base_sha: str, head_sha: str, b: PlanSide, h: PlanSi
 
     with remote.Remotes(config.render_remote, limits=pool.limits) as remotes:
         pool.render_many(requests, deadline=deadline, remotes=remotes if config.render_remote else None,
-                         ready=ready)
+                         ready=ready, repository_urls=repository_urls)
     targets = [planned[k] if k in planned else
                _target_plan(config, k, b, h, rendered, dry_runner, deadline=deadline, budget=budget)
                for k in affected]
@@ -225,6 +237,7 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             return tp
     tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
                               deadline=deadline)
+    _mark_origins(tp, before, after, target.namespace)
     if key not in b.targets:
         tp.status = "added"
     elif key not in h.targets:
@@ -238,3 +251,20 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)
     log.info("planned %s: %s", target.key, tp.status)
     return tp
+
+
+def _mark_origins(tp: TargetPlan, before: list[dict[str, Any]], after: list[dict[str, Any]],
+                  namespace: str | None) -> None:
+    """Name, on each change of an expanded object, the object it came from ("HelmRelease apps/podinfo"),
+    and carry the head's expansions that could not be done."""
+    origins: dict[Any, str] = {}
+    for side in (before, after):                  # the head's origin wins
+        if isinstance(side, Rendered):
+            for index, origin in side.origins.items():
+                if index < len(side) and isinstance(side[index], dict):
+                    origins[object_key(side[index], namespace)] = origin
+    if origins:
+        tp.changes = [dataclasses.replace(c, origin=origins.get((c.group, c.kind, c.namespace, c.name)))
+                      for c in tp.changes]
+    if isinstance(after, Rendered):
+        tp.not_expanded = list(after.not_expanded)

@@ -48,6 +48,7 @@ class TargetPlan:
     changes: list[ObjectChange] = field(default_factory=list)
     validation: list[ValidationIssue] = field(default_factory=list)
     dry_run: DryRun | None = None
+    not_expanded: list[str] = field(default_factory=list)   # "HelmRelease apps/podinfo: why" (a blind spot)
 
     @property
     def failed(self) -> bool:
@@ -65,7 +66,8 @@ class TargetPlan:
                 "status": self.status, "error": self.error,
                 "changes": [c.to_json() for c in self.changes],
                 "validation": [v.to_json() for v in self.validation],
-                "dry_run": self.dry_run.to_json() if self.dry_run else None}
+                "dry_run": self.dry_run.to_json() if self.dry_run else None,
+                **({"not_expanded": list(self.not_expanded)} if self.not_expanded else {})}
 
 
 @dataclass

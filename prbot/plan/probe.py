@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prbot import gitrepo
+from prbot.expand import MARKERS
 from prbot.model import KUSTOMIZATION_FILES
 from prbot.renderers.closure import is_remote_reference
 from prbot.renderers.kustomize import CAN_SCAN, scan_references
@@ -71,6 +72,7 @@ class TreeProbe:
         self._trees: dict[str, bool] = {}
         self._listings: dict[str, bool] = {}
         self._holds: dict[str, bool] = {}
+        self._expands: dict[str, bool] = {}
 
     def kind(self, rel: str) -> str:
         got = self._kinds.get(rel)
@@ -215,9 +217,25 @@ class TreeProbe:
             return False                      # a cycle: let the closure report it
         scan = self.scan_kustomization(kdir)
         ok = scan is not None and not any(involved.touches(p) for p in scan[0]) and all(
-            self.kustomization_clean(d, involved, (*stack, kdir)) for d in sorted(scan[1]))
+            self.kustomization_clean(d, involved, (*stack, kdir)) for d in sorted(scan[1])) and \
+            not any(self._may_expand(p) for p in sorted(scan[0] - scan[1]))
         self._clean[kdir] = ok
         return ok
+
+    def _may_expand(self, rel: str) -> bool:
+        """A file holding an object the cluster would expand (a HelmRelease …): what it reads is
+        beyond the scan, so only the closure can vouch for the target (`prbot.expand`)."""
+        got = self._expands.get(rel)
+        if got is None:
+            got = False
+            if self.kind(rel) == "file":
+                try:
+                    data = self._read(rel)
+                except Exception:  # noqa: BLE001 - unreadable: the closure decides
+                    data = MARKERS[0] if MARKERS else b""
+                got = any(m in data for m in MARKERS)
+            self._expands[rel] = got
+        return got
 
     def discovery_meets_links(self, patterns: Iterable[str]) -> bool:
         """Whether discovering targets with these `apps[].path` patterns may pass a symbolic link

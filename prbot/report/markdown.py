@@ -245,19 +245,25 @@ def not_rendered(t: TargetPlan) -> bool:
     return t.status == "skipped"
 
 
+def not_expanded(t: TargetPlan) -> bool:
+    """A target holding an object the cluster would expand (a HelmRelease's chart …) that prbot
+    could not expand: what it creates is not shown, a blind spot like a target not rendered."""
+    return bool(getattr(t, "not_expanded", None))
+
+
 def blind_spots(plan: Plan) -> list[TargetPlan]:
-    """The targets of `plan` that were not rendered (`not_rendered`)."""
-    return [t for t in plan.targets if not_rendered(t)]
+    """The targets of `plan` that were not rendered (`not_rendered`) or not fully expanded."""
+    return [t for t in plan.targets if not_rendered(t) or not_expanded(t)]
 
 
 def _failing(t: TargetPlan) -> bool:
-    return t.failed or not_rendered(t)
+    return t.failed or not_rendered(t) or not_expanded(t)
 
 
 def _quiet(t: TargetPlan) -> bool:
     """Nothing to review: unchanged, rendered, no error or warning, nothing from the cluster."""
     dry = t.dry_run
-    return (t.status == "unchanged" and not t.error and not t.failed and not t.changes
+    return (t.status == "unchanged" and not t.error and not t.failed and not t.changes and not not_expanded(t)
             and all(v.level == "skipped" for v in t.validation)
             and (dry is None or (dry.status == "ok" and not dry.changes and not dry.errors
                                  and not dry.skipped)))
@@ -278,11 +284,14 @@ def _verdict(plan: Plan) -> str:
     for env in envs:
         failed = sum(1 for t in plan.targets if t.env == env and t.failed)
         blind = sum(1 for t in plan.targets if t.env == env and not_rendered(t))
-        if failed or blind:
+        partial = sum(1 for t in plan.targets if t.env == env and not_expanded(t) and not not_rendered(t))
+        if failed or blind or partial:
             if failed:
                 marks.append(_n("env_failed", failed, env=md(env)))
             if blind:
                 marks.append(_n("env_not_rendered", blind, env=md(env)))
+            if partial:
+                marks.append(_n("env_not_expanded", partial, env=md(env)))
         elif env in changing or not changing:
             marks.append(_t("env_ok", env=md(env)))
         else:
@@ -378,6 +387,9 @@ def _object(doc: _Doc, c: ObjectChange) -> None:
     renamed = getattr(c, "renamed_from", None)
     heading = (_t("object_renamed", old=code(renamed), **values) if renamed
                else _t("object_heading", **values))
+    origin = getattr(c, "origin", None)
+    if origin:
+        heading += _t("object_origin", origin=code(origin))
     if not c.diff.strip():
         doc.add(heading, "")
         return
@@ -435,6 +447,13 @@ def _target(doc: _Doc, t: TargetPlan, full: bool = True) -> None:
         intro = (_t("render_failed", renderer=_oneline(visible(t.renderer), _INLINE_MAX).replace("`", "'"))
                  if t.status == "error" else _t("render_skipped") if not_rendered(t) else _t("render_note"))
         _code_block(doc, t.error if full else _oneline(t.error, _MESSAGE_MAX), "text", lead=(intro, ""))
+    if not_expanded(t):
+        doc.add(_t("not_expanded_intro"), "")
+        for reason in t.not_expanded[:_MAX_ISSUES]:
+            doc.add(_t("not_expanded_item", reason=md(reason, _MESSAGE_MAX)))
+        if len(t.not_expanded) > _MAX_ISSUES:
+            doc.add(_t("issue_more", count=len(t.not_expanded) - _MAX_ISSUES))
+        doc.add("")
     if not full:
         doc.add(_t("target_summarised"), "")
         doc.pop()
