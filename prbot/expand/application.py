@@ -683,8 +683,9 @@ def _render_source(src: SourcePlan, plan: AppPlan, ctx: ExpandContext) -> list[d
     if src.chart:
         return _render_helm(src, plan, ctx, ctx.remote(src.remote))
     if not src.local:
-        raise ExpandError(f"{src.where}: {shown_url(src.repo_url)} is another repository; prbot renders paths of this "
-                          "repository only (add it to render.repository in .prbot.yml if it is this one)")
+        raise ExpandError(f"{src.where}: {shown_url(src.repo_url)} is another repository, whose paths prbot does not "
+                          "fetch (vendor it here, or list the URL in render.repository of .prbot.yml if it is this "
+                          "repository)")
     rel = ctx.local_path(src.path or ".", f"{src.where} path")
     cache = ctx.cache or ClosureCache()
     root = os.fspath(ctx.root)
