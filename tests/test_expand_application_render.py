@@ -260,13 +260,16 @@ def test_an_allowed_chart_from_a_chart_repository_renders_with_the_applications_
     monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://charts.example.com/={url}/")
     chart_repository(served)
     root = tmp_path / "repo"
-    write(root, "apps/web.yaml", application("web", {
-        "repoURL": "https://charts.example.com/charts/", "chart": "web", "targetRevision": "1.2.0",
-        "helm": {"releaseName": "site", "valueFiles": ["values.yaml", "values-missing.yaml"],
-                 "ignoreMissingValueFiles": True, "parameters": [{"name": "greeting", "value": "hi"}]}}))
+    write(root, "apps/web.yaml", application("web", sources=[
+        {"repoURL": "https://charts.example.com/charts/", "chart": "web", "targetRevision": "1.2.0",
+         "helm": {"releaseName": "site", "valueFiles": ["values.yaml", "values-missing.yaml", "$values/envs/web.yaml"],
+                  "ignoreMissingValueFiles": True, "parameters": [{"name": "extra", "value": "x"}]}},
+        {"repoURL": URL, "targetRevision": "HEAD", "ref": "values"}]))
+    write(root, "envs/web.yaml", "greeting: hi\n")
     target = Target("apps", "dev", "apps", "plain")
     ref = "https://charts.example.com/charts/web (version 1.2.0)"
-    assert input_closure(root, target).optional_remote == (ref,)
+    closure = input_closure(root, target)
+    assert closure.optional_remote == (ref,) and "envs/web.yaml" in closure.files
     with Remotes(prefixes=("https://charts.example.com/charts/",), cache_dir=tmp_path / "cache") as remotes:
         got = render_target(root, target, remotes={ref: vendor(remotes, ref)}, repository_urls=THIS)
     assert got.not_expanded == []
