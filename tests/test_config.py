@@ -109,6 +109,7 @@ diff:
     - spec.replicas
 render:
   remote: ["https://github.com/acme/", "oci://registry.example.com/charts/"]
+  repository: ["git@github.com:acme/gitops-mirror.git"]
 """
 
 
@@ -502,6 +503,7 @@ INVALID: dict[str, str] = {
     "unknown render key": BASE_ENVS + "render: {remotes: [https://github.com/]}\n",
     "render remote not a URL": BASE_ENVS + "render: {remote: [github.com/acme]}\n",
     "render remote http": BASE_ENVS + "render: {remote: ['http://github.com/']}\n",
+    "render repository not a git URL": BASE_ENVS + "render: {repository: [acme/gitops]}\n",
     "version string": "version: '1'\nenvironments: [{name: dev}]\n",
     "version 2": "version: 2\nenvironments: [{name: dev}]\n",
     "no environments": "version: 1\n",

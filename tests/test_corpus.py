@@ -59,8 +59,8 @@ def test_each_layout_is_a_valid_configuration(name: str, tmp_path: Path, capsys)
 
 def test_the_corpus_holds_every_layout_of_the_readme() -> None:
     readme = (CORPUS / "README.md").read_text()
-    assert LAYOUTS == ["argocd-apps", "argocd-example-apps", "chart-values-env", "flux-helmrelease", "helmcharts",
-                       "single-env"]
+    assert LAYOUTS == ["argocd-apps", "argocd-example-apps", "chart-values-env", "flux-helm-local",
+                       "flux-helmrelease", "helmcharts", "single-env"]
     assert all(f"`{name}/`" in readme for name in LAYOUTS)
 
 
@@ -212,12 +212,19 @@ def test_flux_helmrelease_values_in_patches_and_plain_files(tmp_path: Path, caps
         patch: (old_patch, old_patch.replace("tag: 6.7.1 ", "tag: 6.7.2 ") + "    redis:\n      tag: 8.6.3\n"),
         release: (old_release, old_release.replace('tag: "7.4.1"', 'tag: "8.6.3"'))}
 
-    plan = plan_json(capsys, repo)
+    code, out, err = run(capsys, "plan", "--repo", str(repo), "--base", "HEAD", "--format", "json")
+    assert code == 1, err                 # the releases cannot be expanded: a blind spot, named
+    plan = json.loads(out)
     got = {(t["app"], t["env"]): t for t in plan["targets"]}
     assert set(got) == {("podinfo", "staging"), ("redis", "staging")}
     for target in got.values():           # rendered as the objects they are; no schema for the CRD
         assert [(c["kind"], c["action"]) for c in target["changes"]] == [("HelmRelease", "changed")]
         assert {v["level"] for v in target["validation"]} == {"skipped"}
+    assert got[("podinfo", "staging")]["not_expanded"] == [
+        "HelmRelease podinfo/podinfo: oci://ghcr.io/stefanprodan/charts/podinfo (version >=1.0.0-alpha) is not "
+        "allowed by render.remote in .prbot.yml"]
+    assert got[("redis", "staging")]["not_expanded"] == [
+        "HelmRelease redis/redis: its chart source HelmRepository redis/bitnami is not among the target's objects"]
     assert "+      tag: 8.6.3" in got[("podinfo", "staging")]["changes"][0]["diff"]
 
     commit_all(repo, "bump staging")

@@ -127,6 +127,8 @@ class Expander(ABC):
     """Expands objects of `kinds` ((API group, kind) pairs) into what the cluster would create."""
 
     kinds: ClassVar[tuple[tuple[str, str], ...]]
+    looks_at: ClassVar[tuple[str, ...]] = ()
+    """API groups of the other documents `inputs` looks up in `InputsContext.docs` (sources …)."""
 
     @abstractmethod
     def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:
@@ -464,7 +466,8 @@ def _documents(cache: ClosureCache, root: str, rel: str, markers: Sequence[bytes
 
 def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
     """The `prbot.renderers.closure.CLOSURE_EXTENSIONS` rule for these expanders."""
-    markers = sorted({group.encode() for group, _ in expanders})
+    markers = sorted({group.encode() for group, _ in expanders}
+                     | {group.encode() for e in expanders.values() for group in e.looks_at})
 
     def extend(cache: ClosureCache, root: str, target: Target, closure: Closure) -> Closure:
         if target.app == "expand-input":

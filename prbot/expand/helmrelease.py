@@ -232,6 +232,7 @@ def redact(message: str, secrets: set[str], names: list[str]) -> str:
 
 class HelmReleaseExpander(Expander):
     kinds = ((GROUP, "HelmRelease"),)
+    looks_at = (SOURCE_GROUP,)
 
     # ---------------------------------------------------------------- static inputs
     def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:

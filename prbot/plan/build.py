@@ -227,6 +227,7 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status, tp.error = "error", str(got)
             return tp
         after = got
+        before = _without_unknown(before, after)
     if deadline is not None and time.monotonic() >= deadline:
         raise PlanBudgetError("comparing")
     if key in h.targets:
@@ -251,6 +252,18 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)
     log.info("planned %s: %s", target.key, tp.status)
     return tp
+
+
+def _without_unknown(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The base's objects, less those expanded from an object the head could not expand: what the
+    cluster would do with them is unknown (named as not expanded), not a removal."""
+    if not isinstance(after, Rendered) or not after.not_expanded or not isinstance(before, Rendered):
+        return before
+    unknown = {note.split(": ", 1)[0] for note in after.not_expanded}
+    keep = [i for i in range(len(before))
+            if not (before.origin_of(i) and set(str(before.origin_of(i)).split(" › ")) & unknown)]
+    return Rendered([before[i] for i in keep], {new: o for new, i in enumerate(keep)
+                                                if (o := before.origin_of(i)) is not None})
 
 
 def _mark_origins(tp: TargetPlan, before: list[dict[str, Any]], after: list[dict[str, Any]],
