@@ -274,3 +274,27 @@ def test_an_allowed_chart_from_a_chart_repository_renders_with_the_applications_
         got = render_target(root, target, remotes={ref: vendor(remotes, ref)}, repository_urls=THIS)
     assert got.not_expanded == []
     assert objects_of(got)[("ConfigMap", "web", "site-chart")]["data"] == {"greeting": "hi"}
+
+
+def test_kustomize_patches_components_and_replicas_wrap_the_directory(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write(root, "web/base/kustomization.yaml", "namePrefix: base-\nresources: [deploy.yaml]\n")
+    write(root, "web/base/deploy.yaml", DEPLOYMENT)
+    write(root, "web/overlay/kustomization.yaml", "resources: [../base]\n")
+    write(root, "web/overlay/fix.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: base-web}\n"
+                                        "spec: {template: {spec: {serviceAccountName: fixed}}}\n")
+    write(root, "web/components/extra/kustomization.yaml",
+          "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources: [cm.yaml]\n")
+    write(root, "web/components/extra/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n")
+    write(root, "apps/web.yaml", application("web", {"repoURL": URL, "path": "web/overlay", "kustomize": {
+        "namePrefix": "app-", "namespace": "shop", "replicas": [{"name": "base-web", "count": 4}],
+        "patches": [{"path": "fix.yaml"}], "components": ["../components/extra"]}}))
+    got = render(root)
+    assert got.not_expanded == []
+    objs = objects_of(got)
+    deploy = objs[("Deployment", "shop", "app-base-web")]       # the directory's own prefix kept under it
+    assert deploy["spec"]["replicas"] == 4
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "fixed"
+    assert ("ConfigMap", "shop", "app-extra") in objs
+    files = input_closure(root, Target("apps", "dev", "apps", "plain")).files
+    assert {"web/overlay/fix.yaml", "web/base/deploy.yaml", "web/components/extra/cm.yaml"} <= files
