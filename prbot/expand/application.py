@@ -199,31 +199,31 @@ def _read_source(where: str, src: Any, this_repo: Callable[[str], bool], app_nam
     base = SourcePlan(where, repo_url, False, path=path_text, chart=chart, revision=revision, ref=ref,
                       explicit=explicit[0] if len(explicit) == 1 else "")
     if not repo_url:
-        return _replace(base, problem=f"{where} has no repoURL")
+        return replace(base, problem=f"{where} has no repoURL")
     if _set(src.get("plugin")):
-        return _replace(base, problem=f"{where}: config management plugins are not rendered by prbot")
+        return replace(base, problem=f"{where}: config management plugins are not rendered by prbot")
     if len(explicit) > 1:
-        return _replace(base, problem=f"{where}: multiple application source types ({', '.join(explicit)})")
+        return replace(base, problem=f"{where}: multiple application source types ({', '.join(explicit)})")
     if chart:
         remote = chart_ref(repo_url, chart, revision)
         if isinstance(remote, Problem):
-            return _replace(base, problem=f"{where}: {remote.text}")
-        return _replace(base, remote=remote, explicit=HELM,
-                        helm=_helm_options(src.get("helm"), "", app_name, local=False))
+            return replace(base, problem=f"{where}: {remote.text}")
+        return replace(base, remote=remote, explicit=HELM,
+                       helm=_helm_options(src.get("helm"), "", app_name, local=False))
     local = this_repo(repo_url)
     if raw_path is None and ref:
-        return _replace(base, local=local)                          # only lends files to `$ref`
+        return replace(base, local=local)                          # only lends files to `$ref`
     rel = safe_path(path_text, "")
     if isinstance(rel, Problem):
-        return _replace(base, local=local, problem=f"{where}: path {path_text!r} {rel.text}")
+        return replace(base, local=local, problem=f"{where}: path {path_text!r} {rel.text}")
     if not local:
-        return _replace(base, path=rel, remote=git_ref(repo_url, rel, revision))
+        return replace(base, path=rel, remote=git_ref(repo_url, rel, revision))
     if isinstance(src.get("directory"), dict) and _set(src["directory"].get("jsonnet")):
-        return _replace(base, local=True, path=rel, problem=f"{where}: jsonnet is not rendered by prbot")
-    return _replace(base, local=True, path=rel,
-                    helm=_helm_options(src.get("helm"), rel, app_name, local=True),
-                    kustomize=_kustomize_options(src.get("kustomize"), rel),
-                    directory=_directory_options(src.get("directory")))
+        return replace(base, local=True, path=rel, problem=f"{where}: jsonnet is not rendered by prbot")
+    return replace(base, local=True, path=rel,
+                   helm=_helm_options(src.get("helm"), rel, app_name, local=True),
+                   kustomize=_kustomize_options(src.get("kustomize"), rel),
+                   directory=_directory_options(src.get("directory")))
 
 
 def _resolve_values(plan: SourcePlan, refs: Mapping[str, SourcePlan]) -> SourcePlan:
@@ -232,7 +232,7 @@ def _resolve_values(plan: SourcePlan, refs: Mapping[str, SourcePlan]) -> SourceP
         return plan
     files = tuple(_resolve_value_file(v, plan, refs) for v in plan.helm.value_files)
     params = tuple((n, _resolve_value_file(v, plan, refs)) for n, v in plan.helm.file_parameters)
-    return _replace(plan, helm=_replace(plan.helm, value_files=files, file_parameters=params))
+    return replace(plan, helm=replace(plan.helm, value_files=files, file_parameters=params))
 
 
 def _resolve_value_file(vf: ValueFile, plan: SourcePlan, refs: Mapping[str, SourcePlan]) -> ValueFile:
@@ -241,15 +241,15 @@ def _resolve_value_file(vf: ValueFile, plan: SourcePlan, refs: Mapping[str, Sour
     name, _, rest = vf.text[1:].partition("/")
     source = refs.get(name)
     if source is None:
-        return _replace(vf, problem=f"${name} names no source of this Application (no source has ref: {name})")
+        return replace(vf, problem=f"${name} names no source of this Application (no source has ref: {name})")
     if not rest:
-        return _replace(vf, problem=f"{vf.text} names no file")
+        return replace(vf, problem=f"{vf.text} names no file")
     if not source.local:
-        return _replace(vf, remote=git_ref(source.repo_url, rest, source.revision))
+        return replace(vf, remote=git_ref(source.repo_url, rest, source.revision))
     rel = safe_path(rest, "")
     if isinstance(rel, Problem):
-        return _replace(vf, problem=f"{vf.text} {rel.text}")
-    return _replace(vf, path=rel)
+        return replace(vf, problem=f"{vf.text} {rel.text}")
+    return replace(vf, path=rel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,9 +607,6 @@ def _string_map(value: Any) -> dict[str, str]:
     return {str(k): _text(v) for k, v in value.items()}
 
 
-def _replace(obj: Any, **changes: Any) -> Any:
-    return replace(obj, **changes)
-
 
 # --------------------------------------------------------------------------------------------
 # The expander
@@ -683,8 +680,8 @@ def _render_source(src: SourcePlan, plan: AppPlan, ctx: ExpandContext) -> list[d
     if src.chart:
         return _render_helm(src, plan, ctx, ctx.remote(src.remote))
     if not src.local:
-        raise ExpandError(f"{src.where}: {shown_url(src.repo_url)} is another repository, whose paths prbot does not "
-                          "fetch (vendor it here, or list the URL in render.repository of .prbot.yml if it is this "
+        raise ExpandError(f"{src.where}: {src.remote} is in another repository, whose paths prbot does not fetch "
+                          "(vendor it here, or list the URL in render.repository of .prbot.yml if it is this "
                           "repository)")
     rel = ctx.local_path(src.path or ".", f"{src.where} path")
     cache = ctx.cache or ClosureCache()
