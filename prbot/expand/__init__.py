@@ -25,10 +25,11 @@ _ALL: tuple[Expander, ...] = (
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
 """(API group, kind) -> its expander."""
 
-MARKERS: tuple[bytes, ...] = tuple(sorted({group.encode() for group, _ in EXPANDERS}))
-"""Bytes a file holding an object with an expander holds (its API group): a cheap test before parsing."""
+def markers() -> tuple[bytes, ...]:
+    """Bytes a file holding an object with an expander holds (its API group): a cheap test before parsing."""
+    return tuple(sorted({group.encode() for group, _ in EXPANDERS}))
 
 CLOSURE_EXTENSIONS.append(closure_extension(EXPANDERS))
 
-__all__ = ["EXPANDERS", "MARKERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
-           "expand_objects", "normalise_repository_url"]
+__all__ = ["EXPANDERS", "MAX_DEPTH", "ExpandContext", "Expander", "Inputs", "InputsContext", "Rendered",
+           "expand_objects", "markers", "normalise_repository_url"]

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 from prbot.errors import ExpandError, RenderError
 from prbot.limits import Limits
-from prbot.model import PLAIN_SUFFIXES, Target
+from prbot.model import KUSTOMIZATION_FILES, PLAIN_SUFFIXES, Target
 from prbot.remote import Vendored
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderJob, parse_documents, run
@@ -221,7 +221,7 @@ class ExpandContext:
         root = os.fspath(self.root)
         if renderer is None:
             renderer = ("kustomize" if any(cache.kind(root, posixpath.join(rel, n) if rel else n) == "file"
-                                           for n in ("kustomization.yaml", "kustomization.yml", "Kustomization"))
+                                           for n in KUSTOMIZATION_FILES)
                         else "helm" if cache.kind(root, posixpath.join(rel, "Chart.yaml") if rel else "Chart.yaml")
                         == "file" else "plain")
         target = Target(self.target.app, self.target.env, rel, renderer, namespace=namespace, chart=chart,
@@ -451,12 +451,8 @@ def raw_documents(cache: ClosureCache, root: str, files: Sequence[str],
 def _documents(cache: ClosureCache, root: str, rel: str, markers: Sequence[bytes]) -> list[dict[str, Any]]:
     if not rel.endswith(PLAIN_SUFFIXES):
         return []
-    try:
-        with open(os.path.join(root, rel), "rb") as fh:
-            data = fh.read(MAX_VALUES * 8 + 1)
-    except OSError:
-        return []
-    if len(data) > MAX_VALUES * 8 or not any(m in data for m in markers):
+    data = cache._read(root, rel)[1]           # hashed on the way: the digest reads it from the cache
+    if data is None or len(data) > MAX_VALUES * 8 or not any(m in data for m in markers):
         return []
     docs = cache.load(root, rel, all_documents=True)
     if isinstance(docs, Invalid) or not isinstance(docs, list):
@@ -466,12 +462,11 @@ def _documents(cache: ClosureCache, root: str, rel: str, markers: Sequence[bytes
 
 def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
     """The `prbot.renderers.closure.CLOSURE_EXTENSIONS` rule for these expanders."""
-    markers = sorted({group.encode() for group, _ in expanders}
-                     | {group.encode() for e in expanders.values() for group in e.looks_at})
-
     def extend(cache: ClosureCache, root: str, target: Target, closure: Closure) -> Closure:
-        if target.app == "expand-input":
+        if target.app == "expand-input" or not expanders:
             return closure                  # a path an expansion reads: the caller's rounds go on
+        markers = sorted({group.encode() for group, _ in expanders}
+                         | {group.encode() for e in expanders.values() for group in e.looks_at})
         seen_docs: set[str] = set()
         for _ in range(MAX_DEPTH + 1):
             new = [f for f in closure.files if f not in seen_docs]

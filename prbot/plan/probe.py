@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prbot import gitrepo
-from prbot.expand import MARKERS
+from prbot.expand import markers
 from prbot.model import KUSTOMIZATION_FILES
 from prbot.renderers.closure import is_remote_reference
 from prbot.renderers.kustomize import CAN_SCAN, scan_references
@@ -230,10 +230,9 @@ class TreeProbe:
             got = False
             if self.kind(rel) == "file":
                 try:
-                    data = self._read(rel)
+                    got = any(m in self._read(rel) for m in markers())
                 except Exception:  # noqa: BLE001 - unreadable: the closure decides
-                    data = MARKERS[0] if MARKERS else b""
-                got = any(m in data for m in MARKERS)
+                    got = True
             self._expands[rel] = got
         return got
 
