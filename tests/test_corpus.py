@@ -59,8 +59,8 @@ def test_each_layout_is_a_valid_configuration(name: str, tmp_path: Path, capsys)
 
 def test_the_corpus_holds_every_layout_of_the_readme() -> None:
     readme = (CORPUS / "README.md").read_text()
-    assert LAYOUTS == ["argocd-apps", "chart-values-env", "flux-helm-local", "flux-helmrelease", "flux-kustomization",
-                       "helmcharts", "single-env"]
+    assert LAYOUTS == ["argocd-apps", "argocd-example-apps", "chart-values-env", "flux-helm-local",
+                       "flux-helmrelease", "flux-kustomization", "helmcharts", "single-env"]
     assert all(f"`{name}/`" in readme for name in LAYOUTS)
 
 
@@ -309,9 +309,20 @@ def test_argocd_application_images(tmp_path: Path, capsys) -> None:
                                 before["argocd/dev/web.yaml"].decode().replace("web:1.5.0", "web:1.6.0")),
         "argocd/dev/worker.yaml": (before["argocd/dev/worker.yaml"].decode(),
                                    before["argocd/dev/worker.yaml"].decode().replace("tag: 2.1.0", "tag: 2.2.0"))}
-    [dev] = plan_json(capsys, repo)["targets"]
+    # their sources are other repositories and charts render.remote does not allow: the Applications
+    # are shown, each named as not expanded, and the plan fails rather than pass over what it cannot see
+    code, out, _ = run(capsys, "plan", "--repo", str(repo), "--base", "HEAD", "--format", "json")
+    [dev] = json.loads(out)["targets"]
+    assert code == 1 and dev["status"] == "changed"
     assert sorted((c["kind"], c["name"]) for c in dev["changes"]) == [
         ("Application", "quarkus-dev"), ("Application", "web-dev"), ("Application", "worker-dev")]
+    assert [n.split(": ", 2)[:2] for n in dev["not_expanded"]] == [
+        ["Application openshift-gitops/quarkus-dev",
+         "https://redhat-developer.github.io/redhat-helm-charts/quarkus (version 0.0.3) is not allowed by "
+         "render.remote in .prbot.yml"],
+        ["Application argocd/web-dev", "spec.source"],
+        ["Application argocd/worker-dev",
+         "https://charts.example.com/worker (version 3.1.0) is not allowed by render.remote in .prbot.yml"]]
 
     commit_all(repo, "bump dev")
     code, out, _ = run(capsys, "promote", "dev", "staging", "--repo", str(repo))
@@ -321,6 +332,28 @@ def test_argocd_application_images(tmp_path: Path, capsys) -> None:
         "apps/staging: argocd/staging/worker.yaml 2.0.0 → 2.2.0"]
     rendered = subprocess.run(["git", "diff", "--stat"], cwd=repo, capture_output=True, text=True).stdout
     assert "3 files changed, 3 insertions(+), 3 deletions(-)" in rendered
+
+
+def test_argocd_app_of_apps_shows_what_each_source_renders(tmp_path: Path, capsys) -> None:
+    repo = layout("argocd-example-apps", tmp_path)
+    subprocess.run(["git", "remote", "add", "origin", "https://github.com/acme/argocd-example-apps.git"], cwd=repo,
+                   check=True)
+    write(repo, "envs/prod/guestbook.yaml", "replicaCount: 2\nimage:\n  tag: v5\n")
+    write(repo, "kustomize-guestbook/guestbook-ui-svc.yaml",
+          (repo / "kustomize-guestbook/guestbook-ui-svc.yaml").read_text().replace("port: 80", "port: 8080"))
+    plan = plan_json(capsys, repo)
+    status = {t["env"]: t["status"] for t in plan["targets"]}
+    assert status == {"dev": "changed", "prod": "changed"}
+    prod = next(t for t in plan["targets"] if t["env"] == "prod")
+    assert prod.get("not_expanded", []) == [] and prod["error"] is None, prod
+    assert images_in(prod) == {"gcr.io/google-samples/gb-frontend:v5"}
+    changes = {(c["kind"], c["namespace"], c["name"]): c for c in prod["changes"]}
+    assert set(changes) == {("Deployment", "multi-guestbook-prod", "guestbook"),
+                            ("Service", "kustomize-guestbook-prod", "kustomize-guestbook-ui-prod")}
+    assert changes[("Deployment", "multi-guestbook-prod", "guestbook")]["from"] == \
+        "Application argocd/root-prod › Application argocd/multi-guestbook-prod"
+    dev = next(t for t in plan["targets"] if t["env"] == "dev")
+    assert {(c["kind"], c["name"]) for c in dev["changes"]} == {("Service", "kustomize-guestbook-ui-dev")}
 
 
 def test_promote_never_moves_an_environment_back_unless_forced(tmp_path: Path, capsys) -> None:

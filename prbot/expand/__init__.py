@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prbot.expand.application import ApplicationExpander
 from prbot.expand.base import (
     MAX_DEPTH,
     ExpandContext,
@@ -20,6 +21,7 @@ from prbot.renderers.closure import CLOSURE_EXTENSIONS
 _ALL: tuple[Expander, ...] = (
     HelmReleaseExpander(),
     FluxKustomization(),
+    ApplicationExpander(),
 )
 
 EXPANDERS: dict[tuple[str, str], Expander] = {kind: e for e in _ALL for kind in e.kinds}
