@@ -41,6 +41,7 @@ from prbot.remote import Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderJob
 from prbot.renderers.closure import Closure, ClosureCache, input_closure
+from prbot.timing import carry
 from prbot.tools import which
 from prbot.yamlio import YAML_LOADER
 
@@ -215,7 +216,7 @@ class RenderPool:
                     else:
                         fut = self._inflight.get(ident)
                         if fut is None:
-                            fut = executor.submit(self._compute, root, target, key, ident, kube, closures,
+                            fut = executor.submit(carry(self._compute), root, target, key, ident, kube, closures,
                                                   deadline, fetched)
                             self._inflight[ident] = fut
                         waits[key] = fut

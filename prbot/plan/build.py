@@ -27,6 +27,7 @@ from prbot.plan.sparse import sparse_head_sides, sparse_sides
 from prbot.render import RenderPool
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import unmatched_paths
+from prbot.timing import StageClock, carry, measuring, timed
 from prbot.tools import used_versions
 from prbot.validate import validate_objects
 
@@ -68,10 +69,12 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
     deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
-    with contextlib.ExitStack() as stack:
+    with measuring(StageClock()) as clock, contextlib.ExitStack() as stack:
         sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
-        return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
+        plan = _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
                        deadline=deadline)
+    plan.timings, plan.renders = clock.as_dict(), clock.counts["render"]
+    return plan
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str,
@@ -79,7 +82,7 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
     """(base side, head side, affected keys); the trees stay until `stack` closes."""
     git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
     # git works on its own while this thread looks at the head tree
-    changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+    changed_job = git_jobs.submit(carry(gitrepo.changed_paths), repo, base_sha, head_rev)
     if sparse:
         got = sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
         if got is not None:
@@ -223,8 +226,9 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status = "error"
             tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
             return tp
-    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
-                              deadline=deadline)
+    with timed("diff"):
+        tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
+                                  deadline=deadline)
     if key not in b.targets:
         tp.status = "added"
     elif key not in h.targets:
@@ -232,7 +236,8 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     elif not tp.changes:
         tp.status = "unchanged"
     if key in h.targets:
-        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
+        with timed("validation"):
+            tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
         if dry_runner is not None:
             # what the target owns comes from the base only: None when the PR adds the target
             tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)

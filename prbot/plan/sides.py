@@ -18,6 +18,7 @@ from prbot.plan.model import Key
 from prbot.render import cache_extra
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import discover_targets
+from prbot.timing import timed
 
 
 @dataclass
@@ -38,7 +39,8 @@ class PlanSide:
 def discover(root: Path, config: Config, envs: Sequence[str] | None,
              tree: gitrepo.TreeView | None = None) -> dict[Key, Target]:
     """The targets in the tree at `root` (read through `tree` when given), of `envs` (None: all)."""
-    return {(t.app, t.env): t for t in discover_targets(config, root, tree=tree) if envs is None or t.env in envs}
+    with timed("discovery"):
+        return {(t.app, t.env): t for t in discover_targets(config, root, tree=tree) if envs is None or t.env in envs}
 
 
 def plan_side(root: Path, targets: dict[Key, Target], cache: ClosureCache) -> PlanSide:
