@@ -82,7 +82,8 @@ class StageClock:
 
     def table(self) -> str:
         """One line per stage: seconds and entries, then prbot's own share of the render time."""
-        lines = [f"{s:<11}{self.seconds.get(s, 0.0):8.2f}s {self.counts.get(s, 0):6d}x" for s in STAGES]
+        lines = [f"{s:<11}{self.seconds.get(s, 0.0):8.2f}s" + (f" {n:6d}x" if (n := self.counts.get(s, 0)) else "")
+                 for s in STAGES]
         render = self.seconds.get("render", 0.0)
         share = f"{self.own() / render:.0%}" if render else "-"
         lines.append(f"{'own/render':<11}{share:>9}")
