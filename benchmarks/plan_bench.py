@@ -106,16 +106,18 @@ spec:
     return dest
 
 
-def time_cli_plan(repo: Path, cache: Path, changed: int) -> tuple[float, str]:
+def time_cli_plan(repo: Path, cache: Path, changed: int, checkout: Path = ROOT) -> tuple[float, str]:
     """Seconds for `prbot plan --base HEAD --format json --timings` of the working tree, as a whole
-    process with an empty render cache, and its stage table."""
+    process with an empty render cache, and its stage table; `checkout`: the prbot to run (another
+    one, e.g. an export of an older commit, runs without --timings)."""
     import json
 
     shutil.rmtree(cache, ignore_errors=True)
-    env = {**os.environ, "PRBOT_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PRBOT_CACHE_DIR": str(cache), "PYTHONPATH": str(checkout)}
     start = time.perf_counter()
+    timings = ["--timings"] if checkout == ROOT else []
     proc = subprocess.run([sys.executable, "-c", "import sys; from prbot.cli import main; sys.exit(main())",
-                           "plan", "--base", "HEAD", "--format", "json", "--timings", "--no-cluster"],
+                           "plan", "--base", "HEAD", "--format", "json", "--no-cluster", *timings],
                           cwd=repo, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -160,6 +162,9 @@ def main() -> int:
     ap.add_argument("--apps", type=int, default=100)
     ap.add_argument("--component-users", type=int, default=90)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also time (b) with the prbot of this checkout (e.g. `git archive` of an older "
+                    "commit), alternating with this one: before/after in one run")
     args = ap.parse_args()
     kubectl = shutil.which("kubectl")
     if not kubectl:
@@ -206,9 +211,12 @@ def main() -> int:
                     subprocess.run(["git", "worktree", "remove", "--force", base_tree], cwd=big, check=True)
         plans: list[tuple[float, str]] = []
         raws: list[float] = []
+        others: list[float] = []
         for _ in range(args.repeat):                  # alternating: a busy spell slows both sides
             plans.append(time_cli_plan(big, cache, len(users)))
             raws.append(serial())
+            if args.compare:
+                others.append(time_cli_plan(big, cache, len(users), checkout=args.compare.resolve())[0])
         plan_t, stages = min(plans)
         raw_t = min(raws)
 
@@ -217,6 +225,8 @@ def main() -> int:
           f"ratio {big_t / small_t:.2f} (aim <= 1.5)")
     print(f"(b) component used by {len(users)} targets: plan {plan_t:.2f}s, serial kubectl kustomize "
           f"x{2 * len(users)} {raw_t:.2f}s, ratio {plan_t / raw_t:.2f} (aim <= 0.60)")
+    if others:
+        print(f"    {args.compare}: plan {min(others):.2f}s, ratio {min(others) / raw_t:.2f}")
     print("    where the plan's time went (thread-seconds; `own/render`: prbot's stages / the renders', aim <= 20 %):")
     print("\n".join(f"    {line}" for line in stages.splitlines()))
     print(f"(c) one-overlay pull request in a bare mirror: {args.apps}-app mirror {big_m:.2f}s, 1-app mirror "
