@@ -15,6 +15,7 @@ import base64
 import contextlib
 import errno
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -35,6 +36,8 @@ from prbot.renderers.closure import Closure, ClosureCache, stage
 from prbot.sandbox import run_tool
 from prbot.timing import clocked, timed
 from prbot.yamlio import YAML_ERRORS, load_yaml_all
+
+log = logging.getLogger("prbot.render")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,13 @@ class RenderJob:
     def _stage(self, where: str | None) -> tuple[tempfile.TemporaryDirectory[str], Path]:
         """The scratch directory (in `where`, None: the system's temporary directory) and the tree in
         it holding the closure's copy; a memory file system that turns out full is left for the disk."""
-        scratch = tempfile.TemporaryDirectory(prefix="prbot-render-", dir=where)
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="prbot-render-", dir=where)
+        except OSError:
+            if where is None:
+                raise
+            log.warning("the scratch directory %s cannot be used: renders stage in the temporary directory", where)
+            return self._stage(None)
         tree = Path(scratch.name) / "tree"
         try:
             tree.mkdir(mode=0o700)
