@@ -994,7 +994,11 @@ def vendor(remotes: Remotes, text: str, depth: int = 0, *, deadline: float | Non
     root = fetched.root
     sub = fetched.ref.path
     cache = ClosureCache()
-    if cache.kind(str(root), sub) != "dir":
+    kind = cache.kind(str(root), sub)
+    if kind == "outside":
+        raise RemoteError(f"remote {fetched.ref.url}: refused: {sub} resolves (through a symbolic link) outside "
+                          f"{fetched.ref.repo}")
+    if kind != "dir":
         raise RemoteError(f"remote {fetched.ref.url}: {sub or '.'} is not a directory of {fetched.ref.repo}")
     closure = cache.closure(root, Target("remote", "remote", sub, "kustomize"))
     if closure.outside:

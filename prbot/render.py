@@ -34,12 +34,12 @@ from typing import Any
 
 from prbot.diskcache import DiskUsage
 from prbot.errors import RemoteError, RenderError
-from prbot.expand import EXPANDERS, ExpandContext, Rendered, expand_objects
+from prbot.expand import EXPANDERS, ExpandContext, Rendered, expand_objects, normalise_repository_url
 from prbot.expand.flux_kustomization import deployed
 from prbot.limits import Limits
 from prbot.model import Target
 from prbot.paths import render_cache_dir
-from prbot.remote import Remotes, Vendored, vendor
+from prbot.remote import Remotes, Vendored, parse_ref, vendor
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderJob
 from prbot.renderers.closure import Closure, ClosureCache, input_closure
@@ -111,6 +111,13 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
                         deadline=deadline, remotes=optional, remote_problems=problems,
                         repository_urls=tuple(repository_urls), cache=closure._cache)
     return expand_objects(objects, ctx, EXPANDERS)
+
+
+def _this_repository(ref: str, repository_urls: Sequence[str]) -> bool:
+    """Whether an optional remote reference is a git path of the repository planned (an expander
+    declares every GitRepository's, not knowing which URL is this repository)."""
+    parsed = parse_ref(ref)
+    return parsed.kind == "git" and normalise_repository_url(parsed.repo) in repository_urls
 
 
 def api_group(api_version: Any) -> str:
@@ -235,6 +242,8 @@ class RenderPool:
                             results[key] = RenderError(str(exc))
                             continue
                 for ref in closure.optional_remote:       # an expansion's: never skips the target
+                    if _this_repository(ref, repository_urls):
+                        continue                # read from the tree planned, never fetched
                     if remotes is None or not remotes.allowed(ref):
                         problems[ref] = f"{ref} is not allowed by render.remote in .prbot.yml"
                         continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -73,12 +74,19 @@ def standin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def remote_repo(root: Path, value: str, tag: str | None = "v1.0.0") -> str:
-    """acme/infra: a git repository with a kustomize base, served over plain (dumb) HTTP."""
+def remote_repo(root: Path, value: str, tag: str | None = "v1.0.0", files: dict[str, str] | None = None,
+                links: dict[str, str] | None = None) -> str:
+    """acme/infra: a git repository with a kustomize base (and `files`, path -> text, and symbolic
+    `links`, path -> where it points), served over plain (dumb) HTTP."""
     work = init_repo(root.parent / f"work-{value}")
     write(work, "base/kustomization.yaml", "resources: [cm.yaml]\ncommonLabels: {from: remote}\n")
     write(work, "base/cm.yaml", CM.format(name="remote-config", value=value))
     write(work, "base/unused.yaml", "not read\n")
+    for rel, text in (files or {}).items():
+        write(work, rel, text)
+    for rel, to in (links or {}).items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(to, work / rel)
     commit = commit_all(work, f"remote {value}")
     if tag:
         git(work, "tag", "-f", tag)

@@ -4,7 +4,10 @@ The chart comes from `spec.chart.spec` (`chart`, `version`, `sourceRef` of a Git
 HelmRepository or Bucket) or `spec.chartRef` (an OCIRepository or HelmChart); sources are looked up
 among the target's rendered objects, in the HelmRelease's namespace unless the reference names one
 (as Flux does).  A GitRepository naming this repository reads the chart from the tree planned (its
-directory is in the target's closure); a chart repository's (`type: default`, an https index) is the
+directory is in the target's closure); one naming another repository is the remote git reference
+``https://HOST/REPO//CHART-PATH?ref=REF`` (`git_chart_ref`: the ref `spec.ref` names, Flux's order),
+fetched by prbot over https when `render.remote` allows it and its chart copied out of the checkout
+(links leaving it refused); a chart repository's (`type: default`, an https index) is the
 remote chart ``URL/NAME (version V)``, a semver range resolved against the index as Flux does; an
 OCI one (`type: oci`, an OCIRepository) ``oci://…/NAME (version V)``.  Both are fetched by prbot
 only when `render.remote` allows them.
@@ -22,8 +25,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import dataclasses
 import hashlib
+import json
+import os
+import posixpath
 import re
+import shutil
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from prbot.diff import CLUSTER_SCOPED
@@ -36,8 +47,12 @@ from prbot.expand.base import (
     InputsContext,
     api_group,
     deep_merge,
+    load_values_file,
     meta,
+    normalise_repository_url,
 )
+from prbot.remote import Vendored
+from prbot.renderers.closure import ClosureCache
 from prbot.yamlio import YAML_ERRORS, load_yaml
 
 GROUP = "helm.toolkit.fluxcd.io"
@@ -227,6 +242,119 @@ def redact(message: str, secrets: set[str], names: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# A chart in another git repository
+# --------------------------------------------------------------------------------------------
+
+_GIT_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
+
+
+def shown_url(url: str) -> str:
+    """A git URL as messages show it: never a user name, password or token."""
+    text = url.strip()[:300]
+    if "://" in text:
+        parts = urllib.parse.urlsplit(text)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return text.rpartition("@")[2] if re.match(r"^[^/]*@", text) else text
+
+
+def git_ref_of(ref: Any) -> str:
+    """The git ref a GitRepository's `spec.ref` names, in Flux's order (`commit`, `name`, `tag`,
+    `branch`; "" for the default branch); ExpandError for a `semver` range or an odd ref."""
+    ref = _dict(ref)
+    if _str(ref.get("commit")):
+        got = _str(ref["commit"])
+    elif _str(ref.get("name")):
+        got = _str(ref["name"])
+    elif _str(ref.get("semver")):
+        raise ExpandError(f"its ref.semver {_str(ref['semver'])[:50]!r} is not expanded (prbot does not list "
+                          "another repository's tags): pin ref.tag or ref.commit, or vendor the chart")
+    else:
+        got = _str(ref.get("tag")) or _str(ref.get("branch"))
+    if got and (not _GIT_REF.match(got) or ".." in got or got.endswith((".", "/", ".lock"))):
+        raise ExpandError(f"refused: its ref {got[:50]!r} is not a git ref prbot fetches")
+    return got
+
+
+def chart_path(chart: str) -> str:
+    """The normalised chart directory inside a repository; ExpandError when it leaves it."""
+    text = chart.strip()
+    if not text or "\0" in text or "?" in text or "#" in text or "%" in text or any(c.isspace() for c in text):
+        raise ExpandError(f"chart path {text[:100]!r} is not a path")
+    rel = posixpath.normpath(text)
+    if posixpath.isabs(text) or rel == ".." or rel.startswith("../"):
+        raise ExpandError(f"refused: chart path {text[:200]} leaves the repository")
+    return "" if rel == "." else rel
+
+
+def git_chart_ref(url: str, ref: Any, chart: str) -> str:
+    """The remote reference text (what `prbot.remote.parse_ref` reads) of the chart directory
+    `chart` of the git repository at `url`, at the ref a GitRepository's `spec.ref` names:
+    ``https://HOST/REPO//CHART?ref=REF``.  ExpandError when prbot would not fetch it: ssh (prbot
+    fetches https only), credentials in the URL, a semver ref, a path leaving the repository."""
+    text = url.strip()
+    shown = shown_url(text)
+    if text.lower().startswith(("ssh://", "git@", "git::")) or re.match(r"^[\w.-]+@[\w.-]+:", text):
+        plain = normalise_repository_url(text)
+        https = f" (https://{plain})" if plain else ""
+        raise ExpandError(f"{shown} is an ssh URL, which prbot does not fetch (https only): point the "
+                          f"GitRepository at its https form{https} and allow that in render.remote, or vendor "
+                          "the chart into this repository")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        raise ExpandError(f"{shown} is not an https URL, which is all prbot fetches")
+    if parts.username or parts.password:
+        raise ExpandError(f"refused: the URL of {shown} carries credentials; prbot fetches public https "
+                          "repositories only, without them")
+    if parts.query or parts.fragment or "%" in text or any(c.isspace() for c in text) or "//" in parts.path:
+        raise ExpandError(f"{shown} is not a repository URL prbot fetches")
+    rev = git_ref_of(ref)
+    base = f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}//{chart_path(chart)}"
+    return f"{base}?ref={rev}" if rev else base
+
+
+def copy_git_chart(vendored: Vendored, rel: str, values_files: list[str], into: Path) -> Vendored:
+    """The chart directory `rel` of a fetched checkout copied to `into` (links followed, but only
+    inside the checkout; `values_files`, paths of the checkout, merged into its values.yaml as
+    Flux's source controller does), as a Vendored chart `ExpandContext.render_chart` stages.  The
+    checkout itself (the shared cache) is never written."""
+    root = os.fspath(vendored.fetched.root)
+    cache = ClosureCache()
+    kind = cache.kind(root, rel)
+    if kind == "outside":
+        raise ExpandError(f"refused: chart path {rel} resolves (through a symbolic link) outside the fetched "
+                          "repository")
+    if kind != "dir":
+        raise ExpandError(f"chart path {rel or '.'} is not a directory of the fetched repository")
+    tree = cache.tree(root, rel)
+    if tree.outside:
+        raise ExpandError(f"refused: {tree.outside[0]} (in the fetched repository)")
+    if tree.errors:
+        raise ExpandError(tree.errors[0])
+    prefix = f"{rel}/" if rel else ""
+    files = sorted(f[len(prefix):] for f in tree.files if f.startswith(prefix))
+    for f in files:
+        out = into / f
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(root, prefix + f), out, follow_symlinks=True)
+    if values_files:
+        merged: dict[str, Any] = {}
+        for name in values_files:
+            path = chart_path(name)
+            if cache.kind(root, path) != "file":
+                raise ExpandError(f"values file {name[:200]} is not a file of the fetched repository"
+                                  if cache.kind(root, path) != "outside" else
+                                  f"refused: values file {name[:200]} resolves outside the fetched repository")
+            merged = deep_merge(merged, load_values_file(Path(root), path))
+        (into / "values.yaml").write_text(json.dumps(merged, ensure_ascii=False), encoding="utf-8")
+        files = sorted({*files, "values.yaml"})
+    fetched = dataclasses.replace(vendored.fetched, root=into)
+    return Vendored(fetched, frozenset(files), {})
+
+
+
+
+# --------------------------------------------------------------------------------------------
 # The expander
 # --------------------------------------------------------------------------------------------
 
@@ -250,6 +378,14 @@ class HelmReleaseExpander(Expander):
         if kind in ("GitRepository", "Bucket") or (chart_spec and not kind):
             for chart in chart_names:
                 got.local.append((chart, None))
+        if kind == "GitRepository":
+            # which URL is this repository is not known here: every URL counts as another one too
+            # (the plan does not fetch one naming this repository)
+            for repo in ctx.find_docs("GitRepository", _str(source.get("name")), SOURCE_GROUP):
+                rspec = _dict(repo.get("spec"))
+                for chart in chart_names:
+                    with contextlib.suppress(ExpandError):
+                        got.remote.append(git_chart_ref(_str(rspec.get("url")), rspec.get("ref"), chart))
             for c in charts:
                 got.local.extend((_str(f), None) for f in _list(c.get("valuesFiles")) if _str(f))
                 if _str(c.get("valuesFile")):
@@ -284,8 +420,13 @@ class HelmReleaseExpander(Expander):
     def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
         spec = _dict(obj.get("spec"))
         namespace = _str(meta(obj).get("namespace")) or ctx.target.namespace or "default"
+        with contextlib.ExitStack() as stack:
+            return self._expand(obj, spec, namespace, ctx, stack)
+
+    def _expand(self, obj: dict[str, Any], spec: dict[str, Any], namespace: str, ctx: ExpandContext,
+                stack: contextlib.ExitStack) -> list[dict[str, Any]]:
         release_ns = _str(spec.get("targetNamespace")) or namespace
-        chart, version, values_files = self._chart(obj, spec, namespace, ctx)
+        chart, version, values_files = self._chart(obj, spec, namespace, ctx, stack)
         secrets: set[str] = set()
         secret_names = [f"{namespace}/{_str(_dict(r).get('name'))}" for r in _list(spec.get("valuesFrom"))
                         if _dict(r).get("kind") == "Secret"]
@@ -304,8 +445,8 @@ class HelmReleaseExpander(Expander):
             raise ExpandError(redact(str(exc), secrets, secret_names)) from None
         return _in_namespace(objects, release_ns)
 
-    def _chart(self, obj: dict[str, Any], spec: dict[str, Any], namespace: str,
-               ctx: ExpandContext) -> tuple[Any, str, list[str]]:
+    def _chart(self, obj: dict[str, Any], spec: dict[str, Any], namespace: str, ctx: ExpandContext,
+               stack: contextlib.ExitStack) -> tuple[Any, str, list[str]]:
         """(the chart: a repository path or a fetched remote, its version, values files)."""
         chart_ref_spec = _dict(spec.get("chartRef"))
         if chart_ref_spec:
@@ -321,7 +462,7 @@ class HelmReleaseExpander(Expander):
                 ref, version = oci_ref(_str(sspec.get("url")), _dict(sspec.get("ref")))
                 return ctx.remote(ref), version, []
             return self._from_source(_dict(sspec.get("sourceRef")), ns, _str(sspec.get("chart")),
-                                     _str(sspec.get("version")) or "*", [], ctx)
+                                     _str(sspec.get("version")) or "*", [], ctx, stack)
         chart_spec = _dict(_dict(spec.get("chart")).get("spec"))
         if not chart_spec:
             raise ExpandError("it names no chart (spec.chart.spec or spec.chartRef)")
@@ -329,10 +470,11 @@ class HelmReleaseExpander(Expander):
         if _str(chart_spec.get("valuesFile")):
             files.insert(0, _str(chart_spec["valuesFile"]))
         return self._from_source(_dict(chart_spec.get("sourceRef")), namespace, _str(chart_spec.get("chart")),
-                                 _str(chart_spec.get("version")) or "*", files, ctx)
+                                 _str(chart_spec.get("version")) or "*", files, ctx, stack)
 
     def _from_source(self, source_ref: dict[str, Any], namespace: str, chart: str, version: str,
-                     values_files: list[str], ctx: ExpandContext) -> tuple[Any, str, list[str]]:
+                     values_files: list[str], ctx: ExpandContext,
+                     stack: contextlib.ExitStack) -> tuple[Any, str, list[str]]:
         kind, name = _str(source_ref.get("kind")), _str(source_ref.get("name"))
         ns = _str(source_ref.get("namespace")) or namespace
         if not chart:
@@ -348,8 +490,7 @@ class HelmReleaseExpander(Expander):
             raise ExpandError(f"its chart comes from Bucket {ns}/{name}: charts from buckets are not expanded")
         if kind == "GitRepository":
             if not ctx.this_repository(url):
-                raise ExpandError(f"its chart comes from GitRepository {ns}/{name} ({url[:200]}), which is not "
-                                  "this repository (a mirror or fork of it can be listed in render.repository)")
+                return self._other_repository(source, ns, name, chart, version, values_files, ctx, stack)
             rel = ctx.local_path(chart, "chart path")
             files = [ctx.local_path(f, "values file") for f in values_files]
             return rel, version, files
@@ -360,6 +501,25 @@ class HelmReleaseExpander(Expander):
         if _str(sspec.get("type")) == "oci" and not url.startswith("oci://"):
             raise ExpandError(f"HelmRepository {ns}/{name} of type oci has a url that is not oci://")
         return ctx.remote(chart_ref(url, chart, version)), version, []
+
+    def _other_repository(self, source: dict[str, Any], ns: str, name: str, chart: str, version: str,
+                          values_files: list[str], ctx: ExpandContext,
+                          stack: contextlib.ExitStack) -> tuple[Any, str, list[str]]:
+        """The chart of a GitRepository naming another repository: fetched (when render.remote
+        allows it) at the ref it names, its chart directory copied out of the checkout."""
+        sspec = _dict(source.get("spec"))
+        url = _str(sspec.get("url"))
+        where = (f"its chart comes from GitRepository {ns}/{name} ({shown_url(url) or 'no url'}), which is not "
+                 "this repository")
+        try:
+            text = git_chart_ref(url, sspec.get("ref"), chart)
+            fetched = ctx.remote(text)
+            home, _ = stack.enter_context(ctx.scratch())
+            into = home / "git-chart"
+            into.mkdir(mode=0o700)
+            return copy_git_chart(fetched, chart_path(chart), values_files, into), version, []
+        except ExpandError as exc:
+            raise ExpandError(f"{where} (a mirror or fork of it can be listed in render.repository): {exc}") from None
 
 
 def _in_namespace(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
