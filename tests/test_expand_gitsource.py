@@ -137,6 +137,33 @@ def test_a_chart_of_another_allowed_repository_renders_at_its_tag_and_a_tag_bump
     assert "· from `HelmRelease apps/podinfo`" in md
 
 
+def test_values_files_come_from_that_repository_and_an_overlay_may_patch_the_tag(
+        tmp_path: Path, infra: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    remote_repo(infra, "second", tag="v17.1.0",
+                files={**chart_files("green"), "values/prod.yaml": "color: purple\nreplicaCount: 5\n"})
+    repo, base = fleet(tmp_path)
+    write(repo, "apps/dev/kustomization.yaml", "namespace: apps\nresources: [source.yaml, release.yaml]\n"
+          "patches: [{path: tag.yaml}]\n")
+    write(repo, "apps/dev/tag.yaml", "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\n"
+          "metadata: {name: infra}\nspec:\n  ref: {tag: v17.1.0}\n")
+    write(repo, "apps/dev/release.yaml", RELEASE.format(chart="./charts/podinfo").replace(
+        "        name: infra\n", "        name: infra\n      valuesFiles: [values/prod.yaml]\n"))
+    commit_all(repo, "overlay")
+    code, data = plan(repo, base, capsys)
+    t = target(data)
+    assert code == 0 and t.get("not_expanded") is None, (t.get("not_expanded"), t["error"], t["status"])
+    deployment = diff_of(t, "Deployment", "podinfo")
+    assert "color: purple" in deployment and "replicas: 2" in deployment      # the file, then spec.values
+    # a values file leaving that repository is refused
+    write(repo, "apps/dev/release.yaml", RELEASE.format(chart="./charts/podinfo").replace(
+        "        name: infra\n", "        name: infra\n      valuesFiles: [../../../etc/passwd]\n"))
+    commit_all(repo, "climbing")
+    code, data = plan(repo, base, capsys)
+    [reason] = target(data)["not_expanded"]
+    assert code == 1 and "refused" in reason and "leaves the repository" in reason, reason
+    assert "root:" not in json.dumps(data)
+
+
 def test_a_branch_is_fetched_again_by_every_plan(tmp_path: Path, infra: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     repo, base = fleet(tmp_path, ref="    branch: main")

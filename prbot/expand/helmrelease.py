@@ -381,11 +381,7 @@ class HelmReleaseExpander(Expander):
         if kind == "GitRepository":
             # which URL is this repository is not known here: every URL counts as another one too
             # (the plan does not fetch one naming this repository)
-            for repo in ctx.find_docs("GitRepository", _str(source.get("name")), SOURCE_GROUP):
-                rspec = _dict(repo.get("spec"))
-                for chart in chart_names:
-                    with contextlib.suppress(ExpandError):
-                        got.remote.append(git_chart_ref(_str(rspec.get("url")), rspec.get("ref"), chart))
+            got.remote.extend(_git_inputs(ctx, _str(source.get("name")), chart_names))
             for c in charts:
                 got.local.extend((_str(f), None) for f in _list(c.get("valuesFiles")) if _str(f))
                 if _str(c.get("valuesFile")):
@@ -414,6 +410,8 @@ class HelmReleaseExpander(Expander):
                                 got.remote.append(chart_ref(url, _str(hspec["chart"]), _str(hspec.get("version"))))
                     elif _str(hspec.get("chart")):
                         got.local.append((_str(hspec["chart"]), None))
+                        if _str(hsource.get("kind")) == "GitRepository":
+                            got.remote.extend(_git_inputs(ctx, _str(hsource.get("name")), {_str(hspec["chart"])}))
         return got
 
     # ---------------------------------------------------------------- expansion
@@ -520,6 +518,23 @@ class HelmReleaseExpander(Expander):
             return copy_git_chart(fetched, chart_path(chart), values_files, into), version, []
         except ExpandError as exc:
             raise ExpandError(f"{where} (a mirror or fork of it can be listed in render.repository): {exc}") from None
+
+
+def _git_inputs(ctx: InputsContext, name: str, charts: set[str]) -> list[str]:
+    """The remote references of `charts` in the GitRepository documents of this name: every URL
+    with every ref they hold (an overlay's patch may set the ref, or the URL, alone)."""
+    specs = [_dict(d.get("spec")) for d in ctx.find_docs("GitRepository", name, SOURCE_GROUP)]
+    urls = sorted({_str(s.get("url")) for s in specs if _str(s.get("url"))})
+    refs: list[Any] = [s.get("ref") for s in specs if isinstance(s.get("ref"), dict)]
+    if len(refs) < len(specs) or not refs:
+        refs.append(None)
+    out = []
+    for url in urls:
+        for ref in refs:
+            for chart in sorted(charts):
+                with contextlib.suppress(ExpandError):
+                    out.append(git_chart_ref(url, ref, chart))
+    return list(dict.fromkeys(out))
 
 
 def _in_namespace(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
