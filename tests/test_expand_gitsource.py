@@ -164,6 +164,30 @@ def test_values_files_come_from_that_repository_and_an_overlay_may_patch_the_tag
     assert "root:" not in json.dumps(data)
 
 
+def test_a_commit_comes_before_the_tag(tmp_path: Path, infra: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = remote_repo(infra, "first", tag="v17.0.0", files=chart_files("blue"))
+    remote_repo(infra, "second", tag="v17.1.0", files=chart_files("green"))
+    repo, base = fleet(tmp_path, ref=f"    tag: v17.1.0\n    commit: {first}")
+    code, data = plan(repo, base, capsys)
+    t = target(data)
+    assert code == 0 and t.get("not_expanded") is None, t.get("not_expanded")
+    assert "color: blue" in diff_of(t, "Deployment", "podinfo")
+
+
+def test_a_flux_kustomization_of_another_repository_is_named(tmp_path: Path, infra: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    repo, base = fleet(tmp_path)
+    write(repo, "apps/dev/release.yaml", "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+          "metadata: {name: infra}\nspec:\n  interval: 5m\n  path: ./base\n  prune: true\n"
+          "  sourceRef: {kind: GitRepository, name: infra}\n")
+    commit_all(repo, "a Kustomization")
+    code, data = plan(repo, base, capsys)
+    t = target(data)
+    [reason] = t["not_expanded"]
+    assert code == 1 and t["error"] is None and "Kustomization apps/infra" in reason
+    assert "another repository (github.com/acme/infra)" in reason, reason
+
+
 def test_a_branch_is_fetched_again_by_every_plan(tmp_path: Path, infra: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     repo, base = fleet(tmp_path, ref="    branch: main")
