@@ -98,7 +98,8 @@ def diff_of(t: dict, kind: str, name: str) -> str:
 
 @pytest.fixture
 def infra(standin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    """https://github.com/acme/infra on the stand-in: charts/podinfo at tag v17.0.0 (color blue)."""
+    """https://github.com/acme/infra on the stand-in: charts/podinfo at tag v17.0.0 (color blue).
+    The remote cache is shared by every test of a run: a tag holds the same chart in every test."""
     url, served = standin
     monkeypatch.setenv("PRBOT_REMOTE_STANDINS", f"https://github.com/={url}/")
     remote_repo(served, "first", tag="v17.0.0", files=chart_files("blue"))
@@ -139,13 +140,13 @@ def test_a_chart_of_another_allowed_repository_renders_at_its_tag_and_a_tag_bump
 
 def test_values_files_come_from_that_repository_and_an_overlay_may_patch_the_tag(
         tmp_path: Path, infra: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    remote_repo(infra, "second", tag="v17.1.0",
+    remote_repo(infra, "second", tag="v17.2.0",
                 files={**chart_files("green"), "values/prod.yaml": "color: purple\nreplicaCount: 5\n"})
     repo, base = fleet(tmp_path)
     write(repo, "apps/dev/kustomization.yaml", "namespace: apps\nresources: [source.yaml, release.yaml]\n"
           "patches: [{path: tag.yaml}]\n")
     write(repo, "apps/dev/tag.yaml", "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\n"
-          "metadata: {name: infra}\nspec:\n  ref: {tag: v17.1.0}\n")
+          "metadata: {name: infra}\nspec:\n  ref: {tag: v17.2.0}\n")
     write(repo, "apps/dev/release.yaml", RELEASE.format(chart="./charts/podinfo").replace(
         "        name: infra\n", "        name: infra\n      valuesFiles: [values/prod.yaml]\n"))
     commit_all(repo, "overlay")
