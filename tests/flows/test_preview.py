@@ -3,16 +3,12 @@ of the preview environment's cluster, announced in one sticky comment, torn down
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
-from flowkit import CONFIG, DEPLOYMENT, GITOPS_FILES, GitOps, Make, overlay, overlay_path
+from flowkit import CHART, CONFIG, GITOPS_FILES, RELEASE, GitOps, Make, overlay, overlay_path
 
 from prbot import flows
 from prbot.config import Config, load_config
 from prbot.errors import PrbotError
-from prbot.expand import EXPANDERS, ExpandContext, Expander, Inputs, InputsContext
 from prbot.ports import PullRequest
 from prbot.render import render_target
 from prbot.standins import BUILTIN
@@ -145,59 +141,6 @@ def test_what_the_clusters_discovery_says_is_cluster_scoped_or_not_served_is_lef
 # --------------------------------------------------------------------------------------------
 # What the cluster expands itself is not applied by prbot
 # --------------------------------------------------------------------------------------------
-
-RELEASE = """\
-apiVersion: helm.toolkit.fluxcd.io/v2
-kind: HelmRelease
-metadata: {name: web}
-spec:
-  chart:
-    spec:
-      chart: ./charts/web
-      sourceRef: {kind: GitRepository, name: fleet}
----
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: fleet}
-spec:
-  url: https://github.com/acme/gitops
-  ref: {branch: main}
----
-apiVersion: example.prbot.dev/v1
-kind: Bundle
-metadata: {name: extras}
-spec: {path: bundled}
-"""
-
-CHART = {
-    "charts/web/Chart.yaml": "apiVersion: v2\nname: web\nversion: 1.0.0\n",
-    "charts/web/templates/deployment.yaml": DEPLOYMENT.replace("shop", "web-chart"),
-    "bundled/kustomization.yaml": "resources: [deployment.yaml]\n",
-    "bundled/deployment.yaml": DEPLOYMENT.replace("shop", "from-bundle"),
-}
-
-
-class _Bundles(Expander):
-    """A kind whose expansion needs no source (`spec.path` built with kustomize), registered the way
-    every expander is: it expands in any render, so a preview that applied expansions would show it."""
-
-    kinds = (("example.prbot.dev", "Bundle"),)
-
-    def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:
-        return Inputs(local=[(str(doc.get("spec", {}).get("path", "")), "kustomize")])
-
-    def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
-        return ctx.render_path(ctx.local_path(obj["spec"]["path"], "path"), "kustomize")
-
-
-@pytest.fixture
-def bundles() -> Iterator[None]:
-    EXPANDERS[_Bundles.kinds[0]] = _Bundles()
-    try:
-        yield
-    finally:
-        del EXPANDERS[_Bundles.kinds[0]]
-
 
 def test_a_preview_applies_a_helmrelease_and_not_what_the_cluster_expands_from_it(
         make: Make, bundles: None) -> None:
