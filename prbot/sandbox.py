@@ -194,6 +194,11 @@ def scrubbed_env(home: str, limits: Limits) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_TERMINAL_PROMPT": "0",
         "GOMEMLIMIT": str(max(limits.memory * 4 // 5, 32 * 1024 * 1024)),
+        # Go's collector only near GOMEMLIMIT: kubectl and helm allocate ~25 MB at start that they
+        # keep, and collecting during that start is ~16 % of a small render's CPU (measured: 100 ms
+        # -> 84 ms per `kubectl kustomize`).  Memory stays bounded by the render's own limit, which
+        # the operator sized for one render anyway (RLIMIT_DATA and the RSS watch are unchanged)
+        "GOGC": "off",
         "NO_PROXY": "",
         "no_proxy": "",
     }

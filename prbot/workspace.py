@@ -240,7 +240,11 @@ class Mirror:
              dry_runner: DryRunner | None = None) -> Plan:
         """The plan of base...head (`prbot.plan.make_plan`), read from the mirror without a working tree."""
         return make_plan(self.git_dir, config, base, head, pool=pool, dry_runner=dry_runner,
-                         repository_urls=(self.clone_url,))
+                         repository_urls=self.repository_urls)
+
+    @property
+    def repository_urls(self) -> tuple[str, ...]:
+        return (self.clone_url,)
 
     # ------------------------------------------------------------------ writing
     def commit(self, *, parent: str, files: Mapping[str, bytes], message: str) -> str:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "prbot"
 LAYERS: list[tuple[str, ...]] = [
     # 0: words with no prbot dependency but the exceptions
     ("prbot", "prbot.errors", "prbot.paths", "prbot.diskcache", "prbot.limits", "prbot.images", "prbot.yamlio",
-     "prbot.secrets", "prbot.branches"),
+     "prbot.secrets", "prbot.branches", "prbot.timing"),
     # 1: the data model, the configuration, and tools that read or edit files
     ("prbot.model", "prbot.config", "prbot.tools", "prbot.gitrepo", "prbot.yamledit", "prbot.diff",
      "prbot.parse_worker",

@@ -506,3 +506,20 @@ def test_a_standalone_kustomize_is_preferred(example_repo: Path, tmp_path: Path,
     (example_repo / "apps/shop/envs/dev/replicas.yaml").unlink()
     with pytest.raises(RenderError, match="^kustomize build: "):
         render_target(example_repo, t)
+
+
+def test_renders_stage_their_copy_in_the_scratch_directory_and_leave_nothing(
+        example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    where = tmp_path / "where.txt"
+    wrap_tool(tmp_path, monkeypatch, "kubectl", before=f'pwd >> "{where}"')
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("PRBOT_SCRATCH_DIR", str(scratch))
+    objects = render_target(example_repo, example_targets(example_repo)["shop/dev"])
+    assert ("Deployment", "shop") in names(objects)
+    assert where.read_text().startswith(f"{scratch}/prbot-render-")
+    assert list(scratch.iterdir()) == []                     # the copy is removed after the run
+    # a scratch directory that cannot be used is left for the system's temporary directory
+    monkeypatch.setenv("PRBOT_SCRATCH_DIR", str(tmp_path / "missing"))
+    assert render_target(example_repo, example_targets(example_repo)["shop/dev"]) == objects
+    assert not where.read_text().splitlines()[-1].startswith(str(tmp_path / "missing"))

@@ -8,6 +8,7 @@
 - `rollback`: `/prbot rollback` → a PR restoring the previous successful deployment's images;
 - `preview`: `/prbot preview` → the PR rendered into its own namespace;
 - `heads`: which head of a PR a comment's author saw (binds `/prbot plan` and `preview` to it);
+- `warm_base`: a push to the default branch → its targets rendered ahead of the PR plans;
 - `locks`, `sticky`, `context`: what they share.
 
 The worker runs them (`prbot.service.handlers`) with the GitHub adapter and the repository mirror;

@@ -29,6 +29,7 @@ from prbot.plan.sparse import sparse_head_sides, sparse_sides
 from prbot.render import Rendered, RenderPool
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import unmatched_paths
+from prbot.timing import StageClock, carry, measuring, timed
 from prbot.tools import used_versions
 from prbot.validate import validate_objects
 
@@ -58,6 +59,13 @@ def make_plan(repo: Path, config: Config, base: str, head: str | None = None, *,
                  untracked=untracked, repository_urls=repository_urls)
 
 
+def repository_identity(config: Config, given: Sequence[str]) -> tuple[str, ...]:
+    """The normalised URLs meaning "this repository" to expansions: `given` (its origin, or the clone
+    URL the service fetches from) and `render.repository`.  Part of every render's cache key, so
+    whatever renders for a plan's cache (the service's warm base) must pass the same."""
+    return tuple(sorted({u for u in (normalise_repository_url(x) for x in (*given, *config.render_repository)) if u}))
+
+
 def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequence[str] | None,
           pool: RenderPool | None, dry_runner: DryRunner | None, sparse: bool, untracked: bool = False,
           repository_urls: Sequence[str] | None = None) -> Plan:
@@ -66,8 +74,7 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     if repository_urls is None:
         origin = gitrepo.origin_url(repo)
         repository_urls = (origin,) if origin else ()
-    urls = tuple(sorted({u for u in (normalise_repository_url(x) for x in (*repository_urls,
-                                                                          *config.render_repository)) if u}))
+    urls = repository_identity(config, repository_urls)
     for env in envs or ():
         config.env(env)                       # unknown environment -> PrbotError
     base_sha = gitrepo.resolve(repo, base)
@@ -79,10 +86,12 @@ def _plan(repo: Path, config: Config, base: str, head: str | None, *, envs: Sequ
     pool = pool or RenderPool(kube_versions={e.name: e.kubernetes_version for e in config.environments
                                              if e.kubernetes_version})
     deadline = time.monotonic() + pool.limits.plan_budget      # the plan's time budget (PRBOT_PLAN_BUDGET)
-    with contextlib.ExitStack() as stack:
+    with measuring(StageClock()) as clock, contextlib.ExitStack() as stack:
         sides = _sides(stack, repo, config, base_sha, head_rev, envs, sparse)
-        return _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
+        plan = _finish(config, base_sha, head_sha, *sides, pool=pool, dry_runner=dry_runner,
                        deadline=deadline, repository_urls=urls)
+    plan.timings, plan.renders = clock.as_dict(), clock.counts["render"]
+    return plan
 
 
 def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: str, head_rev: str,
@@ -90,7 +99,7 @@ def _sides(stack: contextlib.ExitStack, repo: Path, config: Config, base_sha: st
     """(base side, head side, affected keys); the trees stay until `stack` closes."""
     git_jobs = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="prbot-git"))
     # git works on its own while this thread looks at the head tree
-    changed_job = git_jobs.submit(gitrepo.changed_paths, repo, base_sha, head_rev)
+    changed_job = git_jobs.submit(carry(gitrepo.changed_paths), repo, base_sha, head_rev)
     if sparse:
         got = sparse_head_sides(stack, repo, config, base_sha, head_rev, envs, changed_job)
         if got is not None:
@@ -236,8 +245,9 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
             tp.status = "error"
             tp.error = "two objects with one identity (the cluster would keep only one): " + "; ".join(duplicates)
             return tp
-    tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
-                              deadline=deadline)
+    with timed("diff"):
+        tp.changes = diff_objects(before, after, default_namespace=target.namespace, ignore=config.diff_ignore,
+                                  deadline=deadline)
     _mark_origins(tp, before, after, target.namespace)
     if key not in b.targets:
         tp.status = "added"
@@ -246,7 +256,8 @@ def _compare(config: Config, key: tuple[str, str], target: Target, b: PlanSide, 
     elif not tp.changes:
         tp.status = "unchanged"
     if key in h.targets:
-        tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
+        with timed("validation"):
+            tp.validation = validate_objects(after, config.env(target.env).kubernetes_version, deadline=deadline)
         if dry_runner is not None:
             # what the target owns comes from the base only: None when the PR adds the target
             tp.dry_run = dry_runner(target, after, before if key in b.targets else None, deadline=deadline)

@@ -77,6 +77,10 @@ class Plan:
     targets: list[TargetPlan] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)   # renderer versions used, e.g. {"helm": "v4.1.4"}
     isolation: str = "jail"        # "off": rendered unisolated (PRBOT_RENDER_ISOLATION=off), said everywhere
+    # where the plan's time went: thread-seconds per stage (`prbot.timing.STAGES`), and how many
+    # renderer processes it ran (renders the caches answered are not counted)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+    renders: int = field(default=0, compare=False)
 
     @property
     def failed(self) -> bool:

@@ -18,6 +18,7 @@ from prbot.plan.model import Key
 from prbot.render import cache_extra
 from prbot.renderers.closure import ClosureCache
 from prbot.targets import discover_targets, find_targets
+from prbot.timing import timed
 
 
 @dataclass
@@ -40,7 +41,8 @@ def discover(root: Path, config: Config, envs: Sequence[str] | None,
     """The targets in the tree at `root` (read through `tree` when given), of `envs` (None: all).
     Not `strict` (the base): a discovery problem there (a directory no renderer takes, one matched
     twice) does not fail the PR that fixes it; the head's are `ConfigError`s."""
-    found = discover_targets(config, root, tree=tree) if strict else find_targets(config, root, tree=tree)[0]
+    with timed("discovery"):
+        found = discover_targets(config, root, tree=tree) if strict else find_targets(config, root, tree=tree)[0]
     return {(t.app, t.env): t for t in found if envs is None or t.env in envs}
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -29,9 +31,13 @@ from prbot.errors import RenderError, ToolError
 from prbot.limits import KIB, Limits, format_size
 from prbot.model import Target, TreeReader
 from prbot.parse_worker import count_documents, load_json, yaml_problem
+from prbot.paths import scratch_dir
 from prbot.renderers.closure import Closure, ClosureCache, stage
 from prbot.sandbox import run_tool
+from prbot.timing import clocked, timed
 from prbot.yamlio import YAML_ERRORS, load_yaml_all
+
+log = logging.getLogger("prbot.render")
 
 
 @dataclass(frozen=True)
@@ -50,21 +56,42 @@ class RenderJob:
     def staged(self) -> Iterator[tuple[Path, Path]]:
         """(scratch home, tree holding the closure's files only): where a tool runs.  Both are
         removed afterwards."""
-        with tempfile.TemporaryDirectory(prefix="prbot-render-") as home:
-            tree = Path(home) / "tree"
+        with timed("staging"):                       # making, filling and removing the copy
+            scratch, tree = self._stage(scratch_dir())
+        try:
+            yield Path(scratch.name), tree
+        finally:
+            with timed("staging"):
+                scratch.cleanup()
+
+    def _stage(self, where: str | None) -> tuple[tempfile.TemporaryDirectory[str], Path]:
+        """The scratch directory (in `where`, None: the system's temporary directory) and the tree in
+        it holding the closure's copy; a memory file system that turns out full is left for the disk."""
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="prbot-render-", dir=where)
+        except OSError:
+            if where is None:
+                raise
+            log.warning("the scratch directory %s cannot be used: renders stage in the temporary directory", where)
+            return self._stage(None)
+        tree = Path(scratch.name) / "tree"
+        try:
             tree.mkdir(mode=0o700)
-            try:
-                stage(self.root, self.closure, tree)
-            except OSError as exc:
-                raise RenderError(f"{self.target.path or '.'}: cannot copy the target's files "
-                                  f"({exc.strerror or exc})") from exc
-            yield Path(home), tree
+            stage(self.root, self.closure, tree)
+        except OSError as exc:
+            scratch.cleanup()
+            if exc.errno == errno.ENOSPC and where is not None:
+                return self._stage(None)
+            raise RenderError(f"{self.target.path or '.'}: cannot copy the target's files "
+                              f"({exc.strerror or exc})") from exc
+        return scratch, tree
 
 
 def run(job: RenderJob, argv: list[str], *, label: str, cwd: Path, home: Path) -> str:
     """Run a renderer binary for `job` in the sandbox; RenderError naming any limit it ran into."""
     try:
-        return run_tool(argv, cwd=cwd, home=home, label=label, limits=job.limits, deadline=job.deadline)
+        with timed("render"):
+            return run_tool(argv, cwd=cwd, home=home, label=label, limits=job.limits, deadline=job.deadline)
     except ToolError as exc:
         raise RenderError(str(exc), transient=exc.transient, limit=exc.limit) from exc
 
@@ -211,6 +238,7 @@ def _too_many_documents(text: str, source: str, limits: Limits | None) -> None:
                           f"({limits.describe('max_objects')})", limit="max_objects")
 
 
+@clocked("parse")
 def parse_documents(text: str, source: str = "output", *, max_bytes: int | None = None,
                     limits: Limits | None = None, deadline: float | None = None) -> list[dict[str, Any]]:
     """Kubernetes objects of a multi-document YAML text; `kind: *List` documents are expanded.
@@ -240,6 +268,7 @@ def parse_documents(text: str, source: str = "output", *, max_bytes: int | None 
     return _objects(docs, source, limits)
 
 
+@clocked("parse")
 def parse_file(root: Path, rel: str, *, max_bytes: int | None = None, limits: Limits | None = None,
                deadline: float | None = None) -> list[dict[str, Any]]:
     """The objects of one manifest file (YAML, or JSON for `*.json`); `limits`, `deadline` as for

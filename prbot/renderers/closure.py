@@ -39,6 +39,7 @@ from typing import Any
 
 from prbot.errors import RenderError
 from prbot.model import PLAIN_SUFFIXES, Target
+from prbot.timing import clocked
 from prbot.yamlio import YAML_ERRORS, load_yaml, load_yaml_all
 
 DIGEST_VERSION = "prbot-closure-v2"
@@ -199,6 +200,7 @@ class ClosureCache:
         self._listings: dict[tuple[str, str], frozenset[str]] = {}
 
     # ---------------------------------------------------------------- public
+    @clocked("closure")
     def closure(self, root: Path | str, target: Target) -> Closure:
         """The input closure of `target` in the tree at `root` (see `input_closure`)."""
         root_s = os.fspath(root)
@@ -227,6 +229,7 @@ class ClosureCache:
             return got  # type: ignore[no-any-return]
         return self._read(key[0], rel)[0]
 
+    @clocked("closure")
     def digest(self, root: Path | str, closure: Closure, extra: str = "") -> str:
         """See `closure_digest`."""
         h = hashlib.sha256(DIGEST_VERSION.encode())
@@ -545,6 +548,7 @@ def scalars(node: Any, skip: frozenset[str] = frozenset()) -> Iterable[str]:
 
 # -------------------------------------------------------------------- staging
 
+@clocked("staging")
 def stage(root: Path | str, closure: Closure, dest: Path) -> None:
     """Copy the closure's files (regular files only; symbolic links were resolved by the closure)
     to the same relative paths below `dest`: the tree a renderer runs in."""

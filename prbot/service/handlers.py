@@ -36,6 +36,7 @@ from prbot.images import parse_image
 from prbot.ports import WRITE_PERMISSIONS
 from prbot.registries.github_packages import parse_package_event
 from prbot.repoindex import RepoIndex
+from prbot.service import warm
 from prbot.service.boards import snapshot_key
 from prbot.service.jobs import Job, Runtime, register
 from prbot.service.logs import add_secret
@@ -316,10 +317,19 @@ def _first_time(rt: Runtime, ev: RepoEvent, comment_id: int, text: str) -> bool:
 
 
 def _on_push(rt: Runtime, ev: RepoEvent) -> None:
-    """A push to the default branch that may change `.prbot.yml`: re-index the repository."""
+    """A push to the default branch: re-index the repository when it may change `.prbot.yml`, and
+    render its targets in the background (`warm_base`)."""
     default = _obj(ev.body.get("repository")).get("default_branch")
-    if ev.body.get("ref") == f"refs/heads/{default}" and _touches_config(ev.body):
+    if ev.body.get("ref") != f"refs/heads/{default}":
+        return
+    if _touches_config(ev.body):
         rt.enqueue(Job("index_repo", {"installation": ev.installation}, repo=ev.repo, delivery=ev.delivery))
+    warm.on_default_push(rt, ev.installation, ev.repo, ev.body.get("after"), ev.delivery)
+
+
+@register("warm_base")
+def warm_base(rt: Runtime, job: Job) -> None:
+    warm.run(rt, job, repo_context)
 
 
 def _on_check_run(rt: Runtime, ev: RepoEvent) -> None:

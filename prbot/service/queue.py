@@ -25,12 +25,13 @@ TASK_NAME = "prbot.job"
 HUEY_NAME = "prbot"
 Message = dict[str, Any]
 
-WORK, EVENTS, ROUTING = 20, 10, 0
+WORK, EVENTS, ROUTING, BACKGROUND = 20, 10, 0, -10
 PRIORITIES = {"plan": WORK, "command": WORK, "deploy": WORK, "deploy_poll": WORK, "preview": WORK, "bump": WORK,
-              "github_event": EVENTS}
+              "github_event": EVENTS, "warm_base": BACKGROUND}
 """Queue priority by job kind (higher runs first; equal ones in order): the work a person waits
 for (plans, commands, deploys) before GitHub's events, and both before routing jobs (registry
-pushes, index refreshes), which anyone holding a registry token can cause."""
+pushes, index refreshes), which anyone holding a registry token can cause; last the work nobody
+waits for (rendering the default branch ahead of the plans, `warm_base`)."""
 
 
 log = logging.getLogger("prbot.queue")

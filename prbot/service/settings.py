@@ -97,6 +97,7 @@ class Settings:
     registry_rate_limit: int = 120               # PRBOT_REGISTRY_RATE_LIMIT: registry calls per token per window
     registry_rate_window: float = 60.0           # the window of that limit (seconds)
     routing_ttl: float = 3600.0                  # how long a finished routing job's id is remembered
+    warm_targets: int = 500                      # PRBOT_WARM_TARGETS: targets warmed per default-branch push (0: off)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -259,7 +260,8 @@ def _numbers(get: Any, problems: list[str]) -> dict[str, Any]:
     """The numeric service limits set in the environment (a bad value is a problem, not a crash)."""
     out: dict[str, Any] = {}
     for name, field_name, kind in (("PRBOT_DISK_FLOOR_MB", "disk_floor_mb", float),
-                                   ("PRBOT_REGISTRY_RATE_LIMIT", "registry_rate_limit", int)):
+                                   ("PRBOT_REGISTRY_RATE_LIMIT", "registry_rate_limit", int),
+                                   ("PRBOT_WARM_TARGETS", "warm_targets", int)):
         raw = get(name)
         if raw is None:
             continue
