@@ -11,7 +11,10 @@ prbot's calls to a cluster are few and known (`prbot.cluster.deploy`, `prbot.clu
   target renders, in the namespaces it renders into; the record ConfigMap in its namespace; with
   `prune`, LIST and DELETE of those kinds.
 - **dry-run** (every target of an environment with a cluster): server-side apply with
-  ``dryRun=All`` and GET of the kinds the target renders, in the namespaces it owns.  Kubernetes
+  ``dryRun=All`` and GET of the kinds the target renders, in the namespaces it owns — what
+  expansions add (a HelmRelease's chart, …) included, as the plan's dry-run sends it; the apply sync
+  and previews send the target's own objects only (the cluster's Flux or Argo CD expands them), so
+  their grants cover those alone.  Kubernetes
   has no dry-run verb: the grant is `patch`/`create`, and prbot only ever sends them dry.
   Cluster-scoped objects: GET and PATCH by name only.
 - **previews** (the preview environment): CREATE/GET/LIST/PATCH/DELETE of `pr-*` Namespaces and of
@@ -141,11 +144,26 @@ def _kinds(objects: Iterable[dict[str, Any]], default_namespace: str
     return out
 
 
+def own_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The target's own objects, without those expanded from a HelmRelease, Kustomization or
+    Application (`prbot.expand.Rendered.origins`)."""
+    origin_of = getattr(objects, "origin_of", None)
+    if origin_of is None:
+        return objects
+    return [obj for index, obj in enumerate(objects) if origin_of(index) is None]
+
+
 def _render(root: Path, config: Config, target: Target) -> list[dict[str, Any]]:
+    """The target rendered as a plan's dry-run sends it: expanded, "this repository" being its
+    origin and `render.repository` (no remote is fetched: expansions of remote charts are left out)."""
+    from prbot.expand import normalise_repository_url
+    from prbot.gitrepo import origin_url
     from prbot.render import render_target
 
+    urls = {normalise_repository_url(u) for u in (origin_url(root), *config.render_repository)}
     try:
-        return render_target(root, target, kube_version=config.env(target.env).kubernetes_version)
+        return render_target(root, target, kube_version=config.env(target.env).kubernetes_version,
+                             repository_urls=sorted(u for u in urls if u))
     except RenderError as exc:
         raise PrbotError(f"{target.path} does not render: {exc}") from exc
 
@@ -168,13 +186,18 @@ def rbac_for_env(root: Path, config: Config, env: str) -> RbacPlan:
         objects = _render(root, config, target)
         default_ns = target.namespace or "default"
         found = _kinds(objects, default_ns)
+        # what prbot applies itself (a direct-apply sync, a preview) is the target's own objects: the
+        # cluster's Flux / Argo CD creates what a HelmRelease, Kustomization or Application expands to
+        # (with its own rights); the dry-run sends the expanded objects too, so it needs them all
+        applied = _kinds(own_objects(objects), default_ns)
         owned = {default_ns} | {ns for _, _, ns, _ in found if ns} | \
             {name for group, kind, ns, name in found if (group, kind) == ("", "Namespace")}
         # dry-run: within what the target owns
         for group, kind, ns, name in found:
             if ns is not None and ns in owned:
                 plan.add(Grant("dry-run", ns, group, resource_of(kind), ("get", "create", "patch")))
-                preview_namespaced.add((group, kind))
+                if (group, kind, ns, name) in applied:
+                    preview_namespaced.add((group, kind))
             elif ns is None:
                 plan.add(Grant("dry-run", None, group, resource_of(kind), ("get", "patch"), (name,)))
         spec = config.apps[target.app_index].sync
@@ -197,11 +220,11 @@ def rbac_for_env(root: Path, config: Config, env: str) -> RbacPlan:
         else:
             prune = bool(spec.options.get("prune"))
             verbs = ("get", "create", "patch") + (("list", "delete") if prune else ())
-            for group, kind, ns, _ in found:
+            for group, kind, ns, _ in applied:
                 plan.add(Grant("apply", ns, group, resource_of(kind), verbs))
             if prune:       # pruning lists every applied namespaced kind in every namespace the target owns
-                namespaced = {(group, kind) for group, kind, ns, _ in found if ns is not None}
-                for ns in sorted({ns for _, _, ns, _ in found if ns} | {default_ns}):
+                namespaced = {(group, kind) for group, kind, ns, _ in applied if ns is not None}
+                for ns in sorted({ns for _, _, ns, _ in applied if ns} | {default_ns}):
                     for group, kind in sorted(namespaced):
                         plan.add(Grant("apply", ns, group, resource_of(kind), ("list", "delete")))
             record = record_ref(target, default_ns)

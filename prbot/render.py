@@ -75,7 +75,7 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
                   closure: Closure | None = None, limits: Limits | None = None,
                   deadline: float | None = None, remotes: Mapping[str, Any] | None = None,
                   remote_problems: Mapping[str, str] | None = None,
-                  repository_urls: Sequence[str] = ()) -> Rendered:
+                  repository_urls: Sequence[str] = (), expand: bool = True) -> Rendered:
     """Render one target of the repository checked out at `root` into a list of objects, expanded
     (`prbot.expand`: a HelmRelease's chart, …; `Rendered.origins` and `.not_expanded` say what came
     from where and what could not be).
@@ -86,7 +86,9 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
     is when the plan's budget runs out; `remotes` the fetched remote references the closure reads
     (`prbot.remote.Vendored`, by reference), the closure's optional ones included (those not
     fetched: `remote_problems` says why); `repository_urls` the normalised URLs meaning "this
-    repository" (`prbot.expand.normalise_repository_url`).  Raises RenderError with a one-line message.
+    repository" (`prbot.expand.normalise_repository_url`); `expand=False` returns the target's own
+    objects only — what prbot itself applies (a preview, a direct-apply sync), as the cluster's Flux
+    or Argo CD expands them.  Raises RenderError with a one-line message.
     """
     root = Path(root)
     limits = limits or Limits.from_env()
@@ -102,7 +104,7 @@ def render_target(root: Path, target: Target, *, timeout: float | None = None, k
                                         else None))
     if target.flux is not None:         # sync.flux.root: as the Flux Kustomization deploying it applies it
         objects = deployed(objects, root, target, closure, limits, kube_version, deadline)
-    if not any((api_group(o.get("apiVersion")), o.get("kind")) in EXPANDERS for o in objects):
+    if not expand or not any((api_group(o.get("apiVersion")), o.get("kind")) in EXPANDERS for o in objects):
         return Rendered(objects)
     optional = {r: remotes[r] for r in closure.optional_remote if remotes and r in remotes}
     problems = {r: (remote_problems or {}).get(r) or f"{r} is not allowed by render.remote in .prbot.yml"

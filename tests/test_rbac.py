@@ -404,3 +404,30 @@ def test_argocd_and_flux_syncs_of_the_example_repo_stay_inside_the_printed_rbac(
     assert fake_kube.patches("Application") and fake_kube.patches("HelmRelease") and fake_kube.patches("HelmChart")
     refused = refused_calls(fake_kube, docs)
     assert refused == [], "\n".join(refused)
+
+
+def test_apply_and_previews_grant_the_target_s_own_objects_and_the_dry_run_what_it_expands_to(
+        tmp_path: Path, capsys) -> None:
+    """prbot applies a HelmRelease, never the chart's objects (the cluster's Flux installs those); the
+    plan's dry-run sends the expanded objects too, so it alone is granted their kinds."""
+    repo = tmp_path / "repo"
+    write(repo, ".prbot.yml", APPLY_CONFIG + 'render:\n  repository: ["https://github.com/acme/fleet"]\n')
+    write(repo, "apps/web/prod/release.yaml",
+          "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: web}\nspec:\n"
+          "  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef: {kind: GitRepository, name: fleet}\n"
+          "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: fleet}\n"
+          "spec: {url: 'https://github.com/acme/fleet.git'}\n")
+    write(repo, "charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n")
+    write(repo, "charts/web/templates/sts.yaml", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\n"
+          "spec: {selector: {matchLabels: {a: b}}, serviceName: web, template: {metadata: {labels: {a: b}}, "
+          "spec: {containers: [{name: c, image: i}]}}}\n")
+    code, docs, text = rbac(capsys, repo, "prod")
+    assert code == 0, text
+    assert_least_privilege(docs)
+    web = grants(docs, "Role", "web-prod")
+    assert {("helm.toolkit.fluxcd.io", "helmreleases", verb, "") for verb in ("create", "patch", "delete")} <= web
+    # the dry-run: get, create, patch of the StatefulSet; never applied, listed or deleted by prbot
+    assert {v for g, r, v, _ in web if (g, r) == ("apps", "statefulsets")} == {"get", "create", "patch"}
+    preview = grants(docs, "ClusterRole")
+    assert ("helm.toolkit.fluxcd.io", "helmreleases", "create", "") in preview
+    assert not {r for _, r, _, _ in preview} & {"statefulsets"}

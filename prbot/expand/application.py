@@ -44,7 +44,7 @@ import yaml
 
 from prbot.diff import CLUSTER_SCOPED, api_group
 from prbot.errors import ExpandError, RenderError
-from prbot.expand.base import MAX_VALUES, ExpandContext, Expander, Inputs, InputsContext
+from prbot.expand.base import MAX_VALUES, ExpandContext, Expander, Inputs, InputsContext, read_text, within_target
 from prbot.model import Target
 from prbot.remote import Vendored
 from prbot.renderers import get_renderer
@@ -747,7 +747,7 @@ def _render_kustomize(src: SourcePlan, rel: str, ctx: ExpandContext) -> list[dic
             prel = ctx.local_path(str(patch["path"]), f"{src.where} kustomize patch")
             if prel not in ctx.closure.files:
                 raise ExpandError(f"{prel} is not among the target's inputs")
-            patch_texts[str(patch["path"])] = _read_text(ctx, prel)
+            patch_texts[str(patch["path"])] = read_text(ctx.root, prel)
     body = wrapper_kustomization(f"../{rel}" if rel else "..", replace(opts, components=tuple(components)),
                                  patch_texts, "..")
     with ctx.scratch() as (_home, tree):
@@ -771,16 +771,7 @@ def _render_kustomize(src: SourcePlan, rel: str, ctx: ExpandContext) -> list[dic
 def _kustomize_closure(ctx: ExpandContext, cache: ClosureCache, rel: str) -> Closure:
     """What kustomize reads for the directory `rel`, which must be inside the target's closure."""
     closure = cache.closure(os.fspath(ctx.root), Target(ctx.target.app, ctx.target.env, rel, KUSTOMIZE))
-    if closure.outside:
-        raise ExpandError(f"refused: {closure.outside[0]}")
-    if closure.errors:
-        raise ExpandError(closure.errors[0])
-    if closure.remote:
-        raise ExpandError(f"{rel or '.'} reads the remote {closure.remote[0]}: vendor it into the repository")
-    missed = sorted(closure.files - ctx.closure.files)
-    if missed:
-        raise ExpandError(f"{missed[0]} is not among the target's inputs")
-    return closure
+    return within_target(closure, ctx, rel)
 
 
 def _render_helm(src: SourcePlan, plan: AppPlan, ctx: ExpandContext, chart: str | Vendored) -> list[dict[str, Any]]:
@@ -860,20 +851,6 @@ def _stage_value_file(vf: ValueFile, src: SourcePlan, chart_dir: str, ctx: Expan
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(os.path.join(ctx.root, rel), out, follow_symlinks=True)
     return f"./{rel}"
-
-
-def _read_text(ctx: ExpandContext, rel: str) -> str:
-    try:
-        with open(os.path.join(ctx.root, rel), "rb") as fh:
-            data = fh.read(MAX_VALUES + 1)
-    except OSError as exc:
-        raise ExpandError(f"{rel} cannot be read ({exc.strerror})") from exc
-    if len(data) > MAX_VALUES:
-        raise ExpandError(f"refused: {rel} is larger than {MAX_VALUES // 1024} KiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExpandError(f"{rel} is not UTF-8 text") from exc
 
 
 def with_namespace(objects: list[dict[str, Any]], namespace: str, known: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -367,6 +367,22 @@ def describe(obj: dict[str, Any], default_namespace: str | None = None) -> str:
     return f"{obj.get('kind')} {namespace}/{name}" if namespace else f"{obj.get('kind')} {name}"
 
 
+def within_target(closure: Closure, ctx: ExpandContext, rel: str) -> Closure:
+    """`closure` (what an expansion will read for the directory `rel`) when it is readable: nothing
+    outside the repository, no error, nothing remote, every file among the target's own inputs (what
+    the plan hashed); ExpandError naming the first problem otherwise."""
+    if closure.outside:
+        raise ExpandError(f"refused: {closure.outside[0]}")
+    if closure.errors:
+        raise ExpandError(closure.errors[0])
+    if closure.remote:
+        raise ExpandError(f"{rel or '.'} reads the remote {closure.remote[0]}: vendor it into the repository")
+    missed = sorted(closure.files - ctx.closure.files)
+    if missed:
+        raise ExpandError(f"{missed[0]} is not among the target's inputs")
+    return closure
+
+
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Helm's and Flux's merge of values: maps merged key by key, anything else replaced."""
     out = dict(base)
@@ -378,19 +394,29 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def load_values_file(root: Path, rel: str) -> dict[str, Any]:
-    from prbot.yamlio import YAML_ERRORS, load_yaml
-
+def read_text(root: Path, rel: str, what: str = "") -> str:
+    """The text of the staged file `rel` (`what` names it in messages, e.g. "values file "), at most
+    `MAX_VALUES` bytes of UTF-8; ExpandError otherwise."""
     try:
         with open(os.path.join(root, rel), "rb") as fh:
             data = fh.read(MAX_VALUES + 1)
     except OSError as exc:
-        raise ExpandError(f"values file {rel} cannot be read ({exc.strerror})") from exc
+        raise ExpandError(f"{what}{rel} cannot be read ({exc.strerror})") from exc
     if len(data) > MAX_VALUES:
-        raise ExpandError(f"refused: values file {rel} is larger than {MAX_VALUES // 1024} KiB")
+        raise ExpandError(f"refused: {what}{rel} is larger than {MAX_VALUES // 1024} KiB")
     try:
-        doc = load_yaml(data.decode("utf-8"))
-    except (*YAML_ERRORS, UnicodeDecodeError) as exc:  # type: ignore[misc]
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExpandError(f"{what}{rel} is not UTF-8 text") from exc
+
+
+def load_values_file(root: Path, rel: str) -> dict[str, Any]:
+    from prbot.yamlio import YAML_ERRORS, load_yaml
+
+    text = read_text(root, rel, "values file ")
+    try:
+        doc = load_yaml(text)
+    except YAML_ERRORS as exc:  # type: ignore[misc]
         raise ExpandError(f"values file {rel} is not YAML") from exc
     if doc is None:
         return {}

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from prbot.errors import ExpandError, RenderError, SubstitutionError
-from prbot.expand.base import ExpandContext, Expander, Inputs, InputsContext, describe, meta
+from prbot.expand.base import ExpandContext, Expander, Inputs, InputsContext, describe, meta, within_target
 from prbot.expand.substitute import Variables, substitute, variables
 from prbot.limits import Limits
 from prbot.model import KUSTOMIZATION_FILES, Target
@@ -205,16 +205,7 @@ def _closure(rel: str, spec: Mapping[str, Any], ctx: ExpandContext) -> tuple[Clo
     closure = Closure(frozenset())
     for part in parts:
         closure = closure | part
-    if closure.outside:
-        raise ExpandError(f"refused: {closure.outside[0]}")
-    if closure.errors:
-        raise ExpandError(closure.errors[0])
-    if closure.remote:
-        raise ExpandError(f"{rel or '.'} reads the remote {closure.remote[0]}: vendor it into the repository")
-    missed = sorted(closure.files - ctx.closure.files)
-    if missed:
-        raise ExpandError(f"{missed[0]} is not among the target's inputs")
-    return dataclasses.replace(closure, _cache=None), components
+    return dataclasses.replace(within_target(closure, ctx, rel), _cache=None), components
 
 
 def build(rel: str, spec: Mapping[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from prbot.expand.base import (
     normalise_repository_url,
 )
 from prbot.remote import Vendored
+from prbot.remote import chart_ref as remote_chart_ref
 from prbot.renderers.closure import ClosureCache
 from prbot.yamlio import YAML_ERRORS, load_yaml
 
@@ -78,9 +79,13 @@ def chart_ref(url: str, name: str, version: str) -> str:
 
 
 def oci_ref(url: str, ref: dict[str, Any]) -> tuple[str, str]:
-    """(chart reference, version) of an OCIRepository: its URL's last segment is the chart."""
-    version = _str(ref.get("tag") or ref.get("semver") or ref.get("digest")) or "latest"
+    """(chart reference, version) of an OCIRepository: its URL's last segment is the chart, its
+    `ref` read as Flux reads it — `digest` before `semver` before `tag` (default ``latest``)."""
     base, _, name = url.strip().rstrip("/").rpartition("/")
+    digest = _str(ref.get("digest")).strip()
+    if digest:
+        return remote_chart_ref(base, name.strip(), digest=digest), digest
+    version = _str(ref.get("semver") or ref.get("tag")).strip() or "latest"
     return chart_ref(base, name, version), version
 
 

@@ -335,7 +335,8 @@ def _start_target(repo: Repo, deployer: Deployer, config: Config, root: Any, tar
     objects: list[dict[str, Any]] = []
     if spec.kind == "apply":
         try:
-            objects = render_target(root, target, kube_version=config.env(target.env).kubernetes_version)
+            objects = render_target(root, target, kube_version=config.env(target.env).kubernetes_version,
+                                    expand=False)   # the cluster's Flux / Argo CD expands them
         except RenderError as exc:
             td.progress = Progress("failed", f"{target.path} does not render: {exc}").to_json()
             return

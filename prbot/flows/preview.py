@@ -92,7 +92,8 @@ def preview_objects(config: Config, root: Any, env: str, number: int) -> list[di
         if target.env != env:
             continue
         try:
-            objects = render_target(root, target, kube_version=config.env(env).kubernetes_version)
+            objects = render_target(root, target, kube_version=config.env(env).kubernetes_version,
+                                    expand=False)   # the cluster's Flux / Argo CD expands them
         except RenderError as exc:
             raise PrbotError(f"{target.path} does not render: {exc}") from exc
         for obj in objects:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from flowkit import GITOPS_FILES, GitOps, Make, make_gitops
+from flowkit import GITOPS_FILES, GitOps, Make, make_gitops, registered_bundles
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +32,9 @@ def make(tmp_path: Path, render_cache: Path) -> Make:
                            render_cache=render_cache)
 
     return build
+
+
+@pytest.fixture
+def bundles() -> Iterator[None]:
+    """The test kind Bundle (flowkit's `_Bundles`) has an expander while the test runs."""
+    yield from registered_bundles()

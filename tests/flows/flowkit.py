@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prbot import flows
+from prbot.expand import EXPANDERS, ExpandContext, Expander, Inputs, InputsContext
 from prbot.ports import Comment, Permission, PullRequest
 from prbot.standins import MemoryForge, MemoryStore, StandinClusters
 from prbot.workspace import Mirror
@@ -100,6 +101,61 @@ GITOPS_FILES: dict[str, str] = {
     "apps/shop/base/deployment.yaml": DEPLOYMENT,
     **{overlay_path(env): overlay(env, tag) for env, tag in VERSIONS.items()},
 }
+
+# A target holding a HelmRelease (its chart in this repository) and a Bundle: objects the cluster's
+# Flux (or a controller) expands; prbot shows their expansions in a plan but never applies them.
+RELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: web}
+spec:
+  chart:
+    spec:
+      chart: ./charts/web
+      sourceRef: {kind: GitRepository, name: fleet}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fleet}
+spec:
+  url: https://github.com/acme/gitops
+  ref: {branch: main}
+---
+apiVersion: example.prbot.dev/v1
+kind: Bundle
+metadata: {name: extras}
+spec: {path: bundled}
+"""
+
+CHART = {
+    "charts/web/Chart.yaml": "apiVersion: v2\nname: web\nversion: 1.0.0\n",
+    "charts/web/templates/deployment.yaml": DEPLOYMENT.replace("shop", "web-chart"),
+    "bundled/kustomization.yaml": "resources: [deployment.yaml]\n",
+    "bundled/deployment.yaml": DEPLOYMENT.replace("shop", "from-bundle"),
+}
+
+
+class _Bundles(Expander):
+    """A kind whose expansion needs no source (`spec.path` built with kustomize), registered the way
+    every expander is: it expands in any render, so a preview that applied expansions would show it."""
+
+    kinds = (("example.prbot.dev", "Bundle"),)
+
+    def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:
+        return Inputs(local=[(str(doc.get("spec", {}).get("path", "")), "kustomize")])
+
+    def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
+        return ctx.render_path(ctx.local_path(obj["spec"]["path"], "path"), "kustomize")
+
+
+def registered_bundles() -> Iterator[None]:
+    """The Bundle expander registered while a test runs (the `bundles` fixture)."""
+    EXPANDERS[_Bundles.kinds[0]] = _Bundles()
+    try:
+        yield
+    finally:
+        del EXPANDERS[_Bundles.kinds[0]]
+
 
 PEOPLE: dict[str, Permission] = {"carol": "write", "dave": "read", "alice": "admin"}
 

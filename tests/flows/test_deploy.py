@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit import GitOps, Make, follow, overlay, overlay_path, result_comment
+from flowkit import (
+    CHART,
+    CONFIG,
+    GITOPS_FILES,
+    RELEASE,
+    GitOps,
+    Make,
+    follow,
+    overlay,
+    overlay_path,
+    result_comment,
+)
 
 from prbot import flows
 
@@ -119,3 +130,22 @@ def test_a_deploy_replayed_after_its_deployment_was_created_adopts_it(gitops: Gi
     final = flows.load_state(gitops.repo, sha)
     assert final is not None and [(e.env, e.state, e.deployment) for e in final.envs] == [
         ("staging", "healthy", deployment.id)]
+
+
+def test_an_apply_sync_applies_a_helmrelease_and_not_what_the_cluster_expands_from_it(
+        make: Make, bundles: None) -> None:
+    config = CONFIG.replace('      argocd: {application: "{app}-{env}", namespace: argocd}\n', "      apply: {}\n")
+    gitops = make({**GITOPS_FILES, ".prbot.yml": config, **CHART})
+    gitops.clusters.served = {**gitops.clusters.served, ("example.prbot.dev", "Bundle"): "example.prbot.dev/v1"}
+    kustomization = overlay("staging", "1.1.0").replace("  - ../../base\n", "  - ../../base\n  - release.yaml\n")
+    pr = gitops.open_pr("feature", {overlay_path("staging"): kustomization,
+                                    overlay_path("staging").replace("kustomization", "release"): RELEASE})
+    sha = gitops.merge(pr.number)
+    state = flows.deploy_merged(gitops.repo, gitops.clusters, pr.number)
+    assert state is not None
+    follow(gitops, sha)
+    # the Deployment shop, the HelmRelease, its GitRepository and the Bundle were applied; the
+    # workloads the chart and the Bundle make are the cluster's to create (the stand-in keeps workloads)
+    assert sorted(k for k in gitops.clusters.live if "|shop-staging|" in k) == [
+        "staging|apps/v1|Deployment|shop-staging|shop"]
+    assert "| staging | shop | ✅ healthy |" in result_comment(gitops, pr.number)

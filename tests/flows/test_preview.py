@@ -4,13 +4,15 @@ of the preview environment's cluster, announced in one sticky comment, torn down
 from __future__ import annotations
 
 import pytest
-from flowkit import CONFIG, GITOPS_FILES, GitOps, Make, overlay, overlay_path
+from flowkit import CHART, CONFIG, GITOPS_FILES, RELEASE, GitOps, Make, overlay, overlay_path
 
 from prbot import flows
 from prbot.config import Config, load_config
 from prbot.errors import PrbotError
 from prbot.ports import PullRequest
+from prbot.render import render_target
 from prbot.standins import BUILTIN
+from prbot.targets import discover_targets
 
 PREVIEW = 'preview:\n  environment: dev\n  url: "https://pr-{number}.preview.example"\n'
 MARKER = "<!-- prbot:preview -->"
@@ -134,3 +136,29 @@ def test_what_the_clusters_discovery_says_is_cluster_scoped_or_not_served_is_lef
     assert f"- `ClusterSecretStore vault`: {scoped}" in comment
     assert f"- `IngressClass public`: {scoped}" in comment
     assert "- `ServiceMonitor shop`: cluster dev does not serve ServiceMonitor (monitoring.coreos.com/v1)" in comment
+
+
+# --------------------------------------------------------------------------------------------
+# What the cluster expands itself is not applied by prbot
+# --------------------------------------------------------------------------------------------
+
+def test_a_preview_applies_a_helmrelease_and_not_what_the_cluster_expands_from_it(
+        make: Make, bundles: None) -> None:
+    gitops = make({**GITOPS_FILES, ".prbot.yml": CONFIG + PREVIEW, **CHART})
+    gitops.clusters.served = {**gitops.clusters.served, ("example.prbot.dev", "Bundle"): "example.prbot.dev/v1"}
+    kustomization = overlay("dev", "1.1.0").replace("  - ../../base\n", "  - ../../base\n  - release.yaml\n")
+    pr = gitops.open_pr("feature", {overlay_path("dev"): kustomization,
+                                    overlay_path("dev").replace("kustomization", "release"): RELEASE})
+    outcome = flows.preview_up(gitops.repo, gitops.clusters, config_of(gitops), pr)
+    assert outcome.status == "deployed"
+    # what a plan of the same files shows: the Bundle's ConfigMap (and, with this repository known,
+    # the chart's Deployment) come from expansions
+    with gitops.repo.workspace.materialize(pr.head_sha) as root:
+        target = next(t for t in discover_targets(config_of(gitops), root) if t.env == "dev")
+        planned = render_target(root, target)
+        assert "from-bundle" in [o["metadata"]["name"] for o in planned]
+    # the HelmRelease, its source and the Bundle are applied (the stand-in keeps only workloads
+    # live); the cluster's Flux and the Bundle's controller make the rest
+    assert live_in(gitops, "pr-1") == ["dev Deployment shop"]
+    [comment] = preview_comments(gitops, pr.number)
+    assert "(4 objects)" in comment and "applied 5 objects" in comment, comment
