@@ -357,3 +357,111 @@ def test_an_injected_value_fails_the_target_without_showing_it(tmp_path: Path,
                             "value changes the object's structure at metadata.labels (a value may replace one "
                             "scalar only)")
     assert "injected" not in json.dumps(web)
+
+
+def _plan_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["plan", "--repo", str(repo), "--base", "HEAD~1", "--head", "HEAD", "--format", "json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out)
+
+
+def _oci_app(tmp_path: Path) -> Path:
+    repo = init_repo(tmp_path / "oci")
+    write(repo, ".prbot.yml", "version: 1\nenvironments:\n  - name: prod\napps:\n  - name: app\n    path: app\n")
+    write(repo, "app/kustomization.yaml", "resources: [sync.yaml]\n")
+    write(repo, "app/sync.yaml", flux_kustomization("app", "  path: ./\n  interval: 1m\n").replace(
+        "{kind: GitRepository, name: flux-system}", "{kind: OCIRepository, name: x}"))
+    write(repo, "NOTES.md", "notes\n")
+    commit_all(repo, "initial")
+    return repo
+
+
+def test_an_unrelated_edit_plans_no_oci_sourced_kustomization(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _oci_app(tmp_path)
+    write(repo, "NOTES.md", "more notes\n")
+    commit_all(repo, "notes")
+    code, plan = _plan_json(repo, capsys)
+    assert code == 0
+    assert [t["app"] for t in plan["targets"]] == []
+
+
+def test_an_oci_sourced_kustomization_changed_is_named_not_expanded(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _oci_app(tmp_path)
+    sync = repo / "app/sync.yaml"
+    sync.write_text(sync.read_text().replace("interval: 1m", "interval: 5m"))
+    commit_all(repo, "interval")
+    _, plan = _plan_json(repo, capsys)
+    [app] = [t for t in plan["targets"] if t["app"] == "app"]
+    assert "Kustomization flux-system/app: its source OCIRepository flux-system/x is not read" in json.dumps(app)
+
+
+def test_a_source_ref_without_kind_reads_nothing(tmp_path: Path) -> None:
+    repo = cluster(tmp_path, {"clusters/prod/apps.yaml": flux_kustomization("apps", "  path: ./apps\n").replace(
+        "{kind: GitRepository, name: flux-system}", "{name: flux-system}"),
+        "apps/keep.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-this-repository}\n"})
+    files = input_closure(repo, Target("cluster", "prod", "clusters/prod", "plain")).files
+    assert "apps/keep.yaml" not in files
+    rendered = render_cluster(repo)
+    assert rendered.not_expanded == ["Kustomization flux-system/apps: spec.sourceRef flux-system/flux-system has no "
+                                     "kind (Flux requires one)"]
+
+
+TENANT_BASE = """\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: dev-team, namespace: apps}
+spec: {url: "https://github.com/acme/fleet", ref: {branch: main}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-team, namespace: apps}
+spec:
+  interval: 5m
+  sourceRef: {kind: GitRepository, name: dev-team}
+  prune: true
+"""
+
+
+def _tenants(tmp_path: Path, inline: bool) -> Path:
+    repo = init_repo(tmp_path / ("inline" if inline else "file"))
+    write(repo, ".prbot.yml", "version: 1\nenvironments:\n  - name: staging\n  - name: production\n"
+          "apps:\n  - name: tenants\n    path: \"tenants/{env}\"\n"
+          "render:\n  repository: [\"https://github.com/acme/fleet\"]\n")
+    write(repo, "tenants/base/dev-team/kustomization.yaml", "resources: [sync.yaml]\n")
+    write(repo, "tenants/base/dev-team/sync.yaml", TENANT_BASE)
+    for env in ("staging", "production"):
+        patch = ("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+                 f"metadata: {{name: dev-team, namespace: apps}}\nspec: {{path: ./deploy/{env}}}\n")
+        if inline:
+            write(repo, f"tenants/{env}/kustomization.yaml", "resources: [../base/dev-team]\npatches:\n"
+                  "  - patch: |\n" + "".join(f"      {line}\n" for line in patch.splitlines()))
+        else:
+            write(repo, f"tenants/{env}/kustomization.yaml",
+                  "resources: [../base/dev-team]\npatches:\n  - path: dev-team-patch.yaml\n")
+            write(repo, f"tenants/{env}/dev-team-patch.yaml", patch)
+        write(repo, f"deploy/{env}/cm.yaml",
+              f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: team, namespace: apps}}\ndata: {{env: {env}}}\n")
+    write(repo, "README.md", "tenants\n")
+    commit_all(repo, "initial")
+    return repo
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_base_without_path_patched_per_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     inline: bool) -> None:
+    repo = _tenants(tmp_path, inline)
+    files = input_closure(repo, Target("tenants", "staging", "tenants/staging", "kustomize")).files
+    assert "deploy/staging/cm.yaml" in files
+    assert not any(f.startswith("deploy/production/") or f == "README.md" for f in files)
+    write(repo, "README.md", "tenants, documented\n")
+    commit_all(repo, "docs")
+    code, plan = _plan_json(repo, capsys)
+    assert (code, plan["targets"]) == (0, [])
+    write(repo, "deploy/staging/cm.yaml", (repo / "deploy/staging/cm.yaml").read_text().replace(
+        "env: staging", "env: staging-2"))
+    commit_all(repo, "staging data")
+    code, plan = _plan_json(repo, capsys)
+    assert [(t["app"], t["env"]) for t in plan["targets"]] == [("tenants", "staging")], plan
+    assert "staging-2" in json.dumps(plan["targets"][0])

@@ -59,19 +59,33 @@ INPUT_APP = "expand-input"      # the framework's name for a path an expansion r
 class FluxKustomization(Expander):
     kinds = ((GROUP, "Kustomization"),)
 
+    looks_at = (SOURCE_GROUP,)
+
     def inputs(self, doc: dict[str, Any], ctx: InputsContext) -> Inputs:
         spec = doc.get("spec")
         if not isinstance(spec, dict):
             return Inputs()
-        rel = _static_path(spec.get("path"))
-        if rel is None:
+        # the documents of this Kustomization's name the closure holds: the definition and the patches
+        # an overlay applies to it (a base without `spec.path`, each environment patching one in)
+        name = meta(doc).get("name")
+        specs = [spec] + [s for s in _same_name_specs(name, ctx) if s is not spec]
+        if not _may_read_this_repository(specs, ctx):
             return Inputs()
-        local = directory_inputs(ctx.root, rel)
-        components = spec.get("components")
-        for component in components if isinstance(components, list) else []:
-            sub = _static_path(posixpath.join(rel, component) if isinstance(component, str) else None)
-            if sub is not None:
-                local.append((sub, "kustomize"))
+        paths = [spec.get("path")] if "path" in spec else []
+        paths += [s["path"] for s in _inline_patch_specs(name, ctx) if "path" in s]
+        if not paths and not any("path" in s for s in specs):
+            paths = ["./"]                  # Flux's default, when nothing the closure holds gives a path
+        local: list[tuple[str, str | None]] = []
+        for path in paths:
+            rel = _static_path(path)
+            if rel is None:
+                continue
+            local.extend(directory_inputs(ctx.root, rel))
+            components = spec.get("components")
+            for component in components if isinstance(components, list) else []:
+                sub = _static_path(posixpath.join(rel, component) if isinstance(component, str) else None)
+                if sub is not None:
+                    local.append((sub, "kustomize"))
         return Inputs(local=local)
 
     def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
@@ -92,6 +106,58 @@ class FluxKustomization(Expander):
         return label(objects, spec.get("commonMetadata"), str(meta(obj).get("name") or ""), namespace)
 
 
+def _is_flux_kustomization(doc: Mapping[str, Any]) -> bool:
+    api = doc.get("apiVersion")
+    return doc.get("kind") == "Kustomization" and isinstance(api, str) and api.startswith(f"{GROUP}/")
+
+
+def _same_name_specs(name: Any, ctx: InputsContext) -> list[dict[str, Any]]:
+    """The specs of every Flux Kustomization named `name` among the closure's documents (whatever
+    their namespace) and in the inline patches of its kustomization files."""
+    if not isinstance(name, str):
+        return []
+    found = [d.get("spec") for _, d in ctx.docs if _is_flux_kustomization(d) and meta(d).get("name") == name]
+    return [s for s in found if isinstance(s, dict)] + _inline_patch_specs(name, ctx)
+
+
+def _inline_patch_specs(name: Any, ctx: InputsContext) -> list[dict[str, Any]]:
+    """The specs an inline patch of a kustomization file (`patches[].patch`, `patchesStrategicMerge`)
+    gives the Flux Kustomization `name`."""
+    if not isinstance(name, str):
+        return []
+    out: list[dict[str, Any]] = []
+    for _, doc in ctx.docs:
+        if doc.get("kind") not in (None, "Kustomization", "Component") or _is_flux_kustomization(doc):
+            continue                    # a kustomization file (kind and apiVersion are optional there)
+        texts: list[Any] = []
+        for key in ("patches", "patchesStrategicMerge"):
+            listed = doc.get(key)
+            for item in listed if isinstance(listed, list) else []:
+                texts.append(item.get("patch") if isinstance(item, dict) else item)
+        for text in texts:
+            if not isinstance(text, str) or GROUP not in text or len(text) > 1 << 20:
+                continue
+            try:
+                patches = load_yaml_all(text)
+            except Exception:  # noqa: BLE001 - a patch kustomize cannot read patches nothing
+                continue
+            for patch in patches if isinstance(patches, list) else []:
+                if isinstance(patch, dict) and _is_flux_kustomization(patch) and meta(patch).get("name") == name \
+                        and isinstance(patch.get("spec"), dict):
+                    out.append(patch["spec"])
+    return out
+
+
+def _may_read_this_repository(specs: Sequence[Mapping[str, Any]], ctx: InputsContext) -> bool:
+    """Whether a Kustomization with these specs (its definition and patches) may build a path of
+    this repository: its source is a GitRepository (Flux requires `sourceRef.kind`; without one it
+    builds nothing) that is not plainly another repository.  Which URLs are this repository is not
+    known here, so a GitRepository found is taken as possibly this one (a superset)."""
+    refs = [s.get("sourceRef") for s in specs]
+    kinds = {r.get("kind") for r in refs if isinstance(r, dict) and r.get("kind")}
+    return "GitRepository" in kinds
+
+
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     api = obj.get("apiVersion")
     group = api.rsplit("/", 1)[0] if isinstance(api, str) and "/" in api else ""
@@ -107,9 +173,11 @@ def check_source(ref: Any, namespace: str | None, ctx: ExpandContext) -> None:
     """ExpandError unless `ref` (a `spec.sourceRef`) is a GitRepository naming this repository."""
     if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
         raise ExpandError("spec.sourceRef names no source")
-    kind = ref.get("kind") or "GitRepository"
+    kind = ref.get("kind")
     ns = ref.get("namespace") or namespace
     where = f"{ns}/{ref['name']}" if ns else ref["name"]
+    if not kind:
+        raise ExpandError(f"spec.sourceRef {where} has no kind (Flux requires one)")
     if kind != "GitRepository":
         raise ExpandError(f"its source {kind} {where} is not read (prbot renders this repository's "
                           "GitRepository sources only)")
