@@ -661,6 +661,11 @@ class ApplicationExpander(Expander):
         out.local.extend((c, "kustomize") for c in src.kustomize.components if not c.startswith("!"))
         out.local.extend(_templated_inputs(root, src.path))
 
+    def template_inputs(self, root: str, rel: str, text: str) -> Inputs:
+        """The target's own files that are Helm templates of Applications (a Helm target that is an
+        app of apps): the paths they may read, as for a chart an Application's source names."""
+        return Inputs(local=_template_paths(root, text))
+
     # ---------------------------------------------------------------- expand
     def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
         plan = read_application(obj, ctx.this_repository)
@@ -896,22 +901,31 @@ def _templated_inputs(root: str, rel: str) -> list[tuple[str, str | None]]:
                     text = fh.read(_SCAN_BYTES).decode("utf-8", "replace")
             except OSError:
                 continue
-            if GROUP not in text or "{{" not in text:
-                continue
-            for found in [*_TEMPLATED_PATH.findall(text), *_TEMPLATED_REF.findall(text)]:
-                got = _literal_part(root, found)
-                if got is not None:
-                    out.append(got)
+            out.extend(_template_paths(root, text))
+    return out
+
+
+def _template_paths(root: str, text: str) -> list[tuple[str, str | None]]:
+    """The paths one Helm template of Applications may read (see `_templated_inputs`)."""
+    if GROUP not in text or "{{" not in text:
+        return []
+    out: list[tuple[str, str | None]] = []
+    for found in [*_TEMPLATED_PATH.findall(text), *_TEMPLATED_REF.findall(text)]:
+        got = _literal_part(root, found)
+        if got is not None:
+            out.append(got)
     return out
 
 
 def _literal_part(root: str, text: str) -> tuple[str, str | None] | None:
-    """A templated path's literal directory (`envs/{{ .Values.env }}/x.yaml` → `envs`), or the path."""
+    """A templated path's literal directory (`envs/{{ .Values.env }}/x.yaml` → `envs`), or the path;
+    a path computed entirely by the template (`{{ .path | default .name }}`) may be any directory:
+    the whole repository (`""`)."""
     templated = "{{" in text
     if templated:
         text = text.split("{{", 1)[0].rpartition("/")[0]
         if not text:
-            return None
+            return "", None
     rel = safe_path(text, "")
     if isinstance(rel, Problem) or not rel:
         return None
