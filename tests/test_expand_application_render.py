@@ -361,3 +361,20 @@ def test_a_chart_path_the_closure_missed_is_named_as_existing(tmp_path: Path) ->
     got = render_target(root, Target("apps", "dev", "apps", "helm", chart="apps"), repository_urls=THIS)
     assert got.not_expanded == ["Application argocd/web: charts/web exists but is not among the target's inputs "
                                 "(prbot's reading of what the target reads missed it)"]
+
+
+def test_a_whole_repository_input_never_follows_a_link_out_of_it(tmp_path: Path) -> None:
+    """Attack: a fully templated path makes the repository an input; a symbolic link to a directory
+    outside adds none of its files, and an Application pointed at it is refused, the target kept."""
+    outside = tmp_path / "outside"
+    write(outside, "secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: stolen}\nstringData: {k: s3cr3t}\n")
+    root = tmp_path / "repo"
+    _app_of_apps_chart(root, _templated_application("{{ .Values.path | quote }}"), "path: leak\n")
+    (root / "leak").symlink_to(outside, target_is_directory=True)
+    target = Target("apps", "dev", "apps", "helm", chart="apps")
+    closure = input_closure(root, target)
+    assert "guestbook/cm.yaml" in closure.files and not any(f.startswith("leak") for f in closure.files)
+    got = render_target(root, target, repository_urls=THIS)
+    assert [o["kind"] for o in got] == ["Application"]
+    [reason] = got.not_expanded
+    assert "outside the repository" in reason and "s3cr3t" not in reason, reason

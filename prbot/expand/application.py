@@ -26,6 +26,12 @@ The pure part reads one Application into an `AppPlan`: per source (`spec.source`
 - `targetRevision` of a source in this repository: prbot renders the revision it plans (the pull
   request's head, and its base), whatever revision the source names: a change to the path is shown
   where the Application is, as the change that reaches the cluster once that revision has it.
+- Applications written by Helm templates (a chart an Application's source names, or a Helm target's
+  own chart: `template_inputs`) cannot be read as YAML before Helm renders them: what they read is
+  taken from the templates' text, a superset — the literal part of each `path:` and `$ref/…` value
+  (`envs/{{ .Values.env }}` → `envs`), and for a path computed entirely by a template
+  (`{{ .path | default .name }}`) the whole repository: an Application path computed entirely by a
+  template makes every file of the repository an input of that target.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ Two duties per expander:
   and the remote references it would read.  The closure rule (`closure_extension`) adds them, so
   "affected" and the render cache key follow them; remote ones are *optional*
   (`Closure.optional_remote`): fetched when `render.remote` allows them, otherwise that expansion
-  is "not expanded", never the target skipped.
+  is "not expanded", never the target skipped.  `template_inputs(root, rel, text)` does the same
+  from a closure file that is a Helm template (a Helm target's own chart templating the objects).
 - `expand(obj, ctx)`: the objects, rendered in the same jail and limits as any render
   (`ExpandContext.render_path`, `ExpandContext.render_chart`) from a copy of the closure's files alone;
   `ExpandError(reason)` when it cannot be done.  The target keeps its own objects and the reason is
