@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import write
+from support import commit_all, init_repo, write
 from test_remote import chart_repository, standin  # noqa: F401 - the fixture, used by name
 
 from prbot.expand import normalise_repository_url
@@ -298,3 +298,83 @@ def test_kustomize_patches_components_and_replicas_wrap_the_directory(tmp_path: 
     assert ("ConfigMap", "shop", "app-extra") in objs
     files = input_closure(root, Target("apps", "dev", "apps", "plain")).files
     assert {"web/overlay/fix.yaml", "web/base/deploy.yaml", "web/components/extra/cm.yaml"} <= files
+
+
+# -- a Helm target that is itself an app of apps, and paths computed entirely by a template -----------------
+
+CHILD_CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: guestbook}\ndata: {colour: blue}\n"
+
+
+def _templated_application(path_text: str) -> str:
+    return ("apiVersion: argoproj.io/v1alpha1\nkind: Application\n"
+            "metadata: {name: guestbook, namespace: argocd}\n"
+            "spec:\n  project: default\n"
+            "  destination: {server: https://kubernetes.default.svc, namespace: web}\n"
+            f"  source:\n    repoURL: {{{{ .Values.repoURL }}}}\n    path: {path_text}\n")
+
+
+def _app_of_apps_chart(root: Path, template: str, values: str = "") -> None:
+    write(root, "apps/Chart.yaml", "apiVersion: v2\nname: apps\nversion: 0.1.0\n")
+    write(root, "apps/values.yaml", f"repoURL: {URL}\n{values}")
+    write(root, "apps/templates/gb.yaml", template)
+    write(root, "guestbook/cm.yaml", CHILD_CM)
+
+
+def test_a_helm_target_that_is_an_app_of_apps_expands_its_applications(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    _app_of_apps_chart(root, _templated_application("guestbook"))
+    target = Target("apps", "dev", "apps", "helm", chart="apps")
+    assert "guestbook/cm.yaml" in input_closure(root, target).files
+    got = render_target(root, target, repository_urls=THIS)
+    assert got.not_expanded == []
+    assert objects_of(got)[("ConfigMap", "web", "guestbook")]["data"] == {"colour": "blue"}
+
+
+def test_a_path_computed_entirely_by_a_template_makes_the_whole_repository_an_input(tmp_path: Path) -> None:
+    """Upstream's `path: {{ .path | default .name | quote }}`: no literal part, any directory may be read
+    (the chart reached through a plain root Application, as argocd-example-apps does)."""
+    root = init_repo(tmp_path / "repo")
+    _app_of_apps_chart(root, _templated_application("{{ .Values.path | default \"none\" | quote }}"),
+                       "path: guestbook\n")
+    write(root, "root/apps.yaml", application("apps", {"repoURL": URL, "path": "apps"}, namespace="argocd"))
+    write(root, "elsewhere/deep/other.yaml", "a: 1\n")
+    commit_all(root)
+    target = Target("root", "dev", "root", "plain")
+    files = input_closure(root, target).files
+    assert {"guestbook/cm.yaml", "elsewhere/deep/other.yaml"} <= files
+    assert not any(f == ".git" or f.startswith(".git/") for f in files)
+    got = render_target(root, target, repository_urls=THIS)
+    assert got.not_expanded == []
+    assert objects_of(got)[("ConfigMap", "web", "guestbook")]["data"] == {"colour": "blue"}
+
+
+def test_a_chart_path_the_closure_missed_is_named_as_existing(tmp_path: Path) -> None:
+    """A source written by `toYaml` from values holds no `path:` in the template: prbot cannot see it,
+    and says the directory exists but was not read (not that it may not exist)."""
+    root = tmp_path / "repo"
+    spec = ("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web, namespace: argocd}\n"
+            "spec:\n  project: default\n  destination: {server: https://kubernetes.default.svc, namespace: web}\n"
+            "  source: {{- toYaml .Values.source | nindent 4 }}\n")
+    _app_of_apps_chart(root, spec, f"source: {{repoURL: {URL}, path: charts/web}}\n")
+    write(root, "charts/web/Chart.yaml", CHART)
+    write(root, "charts/web/templates/cm.yaml", CHART_TEMPLATE)
+    got = render_target(root, Target("apps", "dev", "apps", "helm", chart="apps"), repository_urls=THIS)
+    assert got.not_expanded == ["Application argocd/web: charts/web exists but is not among the target's inputs "
+                                "(prbot's reading of what the target reads missed it)"]
+
+
+def test_a_whole_repository_input_never_follows_a_link_out_of_it(tmp_path: Path) -> None:
+    """Attack: a fully templated path makes the repository an input; a symbolic link to a directory
+    outside adds none of its files, and an Application pointed at it is refused, the target kept."""
+    outside = tmp_path / "outside"
+    write(outside, "secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: stolen}\nstringData: {k: s3cr3t}\n")
+    root = tmp_path / "repo"
+    _app_of_apps_chart(root, _templated_application("{{ .Values.path | quote }}"), "path: leak\n")
+    (root / "leak").symlink_to(outside, target_is_directory=True)
+    target = Target("apps", "dev", "apps", "helm", chart="apps")
+    closure = input_closure(root, target)
+    assert "guestbook/cm.yaml" in closure.files and not any(f.startswith("leak") for f in closure.files)
+    got = render_target(root, target, repository_urls=THIS)
+    assert [o["kind"] for o in got] == ["Application"]
+    [reason] = got.not_expanded
+    assert "outside the repository" in reason and "s3cr3t" not in reason, reason

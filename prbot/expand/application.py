@@ -26,6 +26,12 @@ The pure part reads one Application into an `AppPlan`: per source (`spec.source`
 - `targetRevision` of a source in this repository: prbot renders the revision it plans (the pull
   request's head, and its base), whatever revision the source names: a change to the path is shown
   where the Application is, as the change that reaches the cluster once that revision has it.
+- Applications written by Helm templates (a chart an Application's source names, or a Helm target's
+  own chart: `template_inputs`) cannot be read as YAML before Helm renders them: what they read is
+  taken from the templates' text, a superset — the literal part of each `path:` and `$ref/…` value
+  (`envs/{{ .Values.env }}` → `envs`), and for a path computed entirely by a template
+  (`{{ .path | default .name }}`) the whole repository: an Application path computed entirely by a
+  template makes every file of the repository an input of that target.
 """
 
 from __future__ import annotations
@@ -661,6 +667,11 @@ class ApplicationExpander(Expander):
         out.local.extend((c, "kustomize") for c in src.kustomize.components if not c.startswith("!"))
         out.local.extend(_templated_inputs(root, src.path))
 
+    def template_inputs(self, root: str, rel: str, text: str) -> Inputs:
+        """The target's own files that are Helm templates of Applications (a Helm target that is an
+        app of apps): the paths they may read, as for a chart an Application's source names."""
+        return Inputs(local=_template_paths(root, text))
+
     # ---------------------------------------------------------------- expand
     def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
         plan = read_application(obj, ctx.this_repository)
@@ -896,22 +907,31 @@ def _templated_inputs(root: str, rel: str) -> list[tuple[str, str | None]]:
                     text = fh.read(_SCAN_BYTES).decode("utf-8", "replace")
             except OSError:
                 continue
-            if GROUP not in text or "{{" not in text:
-                continue
-            for found in [*_TEMPLATED_PATH.findall(text), *_TEMPLATED_REF.findall(text)]:
-                got = _literal_part(root, found)
-                if got is not None:
-                    out.append(got)
+            out.extend(_template_paths(root, text))
+    return out
+
+
+def _template_paths(root: str, text: str) -> list[tuple[str, str | None]]:
+    """The paths one Helm template of Applications may read (see `_templated_inputs`)."""
+    if GROUP not in text or "{{" not in text:
+        return []
+    out: list[tuple[str, str | None]] = []
+    for found in [*_TEMPLATED_PATH.findall(text), *_TEMPLATED_REF.findall(text)]:
+        got = _literal_part(root, found)
+        if got is not None:
+            out.append(got)
     return out
 
 
 def _literal_part(root: str, text: str) -> tuple[str, str | None] | None:
-    """A templated path's literal directory (`envs/{{ .Values.env }}/x.yaml` → `envs`), or the path."""
+    """A templated path's literal directory (`envs/{{ .Values.env }}/x.yaml` → `envs`), or the path;
+    a path computed entirely by the template (`{{ .path | default .name }}`) may be any directory:
+    the whole repository (`""`)."""
     templated = "{{" in text
     if templated:
         text = text.split("{{", 1)[0].rpartition("/")[0]
         if not text:
-            return None
+            return "", None
     rel = safe_path(text, "")
     if isinstance(rel, Problem) or not rel:
         return None

@@ -11,7 +11,8 @@ Two duties per expander:
   and the remote references it would read.  The closure rule (`closure_extension`) adds them, so
   "affected" and the render cache key follow them; remote ones are *optional*
   (`Closure.optional_remote`): fetched when `render.remote` allows them, otherwise that expansion
-  is "not expanded", never the target skipped.
+  is "not expanded", never the target skipped.  `template_inputs(root, rel, text)` does the same
+  from a closure file that is a Helm template (a Helm target's own chart templating the objects).
 - `expand(obj, ctx)`: the objects, rendered in the same jail and limits as any render
   (`ExpandContext.render_path`, `ExpandContext.render_chart`) from a copy of the closure's files alone;
   `ExpandError(reason)` when it cannot be done.  The target keeps its own objects and the reason is
@@ -139,6 +140,12 @@ class Expander(ABC):
     def expand(self, obj: dict[str, Any], ctx: ExpandContext) -> list[dict[str, Any]]:
         """The objects the cluster would get from `obj` (one rendered object); ExpandError(reason)."""
 
+    def template_inputs(self, root: str, rel: str, text: str) -> Inputs:
+        """From the text of one closure file that is a Helm template (it holds `{{` and an API group
+        of `kinds`: a chart's own templates, which cannot be read as YAML before Helm renders them): a
+        best-effort superset of what expanding the objects it renders reads.  Never raises."""
+        return Inputs()
+
 
 @dataclass
 class ExpandContext:
@@ -257,8 +264,11 @@ class ExpandContext:
         """Copy the closure's files below `rel` to `dest` (keeping their paths below `rel`)."""
         files = self.files_below(rel)
         if not files:
-            raise ExpandError(f"{rel or '.'} is not among the target's inputs (it does not exist, or the "
-                              "closure missed it)")
+            kind = (self.cache or ClosureCache()).kind(os.fspath(self.root), rel)
+            if kind == "missing":
+                raise ExpandError(f"{rel or '.'} does not exist")
+            raise ExpandError(f"{rel or '.'} exists but is not among the target's inputs (prbot's reading of "
+                              "what the target reads missed it)")
         for f in files:
             inner = f[len(rel) + 1:] if rel else f
             out = dest / inner
@@ -499,10 +509,21 @@ def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
             if not new:
                 break
             seen_docs.update(new)
+            acc = ClosureBuilder()
+            for rel, text in _templates(cache, root, new, markers):
+                for scanner in dict.fromkeys(expanders.values()):
+                    try:
+                        got = scanner.template_inputs(root, rel, text)
+                    except Exception:  # noqa: BLE001 - best effort, as `inputs`
+                        log.debug("template inputs of %s", rel, exc_info=True)
+                        continue
+                    for path, renderer in got.local:
+                        _add_local(cache, root, target, path, renderer, acc)
+                    acc.optional_remote.extend(r for r in got.remote if isinstance(r, str) and r)
             docs = raw_documents(cache, root, closure.files, markers)
             if not docs:
-                break                       # nothing an expander reads: the closure as it was
-            acc = ClosureBuilder()
+                closure = closure | acc.freeze()
+                continue                    # the templates' paths (if any) are read in the next round
             for rel, doc in docs:
                 expander = expanders.get((api_group(doc.get("apiVersion")), str(doc.get("kind"))))
                 if expander is None:
@@ -519,6 +540,38 @@ def closure_extension(expanders: Mapping[tuple[str, str], Expander]) -> Any:
         return closure
 
     return extend
+
+
+TEMPLATE_SUFFIXES = (*PLAIN_SUFFIXES, ".tpl")
+MAX_TEMPLATE_BYTES = 256 * 1024
+"""Only this much of a template is looked at for the paths its objects read."""
+
+
+def _templates(cache: ClosureCache, root: str, files: Iterable[str],
+               markers: Sequence[bytes]) -> list[tuple[str, str]]:
+    """(path, text) of the files among `files` that are Helm templates holding one of `markers`."""
+    memo: dict[tuple[str, str], str | None] = cache.__dict__.setdefault("_expand_templates", {})
+    out: list[tuple[str, str]] = []
+    for rel in sorted(files):
+        if (root, rel) not in memo:
+            memo[(root, rel)] = _template_text(root, rel, markers)
+        text = memo[(root, rel)]
+        if text is not None:
+            out.append((rel, text))
+    return out
+
+
+def _template_text(root: str, rel: str, markers: Sequence[bytes]) -> str | None:
+    if not rel.endswith(TEMPLATE_SUFFIXES):
+        return None
+    try:
+        with open(os.path.join(root, rel), "rb") as fh:
+            data = fh.read(MAX_TEMPLATE_BYTES)
+    except OSError:
+        return None
+    if b"{{" not in data or not any(m in data for m in markers):
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def _add_local(cache: ClosureCache, root: str, target: Target, path: Any, renderer: str | None,
