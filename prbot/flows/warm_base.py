@@ -14,6 +14,7 @@ inputs are left to the plans (they fetch them).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ def _still_wanted(repo: Repo, token: str) -> bool:
         got = json.loads(raw) if raw is not None else None
     except ValueError:
         got = None
-    return not isinstance(got, dict) or got.get("token") == token
+    return not isinstance(got, dict) or hmac.compare_digest(str(got.get("token")), token)
 
 
 def warm_base(repo: Repo, token: str, *, max_targets: int = MAX_TARGETS) -> WarmOutcome:
