@@ -225,6 +225,37 @@ def test_merge_methods_and_refusals(fake: FakeGitHub) -> None:
     assert ("pull_request", "closed") in events
 
 
+def test_plain_issues_share_the_number_sequence_and_carry_comments(fake: FakeGitHub) -> None:
+    """An issue is served as GitHub serves one (no `pull_request` key), numbered in the sequence
+    PRs use; its comments are listed and posted as a PR's, and its webhooks say it is no PR."""
+    fake.commit(REPO, "f", {"f": "1"})
+    first = fake.open_pull(REPO, head="f")
+    repo = client(fake).get_repo(REPO)
+    issue = repo.create_issue("Where does app run?", body="asking")
+    assert issue.number == first + 1 and issue.pull_request is None
+    assert issue.html_url.endswith(f"/{REPO}/issues/{issue.number}")
+    assert fake.open_issue(REPO, title="another", user="someone") == first + 2
+    got = repo.get_issue(issue.number)
+    assert got.title == "Where does app run?" and got.pull_request is None and got.state == "open"
+    assert repo.get_issue(first).pull_request is not None
+    fake.drain_events()
+    comment = got.create_comment("the board")
+    assert [c.body for c in got.get_comments()] == ["the board"]
+    assert comment.html_url.endswith(f"/issues/{issue.number}#issuecomment-{comment.id}")
+    [hook] = fake.drain_events()
+    assert hook.event == "issue_comment" and hook.payload["issue"]["number"] == issue.number
+    assert "pull_request" not in hook.payload["issue"]
+    with pytest.raises(GithubException) as err:
+        repo.get_issue(first + 9)
+    assert err.value.status == 404
+    with pytest.raises(GithubException) as err:
+        repo.get_pull(issue.number)                       # an issue is not a PR
+    assert err.value.status == 404
+    with pytest.raises(GithubException) as err:
+        client(fake).get_repo(REPO).create_issue("")
+    assert err.value.status == 422
+
+
 def test_labels_comments_and_reactions(fake: FakeGitHub) -> None:
     fake.commit(REPO, "f", {"f": "1"})
     number = fake.open_pull(REPO, head="f")

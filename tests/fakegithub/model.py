@@ -1,4 +1,4 @@
-"""The fake's state: what GitHub keeps about installations, repositories, pull requests, comments,
+"""The fake's state: what GitHub keeps about installations, repositories, pull requests, issues, comments,
 check runs and deployments (plain dataclasses; the server turns them into REST JSON)."""
 
 from __future__ import annotations
@@ -108,6 +108,23 @@ class Pull:
     base_sha: str | None = None        # frozen when closed
     auto_merge: dict[str, Any] | None = None
     maintainer_can_modify: bool = False
+
+
+@dataclass
+class Issue:
+    """A plain issue (not a pull request); it shares the repository's number sequence with PRs."""
+
+    id: int
+    number: int
+    repo: str                          # key of the repository
+    title: str
+    body: str | None
+    user: User
+    created_at: float
+    updated_at: float
+    state: str = "open"
+    labels: list[str] = field(default_factory=list)               # lower-case label names, in order
+    closed_at: float | None = None
 
 
 @dataclass

@@ -40,6 +40,7 @@ from .model import (
     Deployment,
     DeploymentStatus,
     Installation,
+    Issue,
     Label,
     Logged,
     Pull,
@@ -160,6 +161,7 @@ class FakeGitHub:
         self._tokens: dict[str, Token] = {}
         self._repos: dict[str, Repo] = {}
         self._pulls: dict[str, dict[int, Pull]] = {}
+        self._issues: dict[str, dict[int, Issue]] = {}       # plain issues; PRs are in `_pulls`
         self._comments: dict[int, Comment] = {}
         self._check_runs: dict[int, CheckRun] = {}
         self._deployments: dict[int, Deployment] = {}
@@ -297,6 +299,7 @@ class FakeGitHub:
                 gitstore.update_ref(repo.path, f"refs/heads/{default_branch}", sha)
             self._repos[repo.key] = repo
             self._pulls[repo.key] = {}
+            self._issues[repo.key] = {}
             for inst in self._installations.values():
                 if inst.repos is None and inst.account.login.lower() == owner.login.lower():
                     self._emit_installation_repositories(inst, [repo])
@@ -381,13 +384,21 @@ class FakeGitHub:
             pull = self._create_pull(r, author, title, body, hrepo, head, base or r.default_branch, draft)
             return pull.number
 
-    def comment(self, repo: str, number: int, body: str, *, user: str) -> int:
-        """A PR conversation comment by `user` (records `issue_comment.created`).  People read a PR
-        before they comment: the comment is made in a later second than the PR's last change (GitHub's
-        timestamps have one-second resolution), the clock moving on if need be."""
+    def open_issue(self, repo: str, *, title: str = "A question", body: str | None = "",
+                   user: str | None = None) -> int:
+        """Open a plain issue as `user` (records `issues.opened`); its number comes from the sequence
+        the repository's PRs use."""
         with self._lock:
             r = self._repo(repo)
-            gap = math.floor(self._pull(r, number).updated_at) + 1 - self.now()
+            return self._create_issue(r, self._user(user) if user else r.owner, title, body).number
+
+    def comment(self, repo: str, number: int, body: str, *, user: str) -> int:
+        """A conversation comment by `user` on a PR or a plain issue (records `issue_comment.created`).
+        People read a thread before they comment: the comment is made in a later second than its last
+        change (GitHub's timestamps have one-second resolution), the clock moving on if need be."""
+        with self._lock:
+            r = self._repo(repo)
+            gap = math.floor(self._issue_or_pull(r, number).updated_at) + 1 - self.now()
             if gap > 0:
                 self._offset += gap
             return self._create_comment(r, number, body, self._user(user), via_app=False).id
@@ -445,6 +456,11 @@ class FakeGitHub:
     def pulls(self, repo: str, *, state: str = "all") -> list[Pull]:
         with self._lock:
             return [p for p in self._pulls[self._repo(repo).key].values() if state in ("all", p.state)]
+
+    def issues(self, repo: str, *, state: str = "all") -> list[Issue]:
+        """The plain issues (not the PRs) of `repo`."""
+        with self._lock:
+            return [i for i in self._issues[self._repo(repo).key].values() if state in ("all", i.state)]
 
     def pull(self, repo: str, number: int) -> Pull:
         with self._lock:
@@ -922,7 +938,10 @@ class FakeGitHub:
         return [name for name in required
                 if name not in latest or latest[name].status != "completed" or latest[name].conclusion not in PASSING]
 
-    def _issue_json(self, pull: Pull) -> dict[str, Any]:
+    def _issue_json(self, thread: Pull | Issue) -> dict[str, Any]:
+        if isinstance(thread, Issue):
+            return self._plain_issue_json(thread)
+        pull = thread
         repo = self._repos[pull.repo]
         pr = self._pull_json(pull)
         api = f"{self.api_url}/repos/{repo.full_name}"
@@ -940,6 +959,24 @@ class FakeGitHub:
                                       "patch_url": pr["patch_url"], "merged_at": pr["merged_at"]}})
         return data
 
+    def _plain_issue_json(self, issue: Issue) -> dict[str, Any]:
+        """An issue as GitHub serves it: no `pull_request` key (that key is how clients tell a PR)."""
+        repo = self._repos[issue.repo]
+        api = f"{self.api_url}/repos/{repo.full_name}"
+        n = issue.number
+        return {"url": f"{api}/issues/{n}", "repository_url": api, "labels_url": f"{api}/issues/{n}/labels{{/name}}",
+                "comments_url": f"{api}/issues/{n}/comments", "events_url": f"{api}/issues/{n}/events",
+                "html_url": f"{self.web_url}/{repo.full_name}/issues/{n}", "id": issue.id,
+                "node_id": node_id("I", issue.id), "number": n, "title": issue.title,
+                "user": self._user_json(issue.user),
+                "labels": [self._label_json(repo, repo.labels[name]) for name in issue.labels],
+                "state": issue.state, "locked": False, "assignee": None, "assignees": [], "milestone": None,
+                "comments": sum(1 for c in self._comments.values() if c.repo == repo.key and c.number == n),
+                "created_at": iso(issue.created_at), "updated_at": iso(issue.updated_at),
+                "closed_at": iso(issue.closed_at), "author_association": self._association(repo, issue.user),
+                "active_lock_reason": None, "body": issue.body, "draft": False, "state_reason": None,
+                "reactions": self._reactions_summary(f"{api}/issues/{n}/reactions", [])}
+
     @staticmethod
     def _reactions_summary(url: str, reactions: list[Reaction]) -> dict[str, Any]:
         summary: dict[str, Any] = {"url": url, "total_count": len(reactions)}
@@ -950,8 +987,9 @@ class FakeGitHub:
     def _comment_json(self, c: Comment) -> dict[str, Any]:
         repo = self._repos[c.repo]
         api = f"{self.api_url}/repos/{repo.full_name}"
+        page = "issues" if c.number in self._issues[repo.key] else "pull"
         return {"url": f"{api}/issues/comments/{c.id}",
-                "html_url": f"{self.web_url}/{repo.full_name}/pull/{c.number}#issuecomment-{c.id}",
+                "html_url": f"{self.web_url}/{repo.full_name}/{page}/{c.number}#issuecomment-{c.id}",
                 "issue_url": f"{api}/issues/{c.number}", "id": c.id, "node_id": node_id("IC", c.id),
                 "user": self._user_json(c.user), "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
                 "author_association": self._association(repo, c.user), "body": c.body,
@@ -1027,6 +1065,7 @@ class FakeGitHub:
             ("PATCH", repo + r"/pulls/(?P<number>\d+)", self._patch_pull),
             ("GET", repo + r"/pulls/(?P<number>\d+)/merge", self._get_merged),
             ("PUT", repo + r"/pulls/(?P<number>\d+)/merge", self._put_merge),
+            ("POST", repo + r"/issues", self._post_issue),
             ("GET", repo + r"/issues/(?P<number>\d+)", self._get_issue),
             ("GET", repo + r"/labels", self._list_repo_labels),
             ("GET", repo + r"/issues/(?P<number>\d+)/labels", self._list_labels),
@@ -1490,9 +1529,37 @@ class FakeGitHub:
             self._merge(repo, pull, user, pull.auto_merge["merge_method"], None, None, None)
 
     # ------------------------------------------------------------------ issues: labels, comments, reactions
+    def _issue_or_pull(self, repo: Repo, number: int | str) -> Pull | Issue:
+        """The PR or plain issue numbered `number` (one number sequence for both, as on GitHub)."""
+        issue = self._issues[repo.key].get(int(number))
+        return issue if issue is not None else self._pull(repo, number)
+
     def _get_issue(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name)
-        return self._json(200, self._issue_json(self._pull(repo, number)))
+        return self._json(200, self._issue_json(self._issue_or_pull(repo, number)))
+
+    def _post_issue(self, request: Request, actor: _Actor, owner: str, name: str) -> Response:
+        repo = self._visible(actor, owner, name, write=True)
+        body = self._body(request)
+        title = body.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise _validation({"resource": "Issue", "code": "missing_field", "field": "title"})
+        text = body.get("body")
+        if text is not None and not isinstance(text, str):
+            raise _validation({"resource": "Issue", "code": "invalid", "field": "body"})
+        assert actor.user is not None
+        issue = self._create_issue(repo, actor.user, title, text)
+        return self._json(201, self._issue_json(issue))
+
+    def _create_issue(self, repo: Repo, author: User, title: str, body: str | None) -> Issue:
+        number = repo.next_number
+        repo.next_number += 1
+        now = self.now()
+        issue = Issue(self._next_id(), number, repo.key, title, body, author, now, now)
+        self._issues[repo.key][number] = issue
+        self._emit("issues", {"action": "opened", "issue": self._issue_json(issue), "repository": self._repo_json(repo),
+                              "sender": self._user_json(author)}, repo=repo)
+        return issue
 
     def _list_repo_labels(self, request: Request, actor: _Actor, owner: str, name: str) -> Response:
         repo = self._visible(actor, owner, name)
@@ -1500,11 +1567,11 @@ class FakeGitHub:
 
     def _list_labels(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name)
-        return self._page(request, [self._label_json(repo, repo.labels[n]) for n in self._pull(repo, number).labels])
+        return self._page(request, [self._label_json(repo, repo.labels[n]) for n in self._issue_or_pull(repo, number).labels])
 
     def _add_labels(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name, write=True)
-        pull = self._pull(repo, number)
+        pull = self._issue_or_pull(repo, number)
         body = self._body(request)
         names = body.get("labels") if isinstance(body, dict) else body
         if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
@@ -1520,7 +1587,7 @@ class FakeGitHub:
     def _remove_label(self, request: Request, actor: _Actor, owner: str, name: str, number: str,
                       label: str) -> Response:
         repo = self._visible(actor, owner, name, write=True)
-        pull = self._pull(repo, number)
+        pull = self._issue_or_pull(repo, number)
         if label.lower() not in pull.labels:
             raise ApiError(404, "Label does not exist")
         pull.labels.remove(label.lower())
@@ -1528,7 +1595,7 @@ class FakeGitHub:
 
     def _list_comments(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name)
-        self._pull(repo, number)
+        self._issue_or_pull(repo, number)
         comments = [c for c in self._comments.values() if c.repo == repo.key and c.number == int(number)]
         return self._page(request, [self._comment_json(c) for c in sorted(comments, key=lambda c: c.id)])
 
@@ -1548,7 +1615,7 @@ class FakeGitHub:
         return text
 
     def _create_comment(self, repo: Repo, number: int, text: Any, user: User, *, via_app: bool) -> Comment:
-        pull = self._pull(repo, number)
+        pull = self._issue_or_pull(repo, number)
         text = self._check_comment_body(text)
         now = self.now()
         comment = Comment(self._next_id(), repo.key, number, text, user, now, now, via_app=via_app)
@@ -1580,7 +1647,7 @@ class FakeGitHub:
         comment.body, comment.updated_at = text, self.now()
         repo = self._repos[comment.repo]
         self._emit("issue_comment", {"action": "edited", "changes": {"body": {"from": old}},
-                                     "issue": self._issue_json(self._pull(repo, comment.number)),
+                                     "issue": self._issue_json(self._issue_or_pull(repo, comment.number)),
                                      "comment": self._comment_json(comment), "repository": self._repo_json(repo),
                                      "sender": self._user_json(user)}, repo=repo)
 
@@ -1589,7 +1656,7 @@ class FakeGitHub:
         comment = self._comment(repo, cid)
         del self._comments[comment.id]
         assert actor.user is not None
-        self._emit("issue_comment", {"action": "deleted", "issue": self._issue_json(self._pull(repo, comment.number)),
+        self._emit("issue_comment", {"action": "deleted", "issue": self._issue_json(self._issue_or_pull(repo, comment.number)),
                                      "comment": self._comment_json(comment), "repository": self._repo_json(repo),
                                      "sender": self._user_json(actor.user)}, repo=repo)
         return self._json(204, None)
