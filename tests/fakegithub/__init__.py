@@ -10,10 +10,11 @@ It keeps installations and their tokens, repositories (real bare git repositorie
 smart HTTP at each repository's `clone_url`, basic auth `x-access-token:<installation token>`),
 pull requests (with `refs/pull/N/head`), plain issues (one number sequence with PRs), labels, issue
 comments and reactions, check runs and their annotations, deployments and statuses, collaborator
-permissions, team memberships and GraphQL auto-merge.  Tests act as people (`commit`, `open_pull`, `comment`, `merge` …), inject failures
-(`fail`, `secondary_rate_limit`, `drop_connections`, `unreachable`, `pace_writes`, `expire_tokens`),
-count API writes (`requests`, `api_writes`) and drain the webhooks GitHub would have sent
-(`drain_events()`, each a `Webhook` with `.event`, `.payload`, `.body` and signed `.headers(secret)`).
+permissions, team memberships and GraphQL auto-merge.  Tests act as people (`commit`, `open_pull`,
+`open_issue`, `comment`, `merge` …), inject failures (`fail`, `secondary_rate_limit`,
+`drop_connections`, `unreachable`, `pace_writes`, `expire_tokens`), count API writes (`requests`,
+`api_writes`) and drain the webhooks GitHub would have sent (`drain_events()`,
+each a `Webhook` with `.event`, `.payload`, `.body` and signed `.headers(secret)`).
 """
 
 from .model import CheckRun, Comment, Deployment, Issue, Logged, Pull, Repo

@@ -1567,7 +1567,8 @@ class FakeGitHub:
 
     def _list_labels(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name)
-        return self._page(request, [self._label_json(repo, repo.labels[n]) for n in self._issue_or_pull(repo, number).labels])
+        names = self._issue_or_pull(repo, number).labels
+        return self._page(request, [self._label_json(repo, repo.labels[n]) for n in names])
 
     def _add_labels(self, request: Request, actor: _Actor, owner: str, name: str, number: str) -> Response:
         repo = self._visible(actor, owner, name, write=True)
@@ -1656,7 +1657,8 @@ class FakeGitHub:
         comment = self._comment(repo, cid)
         del self._comments[comment.id]
         assert actor.user is not None
-        self._emit("issue_comment", {"action": "deleted", "issue": self._issue_json(self._issue_or_pull(repo, comment.number)),
+        thread = self._issue_or_pull(repo, comment.number)
+        self._emit("issue_comment", {"action": "deleted", "issue": self._issue_json(thread),
                                      "comment": self._comment_json(comment), "repository": self._repo_json(repo),
                                      "sender": self._user_json(actor.user)}, repo=repo)
         return self._json(204, None)
