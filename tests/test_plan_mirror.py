@@ -116,3 +116,36 @@ def test_random_pull_requests_in_a_bare_mirror(tmp_path: Path, seed: int) -> Non
     mirror = mirror_of(repo, tmp_path)
     config = config_at(mirror, base)
     assert _summary(mirror, config, base, head, True) == _summary(mirror, config, base, head, False)
+
+
+def test_the_scan_in_a_mirror_never_vouches_for_a_target_holding_an_expandable_object(tmp_path: Path) -> None:
+    """The head scan reads the resource files of every candidate in batches (`TreeProbe.prefetch_all`);
+    a target reaching a file with an object the cluster expands, at any depth, is left to its
+    closure, exactly as the scan of a working tree decides."""
+    from prbot.plan.probe import ChangedPaths, TreeProbe
+
+    repo = init_repo(tmp_path / "repo")
+    release = ("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: r}\n"
+               "spec: {chart: {spec: {chart: ./charts/r}}}\n")
+    write(repo, "charts/r/Chart.yaml", "apiVersion: v2\nname: r\nversion: 1.0.0\n")
+    write(repo, "lib/deep/kustomization.yaml", "resources: [release.yaml]\n")
+    write(repo, "lib/deep/release.yaml", release)
+    write(repo, "lib/mid/kustomization.yaml", "resources: [../deep, cm.yaml]\n")
+    write(repo, "lib/mid/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\n")
+    for app, resources in (("plain", "[cm.yaml]"), ("helm", "[cm.yaml, release.yaml]"), ("nested", "[../../lib/mid]"),
+                           ("argo", "[app.yaml]")):
+        write(repo, f"apps/{app}/kustomization.yaml", f"resources: {resources}\n")
+        write(repo, f"apps/{app}/cm.yaml", f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {app}}}\n")
+    write(repo, "apps/helm/release.yaml", release)
+    write(repo, "apps/argo/app.yaml", "# an object of argoproj.io, written in a comment only: still refused\n")
+    head = commit_all(repo, "head")
+    mirror = mirror_of(repo, tmp_path)
+    apps = ["apps/plain", "apps/helm", "apps/nested", "apps/argo"]
+    nothing = ChangedPaths([])
+    with gitrepo.tree_view(mirror, head) as view:
+        probe = TreeProbe(tmp_path / "unused", view)
+        probe.prefetch_all(apps)
+        in_mirror = {a: probe.kustomization_clean(a, nothing) for a in apps}
+    on_disk = TreeProbe(repo)
+    assert in_mirror == {a: on_disk.kustomization_clean(a, nothing) for a in apps} == {
+        "apps/plain": True, "apps/helm": False, "apps/nested": False, "apps/argo": False}

@@ -7,6 +7,7 @@ differ.  Which kustomization field holds what is the renderer's knowledge
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -202,10 +203,18 @@ class TreeProbe:
                         files.append(f"{kdir}/{name}" if kdir else name)
                 self._preloaded.update(self.view.read_many(files))
             found: dict[str, None] = {}
+            resources: dict[str, None] = {}
             for kdir in pending:
                 scan = self.scan_kustomization(kdir)
                 if scan is not None:
                     found.update((d, None) for d in sorted(scan[1]) if d not in self._scans)
+                    resources.update((p, None) for p in scan[0] - scan[1] if p not in self._expands)
+            if self.view is not None:
+                # what `_may_expand` will ask of these files, answered from one batch read
+                files = [p for p in resources if self.kind(p) == "file"]
+                pattern = _marker_pattern(markers())
+                for rel, data in self.view.read_many(files).items():
+                    self._expands[rel] = pattern.search(data) is not None
             pending = list(found)
 
     def kustomization_clean(self, kdir: str, involved: ChangedPaths, stack: tuple[str, ...] = ()) -> bool:
@@ -230,7 +239,7 @@ class TreeProbe:
             got = False
             if self.kind(rel) == "file":
                 try:
-                    got = any(m in self._read(rel) for m in markers())
+                    got = _marker_pattern(markers()).search(self._read(rel)) is not None
                 except Exception:  # noqa: BLE001 - unreadable: the closure decides
                     got = True
             self._expands[rel] = got
@@ -310,6 +319,12 @@ class TreeProbe:
                     continue
             self._holds[rel] = got
         return got
+
+
+@functools.lru_cache(maxsize=4)
+def _marker_pattern(found: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One search for any of the expanders' markers (`prbot.expand.markers`)."""
+    return re.compile(b"|".join(re.escape(m) for m in found)) if found else re.compile(b"(?!)")
 
 
 def _tree_suspicious(top: str) -> bool:
