@@ -145,8 +145,9 @@ class Burst:
         self.accepted: dict[str, list[str]] = {image: [] for image in IMAGES}
 
     def push(self, image: str, tag: str) -> None:
-        rule = IMAGES[image][2]
-        accepted = not rule or re.fullmatch(rule, tag)
+        _, policy, rule, _ = IMAGES[image]
+        # what prbot accepts: the tags rule, and under policy semver a tag that is a version at all
+        accepted = (not rule or re.fullmatch(rule, tag)) and (policy != "semver" or parse_semver(tag) is not None)
         if image == GHCR:
             for event, body in ghcr_events(tag):
                 assert self.bot.post_github(event, body).status_code == 202

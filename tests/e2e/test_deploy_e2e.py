@@ -400,6 +400,9 @@ def test_github_failing_at_the_deadline_still_ends_the_deployment(world: Callabl
     w.fake.merge(REPO, number, user="alice")
     w.bot.deliver_events(settle=False)
     wait_for(lambda: w.statuses("dev") == [["in_progress"]], what="the deployment in progress")
+    # the cluster goes away only once the sync was asked for (on a busy machine the Deployment's
+    # in_progress can come before it): this test is about waiting for health, not about starting
+    wait_for(lambda: bool(w.kube.patches("Application")), what="the sync requested")
     w.kube.fail("Application", times=100000, code=503)
     refusals = w.bot.settings.max_attempts + 2                  # more than the queue's retries of one job
     w.fake.fail(502, times=refusals, method="POST", path=r"/deployments/\d+/statuses$")
