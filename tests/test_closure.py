@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -337,10 +338,12 @@ def _synthetic_repo(root: Path, apps: int) -> Config:
                   apps=(AppSpec(path="apps/{app}/envs/{env}", namespace="{app}-{env}"),))
 
 
-def test_300_targets_at_base_and_head_read_each_file_once(tmp_path: Path) -> None:
-    """The work of a wide plan's closures is one read of each file per tree, whatever the number of
+def test_300_targets_at_base_and_head_read_each_file_a_few_times(tmp_path: Path) -> None:
+    """The work of a wide plan's closures is a few reads of each file per tree, whatever the number of
     targets sharing it (counted with an audit hook on every file opened; the time it takes is
-    measured by benchmarks/plan_bench.py, not asserted here)."""
+    measured by benchmarks/plan_bench.py, not asserted here).  The expansions' closure rule is on, as
+    in every plan: it reads a file again to look for expandable objects and Helm templates."""
+    import prbot.expand  # noqa: F401 - registers the expansions' closure rule, as rendering does
     config = _synthetic_repo(tmp_path / "base", 100)
     shutil.copytree(tmp_path / "base", tmp_path / "head")
     (tmp_path / "head/apps/app007/envs/prod/replicas.yaml").write_text("spec: {replicas: 5}\n")
@@ -365,9 +368,10 @@ def test_300_targets_at_base_and_head_read_each_file_once(tmp_path: Path) -> Non
     base, head = keys
     assert len(base) == 300 and [k for k in base if base[k] != head[k]] == ["app007/prod"]
     files = sum(1 for side in ("base", "head") for p in (tmp_path / side).rglob("*") if p.is_file())
-    repeated = sorted({p for p in opened if opened.count(p) > 1})
-    assert not repeated, f"read more than once: {repeated[:5]}"
-    assert files // 2 <= len(opened) <= files       # every file of a tree read (the hook sees them), none twice
+    reads = Counter(opened)
+    assert files // 2 <= len(reads) <= files                    # the hook sees the files read
+    # shared by 3 targets or read by one, a file costs the same few reads: the cache is shared
+    assert max(reads.values()) <= 3, reads.most_common(3)
 
 
 @pytest.mark.parametrize("name", ["kustomization.yaml", "kustomization.yml", "Kustomization"])
